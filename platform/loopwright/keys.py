@@ -1,0 +1,108 @@
+"""Every Redis key Loopwright uses is built here, under one prefix.
+
+The keyspace is a small state machine (see ``docs/runner.md``):
+
+* ``{p}:run:{id}``            hash   the run record (status, fence, lease, input, output, ...)
+* ``{p}:run:{id}:steps``      hash   seq -> step record JSON (the checkpoints)
+* ``{p}:run:{id}:out:{seq}``  string a step output too large to keep inline
+* ``{p}:run:{id}:logs``       list   ``ctx.log`` lines (capped)
+* ``{p}:run:{id}:children``   set    child run ids (for cancellation cascade)
+* ``{p}:runs``                zset   every run id by creation time (history)
+* ``{p}:runs:skill:{name}``   zset   run ids of one skill by creation time
+* ``{p}:leases``              zset   running run id -> lease expiry (ms)       (reaper reads it)
+* ``{p}:timers``              zset   parked run id -> wake time (ms)           (scheduler reads it)
+* ``{p}:queued``              zset   dispatched run id -> dispatch time (ms)   (lost-dispatch check)
+* ``{p}:src:{version}``       string skill source by content hash
+* ``{p}:skills``              hash   skill name -> latest version run from a file
+* ``{p}:inbox``               list   platform inbox (``notify`` tool)
+* ``{p}:inbox:sent:{key}``    string dedupe marker of a notice by idempotency key
+* ``{p}:notify``              channel run-state notices (``--wait`` listens here)
+* ``{p}:scheduler:leader``    string scheduler leader lock
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key builder bound to one prefix; pass it around instead of formatting strings."""
+
+    prefix: str = "lw"
+
+    def run(self, run_id: str) -> str:
+        """The run record hash."""
+        return f"{self.prefix}:run:{run_id}"
+
+    def steps(self, run_id: str) -> str:
+        """The run's checkpoints: seq -> step record."""
+        return f"{self.prefix}:run:{run_id}:steps"
+
+    def step_output(self, run_id: str, seq: int) -> str:
+        """A large step output stored outside the steps hash."""
+        return f"{self.prefix}:run:{run_id}:out:{seq}"
+
+    def step_output_pattern(self, run_id: str) -> str:
+        """Glob over a run's large outputs (for clean-up)."""
+        return f"{self.prefix}:run:{run_id}:out:*"
+
+    def logs(self, run_id: str) -> str:
+        """The run's log lines."""
+        return f"{self.prefix}:run:{run_id}:logs"
+
+    def children(self, run_id: str) -> str:
+        """Ids of runs started by this run."""
+        return f"{self.prefix}:run:{run_id}:children"
+
+    @property
+    def runs(self) -> str:
+        """All runs by creation time."""
+        return f"{self.prefix}:runs"
+
+    def runs_by_skill(self, skill: str) -> str:
+        """Runs of one skill by creation time."""
+        return f"{self.prefix}:runs:skill:{skill}"
+
+    @property
+    def leases(self) -> str:
+        """Running runs by lease expiry (ms)."""
+        return f"{self.prefix}:leases"
+
+    @property
+    def timers(self) -> str:
+        """Parked runs by wake time (ms)."""
+        return f"{self.prefix}:timers"
+
+    @property
+    def queued(self) -> str:
+        """Dispatched, not yet started runs by dispatch time (ms)."""
+        return f"{self.prefix}:queued"
+
+    def source(self, version: str) -> str:
+        """Skill source by content hash."""
+        return f"{self.prefix}:src:{version}"
+
+    @property
+    def skills(self) -> str:
+        """Skill name -> latest version run from a file."""
+        return f"{self.prefix}:skills"
+
+    @property
+    def inbox(self) -> str:
+        """The platform inbox list."""
+        return f"{self.prefix}:inbox"
+
+    def inbox_sent(self, idempotency_key: str) -> str:
+        """Marker that a notice with this idempotency key was already posted."""
+        return f"{self.prefix}:inbox:sent:{idempotency_key}"
+
+    @property
+    def notify_channel(self) -> str:
+        """Pub/sub channel for run state changes."""
+        return f"{self.prefix}:notify"
+
+    @property
+    def scheduler_leader(self) -> str:
+        """Leader lock of the scheduler."""
+        return f"{self.prefix}:scheduler:leader"

@@ -1,0 +1,79 @@
+"""Step checkpoints: (run id, sequence number) -> step record, written under the fence."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from redis import Redis
+
+from loopwright.keys import Keys
+from loopwright.runner.records import StepRecord
+
+# Atomically: write one step record (and its large output, when separate) only if the caller
+# still holds the run's fence and the run is running. Returns 1, or 0 when fenced out.
+# KEYS: run, steps, out   ARGV: token, seq, record, big_output ('' when inline)
+COMMIT_LUA = """
+local cur = redis.call('HMGET', KEYS[1], 'fence', 'status')
+if cur[1] ~= ARGV[1] or cur[2] ~= 'running' then return 0 end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+if ARGV[4] ~= '' then redis.call('SET', KEYS[3], ARGV[4]) end
+return 1
+"""
+
+
+class LeaseLostError(BaseException):
+    """This executor no longer owns the run (taken over, reaped or cancelled): stop quietly.
+
+    A ``BaseException`` so that skill code's ``except Exception`` cannot swallow it.
+    """
+
+
+class Checkpoints:
+    """Read and write a run's checkpoints. Reads happen once per execution (in the acquire)."""
+
+    def __init__(self, redis: Redis, keys: Keys, inline_bytes: int) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._inline = inline_bytes
+        self._commit = redis.register_script(COMMIT_LUA)
+
+    def commit(self, run_id: str, token: str, rec: StepRecord, output_json: str | None) -> None:
+        """Record ``rec`` with its encoded output; raise ``LeaseLostError`` when fenced out."""
+        big = ""
+        if output_json is None:
+            raw = rec.header_json() + "}"
+        elif len(output_json) <= self._inline:
+            raw = rec.header_json() + ',"output":' + output_json + "}"
+        else:
+            rec.ref = True
+            raw = rec.header_json() + "}"
+            big = output_json
+        k = self._keys
+        ok = self._commit(
+            keys=[k.run(run_id), k.steps(run_id), k.step_output(run_id, rec.seq)],
+            args=[token, rec.seq, raw, big],
+        )
+        if not ok:
+            raise LeaseLostError(f"run {run_id}: checkpoint #{rec.seq} rejected by the fence")
+
+    def load_outputs(self, run_id: str, records: dict[int, StepRecord]) -> None:
+        """Fill in the outputs kept in separate keys (one round trip for all of them)."""
+        refs = [seq for seq, r in records.items() if r.ref]
+        if not refs:
+            return
+        values = self._redis.mget([self._keys.step_output(run_id, s) for s in refs])
+        for seq, value in zip(refs, values, strict=True):
+            records[seq].output = json.loads(value) if value is not None else None
+
+    def read_all(self, run_id: str) -> list[StepRecord]:
+        """Every checkpoint of a run in order, outputs included (for history views)."""
+        raw: dict[str, str] = self._redis.hgetall(self._keys.steps(run_id))  # type: ignore[assignment]
+        records = {int(s): StepRecord.from_json(v) for s, v in raw.items()}
+        self.load_outputs(run_id, records)
+        return [records[s] for s in sorted(records)]
+
+
+def decode_records(raw: dict[str, str]) -> dict[int, Any]:
+    """Keep the raw JSON per seq; records are decoded lazily on replay."""
+    return {int(seq): value for seq, value in raw.items()}

@@ -1,0 +1,332 @@
+"""The in-process ``Context``: durable steps executed in the worker (trusted skills).
+
+Replay works from the checkpoints loaded by the acquire: a finished step returns its stored
+output without touching Redis, so replaying N steps costs N dictionary lookups.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from loopwright.runner.checkpoint import LeaseLostError
+from loopwright.runner.records import StepRecord, encode_json, now_ms
+from loopwright.sdk.durations import parse_duration
+from loopwright.sdk.errors import (
+    NonDeterminismError,
+    NonRetriableError,
+    RetryAfterError,
+    StepFailedError,
+    StepOutputError,
+)
+from loopwright.sdk.skill import SkillSpec
+
+if TYPE_CHECKING:
+    from loopwright.runner.runtime import Runtime
+    from loopwright.runner.tools import HostTools
+
+T = TypeVar("T")
+MAX_BACKOFF_S = 300.0
+
+
+class Suspend(BaseException):
+    """Control flow: end this execution and park the run until ``wake_ms``."""
+
+    def __init__(self, wake_ms: int, reason: str) -> None:
+        super().__init__(f"suspend until {wake_ms} ({reason})")
+        self.wake_ms = wake_ms
+        self.reason = reason
+
+
+class RunTimeoutError(BaseException):
+    """Control flow: the run used up its active-time budget."""
+
+
+class Execution:
+    """State of one execution of a run: token, checkpoints, position, deadline."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        run_id: str,
+        token: str,
+        spec: SkillSpec,
+        recorded: dict[str, str],
+        lost: threading.Event,
+        deadline: float,
+    ) -> None:
+        self.runtime = runtime
+        self.run_id = run_id
+        self.token = token
+        self.spec = spec
+        self.lost = lost
+        self.deadline = deadline
+        self._raw = recorded
+        self._max_recorded = max((int(s) for s in recorded), default=0)
+        self.seq = 0
+        self.current_step: int | None = None
+
+    @property
+    def replaying(self) -> bool:
+        """True while the code is re-walking steps that already have checkpoints."""
+        return self.seq < self._max_recorded
+
+    def next_seq(self) -> int:
+        """Position of the next step."""
+        self.seq += 1
+        return self.seq
+
+    def recorded(self, seq: int) -> StepRecord | None:
+        """The checkpoint at ``seq``, decoded (large outputs fetched on demand)."""
+        raw = self._raw.get(str(seq))
+        if raw is None:
+            return None
+        rec = StepRecord.from_json(raw)
+        if rec.ref:
+            self.runtime.checkpoints.load_outputs(self.run_id, {seq: rec})
+        return rec
+
+    def check_alive(self) -> None:
+        """Raise when this executor must stop: lease lost, cancelled or out of time."""
+        if self.lost.is_set():
+            raise LeaseLostError(f"run {self.run_id}: lease lost")
+        if time.monotonic() > self.deadline:
+            raise RunTimeoutError()
+
+    def commit(self, rec: StepRecord, output_json: str | None) -> None:
+        """Write a checkpoint under this execution's fence."""
+        self.runtime.checkpoints.commit(self.run_id, self.token, rec, output_json)
+
+    def idempotency_key(self) -> str:
+        """``run_id:seq`` of the step being executed; host tools send it with every effect."""
+        if self.current_step is None:
+            raise NonRetriableError(
+                "host tools can only be called inside a step: wrap the call in ctx.step.run(...)"
+            )
+        return f"{self.run_id}:{self.current_step}"
+
+
+class LocalStep:
+    """``ctx.step`` for in-process execution."""
+
+    def __init__(self, ex: Execution) -> None:
+        self._ex = ex
+
+    def run(self, name: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run ``fn`` once, retrying per the skill's policy; replay returns the checkpoint."""
+        ex = self._ex
+        seq = ex.next_seq()
+        attempts = 0
+        rec = ex.recorded(seq)
+        if rec is not None:
+            if rec.name != name:
+                raise NonDeterminismError(seq, rec.name, name)
+            if rec.status == "done":
+                return rec.output  # type: ignore[no-any-return]
+            if rec.status == "failed":
+                raise StepFailedError(name, rec.error or "failed")
+            attempts = rec.attempts
+        settings = ex.runtime.settings
+        while True:
+            ex.check_alive()
+            attempts += 1
+            started = now_ms()
+            ex.current_step = seq
+            try:
+                value = fn(*args, **kwargs)
+                encoded = encode_json(
+                    value, what=f"step {name!r} output", max_bytes=settings.step_output_max_bytes
+                )
+            except NonRetriableError as exc:  # includes StepOutputError
+                self._fail(seq, name, attempts, started, exc)
+            except RetryAfterError as exc:
+                delay, error = exc.seconds, f"RetryAfterError: {exc}"
+            except Exception as exc:
+                delay = min(MAX_BACKOFF_S, ex.spec.backoff * 2 ** (attempts - 1))
+                error = f"{type(exc).__name__}: {exc}"
+            else:
+                ex.current_step = None
+                ex.commit(
+                    StepRecord(seq, name, "run", "done", attempts, started, now_ms()), encoded
+                )
+                return json.loads(encoded)  # type: ignore[no-any-return]
+            finally:
+                ex.current_step = None
+            if attempts > ex.spec.retries:
+                self._fail(seq, name, attempts, started, error)
+            wake = now_ms() + int(delay * 1000)
+            ex.commit(
+                StepRecord(seq, name, "run", "retrying", attempts, started, now_ms(), error=error,
+                           until=wake),
+                None,
+            )
+            if delay > settings.inline_retry_max_delay:
+                raise Suspend(wake, f"retry of step {name!r}")
+            time.sleep(delay)
+
+    def _fail(
+        self, seq: int, name: str, attempts: int, started: int, exc: BaseException | str
+    ) -> None:
+        msg = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, StepOutputError):
+            msg = str(exc)
+        self._ex.commit(
+            StepRecord(seq, name, "run", "failed", attempts, started, now_ms(), error=msg), None
+        )
+        raise StepFailedError(name, msg)
+
+    def sleep(self, name: str, duration: float | str) -> None:
+        """Park the run for ``duration``."""
+        try:
+            seconds = parse_duration(duration)
+        except ValueError as exc:
+            raise NonRetriableError(str(exc)) from None
+        self._sleep(name, lambda: now_ms() + int(seconds * 1000))
+
+    def sleep_until(self, name: str, when: datetime | float | str) -> None:
+        """Park the run until ``when``."""
+        if isinstance(when, datetime):
+            if when.tzinfo is None:
+                raise NonRetriableError("sleep_until needs a timezone-aware datetime")
+            target = int(when.timestamp() * 1000)
+        elif isinstance(when, str):
+            try:
+                parsed = datetime.fromisoformat(when)
+            except ValueError:
+                raise NonRetriableError(f"sleep_until: {when!r} is not ISO 8601") from None
+            if parsed.tzinfo is None:
+                raise NonRetriableError("sleep_until needs a time with a UTC offset")
+            target = int(parsed.timestamp() * 1000)
+        elif isinstance(when, int | float) and not isinstance(when, bool):
+            target = int(when * 1000)
+        else:
+            raise NonRetriableError(f"sleep_until: cannot read a time from {when!r}")
+        self._sleep(name, lambda: target)
+
+    def _sleep(self, name: str, until: Callable[[], int]) -> None:
+        ex = self._ex
+        seq = ex.next_seq()
+        rec = ex.recorded(seq)
+        if rec is not None:
+            if rec.name != name:
+                raise NonDeterminismError(seq, rec.name, name)
+            wake = rec.until or 0
+        else:
+            ex.check_alive()
+            wake = until()
+            ts = now_ms()
+            ex.commit(StepRecord(seq, name, "sleep", "done", 1, ts, ts, until=wake), None)
+        if now_ms() < wake:
+            raise Suspend(wake, f"sleep {name!r}")
+
+    def llm(self, name: str, prompt: str, schema: dict[str, Any] | None = None) -> Any:
+        """Ask the configured model once, as a checkpointed step."""
+        return self.run(name, self._ex.runtime.llm_complete, prompt, schema)
+
+    def invoke(
+        self,
+        name: str,
+        skill: str,
+        data: dict[str, Any] | None = None,
+        timeout: float | str | None = None,
+    ) -> Any:
+        """Child runs land with the triggers issue (#5); see docs/runner.md for the checkpoint."""
+        raise NonRetriableError("ctx.step.invoke is not available yet in this Loopwright version")
+
+    def send_event(self, name: str, event: str, data: dict[str, Any] | None = None) -> str:
+        """Events land with the triggers issue (#5); see docs/runner.md for the checkpoint."""
+        raise NonRetriableError(
+            "ctx.step.send_event is not available yet in this Loopwright version"
+        )
+
+    def wait_for_event(
+        self,
+        name: str,
+        event: str,
+        match: dict[str, Any] | None = None,
+        timeout: float | str = "1h",
+    ) -> dict[str, Any] | None:
+        """Events land with the triggers issue (#5); see docs/runner.md for the checkpoint."""
+        raise NonRetriableError(
+            "ctx.step.wait_for_event is not available yet in this Loopwright version"
+        )
+
+
+class RunLogger:
+    """``ctx.log``: appends to the run's capped log list; silent while replaying."""
+
+    def __init__(self, ex: Execution) -> None:
+        self._ex = ex
+
+    def _write(self, level: str, message: str) -> None:
+        ex = self._ex
+        if ex.replaying:
+            return
+        line = json.dumps(
+            {"ts": now_ms(), "level": level, "step": ex.seq, "message": str(message)[:4000]}
+        )
+        key = ex.runtime.keys.logs(ex.run_id)
+        pipe = ex.runtime.redis.pipeline(transaction=False)
+        pipe.rpush(key, line)
+        pipe.ltrim(key, -ex.runtime.settings.run_log_max_entries, -1)
+        pipe.execute()
+
+    def info(self, message: str) -> None:
+        """Record an informational line."""
+        self._write("info", message)
+
+    def warning(self, message: str) -> None:
+        """Record a warning."""
+        self._write("warning", message)
+
+    def error(self, message: str) -> None:
+        """Record an error line."""
+        self._write("error", message)
+
+
+class LocalContext:
+    """The ``Context`` a trusted skill receives."""
+
+    def __init__(
+        self, ex: Execution, event: dict[str, Any], params: dict[str, Any], tools: HostTools
+    ) -> None:
+        self._ex = ex
+        self._event = event
+        self._params = params
+        self._step = LocalStep(ex)
+        self._log = RunLogger(ex)
+        self._tools = tools
+
+    @property
+    def run_id(self) -> str:
+        """This run's id."""
+        return self._ex.run_id
+
+    @property
+    def event(self) -> dict[str, Any]:
+        """The triggering event."""
+        return self._event
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Params with overrides applied."""
+        return self._params
+
+    @property
+    def step(self) -> LocalStep:
+        """Durable steps."""
+        return self._step
+
+    @property
+    def tools(self) -> HostTools:
+        """Declared host tools."""
+        return self._tools
+
+    @property
+    def log(self) -> RunLogger:
+        """Run log."""
+        return self._log

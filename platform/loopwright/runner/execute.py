@@ -1,0 +1,163 @@
+"""The RQ job function ``execute(run_id)``: take the run's lease, replay, run, commit.
+
+The job is generic platform code and the skill is data loaded by version from Redis, which is
+why a worker started before a skill existed can run it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from types import FrameType
+from typing import Any
+
+from loopwright.errors import SkillLoadError
+from loopwright.runner.checkpoint import LeaseLostError
+from loopwright.runner.context import Execution, LocalContext, RunTimeoutError, Suspend
+from loopwright.runner.lease import AcquireRefused
+from loopwright.runner.records import Run, RunStatus, encode_json
+from loopwright.runner.runtime import Runtime
+from loopwright.runner.tools import HostTools
+from loopwright.sdk.errors import NonDeterminismError, StepFailedError, StepOutputError
+from loopwright.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_runtime: Runtime | None = None
+
+
+def install_runtime(runtime: Runtime | None) -> None:
+    """Set the process's runtime (worker start-up does this; tests may too)."""
+    global _runtime  # noqa: PLW0603 - one runtime per worker process, set at start-up
+    _runtime = runtime
+
+
+def current_runtime() -> Runtime:
+    """The process's runtime, created from settings on first use (e.g. under plain ``rq worker``)."""
+    global _runtime  # noqa: PLW0603
+    if _runtime is None:
+        _runtime = Runtime(Settings())
+    return _runtime
+
+
+def execute(run_id: str) -> str:
+    """RQ entry point: execute ``run_id`` until it ends or parks. Returns what happened."""
+    return Executor(current_runtime()).execute(run_id)
+
+
+@contextlib.contextmanager
+def _alarm(seconds: float) -> Iterator[None]:
+    """Interrupt a stuck step body with ``RunTimeoutError`` (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_alarm(signum: int, frame: FrameType | None) -> None:
+        raise RunTimeoutError()
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, max(0.001, seconds))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _error_text(exc: BaseException, filename: str) -> str:
+    """``Type: message`` plus the innermost line of the skill's own code, for the author."""
+    lines = [f.lineno for f in traceback.extract_tb(exc.__traceback__) if f.filename == filename]
+    where = f" (skill line {lines[-1]})" if lines else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+class Executor:
+    """Runs one execution of a run on behalf of a worker."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+
+    def execute(self, run_id: str) -> str:
+        """Take the lease and run; returns the outcome (completed, failed, parked, skipped...)."""
+        rt = self.rt
+        acq = rt.leases.acquire(run_id, rt.owner)
+        if isinstance(acq, AcquireRefused):
+            log.debug("run %s not taken: %s %s", run_id, acq.reason, acq.status or "")
+            return f"skipped:{acq.reason}"
+        started = time.monotonic()
+        lost = rt.keeper.hold(run_id, acq.token)
+        try:
+            return self._run(run_id, acq.token, Run.from_hash(acq.run), acq.steps, lost, started)
+        except LeaseLostError:
+            log.info("run %s: lease lost; another executor or a cancel took over", run_id)
+            return "lease-lost"
+        finally:
+            rt.keeper.release(run_id)
+
+    def _active_ms(self, started: float) -> int:
+        return int((time.monotonic() - started) * 1000)
+
+    def _fail(self, run: Run, token: str, started: float, error: str) -> str:
+        ok = self.rt.transitions.finish(
+            run.id, token, RunStatus.FAILED.value, "", error[:8000], self._active_ms(started)
+        )
+        return "failed" if ok else "lease-lost"
+
+    def _run(
+        self,
+        run_id: str,
+        token: str,
+        run: Run,
+        steps: dict[str, str],
+        lost: threading.Event,
+        started: float,
+    ) -> str:
+        rt = self.rt
+        try:
+            skill = rt.sources.load(run.version, run.skill)
+        except SkillLoadError as exc:
+            return self._fail(run, token, started, f"skill cannot be loaded: {exc}")
+        spec = skill.spec
+        budget = run.timeout or spec.timeout or rt.settings.default_run_timeout
+        remaining = budget - run.active_ms / 1000.0
+        if remaining <= 0:
+            return self._fail(run, token, started, f"run exceeded its {budget:g}s timeout")
+        ex = Execution(rt, run_id, token, spec, steps, lost, time.monotonic() + remaining)
+        params = {**spec.params, **run.params}
+        ctx = LocalContext(ex, run.event, params, HostTools(ex))
+        try:
+            with _alarm(remaining):
+                value: Any = skill.fn(ctx)
+        except Suspend as s:
+            ok = rt.transitions.park(
+                run_id, token, RunStatus.SLEEPING.value, s.wake_ms, self._active_ms(started)
+            )
+            return "parked" if ok else "lease-lost"
+        except RunTimeoutError:
+            return self._fail(
+                run, token, started, f"run exceeded its {budget:g}s timeout (at step #{ex.seq})"
+            )
+        except NonDeterminismError as exc:
+            return self._fail(run, token, started, str(exc))
+        except StepFailedError as exc:
+            return self._fail(run, token, started, str(exc))
+        except LeaseLostError:
+            raise
+        except Exception as exc:
+            return self._fail(run, token, started, _error_text(exc, skill.filename))
+        try:
+            output = encode_json(
+                value, what="the skill's return value", max_bytes=rt.settings.step_output_max_bytes
+            )
+        except StepOutputError as exc:
+            return self._fail(run, token, started, str(exc))
+        ok = rt.transitions.finish(
+            run_id, token, RunStatus.COMPLETED.value, output, "", self._active_ms(started)
+        )
+        return "completed" if ok else "lease-lost"
+

@@ -1,0 +1,168 @@
+"""Leases with fencing tokens: at most one executor writes to a run at a time.
+
+Taking a run increments its ``fence``; every later write (checkpoint, park, finish) passes the
+token and is rejected by its Lua script when the fence has moved on. Lease times come from the
+Redis server's clock (``TIME``), so workers on machines with skewed clocks still agree.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import RedisError
+
+from loopwright.keys import Keys
+
+log = logging.getLogger(__name__)
+
+# Atomically: take the run if it is queued (or running with an expired lease), bump the fence
+# and the attempt counter, register the lease, and return the run and its checkpoints, so a
+# worker starts executing after a single round trip.
+# KEYS: run, steps, leases, queued   ARGV: run_id, owner, ttl_ms
+ACQUIRE_LUA = """
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return {'missing'} end
+if st == 'completed' or st == 'failed' or st == 'cancelled' then return {'terminal', st} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if st == 'running' then
+  local lu = tonumber(redis.call('HGET', KEYS[1], 'lease_until') or '0')
+  if lu > now then return {'busy'} end
+elseif st ~= 'queued' then
+  return {'parked', st}
+end
+local fence = redis.call('HINCRBY', KEYS[1], 'fence', 1)
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+local until_ms = now + tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], 'status', 'running', 'owner', ARGV[2], 'lease_until', until_ms,
+           'updated_at', now)
+if not redis.call('HGET', KEYS[1], 'started_at') then
+  redis.call('HSET', KEYS[1], 'started_at', now)
+end
+redis.call('ZADD', KEYS[3], until_ms, ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+return {'ok', tostring(fence), tostring(now), redis.call('HGETALL', KEYS[1]),
+        redis.call('HGETALL', KEYS[2])}
+"""
+
+# Atomically: extend the lease only if the caller still holds the fence and the run is running.
+# KEYS: run, leases   ARGV: run_id, token, ttl_ms
+RENEW_LUA = """
+local cur = redis.call('HMGET', KEYS[1], 'fence', 'status')
+if cur[1] ~= ARGV[2] or cur[2] ~= 'running' then return 0 end
+local t = redis.call('TIME')
+local until_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], 'lease_until', until_ms)
+redis.call('ZADD', KEYS[2], until_ms, ARGV[1])
+return 1
+"""
+
+
+@dataclass(slots=True)
+class Acquired:
+    """The result of a successful acquire: token, server time, run hash and raw checkpoints."""
+
+    token: str
+    server_now_ms: int
+    run: dict[str, str]
+    steps: dict[str, str]
+
+
+@dataclass(slots=True)
+class AcquireRefused:
+    """Why a run was not taken: missing, terminal, busy (leased elsewhere) or parked."""
+
+    reason: str
+    status: str | None = None
+
+
+def _pairs(flat: list[Any]) -> dict[str, str]:
+    return {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+class Leases:
+    """Acquire and renew run leases (the Lua scripts above)."""
+
+    def __init__(self, redis: Redis, keys: Keys, ttl_s: float) -> None:
+        self._redis = redis
+        self._keys = keys
+        self.ttl_ms = max(1, int(ttl_s * 1000))
+        self._acquire = redis.register_script(ACQUIRE_LUA)
+        self._renew = redis.register_script(RENEW_LUA)
+
+    def acquire(self, run_id: str, owner: str) -> Acquired | AcquireRefused:
+        """Take ``run_id`` for ``owner`` or say why not."""
+        k = self._keys
+        res = self._acquire(
+            keys=[k.run(run_id), k.steps(run_id), k.leases, k.queued],
+            args=[run_id, owner, self.ttl_ms],
+        )
+        if res[0] != "ok":
+            return AcquireRefused(reason=str(res[0]), status=str(res[1]) if len(res) > 1 else None)
+        return Acquired(
+            token=str(res[1]), server_now_ms=int(res[2]), run=_pairs(res[3]), steps=_pairs(res[4])
+        )
+
+    def renew(self, run_id: str, token: str) -> bool:
+        """Extend the lease; False when the fence moved on (taken over or cancelled)."""
+        k = self._keys
+        return bool(self._renew(keys=[k.run(run_id), k.leases], args=[run_id, token, self.ttl_ms]))
+
+
+@dataclass(slots=True)
+class _Held:
+    token: str
+    lost: threading.Event = field(default_factory=threading.Event)
+
+
+class LeaseKeeper:
+    """One daemon thread per worker process that renews every held lease at half its TTL.
+
+    A renewal refused by the fence marks the lease lost; the executor checks that flag at each
+    step boundary and stops. A renewal that fails because Redis is down is retried on the next
+    tick; if the lease expires meanwhile, the fence keeps the late writer out.
+    """
+
+    def __init__(self, leases: Leases) -> None:
+        self._leases = leases
+        self._held: dict[str, _Held] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def hold(self, run_id: str, token: str) -> threading.Event:
+        """Start renewing ``run_id``; returns the event set when the lease is lost."""
+        held = _Held(token)
+        with self._lock:
+            self._held[run_id] = held
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._loop, name="loopwright-lease-keeper", daemon=True
+                )
+                self._thread.start()
+        return held.lost
+
+    def release(self, run_id: str) -> None:
+        """Stop renewing ``run_id``."""
+        with self._lock:
+            self._held.pop(run_id, None)
+
+    def stop(self) -> None:
+        """Stop the renewal thread."""
+        self._stop.set()
+
+    def _loop(self) -> None:
+        interval = self._leases.ttl_ms / 2000.0
+        while not self._stop.wait(interval):
+            with self._lock:
+                items = list(self._held.items())
+            for run_id, held in items:
+                try:
+                    if not self._leases.renew(run_id, held.token):
+                        held.lost.set()
+                except RedisError as exc:
+                    log.warning("lease renewal for run %s failed: %s", run_id, exc)

@@ -1,0 +1,117 @@
+"""Wiring: one ``Runtime`` per process holds the Redis clients and the runner's components."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from functools import cached_property
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from loopwright.errors import RedisUnavailableError
+from loopwright.keys import Keys
+from loopwright.runner.checkpoint import Checkpoints
+from loopwright.runner.lease import LeaseKeeper, Leases
+from loopwright.runner.sources import SourceStore
+from loopwright.runner.store import Dispatcher, RunStore
+from loopwright.runner.transitions import Transitions
+from loopwright.sdk.errors import NonRetriableError
+from loopwright.settings import Settings
+
+
+def connect(url: str, settings: Settings, *, decode: bool = True) -> Redis:
+    """A Redis client for ``url`` with the configured socket timeouts."""
+    return Redis.from_url(
+        url,
+        decode_responses=decode,
+        socket_timeout=settings.redis_socket_timeout,
+        socket_connect_timeout=min(5.0, settings.redis_socket_timeout),
+        health_check_interval=30,
+    )
+
+
+class Runtime:
+    """The runner's components bound to one Redis and one settings object."""
+
+    def __init__(self, settings: Settings, redis_url: str | None = None) -> None:
+        from loopwright.redis_server import resolve_redis_url
+
+        self.settings = settings
+        self.redis_url = redis_url or resolve_redis_url(settings)
+        self.keys = Keys(settings.key_prefix)
+        self.redis = connect(self.redis_url, settings)
+        self.rq_redis = connect(self.redis_url, settings, decode=False)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    def ping(self) -> None:
+        """Raise ``RedisUnavailableError`` with a how-to-fix line when Redis does not answer."""
+        try:
+            self.redis.ping()
+        except RedisError as exc:
+            hint = (
+                "check the server or unset LOOPWRIGHT_REDIS_URL to use the managed local Redis"
+                if self.settings.redis_url
+                else "run 'loopwright doctor' to see why the managed Redis is not up"
+            )
+            kind = "cannot reach" if isinstance(exc, RedisConnectionError) else "error from"
+            raise RedisUnavailableError(f"{kind} Redis at {self.redis_url}: {exc}; {hint}") from None
+
+    @cached_property
+    def leases(self) -> Leases:
+        """Lease acquire/renew."""
+        return Leases(self.redis, self.keys, self.settings.lease_ttl)
+
+    @cached_property
+    def keeper(self) -> LeaseKeeper:
+        """The lease renewal thread of this process."""
+        return LeaseKeeper(self.leases)
+
+    @cached_property
+    def checkpoints(self) -> Checkpoints:
+        """Step checkpoints."""
+        return Checkpoints(self.redis, self.keys, self.settings.step_output_inline_bytes)
+
+    @cached_property
+    def transitions(self) -> Transitions:
+        """Run state transitions."""
+        return Transitions(self.redis, self.keys, self.settings.max_run_reaps)
+
+    @cached_property
+    def sources(self) -> SourceStore:
+        """Skill sources and the loaded-skill cache."""
+        return SourceStore(self.redis, self.keys, self.settings.skill_cache_size)
+
+    @cached_property
+    def dispatcher(self) -> Dispatcher:
+        """RQ dispatch."""
+        return Dispatcher(self.rq_redis, self.settings.queue)
+
+    @cached_property
+    def runs(self) -> RunStore:
+        """Run history and run entry points."""
+        return RunStore(
+            self.redis,
+            self.rq_redis,
+            self.keys,
+            self.dispatcher,
+            self.transitions,
+            self.checkpoints,
+            self.settings.run_input_max_bytes,
+        )
+
+    def llm_complete(self, prompt: str, schema: dict[str, Any] | None = None) -> Any:
+        """The model behind ``ctx.step.llm``. No provider is wired into the runner yet."""
+        raise NonRetriableError(
+            "ctx.step.llm: no model provider is configured in this Loopwright version"
+        )
+
+    def close(self) -> None:
+        """Stop the lease thread and close the connection pools."""
+        if "keeper" in self.__dict__:
+            self.keeper.stop()
+        self.redis.close()
+        self.rq_redis.close()

@@ -1,0 +1,135 @@
+"""Skill sources by content hash, and loading a skill module in-process (trusted path)."""
+
+from __future__ import annotations
+
+import hashlib
+import types
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from redis import Redis
+
+from loopwright.errors import NotFoundError, SkillLoadError
+from loopwright.keys import Keys
+from loopwright.sdk.errors import SkillDefinitionError
+from loopwright.sdk.skill import SkillSpec, spec_of
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedSkill:
+    """A skill module executed in-process: its spec and entry function."""
+
+    spec: SkillSpec
+    fn: Callable[..., Any]
+    version: str
+    filename: str
+
+
+def version_of(source: str) -> str:
+    """Content hash that names a skill version."""
+    return hashlib.sha256(source.encode("utf-8")).hexdigest()[:24]
+
+
+def load_skill(source: str, filename: str, version: str | None = None) -> LoadedSkill:
+    """Execute ``source`` as a fresh module and return its single ``@skill`` function.
+
+    Trusted code only: this runs the module in the current process. Untrusted skills go
+    through the sandbox.
+    """
+    try:
+        code = compile(source, filename, "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        raise SkillLoadError(f"{filename}:{exc.lineno}: syntax error: {exc.msg}") from None
+    module = types.ModuleType(f"loopwright_skill_{(version or version_of(source))[:12]}")
+    module.__file__ = filename
+    try:
+        exec(code, module.__dict__)
+    except SkillDefinitionError as exc:
+        raise SkillLoadError(f"{filename}: invalid @skill(...): {exc}") from None
+    except Exception as exc:
+        raise SkillLoadError(
+            f"{filename}: the module failed while loading: {type(exc).__name__}: {exc}"
+        ) from None
+    found = [
+        (name, obj, spec)
+        for name, obj in vars(module).items()
+        if callable(obj) and (spec := spec_of(obj)) is not None
+    ]
+    if not found:
+        raise SkillLoadError(
+            f"{filename}: no @skill-decorated function; decorate the entry function with "
+            f"@skill(name=...) from loopwright.sdk"
+        )
+    if len(found) > 1:
+        names = ", ".join(n for n, _, _ in found)
+        raise SkillLoadError(f"{filename}: {len(found)} @skill functions ({names}); one per module")
+    _, fn, spec = found[0]
+    return LoadedSkill(spec=spec, fn=fn, version=version or version_of(source), filename=filename)
+
+
+def read_skill_file(path: Path, max_bytes: int) -> str:
+    """Read a skill file as UTF-8 with a size cap; clear errors for every way it can fail."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise SkillLoadError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise SkillLoadError(f"{path}: cannot read: {exc.strerror}") from None
+    if not path.is_file():
+        raise SkillLoadError(f"{path}: not a regular file")
+    if size > max_bytes:
+        raise SkillLoadError(f"{path}: {size} bytes, over the {max_bytes}-byte skill source cap")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SkillLoadError(f"{path}: not UTF-8 text") from None
+
+
+class SourceStore:
+    """Skill sources in Redis by version, plus an LRU of loaded skills for this process."""
+
+    def __init__(self, redis: Redis, keys: Keys, cache_size: int) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._cache: OrderedDict[str, LoadedSkill] = OrderedDict()
+        self._cache_size = cache_size
+
+    def put(self, source: str, name: str) -> str:
+        """Store ``source`` (idempotent) and point ``name`` at it; returns the version."""
+        version = version_of(source)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.set(self._keys.source(version), source, nx=True)
+        pipe.hset(self._keys.skills, name, version)
+        pipe.execute()
+        return version
+
+    def resolve(self, name: str) -> str:
+        """The version ``name`` points at."""
+        version = self._redis.hget(self._keys.skills, name)
+        if not version:
+            raise NotFoundError(
+                f"unknown skill {name!r}: run it once from its file (loopwright run path/to/skill.py)"
+            )
+        return str(version)
+
+    def names(self) -> dict[str, str]:
+        """Every known skill name and its version."""
+        return dict(self._redis.hgetall(self._keys.skills))  # type: ignore[arg-type]
+
+    def load(self, version: str, name: str) -> LoadedSkill:
+        """The loaded skill for ``version`` (cached)."""
+        hit = self._cache.get(version)
+        if hit is not None:
+            self._cache.move_to_end(version)
+            return hit
+        source = self._redis.get(self._keys.source(version))
+        if source is None:
+            raise SkillLoadError(f"skill {name!r} version {version} has no stored source")
+        loaded = load_skill(str(source), f"<skill {name}@{version[:12]}>", version)
+        self._cache[version] = loaded
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return loaded

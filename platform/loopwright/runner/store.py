@@ -1,0 +1,209 @@
+"""Creating, dispatching, listing, cancelling and awaiting runs."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from typing import Any
+
+from redis import Redis
+from rq import Queue
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from loopwright.errors import NotFoundError, UserError
+from loopwright.keys import Keys
+from loopwright.runner.checkpoint import Checkpoints
+from loopwright.runner.records import Run, RunStatus, StepRecord, encode_json, now_ms
+from loopwright.runner.transitions import Transitions
+from loopwright.sdk.errors import StepOutputError
+
+JOB_FUNC = "loopwright.runner.execute.execute"
+
+
+def new_run_id() -> str:
+    """Time-ordered, unguessable run id (12 hex digits of ms + 8 random)."""
+    return f"{now_ms():012x}{secrets.token_hex(4)}"
+
+
+class Dispatcher:
+    """Puts ``execute(run_id)`` jobs on the RQ queue. The job is only the vehicle; the run is data."""
+
+    def __init__(self, rq_redis: Redis, queue_name: str) -> None:
+        self.queue = Queue(queue_name, connection=rq_redis, serializer=JSONSerializer)
+        self._rq_redis = rq_redis
+
+    def enqueue(self, run_id: str, job_id: str, pipeline: Any = None) -> None:
+        """Enqueue one dispatch of ``run_id`` as RQ job ``job_id``."""
+        self.queue.enqueue_call(
+            JOB_FUNC,
+            args=(run_id,),
+            job_id=job_id,
+            timeout=-1,  # the runner enforces run timeouts itself (active time, not wall time)
+            result_ttl=0,
+            failure_ttl=24 * 3600,
+            description=f"loopwright run {run_id}",
+            pipeline=pipeline,
+        )
+
+    def job_status(self, job_id: str) -> str | None:
+        """RQ's status of a dispatch job, or None when the job is gone."""
+        raw = self._rq_redis.hget(Job.key_for(job_id), "status")
+        return raw.decode() if isinstance(raw, bytes) else None
+
+
+class RunStore:
+    """The run history and the entry points that create or change runs."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        rq_redis: Redis,
+        keys: Keys,
+        dispatcher: Dispatcher,
+        transitions: Transitions,
+        checkpoints: Checkpoints,
+        input_max_bytes: int,
+    ) -> None:
+        self._redis = redis
+        self._rq_redis = rq_redis
+        self._keys = keys
+        self.dispatcher = dispatcher
+        self._transitions = transitions
+        self._checkpoints = checkpoints
+        self._input_max = input_max_bytes
+
+    def create(
+        self,
+        *,
+        skill: str,
+        version: str,
+        data: Any = None,
+        event_name: str = "loopwright/manual",
+        params: dict[str, Any] | None = None,
+        trigger: dict[str, Any] | None = None,
+        parent: str | None = None,
+        timeout: float | None = None,
+    ) -> str:
+        """Record a new queued run and dispatch it, in one round trip. Returns the run id."""
+        run_id = new_run_id()
+        ts = now_ms()
+        event = {"name": event_name, "data": data if data is not None else {}, "id": run_id, "ts": ts}
+        try:
+            event_json = encode_json(event, what="run input", max_bytes=self._input_max)
+            params_json = encode_json(params or {}, what="run params", max_bytes=self._input_max)
+        except StepOutputError as exc:
+            raise UserError(str(exc)) from None
+        job_id = f"{self._transitions.job_prefix(run_id)}1"
+        mapping: dict[str, str | int | float] = {
+            "id": run_id,
+            "skill": skill,
+            "version": version,
+            "status": RunStatus.QUEUED.value,
+            "trigger": json.dumps(trigger or {"type": "manual"}),
+            "event": event_json,
+            "params": params_json,
+            "attempts": 0,
+            "created_at": ts,
+            "updated_at": ts,
+            "fence": 0,
+            "dispatches": 1,
+            "dispatch": job_id,
+        }
+        if parent:
+            mapping["parent"] = parent
+        if timeout is not None:
+            mapping["timeout"] = timeout
+        k = self._keys
+        pipe = self._rq_redis.pipeline(transaction=True)
+        pipe.multi()  # RQ joins an explicit transaction instead of starting its own
+        pipe.hset(k.run(run_id), mapping=mapping)
+        pipe.zadd(k.runs, {run_id: ts})
+        pipe.zadd(k.runs_by_skill(skill), {run_id: ts})
+        pipe.zadd(k.queued, {run_id: ts})
+        if parent:
+            pipe.sadd(k.children(parent), run_id)
+        self.dispatcher.enqueue(run_id, job_id, pipeline=pipe)
+        pipe.execute()
+        return run_id
+
+    def get(self, run_id: str) -> Run:
+        """One run, or ``NotFoundError``."""
+        h: dict[str, str] = self._redis.hgetall(self._keys.run(run_id))  # type: ignore[assignment]
+        if not h:
+            raise NotFoundError(f"unknown run id {run_id!r} (list runs with: loopwright runs list)")
+        return Run.from_hash(h)
+
+    def steps(self, run_id: str) -> list[StepRecord]:
+        """The run's step timeline."""
+        return self._checkpoints.read_all(run_id)
+
+    def logs(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's log lines, oldest first."""
+        return [json.loads(x) for x in self._redis.lrange(self._keys.logs(run_id), 0, -1)]  # type: ignore[union-attr]
+
+    def list(
+        self,
+        *,
+        skill: str | None = None,
+        status: str | None = None,
+        since_ms: int | None = None,
+        limit: int = 50,
+    ) -> list[Run]:
+        """Newest runs first, filtered by skill, status and creation time."""
+        if status is not None and status not in {s.value for s in RunStatus}:
+            raise UserError(
+                f"unknown status {status!r}; one of: {', '.join(s.value for s in RunStatus)}"
+            )
+        index = self._keys.runs_by_skill(skill) if skill else self._keys.runs
+        lo: float | str = since_ms if since_ms is not None else "-inf"
+        out: list[Run] = []
+        offset, page, scanned = 0, 200, 0
+        while len(out) < limit and scanned < 20_000:
+            ids = self._redis.zrevrangebyscore(index, "+inf", lo, start=offset, num=page)
+            if not ids:
+                break
+            offset += len(ids)
+            scanned += len(ids)
+            pipe = self._redis.pipeline(transaction=False)
+            for run_id in ids:  # type: ignore[union-attr]
+                pipe.hgetall(self._keys.run(run_id))
+            for h in pipe.execute():
+                if h and (status is None or h.get("status") == status):
+                    out.append(Run.from_hash(h))
+                    if len(out) >= limit:
+                        break
+        return out
+
+    def cancel(self, run_id: str, reason: str = "cancelled by user") -> list[str]:
+        """Cancel a run and, recursively, its unfinished children. Returns the ids cancelled."""
+        res = self._transitions.cancel(run_id, reason)
+        if res < 0:
+            raise NotFoundError(f"unknown run id {run_id!r}")
+        cancelled = [run_id] if res == 1 else []
+        for child in sorted(self._redis.smembers(self._keys.children(run_id))):  # type: ignore[arg-type]
+            cancelled += self.cancel(str(child), f"parent run {run_id} was cancelled")
+        return cancelled
+
+    def wait(self, run_id: str, timeout: float | None = None) -> Run:
+        """Block until the run ends (or ``timeout`` seconds pass) and return it."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(self._keys.notify_channel)
+        try:
+            while True:
+                run = self.get(run_id)
+                if run.status.terminal:
+                    return run
+                left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+                if left <= 0:
+                    return run
+                # Notices only shorten the wait; the poll above is the source of truth.
+                end = time.monotonic() + left
+                while (remaining := end - time.monotonic()) > 0:
+                    msg = pubsub.get_message(timeout=remaining)
+                    if msg and str(msg.get("data", "")).startswith(run_id + " "):
+                        break
+        finally:
+            pubsub.close()

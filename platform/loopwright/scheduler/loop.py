@@ -1,0 +1,101 @@
+"""The scheduler loop.
+
+Every transition it applies (wake, reap, redispatch) is one Lua script that re-checks the
+state it expects, so several schedulers can run at once without doubling anything: the second
+one to reach a run finds nothing to do. (Cron ticks, which need at-most-once firing, add a
+leader lock with the triggers work.)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from redis.exceptions import RedisError
+
+from loopwright.runner.runtime import Runtime
+
+log = logging.getLogger(__name__)
+BATCH = 500
+PENDING_JOB_STATES = frozenset({"queued", "deferred", "scheduled"})
+
+
+@dataclass(slots=True)
+class TickStats:
+    """What one tick did."""
+
+    woken: int = 0
+    reaped: int = 0
+    failed: int = 0
+    redispatched: int = 0
+
+
+class Scheduler:
+    """Timers, the lease reaper and the lost-dispatch check, on one loop."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+
+    def _server_ms(self) -> int:
+        sec, usec = self.rt.redis.time()
+        return int(sec) * 1000 + int(usec) // 1000
+
+    def tick(self) -> TickStats:
+        """One pass over due timers, expired leases and stale dispatches."""
+        rt, k, stats = self.rt, self.rt.keys, TickStats()
+        now = self._server_ms()
+        for run_id in rt.redis.zrangebyscore(k.timers, "-inf", now, start=0, num=BATCH):
+            jid = rt.transitions.wake(str(run_id))
+            if jid:
+                rt.dispatcher.enqueue(str(run_id), jid)
+                stats.woken += 1
+        for run_id in rt.redis.zrangebyscore(k.leases, "-inf", now, start=0, num=BATCH):
+            res = rt.transitions.reap(str(run_id))
+            if res.job_id:
+                log.warning("run %s: lease expired, re-queued", run_id)
+                rt.dispatcher.enqueue(str(run_id), res.job_id)
+                stats.reaped += 1
+            elif res.failed:
+                stats.failed += 1
+        stale_before = now - int(rt.settings.dispatch_grace * 1000)
+        for run_id in rt.redis.zrangebyscore(k.queued, "-inf", stale_before, start=0, num=100):
+            rid = str(run_id)
+            jid = rt.redis.hget(k.run(rid), "dispatch")
+            if jid and rt.dispatcher.job_status(str(jid)) in PENDING_JOB_STATES:
+                rt.redis.zadd(k.queued, {rid: now}, xx=True)  # still waiting in line: look later
+                continue
+            new = rt.transitions.redispatch(rid, str(jid or ""))
+            if new:
+                log.warning("run %s: dispatch %s vanished, re-dispatched", rid, jid)
+                rt.dispatcher.enqueue(rid, new)
+                stats.redispatched += 1
+        return stats
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Tick every ``reaper_interval`` until ``stop`` is set; ride out Redis outages."""
+        stop = stop or threading.Event()
+        interval = self.rt.settings.reaper_interval
+        wait = interval
+        while not stop.is_set():
+            try:
+                self.tick()
+                wait = interval
+            except RedisError as exc:
+                wait = min(30.0, max(0.5, wait * 2))
+                log.warning("scheduler tick failed (%s); retrying in %.1fs", exc, wait)
+            stop.wait(wait)
+
+
+def run_until_signalled(runtime: Runtime) -> None:
+    """Run the scheduler in the foreground; SIGTERM/SIGINT stop it after the current tick."""
+    import signal
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    Scheduler(runtime).run(stop)

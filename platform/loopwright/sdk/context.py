@@ -1,0 +1,134 @@
+"""The ``Context`` protocol a skill receives.
+
+One protocol, two implementations: in-process (trusted built-in skills, ``--trusted`` runs;
+``loopwright.runner.context``) and the sandboxed guest, where every call below becomes a
+JSON request to the host. Everything that crosses this interface is therefore JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
+
+
+class Step(Protocol):
+    """Durable steps: each call is checkpointed under (run id, sequence number, name)."""
+
+    def run(self, name: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(*args, **kwargs)`` once; a replay returns the recorded JSON result."""
+        ...
+
+    def sleep(self, name: str, duration: float | str) -> None:
+        """Park the run for ``duration`` (seconds or "30s", "5m", ...); costs no worker."""
+        ...
+
+    def sleep_until(self, name: str, when: datetime | float | str) -> None:
+        """Park the run until ``when`` (aware datetime, epoch seconds or ISO 8601 string)."""
+        ...
+
+    def invoke(
+        self, name: str, skill: str, data: dict[str, Any] | None = None, timeout: float | str | None = None
+    ) -> Any:
+        """Start ``skill`` as a child run and return its output."""
+        ...
+
+    def send_event(self, name: str, event: str, data: dict[str, Any] | None = None) -> str:
+        """Send an event exactly once per step; returns the event id."""
+        ...
+
+    def wait_for_event(
+        self, name: str, event: str, match: dict[str, Any] | None = None, timeout: float | str = "1h"
+    ) -> dict[str, Any] | None:
+        """Park until a matching event arrives; ``None`` at the timeout."""
+        ...
+
+    def llm(self, name: str, prompt: str, schema: dict[str, Any] | None = None) -> Any:
+        """Ask the configured model once; the answer is checkpointed like any step."""
+        ...
+
+
+class RunLog(Protocol):
+    """``ctx.log``: lines recorded with the run (suppressed while replaying finished steps)."""
+
+    def info(self, message: str) -> None:
+        """Record an informational line."""
+        ...
+
+    def warning(self, message: str) -> None:
+        """Record a warning."""
+        ...
+
+    def error(self, message: str) -> None:
+        """Record an error line."""
+        ...
+
+
+class HttpTool(Protocol):
+    """JSON over HTTP to the hosts in the skill's ``http_allow``; only inside a step."""
+
+    def get_json(self, url: str, params: dict[str, Any] | None = None) -> Any:
+        """GET ``url`` and return the decoded JSON body."""
+        ...
+
+    def post_json(self, url: str, body: Any) -> Any:
+        """POST ``body`` as JSON and return the decoded JSON answer."""
+        ...
+
+
+class NotifyTool(Protocol):
+    """Send a message to the platform inbox; only inside a step, deduplicated per step."""
+
+    def __call__(self, message: str, *, title: str | None = None, level: str = "info") -> None:
+        """Post ``message`` to the inbox."""
+        ...
+
+
+class Tools(Protocol):
+    """Host tools the skill declared in ``tools=[...]``."""
+
+    @property
+    def http(self) -> HttpTool:
+        """The ``http`` tool."""
+        ...
+
+    @property
+    def notify(self) -> NotifyTool:
+        """The ``notify`` tool."""
+        ...
+
+
+class Context(Protocol):
+    """What a skill function receives as its only argument."""
+
+    @property
+    def run_id(self) -> str:
+        """This run's id."""
+        ...
+
+    @property
+    def event(self) -> dict[str, Any]:
+        """The triggering event: ``{"name", "data", "id", "ts"}``."""
+        ...
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The skill's params, with this run's overrides applied."""
+        ...
+
+    @property
+    def step(self) -> Step:
+        """Durable steps."""
+        ...
+
+    @property
+    def tools(self) -> Tools:
+        """Declared host tools (call them inside ``ctx.step.run``)."""
+        ...
+
+    @property
+    def log(self) -> RunLog:
+        """Run log."""
+        ...

@@ -1,0 +1,63 @@
+"""Errors a skill raises or sees, sorted by who can act on them.
+
+* ``NonRetriableError``, ``RetryAfterError``: raised *by skill code* inside a step to steer retries.
+* ``StepFailedError``: raised *to skill code* when a step exhausted its retries; catch it to
+  run a fallback. A replay raises it again at the same step, so the run stays deterministic.
+* ``StepOutputError``: a step returned something that is not JSON or is too large.
+* ``NonDeterminismError``, ``SkillDefinitionError``: for the skill's author; the first derives
+  from ``BaseException`` so a broad ``except Exception`` in a skill cannot swallow it.
+"""
+
+from __future__ import annotations
+
+
+class SkillError(Exception):
+    """Root of the errors skill code raises or catches."""
+
+
+class NonRetriableError(SkillError):
+    """Raise inside a step to fail it at once, without retries."""
+
+
+class RetryAfterError(SkillError):
+    """Raise inside a step to retry it after ``seconds`` (e.g. an upstream said 429)."""
+
+    def __init__(self, message: str, seconds: float) -> None:
+        super().__init__(message)
+        self.seconds = max(0.0, float(seconds))
+
+
+class StepFailedError(SkillError):
+    """A step failed for good (retries exhausted or non-retriable). Catch it to handle the failure."""
+
+    def __init__(self, step: str, message: str) -> None:
+        super().__init__(f"step {step!r} failed: {message}")
+        self.step = step
+        self.reason = message
+
+
+class StepOutputError(NonRetriableError):
+    """A step's return value is not JSON-serialisable or exceeds the configured size cap."""
+
+
+class SkillDefinitionError(TypeError):
+    """The ``@skill(...)`` arguments are invalid; raised when the module is loaded."""
+
+
+class NonDeterminismError(BaseException):
+    """Replay reached a step whose name differs from the checkpoint recorded at that position.
+
+    Code between steps must be deterministic: the same inputs and step results must lead to the
+    same sequence of step names. Fix the skill (move the varying code into a step) and start a
+    new run; this run cannot continue.
+    """
+
+    def __init__(self, seq: int, recorded: str, requested: str) -> None:
+        super().__init__(
+            f"non-determinism at step #{seq}: the run recorded step {recorded!r} here but the code "
+            f"now asks for {requested!r}. Code between steps must be deterministic (move clocks, "
+            f"randomness and I/O into ctx.step.run); start a new run after fixing the skill."
+        )
+        self.seq = seq
+        self.recorded = recorded
+        self.requested = requested

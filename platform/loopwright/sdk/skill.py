@@ -1,0 +1,136 @@
+"""The ``@skill(...)`` decorator and the spec it attaches to the skill function."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from loopwright.sdk.durations import parse_duration
+from loopwright.sdk.errors import SkillDefinitionError
+from loopwright.sdk.triggers import CronTrigger, EventTrigger, Trigger
+
+if TYPE_CHECKING:
+    from loopwright.sdk.context import Context
+
+SKILL_ATTR = "__loopwright_skill__"
+NAME_RE = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
+KNOWN_TOOLS = frozenset({"http", "notify", "llm", "events"})
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True, slots=True)
+class SkillSpec:
+    """What ``@skill`` declares: identity, trigger, retry and time policy, capabilities, params."""
+
+    name: str
+    description: str = ""
+    trigger: Trigger | None = None
+    retries: int = 3
+    backoff: float = 1.0
+    timeout: float | None = None
+    concurrency: int | None = None
+    tools: tuple[str, ...] = ()
+    http_allow: tuple[str, ...] = ()
+    secrets: tuple[str, ...] = ()
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (stored with runs; the registry's manifest builds on it)."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "trigger": self.trigger.to_dict() if self.trigger else None,
+            "retries": self.retries,
+            "backoff": self.backoff,
+            "timeout": self.timeout,
+            "concurrency": self.concurrency,
+            "tools": list(self.tools),
+            "http_allow": list(self.http_allow),
+            "secrets": list(self.secrets),
+            "params": dict(self.params),
+        }
+
+
+def _str_tuple(value: Any, what: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise SkillDefinitionError(f"{what} must be a list of strings")
+    return tuple(value)
+
+
+def skill(
+    *,
+    name: str,
+    description: str = "",
+    trigger: Trigger | None = None,
+    retries: int = 3,
+    backoff: float | str = 1.0,
+    timeout: float | str | None = None,
+    concurrency: int | None = None,
+    tools: list[str] | None = None,
+    http_allow: list[str] | None = None,
+    secrets: list[str] | None = None,
+    params: dict[str, Any] | None = None,
+) -> Callable[[F], F]:
+    """Declare the module's skill. One per module; all arguments are literals.
+
+    ``retries`` is the number of *re*-tries of a failing step (so 3 means up to 4 attempts);
+    ``backoff`` the first retry delay, doubled per attempt; ``timeout`` the run's active
+    execution budget (time parked in sleeps and waits does not count).
+    """
+    if not isinstance(name, str) or not NAME_RE.match(name) or len(name) > 64:
+        raise SkillDefinitionError(
+            f"skill name {name!r} must be kebab-case (a-z, 0-9, '-'), at most 64 characters"
+        )
+    if trigger is not None and not isinstance(trigger, CronTrigger | EventTrigger):
+        raise SkillDefinitionError("trigger must be cron(...), event(...) or omitted")
+    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 100:
+        raise SkillDefinitionError("retries must be an integer from 0 to 100")
+    if concurrency is not None and (
+        isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+    ):
+        raise SkillDefinitionError("concurrency must be a positive integer")
+    try:
+        backoff_s = parse_duration(backoff)
+        timeout_s = None if timeout is None else parse_duration(timeout)
+    except ValueError as exc:
+        raise SkillDefinitionError(str(exc)) from exc
+    if timeout_s is not None and timeout_s <= 0:
+        raise SkillDefinitionError("timeout must be positive")
+    tool_names = _str_tuple(tools, "tools")
+    unknown = sorted(set(tool_names) - KNOWN_TOOLS)
+    if unknown:
+        raise SkillDefinitionError(
+            f"unknown tools {unknown}: available tools are {sorted(KNOWN_TOOLS)}"
+        )
+    if params is not None and not isinstance(params, dict):
+        raise SkillDefinitionError("params must be a dict of name -> default value")
+    spec = SkillSpec(
+        name=name,
+        description=description,
+        trigger=trigger,
+        retries=retries,
+        backoff=backoff_s,
+        timeout=timeout_s,
+        concurrency=concurrency,
+        tools=tool_names,
+        http_allow=_str_tuple(http_allow, "http_allow"),
+        secrets=_str_tuple(secrets, "secrets"),
+        params=dict(params or {}),
+    )
+
+    def decorate(fn: F) -> F:
+        setattr(fn, SKILL_ATTR, spec)
+        return fn
+
+    return decorate
+
+
+def spec_of(fn: Callable[[Context], Any]) -> SkillSpec | None:
+    """The ``SkillSpec`` attached to ``fn`` by ``@skill``, if any."""
+    found = getattr(fn, SKILL_ATTR, None)
+    return found if isinstance(found, SkillSpec) else None

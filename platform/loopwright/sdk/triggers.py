@@ -1,0 +1,64 @@
+"""Trigger declarations: ``cron(...)``, ``event(...)``, or none for manual-only skills."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from loopwright.sdk.errors import SkillDefinitionError
+
+
+@dataclass(frozen=True, slots=True)
+class CronTrigger:
+    """Fire on a cron schedule (five fields), optionally in a timezone."""
+
+    expr: str
+    tz: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form stored with the run and the manifest."""
+        return {"type": "cron", "expr": self.expr, "tz": self.tz}
+
+
+@dataclass(frozen=True, slots=True)
+class EventTrigger:
+    """Fire for every accepted event named ``name`` whose data matches ``match`` (key equality)."""
+
+    name: str
+    match: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form stored with the run and the manifest."""
+        return {"type": "event", "name": self.name, "match": dict(self.match)}
+
+
+Trigger = CronTrigger | EventTrigger
+
+
+def cron(expr: str, tz: str | None = None) -> CronTrigger:
+    """A cron trigger: ``cron("*/30 * * * *")`` or ``cron("0 9 * * 1", tz="Europe/Paris")``."""
+    if not isinstance(expr, str) or len(expr.split()) != 5:
+        raise SkillDefinitionError(
+            f"cron expression {expr!r} must have five fields, e.g. cron('*/30 * * * *')"
+        )
+    from croniter import croniter
+
+    if not croniter.is_valid(expr):
+        raise SkillDefinitionError(f"cron expression {expr!r} does not parse")
+    if tz is not None:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise SkillDefinitionError(f"unknown timezone {tz!r} in cron trigger") from exc
+    return CronTrigger(expr=expr, tz=tz)
+
+
+def event(name: str, match: dict[str, Any] | None = None) -> EventTrigger:
+    """An event trigger: ``event("incident.opened", match={"severity": "high"})``."""
+    if not isinstance(name, str) or not name or len(name) > 128:
+        raise SkillDefinitionError("event name must be a non-empty string of at most 128 chars")
+    if match is not None and not isinstance(match, dict):
+        raise SkillDefinitionError("event match must be a dict of field -> expected value")
+    return EventTrigger(name=name, match=dict(match or {}))

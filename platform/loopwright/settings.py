@@ -1,0 +1,48 @@
+"""One settings object for the whole platform, read once at the edge (env prefix ``LOOPWRIGHT_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "loopwright"
+
+
+class Settings(BaseSettings):
+    """Platform configuration. Every field can be set as ``LOOPWRIGHT_<FIELD>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="LOOPWRIGHT_", extra="ignore")
+
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis to use. Unset: a managed local redis-server under data_dir is started.",
+    )
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    redis_server_bin: str = "redis-server"
+    key_prefix: str = Field(default="lw", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    queue: str = Field(default="loopwright", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+
+    lease_ttl: float = Field(default=4.0, gt=0.2, le=600)
+    reaper_interval: float = Field(default=0.25, gt=0.01, le=60)
+    dispatch_grace: float = Field(
+        default=5.0, gt=0, description="Seconds a queued run may sit with a vanished RQ job."
+    )
+
+    step_output_inline_bytes: int = Field(default=16 * 1024, ge=256)
+    step_output_max_bytes: int = Field(default=1024 * 1024, ge=1024)
+    run_input_max_bytes: int = Field(default=1024 * 1024, ge=1024)
+    skill_source_max_bytes: int = Field(default=256 * 1024, ge=1024)
+    run_log_max_entries: int = Field(default=1000, ge=10)
+    inline_retry_max_delay: float = Field(
+        default=1.0, ge=0, description="Retry delays up to this many seconds wait in-process."
+    )
+    default_run_timeout: float = Field(default=3600.0, gt=0)
+    max_run_reaps: int = Field(
+        default=20, ge=1, description="Lost executors after which a run fails instead of retrying."
+    )
+    skill_cache_size: int = Field(default=128, ge=1)
+    redis_socket_timeout: float = Field(default=10.0, gt=0)
