@@ -1,0 +1,89 @@
+"""``loopwright doctor``: what is installed and reachable, and what to do about what is not."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import shutil
+import subprocess
+from typing import Any
+
+import typer
+from redis.exceptions import RedisError
+from rich.table import Table
+from rq import Worker
+
+from loopwright.cli.common import JsonFlag, console, emit_json, load_settings
+from loopwright.errors import LoopwrightError
+from loopwright.redis_server import ManagedRedis
+from loopwright.runner.runtime import Runtime
+
+
+def _version(argv: list[str]) -> str | None:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) else None
+
+
+def collect() -> dict[str, Any]:
+    """Every check as a dict of name -> {ok, detail}."""
+    settings = load_settings()
+    checks: dict[str, dict[str, Any]] = {}
+    checks["python"] = {"ok": True, "detail": platform.python_version()}
+    checks["loopwright"] = {"ok": True, "detail": importlib.metadata.version("loopwright")}
+    checks["rq"] = {"ok": True, "detail": importlib.metadata.version("rq")}
+    binary = shutil.which(settings.redis_server_bin)
+    checks["redis-server binary"] = {
+        "ok": binary is not None or settings.redis_url is not None,
+        "detail": _version([binary, "--version"]) if binary else
+        "not found: apt-get install -y redis-server (needed for the managed Redis)",
+    }
+    if settings.redis_url is None:
+        managed = ManagedRedis(settings.data_dir, settings.redis_server_bin)
+        st = managed.status()
+        checks["managed redis"] = {
+            "ok": True,
+            "detail": f"{'running' if st['running'] else 'not running (starts on demand)'} "
+            f"at {managed.url}",
+        }
+    try:
+        rt = Runtime(settings)
+        info = rt.redis.info("server")
+        aof = rt.redis.config_get("appendonly").get("appendonly", "?")
+        checks["redis"] = {
+            "ok": True,
+            "detail": f"{rt.redis_url} (redis {info.get('redis_version')}, appendonly={aof})",
+        }
+        workers = Worker.all(queue=rt.dispatcher.queue)
+        checks["workers"] = {
+            "ok": True,
+            "detail": f"{len(workers)} on queue '{settings.queue}', "
+            f"{rt.dispatcher.queue.count} job(s) waiting"
+            + ("" if workers else " (start with: loopwright up)"),
+        }
+    except (LoopwrightError, RedisError) as exc:
+        checks["redis"] = {"ok": False, "detail": str(exc)}
+    bwrap = shutil.which("bwrap")
+    checks["bubblewrap"] = {
+        "ok": True,
+        "detail": _version([bwrap, "--version"]) if bwrap else "not found (apt-get install -y bubblewrap)",
+    }
+    docker = shutil.which("docker")
+    checks["docker client"] = {"ok": True, "detail": docker or "not found"}
+    return checks
+
+
+def doctor(as_json: JsonFlag = False) -> None:
+    """Check what is installed and reachable."""
+    checks = collect()
+    if as_json:
+        emit_json(checks)
+    else:
+        table = Table("check", "ok", "detail")
+        for name, c in checks.items():
+            table.add_row(name, "[green]yes[/]" if c["ok"] else "[red]NO[/]", str(c["detail"]))
+        console.print(table)
+    if not all(c["ok"] for c in checks.values()):
+        raise typer.Exit(1)

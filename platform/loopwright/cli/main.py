@@ -1,0 +1,86 @@
+"""The ``loopwright`` command: one readable line and a non-zero exit for every failure."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import click
+import typer
+from redis.exceptions import RedisError
+from rich.table import Table
+
+from loopwright.cli.common import JsonFlag, console, emit_json, fmt_ts, open_runtime
+from loopwright.cli.doctor import doctor
+from loopwright.cli.runs import run_command, runs_app
+from loopwright.cli.services import scheduler, up, worker
+from loopwright.errors import LoopwrightError
+
+app = typer.Typer(
+    name="loopwright",
+    help="Loopwright: durable, checkpointed multi-step skills on Redis and RQ.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("run")(run_command)
+app.add_typer(runs_app, name="runs")
+app.command()(up)
+app.command()(worker)
+app.command()(scheduler)
+app.command()(doctor)
+
+
+@app.command()
+def inbox(
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 20, as_json: JsonFlag = False
+) -> None:
+    """Show the newest messages skills posted with the notify tool."""
+    rt = open_runtime()
+    entries = [json.loads(x) for x in rt.redis.lrange(rt.keys.inbox, -limit, -1)]  # type: ignore[union-attr]
+    if as_json:
+        emit_json(entries)
+        return
+    table = Table("time (UTC)", "skill", "level", "message", "run")
+    for e in entries:
+        text = f"[bold]{e['title']}[/] {e['message']}" if e.get("title") else e["message"]
+        table.add_row(fmt_ts(e["ts"]), e["skill"], e["level"], text, e["run_id"])
+    console.print(table)
+
+
+@app.command()
+def demo(
+    workdir: Annotated[
+        str | None, typer.Option(help="Where the demo keeps its files (default: a temp dir).")
+    ] = None,
+) -> None:
+    """Run the example skills end to end and show a killed worker's run resuming."""
+    from loopwright.demo import run_demo
+
+    raise typer.Exit(run_demo(workdir))
+
+
+def _fail(message: str, code: int = 1) -> None:
+    sys.stderr.write(f"loopwright: error: {message}\n")
+    sys.exit(code)
+
+
+def run() -> None:
+    """Console-script entry point."""
+    try:
+        rv = app(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        _fail("aborted", 130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except LoopwrightError as exc:
+        _fail(str(exc))
+    except RedisError as exc:
+        _fail(f"Redis error: {exc} (is Redis up? see 'loopwright doctor')")
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    sys.exit(rv if isinstance(rv, int) else 0)

@@ -1,0 +1,205 @@
+"""``loopwright run`` and ``loopwright runs list|show|cancel``."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from rq import Worker
+
+from loopwright.cli.common import (
+    JsonFlag,
+    console,
+    emit_json,
+    err_console,
+    fmt_ts,
+    open_runtime,
+    preview,
+    styled,
+)
+from loopwright.errors import UserError
+from loopwright.runner.records import Run
+from loopwright.runner.runtime import Runtime
+from loopwright.runner.sources import load_skill, read_skill_file
+from loopwright.sdk.durations import parse_duration
+
+runs_app = typer.Typer(help="Inspect and cancel runs.", no_args_is_help=True)
+
+
+def parse_data(data: str | None, max_bytes: int) -> Any:
+    """``--data`` as JSON, with a size cap and a readable error."""
+    if data is None:
+        return {}
+    size = len(data.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        raise UserError(f"--data is {size} bytes, over the {max_bytes}-byte run input cap")
+    try:
+        return json.loads(data)
+    except ValueError as exc:
+        raise UserError(f"--data is not valid JSON: {exc}") from None
+
+
+def start_run(rt: Runtime, target: str, data: Any, timeout: float | None = None) -> str:
+    """Create a run of a skill file (stored by content hash) or of a known skill name."""
+    path = Path(target)
+    if target.endswith(".py") or path.exists():
+        source = read_skill_file(path, rt.settings.skill_source_max_bytes)
+        skill = load_skill(source, str(path))
+        version = rt.sources.put(source, skill.spec.name)
+        name = skill.spec.name
+    else:
+        name, version = target, rt.sources.resolve(target)
+    return rt.runs.create(skill=name, version=version, data=data, timeout=timeout)
+
+
+def _workers_on_queue(rt: Runtime) -> int:
+    return len(Worker.all(queue=rt.dispatcher.queue))
+
+
+def wait_with_progress(rt: Runtime, run_id: str, timeout: float | None, quiet: bool) -> Run:
+    """Wait for the run to end, showing its status and step count while it goes."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    warned = False
+    started = time.monotonic()
+    with console.status("waiting for the run...", spinner="dots") as status:
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            run = rt.runs.wait(run_id, timeout=min(1.0, left) if left is not None else 1.0)
+            if run.status.terminal or (left is not None and left <= 0):
+                return run
+            steps = rt.redis.hlen(rt.keys.steps(run_id))
+            if not quiet:
+                status.update(f"run {run_id}: {run.status.value}, {steps} step(s) checkpointed")
+            if not warned and time.monotonic() - started > 3 and run.status.value == "queued":
+                if _workers_on_queue(rt) == 0:
+                    err_console.print(
+                        f"[yellow]no worker is consuming queue '{rt.settings.queue}': start one "
+                        f"with 'loopwright worker' or 'loopwright up'[/]"
+                    )
+                warned = True
+
+
+def run_command(
+    target: Annotated[str, typer.Argument(help="A skill file (.py) or the name of a known skill.")],
+    data: Annotated[str | None, typer.Option("--data", "-d", help="Run input as JSON.")] = None,
+    wait: Annotated[bool, typer.Option("--wait", "-w", help="Wait for the run to end.")] = False,
+    timeout: Annotated[
+        str | None, typer.Option(help="Active-time budget for this run, e.g. 30s, 5m.")
+    ] = None,
+    wait_timeout: Annotated[
+        float | None, typer.Option(help="Give up waiting after this many seconds.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Start a run of a skill; with --wait, follow it to the end."""
+    rt = open_runtime()
+    payload = parse_data(data, rt.settings.run_input_max_bytes)
+    try:
+        budget = parse_duration(timeout) if timeout is not None else None
+    except ValueError as exc:
+        raise UserError(f"--timeout: {exc}") from None
+    run_id = start_run(rt, target, payload, budget)
+    if not wait:
+        if as_json:
+            emit_json({"run_id": run_id, "status": "queued"})
+        else:
+            console.print(f"run [bold]{run_id}[/] queued")
+        return
+    run = wait_with_progress(rt, run_id, wait_timeout, quiet=as_json)
+    if as_json:
+        emit_json(run.to_dict())
+    else:
+        console.print(f"run [bold]{run_id}[/] {styled(run.status.value)}")
+        if run.output is not None:
+            console.print_json(json.dumps(run.output))
+        if run.error:
+            err_console.print(f"[red]{run.error}[/]")
+    if run.status.value != "completed":
+        raise typer.Exit(1)
+
+
+@runs_app.command("list")
+def list_runs(
+    skill: Annotated[str | None, typer.Option(help="Only runs of this skill.")] = None,
+    status: Annotated[str | None, typer.Option(help="Only runs in this status.")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only runs created in the last DURATION (e.g. 1h, 2d).")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+    as_json: JsonFlag = False,
+) -> None:
+    """List runs, newest first."""
+    rt = open_runtime()
+    since_ms = None
+    if since is not None:
+        try:
+            since_ms = int((time.time() - parse_duration(since)) * 1000)
+        except ValueError as exc:
+            raise UserError(f"--since: {exc}") from None
+    runs = rt.runs.list(skill=skill, status=status, since_ms=since_ms, limit=limit)
+    if as_json:
+        emit_json([r.to_dict() for r in runs])
+        return
+    table = Table("run", "skill", "status", "attempts", "created (UTC)", "active", "result")
+    for r in runs:
+        result = r.error or preview(r.output, 40)
+        table.add_row(
+            r.id, r.skill, styled(r.status.value), str(r.attempts), fmt_ts(r.created_at),
+            f"{r.active_ms / 1000:.2f}s", result[:60],
+        )
+    console.print(table)
+
+
+@runs_app.command("show")
+def show_run(
+    run_id: Annotated[str, typer.Argument(help="The run id.")], as_json: JsonFlag = False
+) -> None:
+    """Show one run with its step timeline and log."""
+    rt = open_runtime()
+    run = rt.runs.get(run_id)
+    steps = rt.runs.steps(run_id)
+    logs = rt.runs.logs(run_id)
+    if as_json:
+        emit_json({**run.to_dict(), "steps": [s.to_dict() for s in steps], "logs": logs})
+        return
+    console.print(
+        f"run [bold]{run.id}[/]  skill [bold]{run.skill}[/]@{run.version[:12]}  "
+        f"{styled(run.status.value)}  attempts {run.attempts}  lost executors {run.reaps}"
+    )
+    console.print(
+        f"created {fmt_ts(run.created_at)}  started {fmt_ts(run.started_at)}  "
+        f"finished {fmt_ts(run.finished_at)}  active {run.active_ms / 1000:.2f}s"
+    )
+    table = Table("#", "step", "kind", "status", "attempts", "duration", "output / error")
+    for s in steps:
+        d = s.to_dict()
+        dur = f"{d['duration_ms']} ms" if d["duration_ms"] is not None else "-"
+        detail = s.error or (f"until {fmt_ts(s.until)}" if s.kind == "sleep" else preview(s.output))
+        table.add_row(str(s.seq), s.name, s.kind, styled(s.status), str(s.attempts), dur, detail)
+    console.print(table)
+    if run.output is not None:
+        console.print("output:", preview(run.output, 200))
+    if run.error:
+        console.print(f"[red]error: {run.error}[/]")
+    for line in logs:
+        console.print(f"  {fmt_ts(line['ts'])} {line['level']:7} #{line['step']} {line['message']}")
+
+
+@runs_app.command("cancel")
+def cancel_run(
+    run_id: Annotated[str, typer.Argument(help="The run id.")], as_json: JsonFlag = False
+) -> None:
+    """Cancel a run (and its child runs)."""
+    rt = open_runtime()
+    cancelled = rt.runs.cancel(run_id)
+    run = rt.runs.get(run_id)
+    if as_json:
+        emit_json({"run_id": run_id, "status": run.status.value, "cancelled": cancelled})
+    elif cancelled:
+        console.print(f"cancelled {', '.join(cancelled)}")
+    else:
+        console.print(f"run {run_id} had already ended ({run.status.value}); nothing to cancel")

@@ -1,0 +1,82 @@
+"""``loopwright up``, ``worker`` and ``scheduler``: the long-running processes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from loopwright.cli.common import err_console, load_settings, open_runtime
+from loopwright.redis_server import ManagedRedis
+from loopwright.supervisor import Child, Supervisor
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _child(name: str, *args: str) -> Child:
+    return Child(name, [sys.executable, "-m", "loopwright.cli", *args])
+
+
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")]
+
+
+def up(
+    workers: Annotated[int, typer.Option("--workers", "-n", min=1, max=64)] = 2,
+    verbose: Verbose = False,
+) -> None:
+    """Start everything: the managed Redis when needed, workers and the scheduler. Ctrl-C stops."""
+    _logging(verbose)
+    settings = load_settings()
+    env = dict(os.environ)
+    on_tick = None
+    if settings.redis_url is None:
+        managed = ManagedRedis(settings.data_dir, settings.redis_server_bin)
+        env["LOOPWRIGHT_REDIS_URL"] = managed.ensure_running()
+        err_console.print(f"managed Redis at {managed.url} (data in {settings.data_dir})")
+
+        def on_tick() -> None:
+            if not managed.is_running():
+                err_console.print("[yellow]managed Redis is down; restarting it[/]")
+                managed.ensure_running()
+
+    children = [_child(f"worker-{i + 1}", "worker") for i in range(workers)]
+    children.append(_child("scheduler", "scheduler"))
+    extra = ["--verbose"] if verbose else []
+    for c in children:
+        c.argv += extra
+    code = Supervisor(children, env=env, on_tick=on_tick).run()
+    raise typer.Exit(code)
+
+
+def worker(
+    n: Annotated[int, typer.Option("-n", min=1, max=64, help="Number of worker processes.")] = 1,
+    burst: Annotated[bool, typer.Option(help="Exit when the queue is empty.")] = False,
+    verbose: Verbose = False,
+) -> None:
+    """Run worker process(es) executing runs from the queue."""
+    _logging(verbose)
+    if n > 1:
+        args = ["worker"] + (["--burst"] if burst else []) + (["--verbose"] if verbose else [])
+        children = [_child(f"worker-{i + 1}", *args) for i in range(n)]
+        raise typer.Exit(Supervisor(children).run())
+    from loopwright.runner.worker import run_worker
+
+    rt = open_runtime()
+    run_worker(rt, burst=burst)
+
+
+def scheduler(verbose: Verbose = False) -> None:
+    """Run the scheduler: wakes sleeping runs, reaps expired leases, re-dispatches lost runs."""
+    _logging(verbose)
+    from loopwright.scheduler.loop import run_until_signalled
+
+    run_until_signalled(open_runtime())
