@@ -69,6 +69,7 @@ class Execution:
         self._max_recorded = max((int(s) for s in recorded), default=0)
         self.seq = 0
         self.current_step: int | None = None
+        self._effects = 0
 
     @property
     def replaying(self) -> bool:
@@ -101,13 +102,24 @@ class Execution:
         """Write a checkpoint under this execution's fence."""
         self.runtime.checkpoints.commit(self.run_id, self.token, rec, output_json)
 
+    def enter_step(self, seq: int) -> None:
+        """Mark the start of one attempt of step ``seq`` (host tools become callable)."""
+        self.current_step = seq
+        self._effects = 0
+
     def idempotency_key(self) -> str:
-        """``run_id:seq`` of the step being executed; host tools send it with every effect."""
+        """``run_id:seq`` for a step's first host-tool call, ``run_id:seq:n`` for the n-th.
+
+        The counter restarts with every attempt, so a step body that runs again after a crash
+        repeats the same keys and the effects are deduplicated downstream.
+        """
         if self.current_step is None:
             raise NonRetriableError(
                 "host tools can only be called inside a step: wrap the call in ctx.step.run(...)"
             )
-        return f"{self.run_id}:{self.current_step}"
+        self._effects += 1
+        base = f"{self.run_id}:{self.current_step}"
+        return base if self._effects == 1 else f"{base}:{self._effects}"
 
 
 class LocalStep:
@@ -135,7 +147,7 @@ class LocalStep:
             ex.check_alive()
             attempts += 1
             started = now_ms()
-            ex.current_step = seq
+            ex.enter_step(seq)
             try:
                 value = fn(*args, **kwargs)
                 encoded = encode_json(

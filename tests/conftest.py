@@ -1,0 +1,226 @@
+"""Fixtures: a real redis-server, real worker and scheduler processes, one keyspace per test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis import Redis
+
+from loopwright.runner.records import Run
+from loopwright.runner.runtime import Runtime
+from loopwright.runner.sources import load_skill
+from loopwright.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(pred: Callable[[], Any], timeout: float = 20.0, interval: float = 0.02) -> Any:
+    """Poll ``pred`` until it returns something truthy; fail the test on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+@dataclass
+class RedisProc:
+    """A redis-server started by the tests."""
+
+    port: int
+    dir: Path
+    appendonly: bool
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is required for the tests: apt-get install -y redis-server")
+        args = [
+            binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+            "--save", "", "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "always", "--protected-mode", "no",
+        ]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = Redis(port=self.port, socket_connect_timeout=0.2)
+        wait_until(lambda: _ping(client), timeout=10)
+        client.close()
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=20)
+        self.proc = None
+
+
+def _ping(client: Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc]:
+    """One shared redis-server for the session (tests isolate by key prefix and queue)."""
+    server = RedisProc(free_port(), tmp_path_factory.mktemp("redis"), appendonly=False)
+    server.start()
+    yield server
+    server.stop()
+
+
+@dataclass
+class Cluster:
+    """A test's view of Loopwright: settings, runtime, and its worker/scheduler processes."""
+
+    settings: Settings
+    tmp: Path
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    _rt: Runtime | None = None
+
+    @property
+    def rt(self) -> Runtime:
+        if self._rt is None:
+            self._rt = Runtime(self.settings)
+        return self._rt
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPWRIGHT_")}
+        for name, value in self.settings.model_dump().items():
+            if value is not None:
+                env[f"LOOPWRIGHT_{name.upper()}"] = str(value)
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def cli(self, *args: str, timeout: float = 60, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run the ``loopwright`` CLI as a subprocess against this cluster."""
+        return subprocess.run(
+            [sys.executable, "-m", "loopwright.cli", *args],
+            env=self.env, capture_output=True, text=True, timeout=timeout, cwd=self.tmp, input=input,
+        )
+
+    def spawn(self, *args: str) -> subprocess.Popen[bytes]:
+        """Start a long-running CLI process (worker, scheduler) owned by the test."""
+        log = open(self.tmp / f"proc-{len(self.procs)}.log", "wb")  # noqa: SIM115 - lives with the process
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "loopwright.cli", *args],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.tmp,
+            start_new_session=True,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def worker(self) -> subprocess.Popen[bytes]:
+        """Start one worker process and wait until it is registered with RQ."""
+        from rq import Worker
+
+        before = len(Worker.all(queue=self.rt.dispatcher.queue))
+        proc = self.spawn("worker")
+        wait_until(lambda: len(Worker.all(queue=self.rt.dispatcher.queue)) > before or proc.poll() is not None)
+        assert proc.poll() is None, "worker exited at start-up"
+        return proc
+
+    def scheduler(self) -> subprocess.Popen[bytes]:
+        """Start one scheduler process."""
+        return self.spawn("scheduler")
+
+    def skill(self, source: str, filename: str = "skill.py") -> str:
+        """Store a skill source (dedented) and return its name."""
+        source = textwrap.dedent(source)
+        path = self.tmp / filename
+        path.write_text(source)
+        loaded = load_skill(source, str(path))
+        self.rt.sources.put(source, loaded.spec.name)
+        return loaded.spec.name
+
+    def start(self, skill: str, data: Any = None, **kw: Any) -> str:
+        """Create a run of ``skill``."""
+        return self.rt.runs.create(skill=skill, version=self.rt.sources.resolve(skill), data=data, **kw)
+
+    def wait(self, run_id: str, timeout: float = 30.0) -> Run:
+        """Wait for a run to end; fail the test if it does not."""
+        run = self.rt.runs.wait(run_id, timeout=timeout)
+        assert run.status.terminal, f"run {run_id} still {run.status.value} after {timeout}s"
+        return run
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait(timeout=10)
+        if self._rt is not None:
+            self._rt.close()
+
+
+def make_settings(redis_url: str, tmp: Path, **overrides: Any) -> Settings:
+    """Settings for one test: its own key prefix and queue, short leases."""
+    tag = uuid.uuid4().hex[:10]
+    base: dict[str, Any] = {
+        "redis_url": redis_url,
+        "data_dir": tmp / "data",
+        "key_prefix": f"t{tag}",
+        "queue": f"q{tag}",
+        "lease_ttl": 1.0,
+        "reaper_interval": 0.05,
+        "dispatch_grace": 1.0,
+    }
+    base.update(overrides)
+    return Settings(**base)
+
+
+@pytest.fixture
+def make_cluster(redis_server: RedisProc, tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
+    """Factory for clusters with settings overrides; everything it started is killed after."""
+    made: list[Cluster] = []
+
+    def factory(redis_url: str | None = None, **overrides: Any) -> Cluster:
+        c = Cluster(make_settings(redis_url or redis_server.url, tmp_path, **overrides), tmp_path)
+        made.append(c)
+        return c
+
+    yield factory
+    for c in made:
+        c.close()
+
+
+@pytest.fixture
+def cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
+    """A cluster with default test settings."""
+    return make_cluster()
+
+
+def effects(path: Path) -> list[list[str]]:
+    """Side-effect lines a skill appended to ``path`` (one list of fields per line)."""
+    if not path.exists():
+        return []
+    return [line.split() for line in path.read_text().splitlines() if line.strip()]

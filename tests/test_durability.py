@@ -1,0 +1,222 @@
+"""Crash semantics with real processes: killed and paused workers, Redis restarts, lost
+dispatches, runs that keep killing their workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from conftest import Cluster, RedisProc, effects, free_port, wait_until
+
+SLOW_STEPS = '''
+from loopwright.sdk import skill
+import os, time
+
+def work(fx, name, pause):
+    with open(fx, "a") as f:
+        f.write(f"{name} {os.getpid()} {int(time.time() * 1000)}\\n")
+    time.sleep(pause)
+    return {"step": name, "pid": os.getpid()}
+
+@skill(name="slow-steps", retries=5, backoff=0.05)
+def main(ctx):
+    d = ctx.event["data"]
+    return [ctx.step.run(f"s{i}", work, d["fx"], f"s{i}", d["pause"]) for i in range(1, d["n"] + 1)]
+'''
+
+
+def test_killed_worker_run_resumes_at_the_step_it_was_on(cluster: Cluster) -> None:
+    # Given a worker running a 5-step skill, killed with SIGKILL inside step 3
+    cluster.scheduler()
+    first = cluster.worker()
+    fx = cluster.tmp / "fx"
+    name = cluster.skill(SLOW_STEPS)
+    run_id = cluster.start(name, {"fx": str(fx), "n": 5, "pause": 0.4})
+    wait_until(lambda: any(line[0] == "s3" for line in effects(fx)), timeout=15)
+    os.killpg(first.pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    # When a new worker comes up
+    second = cluster.worker()
+    resumed = wait_until(
+        lambda: [line for line in effects(fx) if line[1] == str(second.pid)], timeout=15
+    )
+    # Then the run resumes at step 3 within a few seconds, finished steps are not repeated
+    assert time.monotonic() - killed_at < 5
+    assert resumed[0][0] == "s3"
+    run = cluster.wait(run_id)
+    assert run.status.value == "completed" and run.reaps == 1
+    counts = {f"s{i}": sum(1 for line in effects(fx) if line[0] == f"s{i}") for i in range(1, 6)}
+    assert counts == {"s1": 1, "s2": 1, "s3": 2, "s4": 1, "s5": 1}
+    assert [s["pid"] for s in run.output] == [first.pid] * 2 + [second.pid] * 3
+
+
+def test_paused_worker_cannot_write_into_a_run_another_worker_took_over(cluster: Cluster) -> None:
+    # Given worker A inside a long step, then paused (SIGSTOP) past its lease
+    cluster.scheduler()
+    a = cluster.worker()
+    fx = cluster.tmp / "fx"
+    name = cluster.skill(SLOW_STEPS)
+    run_id = cluster.start(name, {"fx": str(fx), "n": 3, "pause": 1.5})
+    wait_until(lambda: any(line[0] == "s2" for line in effects(fx)), timeout=15)
+    os.killpg(a.pid, signal.SIGSTOP)
+    try:
+        # When worker B takes the run over and finishes it
+        b = cluster.worker()
+        run = cluster.wait(run_id, timeout=30)
+        assert run.status.value == "completed"
+        steps_before = {s.seq: s.to_dict() for s in cluster.rt.runs.steps(run_id)}
+        fence_before = cluster.rt.runs.get(run_id).fence
+    finally:
+        os.killpg(a.pid, signal.SIGCONT)
+    # Then A, resumed, finishes its step body but its checkpoint and finish are refused
+    time.sleep(2.5)
+    assert {s.seq: s.to_dict() for s in cluster.rt.runs.steps(run_id)} == steps_before
+    final = cluster.rt.runs.get(run_id)
+    assert final.status.value == "completed" and final.fence == fence_before
+    assert [s["pid"] for s in final.output] == [a.pid, b.pid, b.pid]
+    assert [s.output["pid"] for s in cluster.rt.runs.steps(run_id)] == [a.pid, b.pid, b.pid]
+    assert a.poll() is None, "the paused worker must survive being fenced out"
+
+
+def test_run_completes_when_redis_restarts_mid_run(
+    make_cluster: Callable[..., Cluster], tmp_path: Path
+) -> None:
+    # Given a Redis with AOF on and a run in flight
+    server = RedisProc(free_port(), tmp_path / "aof", appendonly=True)
+    server.dir.mkdir()
+    server.start()
+    try:
+        cluster = make_cluster(redis_url=server.url)
+        cluster.worker()
+        cluster.scheduler()
+        fx = cluster.tmp / "fx"
+        name = cluster.skill(SLOW_STEPS)
+        run_id = cluster.start(name, {"fx": str(fx), "n": 6, "pause": 0.3})
+        wait_until(lambda: any(line[0] == "s2" for line in effects(fx)), timeout=15)
+        # When Redis is stopped for a second and started again on the same data
+        server.stop()
+        time.sleep(1.0)
+        server.start()
+        # Then the worker reconnects and the run completes with every step once or twice at most
+        run = cluster.wait(run_id, timeout=60)
+        assert run.status.value == "completed"
+        assert [s["step"] for s in run.output] == [f"s{i}" for i in range(1, 7)]
+        for i in range(1, 7):
+            assert 1 <= sum(1 for line in effects(fx) if line[0] == f"s{i}") <= 2
+    finally:
+        server.stop()
+
+
+def test_run_survives_redis_sigkill_with_aof(
+    make_cluster: Callable[..., Cluster], tmp_path: Path
+) -> None:
+    server = RedisProc(free_port(), tmp_path / "aof", appendonly=True)
+    server.dir.mkdir()
+    server.start()
+    try:
+        cluster = make_cluster(redis_url=server.url)
+        cluster.worker()
+        cluster.scheduler()
+        fx = cluster.tmp / "fx"
+        name = cluster.skill(SLOW_STEPS)
+        run_id = cluster.start(name, {"fx": str(fx), "n": 5, "pause": 0.3})
+        wait_until(lambda: any(line[0] == "s3" for line in effects(fx)), timeout=15)
+        server.stop(signal.SIGKILL)
+        time.sleep(0.5)
+        server.start()
+        run = cluster.wait(run_id, timeout=60)
+        assert run.status.value == "completed"
+        done_before = [line[0] for line in effects(fx)]
+        assert done_before.count("s1") == 1 and done_before.count("s2") == 1
+    finally:
+        server.stop()
+
+
+def test_run_whose_rq_job_vanished_is_redispatched(cluster: Cluster) -> None:
+    # Given a queued run whose RQ job is lost (as when a worker dies between dequeue and lease)
+    name = cluster.skill('''
+        from loopwright.sdk import skill
+
+        @skill(name="orphan")
+        def main(ctx):
+            return ctx.step.run("s", lambda: "ran")
+    ''')
+    run_id = cluster.start(name)
+    queue = cluster.rt.dispatcher.queue
+    assert queue.count == 1
+    queue.empty()
+    # When the scheduler and a worker run
+    cluster.scheduler()
+    cluster.worker()
+    # Then the run is dispatched again after the grace period and completes
+    run = cluster.wait(run_id, timeout=15)
+    assert run.status.value == "completed" and run.output == "ran"
+    assert cluster.rt.redis.hget(cluster.rt.keys.run(run_id), "dispatches") == "2"
+
+
+def test_worker_started_before_a_skill_existed_runs_it(cluster: Cluster) -> None:
+    cluster.worker()
+    time.sleep(0.3)
+    name = cluster.skill('''
+        from loopwright.sdk import skill
+
+        @skill(name="brand-new")
+        def main(ctx):
+            return ctx.step.run("s", lambda: "hot")
+    ''')
+    run = cluster.wait(cluster.start(name))
+    assert run.status.value == "completed" and run.output == "hot"
+
+
+def test_run_that_keeps_killing_its_worker_fails_after_the_reap_limit(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    # Given a skill whose step kills the process executing it, under a supervised worker pool
+    cluster = make_cluster(max_run_reaps=2)
+    cluster.scheduler()
+    cluster.spawn("worker", "-n", "2")
+    name = cluster.skill('''
+        from loopwright.sdk import skill
+        import os, signal
+
+        @skill(name="poison")
+        def main(ctx):
+            ctx.step.run("die", os.kill, os.getpid(), signal.SIGKILL)
+    ''')
+    # Then after the limit it fails with a clear error instead of looping forever
+    run = cluster.wait(cluster.start(name), timeout=60)
+    assert run.status.value == "failed"
+    assert "lost 3 times; giving up" in (run.error or "")
+    # And the supervised pool is still serving other runs
+    ok = cluster.skill('''
+        from loopwright.sdk import skill
+
+        @skill(name="healthy")
+        def main(ctx):
+            return ctx.step.run("s", lambda: "fine")
+    ''', "ok.py")
+    assert cluster.wait(cluster.start(ok), timeout=30).status.value == "completed"
+
+
+def test_killed_scheduler_is_replaced_without_losing_sleeping_runs(cluster: Cluster) -> None:
+    sched = cluster.scheduler()
+    cluster.worker()
+    name = cluster.skill('''
+        from loopwright.sdk import skill
+
+        @skill(name="napper")
+        def main(ctx):
+            ctx.step.sleep("nap", 1)
+            return ctx.step.run("after", lambda: "woke")
+    ''')
+    run_id = cluster.start(name)
+    wait_until(lambda: cluster.rt.runs.get(run_id).status.value == "sleeping", timeout=10)
+    os.killpg(sched.pid, signal.SIGKILL)
+    time.sleep(1.5)
+    assert cluster.rt.runs.get(run_id).status.value == "sleeping"
+    cluster.scheduler()
+    run = cluster.wait(run_id, timeout=15)
+    assert run.status.value == "completed" and run.output == "woke"
