@@ -34,8 +34,14 @@ class Dispatcher:
         self.queue = Queue(queue_name, connection=rq_redis, serializer=JSONSerializer)
         self._rq_redis = rq_redis
 
-    def enqueue(self, run_id: str, job_id: str, pipeline: Any = None) -> None:
-        """Enqueue one dispatch of ``run_id`` as RQ job ``job_id``."""
+    def enqueue(
+        self, run_id: str, job_id: str, pipeline: Any = None, *, at_front: bool = False
+    ) -> None:
+        """Enqueue one dispatch of ``run_id`` as RQ job ``job_id``.
+
+        ``at_front`` is for runs that were already executing (reaped, lost dispatch): they
+        resume ahead of the backlog instead of waiting behind every new run.
+        """
         self.queue.enqueue_call(
             JOB_FUNC,
             args=(run_id,),
@@ -45,6 +51,7 @@ class Dispatcher:
             failure_ttl=24 * 3600,
             description=f"loopwright run {run_id}",
             pipeline=pipeline,
+            at_front=at_front,
         )
 
     def job_status(self, job_id: str) -> str | None:

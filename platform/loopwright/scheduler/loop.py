@@ -54,7 +54,7 @@ class Scheduler:
             res = rt.transitions.reap(str(run_id))
             if res.job_id:
                 log.warning("run %s: lease expired, re-queued", run_id)
-                rt.dispatcher.enqueue(str(run_id), res.job_id)
+                rt.dispatcher.enqueue(str(run_id), res.job_id, at_front=True)
                 stats.reaped += 1
             elif res.failed:
                 stats.failed += 1
@@ -68,7 +68,7 @@ class Scheduler:
             new = rt.transitions.redispatch(rid, str(jid or ""))
             if new:
                 log.warning("run %s: dispatch %s vanished, re-dispatched", rid, jid)
-                rt.dispatcher.enqueue(rid, new)
+                rt.dispatcher.enqueue(rid, new, at_front=True)
                 stats.redispatched += 1
         return stats
 
