@@ -17,7 +17,7 @@ The keyspace is a small state machine (see ``docs/runner.md``):
 * ``{p}:inbox``               list   platform inbox (``notify`` tool)
 * ``{p}:inbox:sent:{key}``    string dedupe marker of a notice by idempotency key
 * ``{p}:notify``              channel run-state notices (``--wait`` listens here)
-* ``{p}:scheduler:leader``    string scheduler leader lock
+* ``{p}:scheduler:heartbeat`` string set by every scheduler tick, expires when none runs
 """
 
 from __future__ import annotations
@@ -103,6 +103,6 @@ class Keys:
         return f"{self.prefix}:notify"
 
     @property
-    def scheduler_leader(self) -> str:
-        """Leader lock of the scheduler."""
-        return f"{self.prefix}:scheduler:leader"
+    def scheduler_heartbeat(self) -> str:
+        """Present while some scheduler has ticked recently."""
+        return f"{self.prefix}:scheduler:heartbeat"

@@ -63,6 +63,11 @@ def collect() -> dict[str, Any]:
             f"{rt.dispatcher.queue.count} job(s) waiting"
             + ("" if workers else " (start with: loopwright up)"),
         }
+        beat = rt.redis.get(rt.keys.scheduler_heartbeat)
+        checks["scheduler"] = {
+            "ok": True,
+            "detail": f"alive ({beat})" if beat else "not running (start with: loopwright up)",
+        }
     except (LoopwrightError, RedisError) as exc:
         checks["redis"] = {"ok": False, "detail": str(exc)}
     bwrap = shutil.which("bwrap")

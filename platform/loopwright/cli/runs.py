@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,10 +31,29 @@ from loopwright.sdk.durations import parse_duration
 runs_app = typer.Typer(help="Inspect and cancel runs.", no_args_is_help=True)
 
 
+def _read_capped(stream: Any, max_bytes: int, what: str) -> str:
+    raw = stream.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise UserError(f"{what} is over the {max_bytes}-byte run input cap")
+    try:
+        return raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+    except UnicodeDecodeError:
+        raise UserError(f"{what} is not UTF-8 text") from None
+
+
 def parse_data(data: str | None, max_bytes: int) -> Any:
-    """``--data`` as JSON, with a size cap and a readable error."""
+    """``--data`` as JSON (inline, ``@file`` or ``-`` for stdin), with a size cap."""
     if data is None:
         return {}
+    if data == "-":
+        data = _read_capped(sys.stdin.buffer, max_bytes, "--data from stdin")
+    elif data.startswith("@"):
+        path = Path(data[1:])
+        try:
+            with path.open("rb") as fh:
+                data = _read_capped(fh, max_bytes, f"--data file {path}")
+        except OSError as exc:
+            raise UserError(f"--data file {path}: {exc.strerror}") from None
     size = len(data.encode("utf-8", "surrogatepass"))
     if size > max_bytes:
         raise UserError(f"--data is {size} bytes, over the {max_bytes}-byte run input cap")
@@ -63,7 +83,7 @@ def _workers_on_queue(rt: Runtime) -> int:
 def wait_with_progress(rt: Runtime, run_id: str, timeout: float | None, quiet: bool) -> Run:
     """Wait for the run to end, showing its status and step count while it goes."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    warned = False
+    warned = warned_sched = False
     started = time.monotonic()
     with console.status("waiting for the run...", spinner="dots") as status:
         while True:
@@ -81,11 +101,21 @@ def wait_with_progress(rt: Runtime, run_id: str, timeout: float | None, quiet: b
                         f"with 'loopwright worker' or 'loopwright up'[/]"
                     )
                 warned = True
+            overdue = run.wake_at is not None and run.wake_at < time.time() * 1000 - 2000
+            if not warned_sched and overdue and not rt.redis.exists(rt.keys.scheduler_heartbeat):
+                err_console.print(
+                    "[yellow]no scheduler is running: sleeping runs and retries will not wake; "
+                    "start one with 'loopwright scheduler' or 'loopwright up'[/]"
+                )
+                warned_sched = True
 
 
 def run_command(
     target: Annotated[str, typer.Argument(help="A skill file (.py) or the name of a known skill.")],
-    data: Annotated[str | None, typer.Option("--data", "-d", help="Run input as JSON.")] = None,
+    data: Annotated[
+        str | None,
+        typer.Option("--data", "-d", help="Run input as JSON, @FILE to read a file, - for stdin."),
+    ] = None,
     wait: Annotated[bool, typer.Option("--wait", "-w", help="Wait for the run to end.")] = False,
     timeout: Annotated[
         str | None, typer.Option(help="Active-time budget for this run, e.g. 30s, 5m.")

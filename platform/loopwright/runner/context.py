@@ -157,7 +157,7 @@ class LocalStep:
                 self._fail(seq, name, attempts, started, exc)
             except RetryAfterError as exc:
                 delay, error = exc.seconds, f"RetryAfterError: {exc}"
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:  # a skill's sys.exit() must not end the worker
                 delay = min(MAX_BACKOFF_S, ex.spec.backoff * 2 ** (attempts - 1))
                 error = f"{type(exc).__name__}: {exc}"
             else:

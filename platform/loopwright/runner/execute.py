@@ -148,7 +148,7 @@ class Executor:
             return self._fail(run, token, started, str(exc))
         except LeaseLostError:
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             return self._fail(run, token, started, _error_text(exc, skill.filename))
         try:
             output = encode_json(

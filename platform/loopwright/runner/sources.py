@@ -49,7 +49,7 @@ def load_skill(source: str, filename: str, version: str | None = None) -> Loaded
         exec(code, module.__dict__)
     except SkillDefinitionError as exc:
         raise SkillLoadError(f"{filename}: invalid @skill(...): {exc}") from None
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise SkillLoadError(
             f"{filename}: the module failed while loading: {type(exc).__name__}: {exc}"
         ) from None

@@ -45,6 +45,8 @@ class Scheduler:
         """One pass over due timers, expired leases and stale dispatches."""
         rt, k, stats = self.rt, self.rt.keys, TickStats()
         now = self._server_ms()
+        beat_ms = max(2000, int(rt.settings.reaper_interval * 10_000))
+        rt.redis.set(k.scheduler_heartbeat, rt.owner, px=beat_ms)
         for run_id in rt.redis.zrangebyscore(k.timers, "-inf", now, start=0, num=BATCH):
             jid = rt.transitions.wake(str(run_id))
             if jid:
