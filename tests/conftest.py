@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -63,9 +64,21 @@ class RedisProc:
         if binary is None:
             pytest.fail("redis-server is required for the tests: apt-get install -y redis-server")
         args = [
-            binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-            "--save", "", "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "always", "--protected-mode", "no",
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.dir),
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            "always",
+            "--protected-mode",
+            "no",
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = Redis(port=self.port, socket_connect_timeout=0.2)
@@ -119,11 +132,19 @@ class Cluster:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    def cli(self, *args: str, timeout: float = 60, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, timeout: float = 60, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run the ``loopwright`` CLI as a subprocess against this cluster."""
         return subprocess.run(
             [sys.executable, "-m", "loopwright.cli", *args],
-            env=self.env, capture_output=True, text=True, timeout=timeout, cwd=self.tmp, input=input,
+            env=self.env,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.tmp,
+            input=input,
         )
 
     def spawn(self, *args: str) -> subprocess.Popen[bytes]:
@@ -131,7 +152,10 @@ class Cluster:
         log = open(self.tmp / f"proc-{len(self.procs)}.log", "wb")  # noqa: SIM115 - lives with the process
         proc = subprocess.Popen(
             [sys.executable, "-m", "loopwright.cli", *args],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.tmp,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.tmp,
             start_new_session=True,
         )
         self.procs.append(proc)
@@ -143,7 +167,11 @@ class Cluster:
 
         before = len(Worker.all(queue=self.rt.dispatcher.queue))
         proc = self.spawn("worker")
-        wait_until(lambda: len(Worker.all(queue=self.rt.dispatcher.queue)) > before or proc.poll() is not None)
+        wait_until(
+            lambda: (
+                len(Worker.all(queue=self.rt.dispatcher.queue)) > before or proc.poll() is not None
+            )
+        )
         assert proc.poll() is None, "worker exited at start-up"
         return proc
 
@@ -162,7 +190,9 @@ class Cluster:
 
     def start(self, skill: str, data: Any = None, **kw: Any) -> str:
         """Create a run of ``skill``."""
-        return self.rt.runs.create(skill=skill, version=self.rt.sources.resolve(skill), data=data, **kw)
+        return self.rt.runs.create(
+            skill=skill, version=self.rt.sources.resolve(skill), data=data, **kw
+        )
 
     def wait(self, run_id: str, timeout: float = 30.0) -> Run:
         """Wait for a run to end; fail the test if it does not."""
@@ -173,10 +203,8 @@ class Cluster:
     def close(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 proc.wait(timeout=10)
         if self._rt is not None:
             self._rt.close()

@@ -4,6 +4,7 @@ after its checkpoint was committed, and no fenced-out (zombie) write was accepte
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -20,7 +21,7 @@ RUNS = 200
 STEPS = 5
 WORKERS = 3
 
-CHAOS_SKILL = '''
+CHAOS_SKILL = """
 from loopwright.sdk import skill
 import os, random, time
 
@@ -34,15 +35,13 @@ def body(fx, run_id, i):
 @skill(name="chaos", retries=10, backoff=0.01)
 def main(ctx):
     fx = ctx.event["data"]["fx"]
-    return [ctx.step.run(f"step-{i}", body, fx, ctx.run_id, i) for i in range(1, %d)]
-''' % (STEPS + 1)
+    return [ctx.step.run(f"step-{i}", body, fx, ctx.run_id, i) for i in range(1, STEPS + 1)]
+""".replace("STEPS", str(STEPS))
 
 
 def _kill(proc: subprocess.Popen[bytes], sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 @pytest.mark.chaos
@@ -124,7 +123,7 @@ def test_chaos_every_run_completes_and_no_finished_step_reruns(
             # The checkpoint belongs to the last execution: no fenced-out writer overwrote it.
             assert s.output["pid"] == bodies[-1][1], (rid, s.seq, bodies, s.output)
             # Extra executions only happen when an earlier executor was killed or paused.
-            for _, pid in bodies[:-1]:
-                assert pid in disrupted, (rid, s.seq, bodies)
+            for _, body_pid in bodies[:-1]:
+                assert body_pid in disrupted, (rid, s.seq, bodies)
             reran += len(bodies) - 1
     print(f"chaos: {actions}, step bodies re-run after an interruption: {reran}")

@@ -15,14 +15,14 @@ import pytest
 
 from conftest import Cluster, free_port, wait_until
 
-GOOD = '''
+GOOD = """
 from loopwright.sdk import skill
 
 @skill(name="greeter")
 def main(ctx):
     who = ctx.step.run("who", lambda: ctx.event["data"].get("who", "world"))
     return ctx.step.run("greet", lambda: f"hello {who}")
-'''
+"""
 
 
 def _one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
@@ -41,7 +41,9 @@ def _write(cluster: Cluster, name: str, text: str) -> str:
 
 def test_run_file_with_wait_prints_the_completed_run_as_json(cluster: Cluster) -> None:
     cluster.worker()
-    proc = cluster.cli("run", _write(cluster, "g.py", GOOD), "--data", '{"who": "ops"}', "--wait", "--json")
+    proc = cluster.cli(
+        "run", _write(cluster, "g.py", GOOD), "--data", '{"who": "ops"}', "--wait", "--json"
+    )
     assert proc.returncode == 0, proc.stderr
     run = json.loads(proc.stdout)
     assert run["status"] == "completed" and run["output"] == "hello ops"
@@ -76,15 +78,23 @@ def test_data_from_a_file_and_from_stdin(cluster: Cluster) -> None:
         (GOOD.replace('name="greeter"', 'name="greeter", tools=["shell"]'), "unknown tools"),
         ("import sys\nsys.exit(3)\n", "SystemExit: 3"),
     ],
-    ids=["bad-import", "syntax", "no-skill", "two-skills", "bad-name", "bad-retries",
-         "unknown-tool", "sys-exit"],
+    ids=[
+        "bad-import",
+        "syntax",
+        "no-skill",
+        "two-skills",
+        "bad-name",
+        "bad-retries",
+        "unknown-tool",
+        "sys-exit",
+    ],
 )
 def test_bad_skill_files_get_one_readable_line_and_create_no_run(
     cluster: Cluster, source: str, expected: str
 ) -> None:
     line = _one_error_line(cluster.cli("run", _write(cluster, "bad.py", source)))
     assert expected in line
-    assert cluster.rt.runs.list() == []
+    assert cluster.rt.runs.find() == []
 
 
 def test_unreadable_skill_paths_are_refused(cluster: Cluster) -> None:
@@ -102,30 +112,40 @@ def test_oversized_skill_source_is_refused(make_cluster: Callable[..., Cluster])
     assert "skill source cap" in _one_error_line(cluster.cli("run", _write(cluster, "big.py", big)))
 
 
-def test_bad_data_is_refused_before_anything_is_recorded(make_cluster: Callable[..., Cluster]) -> None:
+def test_bad_data_is_refused_before_anything_is_recorded(
+    make_cluster: Callable[..., Cluster],
+) -> None:
     cluster = make_cluster(run_input_max_bytes=4096)
     skill = _write(cluster, "g.py", GOOD)
     assert "not valid JSON" in _one_error_line(cluster.cli("run", skill, "--data", "{nope"))
-    assert "over the 4096-byte" in _one_error_line(cluster.cli("run", skill, "--data", '"' + "x" * 5000 + '"'))
+    assert "over the 4096-byte" in _one_error_line(
+        cluster.cli("run", skill, "--data", '"' + "x" * 5000 + '"')
+    )
     huge = cluster.tmp / "huge.json"
     with huge.open("wb") as fh:  # 50 MB: refused after reading at most cap+1 bytes
         fh.write(b'{"k": "' + b"x" * (50 * 1024 * 1024) + b'"}')
     started = time.monotonic()
     assert "over the 4096-byte" in _one_error_line(cluster.cli("run", skill, "--data", f"@{huge}"))
     assert time.monotonic() - started < 10
-    assert "No such file" in _one_error_line(cluster.cli("run", skill, "--data", "@/nonexistent.json"))
-    assert cluster.rt.runs.list() == []
+    assert "No such file" in _one_error_line(
+        cluster.cli("run", skill, "--data", "@/nonexistent.json")
+    )
+    assert cluster.rt.runs.find() == []
 
 
 def test_unknown_names_and_ids_are_reported(cluster: Cluster) -> None:
     assert "unknown skill 'ghost'" in _one_error_line(cluster.cli("run", "ghost"))
     assert "unknown run id 'nope'" in _one_error_line(cluster.cli("runs", "show", "nope"))
     assert "unknown run id 'nope'" in _one_error_line(cluster.cli("runs", "cancel", "nope"))
-    assert "unknown status 'bogus'" in _one_error_line(cluster.cli("runs", "list", "--status", "bogus"))
+    assert "unknown status 'bogus'" in _one_error_line(
+        cluster.cli("runs", "list", "--status", "bogus")
+    )
     assert "--since" in _one_error_line(cluster.cli("runs", "list", "--since", "yesterday"))
 
 
-def test_unreachable_redis_is_one_line_with_what_to_do(make_cluster: Callable[..., Cluster]) -> None:
+def test_unreachable_redis_is_one_line_with_what_to_do(
+    make_cluster: Callable[..., Cluster],
+) -> None:
     cluster = make_cluster(redis_url=f"redis://127.0.0.1:{free_port()}/0")
     line = _one_error_line(cluster.cli("runs", "list"))
     assert "cannot reach Redis at redis://127.0.0.1:" in line
@@ -136,7 +156,11 @@ def test_invalid_setting_names_the_variable(cluster: Cluster) -> None:
     env = {**cluster.env, "LOOPWRIGHT_LEASE_TTL": "soon"}
     proc = subprocess.run(
         [sys.executable, "-m", "loopwright.cli", "runs", "list"],
-        env=env, capture_output=True, text=True, timeout=60,
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert "invalid setting LOOPWRIGHT_LEASE_TTL" in _one_error_line(proc)
 
@@ -148,7 +172,10 @@ def test_runs_list_show_and_cancel_report_history(cluster: Cluster) -> None:
     assert [r["id"] for r in listed] == [done["id"]]
     assert json.loads(cluster.cli("runs", "list", "--status", "failed", "--json").stdout) == []
     shown = json.loads(cluster.cli("runs", "show", done["id"], "--json").stdout)
-    assert [(s["name"], s["status"]) for s in shown["steps"]] == [("who", "done"), ("greet", "done")]
+    assert [(s["name"], s["status"]) for s in shown["steps"]] == [
+        ("who", "done"),
+        ("greet", "done"),
+    ]
     table = cluster.cli("runs", "show", done["id"])
     assert table.returncode == 0 and "greet" in table.stdout and "completed" in table.stdout
     cancel = json.loads(cluster.cli("runs", "cancel", done["id"], "--json").stdout)
@@ -167,13 +194,13 @@ def test_failed_run_with_wait_exits_non_zero_and_prints_the_error(cluster: Clust
 
 def test_inbox_and_doctor_report_as_json(cluster: Cluster) -> None:
     cluster.worker()
-    notifier = '''
+    notifier = """
 from loopwright.sdk import skill
 
 @skill(name="notifier", tools=["notify"])
 def main(ctx):
     ctx.step.run("tell", lambda: ctx.tools.notify("disk almost full", title="ops"))
-'''
+"""
     assert cluster.cli("run", _write(cluster, "n.py", notifier), "--wait").returncode == 0
     inbox = json.loads(cluster.cli("inbox", "--json").stdout)
     assert [(e["skill"], e["title"], e["message"]) for e in inbox] == [
@@ -196,13 +223,29 @@ def test_up_with_managed_redis_runs_skills_and_stops_cleanly_on_ctrl_c(tmp_path:
     skill.write_text(GOOD)
     up = subprocess.Popen(
         [sys.executable, "-m", "loopwright.cli", "up", "-n", "1"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "loopwright.cli", "run", str(skill), "--wait", "--json",
-             "--wait-timeout", "60"],
-            env=env, capture_output=True, text=True, timeout=90,
+            [
+                sys.executable,
+                "-m",
+                "loopwright.cli",
+                "run",
+                str(skill),
+                "--wait",
+                "--json",
+                "--wait-timeout",
+                "60",
+            ],
+            env=env,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=90,
         )
         assert proc.returncode == 0, proc.stderr
         assert json.loads(proc.stdout)["output"] == "hello world"
@@ -243,7 +286,9 @@ def test_worker_keeps_serving_after_a_redis_outage(
 
 def test_run_wait_warns_when_no_scheduler_wakes_a_parked_run(cluster: Cluster) -> None:
     cluster.worker()
-    napper = GOOD.replace('who = ctx.step.run', 'ctx.step.sleep("nap", 0.1)\n    who = ctx.step.run')
+    napper = GOOD.replace(
+        "who = ctx.step.run", 'ctx.step.sleep("nap", 0.1)\n    who = ctx.step.run'
+    )
     proc = cluster.cli("run", _write(cluster, "n.py", napper), "--wait", "--wait-timeout", "6")
     assert proc.returncode == 1
     assert "no scheduler is running" in proc.stderr
@@ -253,4 +298,4 @@ def test_run_wait_warns_when_no_worker_is_consuming(cluster: Cluster) -> None:
     proc = cluster.cli("run", _write(cluster, "g.py", GOOD), "--wait", "--wait-timeout", "5")
     assert proc.returncode == 1
     assert "no worker is consuming queue" in proc.stderr
-    wait_until(lambda: cluster.rt.runs.list(status="queued"), timeout=1)
+    wait_until(lambda: cluster.rt.runs.find(status="queued"), timeout=1)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from conftest import Cluster, RedisProc, effects, free_port, wait_until
 
-SLOW_STEPS = '''
+SLOW_STEPS = """
 from loopwright.sdk import skill
 import os, time
 
@@ -25,7 +25,7 @@ def work(fx, name, pause):
 def main(ctx):
     d = ctx.event["data"]
     return [ctx.step.run(f"s{i}", work, d["fx"], f"s{i}", d["pause"]) for i in range(1, d["n"] + 1)]
-'''
+"""
 
 
 def test_killed_worker_run_resumes_at_the_step_it_was_on(cluster: Cluster) -> None:
@@ -137,17 +137,17 @@ def test_run_survives_redis_sigkill_with_aof(
 
 def test_run_whose_rq_job_vanished_is_redispatched(cluster: Cluster) -> None:
     # Given a queued run whose RQ job is lost (as when a worker dies between dequeue and lease)
-    name = cluster.skill('''
+    name = cluster.skill("""
         from loopwright.sdk import skill
 
         @skill(name="orphan")
         def main(ctx):
             return ctx.step.run("s", lambda: "ran")
-    ''')
+    """)
     run_id = cluster.start(name)
     queue = cluster.rt.dispatcher.queue
     assert queue.count == 1
-    queue.empty()
+    queue.empty()  # type: ignore[no-untyped-call]
     # When the scheduler and a worker run
     cluster.scheduler()
     cluster.worker()
@@ -160,13 +160,13 @@ def test_run_whose_rq_job_vanished_is_redispatched(cluster: Cluster) -> None:
 def test_worker_started_before_a_skill_existed_runs_it(cluster: Cluster) -> None:
     cluster.worker()
     time.sleep(0.3)
-    name = cluster.skill('''
+    name = cluster.skill("""
         from loopwright.sdk import skill
 
         @skill(name="brand-new")
         def main(ctx):
             return ctx.step.run("s", lambda: "hot")
-    ''')
+    """)
     run = cluster.wait(cluster.start(name))
     assert run.status.value == "completed" and run.output == "hot"
 
@@ -178,40 +178,43 @@ def test_run_that_keeps_killing_its_worker_fails_after_the_reap_limit(
     cluster = make_cluster(max_run_reaps=2)
     cluster.scheduler()
     cluster.spawn("worker", "-n", "2")
-    name = cluster.skill('''
+    name = cluster.skill("""
         from loopwright.sdk import skill
         import os, signal
 
         @skill(name="poison")
         def main(ctx):
             ctx.step.run("die", os.kill, os.getpid(), signal.SIGKILL)
-    ''')
+    """)
     # Then after the limit it fails with a clear error instead of looping forever
     run = cluster.wait(cluster.start(name), timeout=60)
     assert run.status.value == "failed"
     assert "lost 3 times; giving up" in (run.error or "")
     # And the supervised pool is still serving other runs
-    ok = cluster.skill('''
+    ok = cluster.skill(
+        """
         from loopwright.sdk import skill
 
         @skill(name="healthy")
         def main(ctx):
             return ctx.step.run("s", lambda: "fine")
-    ''', "ok.py")
+    """,
+        "ok.py",
+    )
     assert cluster.wait(cluster.start(ok), timeout=30).status.value == "completed"
 
 
 def test_killed_scheduler_is_replaced_without_losing_sleeping_runs(cluster: Cluster) -> None:
     sched = cluster.scheduler()
     cluster.worker()
-    name = cluster.skill('''
+    name = cluster.skill("""
         from loopwright.sdk import skill
 
         @skill(name="napper")
         def main(ctx):
             ctx.step.sleep("nap", 1)
             return ctx.step.run("after", lambda: "woke")
-    ''')
+    """)
     run_id = cluster.start(name)
     wait_until(lambda: cluster.rt.runs.get(run_id).status.value == "sleeping", timeout=10)
     os.killpg(sched.pid, signal.SIGKILL)

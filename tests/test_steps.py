@@ -10,7 +10,7 @@ from pathlib import Path
 
 from conftest import Cluster, effects, wait_until
 
-FX_SKILL = '''
+FX_SKILL = """
 from loopwright.sdk import skill
 
 def effect(path, tag):
@@ -22,7 +22,7 @@ def effect(path, tag):
 def main(ctx):
     fx = ctx.event["data"]["fx"]
     return [ctx.step.run(f"s{i}", effect, fx, f"s{i}") for i in range(1, 6)]
-'''
+"""
 
 
 def test_five_step_skill_runs_each_step_body_exactly_once(cluster: Cluster) -> None:
@@ -44,7 +44,7 @@ def test_five_step_skill_runs_each_step_body_exactly_once(cluster: Cluster) -> N
 
 def test_failing_step_is_retried_with_backoff_and_attempts_recorded(cluster: Cluster) -> None:
     cluster.worker()
-    name = cluster.skill('''
+    name = cluster.skill("""
         from loopwright.sdk import skill
         import os
 
@@ -59,7 +59,7 @@ def test_failing_step_is_retried_with_backoff_and_attempts_recorded(cluster: Clu
         @skill(name="flaky", retries=3, backoff=0.05)
         def main(ctx):
             return ctx.step.run("call", flaky, ctx.event["data"]["fx"])
-    ''')
+    """)
     run = cluster.wait(cluster.start(name, {"fx": str(cluster.tmp / "fx")}))
     assert run.status.value == "completed" and run.output == 3
     (step,) = cluster.rt.runs.steps(run.id)
@@ -68,7 +68,7 @@ def test_failing_step_is_retried_with_backoff_and_attempts_recorded(cluster: Clu
 
 def test_exhausted_retries_fail_the_run_with_the_step_error(cluster: Cluster) -> None:
     cluster.worker()
-    name = cluster.skill('''
+    name = cluster.skill("""
         from loopwright.sdk import skill
 
         def boom():
@@ -77,7 +77,7 @@ def test_exhausted_retries_fail_the_run_with_the_step_error(cluster: Cluster) ->
         @skill(name="always-fails", retries=2, backoff=0.01)
         def main(ctx):
             ctx.step.run("boom", boom)
-    ''')
+    """)
     run = cluster.wait(cluster.start(name))
     assert run.status.value == "failed"
     assert "step 'boom' failed: ValueError: bad upstream payload" in (run.error or "")
@@ -87,7 +87,7 @@ def test_exhausted_retries_fail_the_run_with_the_step_error(cluster: Cluster) ->
 
 def test_non_retriable_error_fails_the_step_at_once(cluster: Cluster) -> None:
     cluster.worker()
-    name = cluster.skill('''
+    name = cluster.skill("""
         from loopwright.sdk import skill, NonRetriableError
 
         def refuse():
@@ -96,7 +96,7 @@ def test_non_retriable_error_fails_the_step_at_once(cluster: Cluster) -> None:
         @skill(name="no-retry", retries=5, backoff=0.01)
         def main(ctx):
             ctx.step.run("refuse", refuse)
-    ''')
+    """)
     run = cluster.wait(cluster.start(name))
     assert run.status.value == "failed" and "credentials revoked" in (run.error or "")
     (step,) = cluster.rt.runs.steps(run.id)
@@ -106,7 +106,7 @@ def test_non_retriable_error_fails_the_step_at_once(cluster: Cluster) -> None:
 def test_step_failure_can_be_caught_for_a_fallback_and_replays_the_same(cluster: Cluster) -> None:
     cluster.worker()
     cluster.scheduler()
-    name = cluster.skill('''
+    name = cluster.skill("""
         from loopwright.sdk import skill, StepFailedError
 
         def boom():
@@ -120,7 +120,7 @@ def test_step_failure_can_be_caught_for_a_fallback_and_replays_the_same(cluster:
                 value = ctx.step.run("secondary", lambda: "from-secondary")
             ctx.step.sleep("nap", 0.3)  # forces a replay through the failed step
             return value
-    ''')
+    """)
     run = cluster.wait(cluster.start(name))
     assert run.status.value == "completed" and run.output == "from-secondary"
     assert [s.status for s in cluster.rt.runs.steps(run.id)] == ["failed", "done", "done"]
@@ -130,7 +130,7 @@ def test_step_failure_can_be_caught_for_a_fallback_and_replays_the_same(cluster:
 def test_retry_after_longer_than_inline_wait_parks_the_run(cluster: Cluster) -> None:
     cluster.worker()
     cluster.scheduler()
-    name = cluster.skill('''
+    name = cluster.skill("""
         from loopwright.sdk import skill, RetryAfterError
         import os
 
@@ -143,7 +143,7 @@ def test_retry_after_longer_than_inline_wait_parks_the_run(cluster: Cluster) -> 
         @skill(name="rate-limited")
         def main(ctx):
             return ctx.step.run("call", limited, ctx.event["data"]["fx"])
-    ''')
+    """)
     run_id = cluster.start(name, {"fx": str(cluster.tmp / "fx")})
     wait_until(lambda: cluster.rt.runs.get(run_id).status.value == "sleeping", timeout=10)
     (pending,) = cluster.rt.runs.steps(run_id)
@@ -156,13 +156,13 @@ def test_retry_after_longer_than_inline_wait_parks_the_run(cluster: Cluster) -> 
 
 def test_non_json_step_output_fails_the_run_with_a_clear_message(cluster: Cluster) -> None:
     cluster.worker()
-    name = cluster.skill('''
+    name = cluster.skill("""
         from loopwright.sdk import skill
 
         @skill(name="not-json")
         def main(ctx):
             return ctx.step.run("make-set", lambda: {1, 2, 3})
-    ''')
+    """)
     run = cluster.wait(cluster.start(name))
     assert run.status.value == "failed"
     assert "step 'make-set' output is not JSON" in (run.error or "")
@@ -175,13 +175,13 @@ def test_oversized_step_output_fails_with_the_cap_in_the_error(
 ) -> None:
     cluster = make_cluster(step_output_max_bytes=4096)
     cluster.worker()
-    name = cluster.skill('''
+    name = cluster.skill("""
         from loopwright.sdk import skill
 
         @skill(name="too-big")
         def main(ctx):
             return ctx.step.run("blob", lambda: "x" * 10000)
-    ''')
+    """)
     run = cluster.wait(cluster.start(name))
     assert run.status.value == "failed"
     assert "over the 4096-byte cap" in (run.error or "")
@@ -193,7 +193,7 @@ def test_large_output_is_stored_in_its_own_key_and_replays(
     cluster = make_cluster(step_output_inline_bytes=1024)
     cluster.worker()
     cluster.scheduler()
-    name = cluster.skill('''
+    name = cluster.skill("""
         from loopwright.sdk import skill
 
         @skill(name="big-output")
@@ -201,7 +201,7 @@ def test_large_output_is_stored_in_its_own_key_and_replays(
             blob = ctx.step.run("blob", lambda: ["row"] * 2000)
             ctx.step.sleep("nap", 0.2)
             return len(blob)
-    ''')
+    """)
     run = cluster.wait(cluster.start(name))
     assert run.status.value == "completed" and run.output == 2000
     assert cluster.rt.redis.exists(cluster.rt.keys.step_output(run.id, 1)) == 1
@@ -213,7 +213,7 @@ def test_replay_divergence_fails_with_a_non_determinism_error(cluster: Cluster) 
     cluster.scheduler()
     flag = cluster.tmp / "flag"
     flag.write_text("first")
-    name = cluster.skill('''
+    name = cluster.skill("""
         from loopwright.sdk import skill
 
         @skill(name="diverges")
@@ -222,7 +222,7 @@ def test_replay_divergence_fails_with_a_non_determinism_error(cluster: Cluster) 
             ctx.step.run(f"fetch-{label}", lambda: 1)
             ctx.step.sleep("nap", 1)
             return "done"
-    ''')
+    """)
     run_id = cluster.start(name, {"flag": str(flag)})
     wait_until(lambda: cluster.rt.runs.get(run_id).status.value == "sleeping", timeout=10)
     flag.write_text("second")
@@ -236,7 +236,8 @@ def test_sleep_parks_the_run_and_frees_the_worker(cluster: Cluster) -> None:
     # Given one worker and a skill that sleeps 2 seconds between two steps
     cluster.worker()
     cluster.scheduler()
-    sleeper = cluster.skill('''
+    sleeper = cluster.skill(
+        """
         from loopwright.sdk import skill
 
         @skill(name="sleeper")
@@ -245,14 +246,19 @@ def test_sleep_parks_the_run_and_frees_the_worker(cluster: Cluster) -> None:
             ctx.step.sleep("nap", "2s")
             b = ctx.step.run("after", lambda: 2)
             return a + b
-    ''', "sleeper.py")
-    quick = cluster.skill('''
+    """,
+        "sleeper.py",
+    )
+    quick = cluster.skill(
+        """
         from loopwright.sdk import skill
 
         @skill(name="quick")
         def main(ctx):
             return ctx.step.run("only", lambda: "quick")
-    ''', "quick.py")
+    """,
+        "quick.py",
+    )
     run_id = cluster.start(sleeper)
     # When it parks, the single worker is free to run something else meanwhile
     wait_until(lambda: cluster.rt.runs.get(run_id).status.value == "sleeping", timeout=10)
@@ -270,14 +276,14 @@ def test_sleep_parks_the_run_and_frees_the_worker(cluster: Cluster) -> None:
 
 def test_run_timeout_stops_a_stuck_step(cluster: Cluster) -> None:
     cluster.worker()
-    name = cluster.skill('''
+    name = cluster.skill("""
         from loopwright.sdk import skill
         import time
 
         @skill(name="stuck", timeout="1s")
         def main(ctx):
             ctx.step.run("hang", time.sleep, 30)
-    ''')
+    """)
     started = time.monotonic()
     run = cluster.wait(cluster.start(name), timeout=15)
     assert time.monotonic() - started < 10
@@ -287,14 +293,14 @@ def test_run_timeout_stops_a_stuck_step(cluster: Cluster) -> None:
 def test_cancel_of_a_sleeping_run_stops_it_for_good(cluster: Cluster) -> None:
     cluster.worker()
     cluster.scheduler()
-    name = cluster.skill('''
+    name = cluster.skill("""
         from loopwright.sdk import skill
 
         @skill(name="long-sleep")
         def main(ctx):
             ctx.step.sleep("nap", "1s")
             ctx.step.run("after", lambda: open(ctx.event["data"]["fx"], "a").write("ran"))
-    ''')
+    """)
     fx = cluster.tmp / "fx"
     run_id = cluster.start(name, {"fx": str(fx)})
     wait_until(lambda: cluster.rt.runs.get(run_id).status.value == "sleeping", timeout=10)
@@ -309,7 +315,7 @@ def test_cancel_of_a_sleeping_run_stops_it_for_good(cluster: Cluster) -> None:
 def test_cancel_of_a_running_run_refuses_its_later_checkpoints(cluster: Cluster) -> None:
     cluster.worker()
     marker = cluster.tmp / "in-step"
-    name = cluster.skill('''
+    name = cluster.skill("""
         from loopwright.sdk import skill
         import time
 
@@ -322,7 +328,7 @@ def test_cancel_of_a_running_run_refuses_its_later_checkpoints(cluster: Cluster)
         def main(ctx):
             ctx.step.run("slow", slow, ctx.event["data"]["marker"])
             ctx.step.run("next", lambda: "should-not-run")
-    ''')
+    """)
     run_id = cluster.start(name, {"marker": str(marker)})
     wait_until(marker.exists, timeout=10)
     cluster.rt.runs.cancel(run_id)
@@ -334,7 +340,7 @@ def test_cancel_of_a_running_run_refuses_its_later_checkpoints(cluster: Cluster)
 
 def test_notify_effect_is_not_repeated_when_a_step_body_runs_again(cluster: Cluster) -> None:
     cluster.worker()
-    name = cluster.skill('''
+    name = cluster.skill("""
         from loopwright.sdk import skill
         import os
 
@@ -349,7 +355,7 @@ def test_notify_effect_is_not_repeated_when_a_step_body_runs_again(cluster: Clus
         @skill(name="alerter", tools=["notify"], backoff=0.01)
         def main(ctx):
             return ctx.step.run("alert", alert, ctx, ctx.event["data"]["fx"])
-    ''')
+    """)
     run = cluster.wait(cluster.start(name, {"fx": str(cluster.tmp / "fx")}))
     assert run.status.value == "completed"
     entries = [json.loads(x) for x in cluster.rt.redis.lrange(cluster.rt.keys.inbox, 0, -1)]
@@ -359,20 +365,26 @@ def test_notify_effect_is_not_repeated_when_a_step_body_runs_again(cluster: Clus
 
 def test_host_tools_are_refused_outside_steps_and_when_undeclared(cluster: Cluster) -> None:
     cluster.worker()
-    outside = cluster.skill('''
+    outside = cluster.skill(
+        """
         from loopwright.sdk import skill
 
         @skill(name="outside", tools=["notify"])
         def main(ctx):
             ctx.tools.notify("not in a step")
-    ''', "outside.py")
-    undeclared = cluster.skill('''
+    """,
+        "outside.py",
+    )
+    undeclared = cluster.skill(
+        """
         from loopwright.sdk import skill
 
         @skill(name="undeclared")
         def main(ctx):
             ctx.step.run("s", lambda: ctx.tools.notify("hi"))
-    ''', "undeclared.py")
+    """,
+        "undeclared.py",
+    )
     a = cluster.wait(cluster.start(outside))
     b = cluster.wait(cluster.start(undeclared))
     assert a.status.value == "failed" and "only be called inside a step" in (a.error or "")
@@ -382,14 +394,14 @@ def test_host_tools_are_refused_outside_steps_and_when_undeclared(cluster: Clust
 
 def test_error_outside_steps_names_the_skill_line(cluster: Cluster) -> None:
     cluster.worker()
-    name = cluster.skill('''
+    name = cluster.skill("""
         from loopwright.sdk import skill
 
         @skill(name="buggy")
         def main(ctx):
             data = ctx.step.run("load", lambda: {"count": 0})
             return 10 / data["count"]
-    ''')
+    """)
     run = cluster.wait(cluster.start(name))
     assert run.status.value == "failed"
     assert run.error is not None
@@ -399,7 +411,7 @@ def test_error_outside_steps_names_the_skill_line(cluster: Cluster) -> None:
 def test_logs_are_recorded_once_even_across_replays(cluster: Cluster) -> None:
     cluster.worker()
     cluster.scheduler()
-    name = cluster.skill('''
+    name = cluster.skill("""
         from loopwright.sdk import skill
 
         @skill(name="logger")
@@ -409,7 +421,7 @@ def test_logs_are_recorded_once_even_across_replays(cluster: Cluster) -> None:
             ctx.step.sleep("nap", 0.2)
             ctx.log.warning("after the nap")
             return "ok"
-    ''')
+    """)
     run = cluster.wait(cluster.start(name))
     assert run.status.value == "completed"
     assert [(x["level"], x["message"]) for x in cluster.rt.runs.logs(run.id)] == [
@@ -441,14 +453,14 @@ def test_http_tool_sends_the_step_idempotency_key(cluster: Cluster, tmp_path: Pa
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         cluster.worker()
-        name = cluster.skill('''
+        name = cluster.skill("""
             from loopwright.sdk import skill
 
             @skill(name="fetcher", tools=["http"], http_allow=["127.0.0.1"])
             def main(ctx):
                 m = ctx.step.run("fetch", ctx.tools.http.get_json, ctx.event["data"]["url"])
                 return m["p95_ms"]
-        ''')
+        """)
         url = f"http://127.0.0.1:{server.server_address[1]}/summary"
         run = cluster.wait(cluster.start(name, {"url": url}))
         assert run.status.value == "completed" and run.output == 950

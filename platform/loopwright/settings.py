@@ -1,4 +1,4 @@
-"""One settings object for the whole platform, read once at the edge (env prefix ``LOOPWRIGHT_``)."""
+"""One settings object for the whole platform, read once at the edge (prefix ``LOOPWRIGHT_``)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ def _default_data_dir() -> Path:
 
 
 class Settings(BaseSettings):
-    """Platform configuration. Every field can be set as ``LOOPWRIGHT_<FIELD>`` in the environment."""
+    """Platform configuration; every field can be set as ``LOOPWRIGHT_<FIELD>``."""
 
     model_config = SettingsConfigDict(env_prefix="LOOPWRIGHT_", extra="ignore")
 

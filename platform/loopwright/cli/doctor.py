@@ -24,7 +24,9 @@ def _version(argv: list[str]) -> str | None:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=5, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) else None
+    return (
+        (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) else None
+    )
 
 
 def collect() -> dict[str, Any]:
@@ -37,8 +39,9 @@ def collect() -> dict[str, Any]:
     binary = shutil.which(settings.redis_server_bin)
     checks["redis-server binary"] = {
         "ok": binary is not None or settings.redis_url is not None,
-        "detail": _version([binary, "--version"]) if binary else
-        "not found: apt-get install -y redis-server (needed for the managed Redis)",
+        "detail": _version([binary, "--version"])
+        if binary
+        else "not found: apt-get install -y redis-server (needed for the managed Redis)",
     }
     if settings.redis_url is None:
         managed = ManagedRedis(settings.data_dir, settings.redis_server_bin)
@@ -63,7 +66,7 @@ def collect() -> dict[str, Any]:
             f"{rt.dispatcher.queue.count} job(s) waiting"
             + ("" if workers else " (start with: loopwright up)"),
         }
-        beat = rt.redis.get(rt.keys.scheduler_heartbeat)
+        beat = str(rt.redis.get(rt.keys.scheduler_heartbeat) or "")
         checks["scheduler"] = {
             "ok": True,
             "detail": f"alive ({beat})" if beat else "not running (start with: loopwright up)",
@@ -73,7 +76,9 @@ def collect() -> dict[str, Any]:
     bwrap = shutil.which("bwrap")
     checks["bubblewrap"] = {
         "ok": True,
-        "detail": _version([bwrap, "--version"]) if bwrap else "not found (apt-get install -y bubblewrap)",
+        "detail": _version([bwrap, "--version"])
+        if bwrap
+        else "not found (apt-get install -y bubblewrap)",
     }
     docker = shutil.which("docker")
     checks["docker client"] = {"ok": True, "detail": docker or "not found"}

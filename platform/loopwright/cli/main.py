@@ -38,7 +38,8 @@ def inbox(
 ) -> None:
     """Show the newest messages skills posted with the notify tool."""
     rt = open_runtime()
-    entries = [json.loads(x) for x in rt.redis.lrange(rt.keys.inbox, -limit, -1)]  # type: ignore[union-attr]
+    raw: list[str] = rt.redis.lrange(rt.keys.inbox, -limit, -1)  # type: ignore[assignment]
+    entries = [json.loads(x) for x in raw]
     if as_json:
         emit_json(entries)
         return
@@ -54,11 +55,12 @@ def demo(
     workdir: Annotated[
         str | None, typer.Option(help="Where the demo keeps its files (default: a temp dir).")
     ] = None,
+    examples: Annotated[str, typer.Option(help="Folder with the example skills.")] = "examples",
 ) -> None:
     """Run the example skills end to end and show a killed worker's run resuming."""
-    from loopwright.demo import run_demo
+    from loopwright.cli.demo import run_demo
 
-    raise typer.Exit(run_demo(workdir))
+    raise typer.Exit(run_demo(workdir, examples))
 
 
 def _fail(message: str, code: int = 1) -> None:

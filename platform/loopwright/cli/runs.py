@@ -170,7 +170,7 @@ def list_runs(
             since_ms = int((time.time() - parse_duration(since)) * 1000)
         except ValueError as exc:
             raise UserError(f"--since: {exc}") from None
-    runs = rt.runs.list(skill=skill, status=status, since_ms=since_ms, limit=limit)
+    runs = rt.runs.find(skill=skill, status=status, since_ms=since_ms, limit=limit)
     if as_json:
         emit_json([r.to_dict() for r in runs])
         return
@@ -178,8 +178,13 @@ def list_runs(
     for r in runs:
         result = r.error or preview(r.output, 40)
         table.add_row(
-            r.id, r.skill, styled(r.status.value), str(r.attempts), fmt_ts(r.created_at),
-            f"{r.active_ms / 1000:.2f}s", result[:60],
+            r.id,
+            r.skill,
+            styled(r.status.value),
+            str(r.attempts),
+            fmt_ts(r.created_at),
+            f"{r.active_ms / 1000:.2f}s",
+            result[:60],
         )
     console.print(table)
 
@@ -190,12 +195,19 @@ def show_run(
 ) -> None:
     """Show one run with its step timeline and log."""
     rt = open_runtime()
+    if as_json:
+        run = rt.runs.get(run_id)
+        steps = [s.to_dict() for s in rt.runs.steps(run_id)]
+        emit_json({**run.to_dict(), "steps": steps, "logs": rt.runs.logs(run_id)})
+        return
+    render_run(rt, run_id)
+
+
+def render_run(rt: Runtime, run_id: str) -> None:
+    """Print a run's header, step timeline, output or error, and log."""
     run = rt.runs.get(run_id)
     steps = rt.runs.steps(run_id)
     logs = rt.runs.logs(run_id)
-    if as_json:
-        emit_json({**run.to_dict(), "steps": [s.to_dict() for s in steps], "logs": logs})
-        return
     console.print(
         f"run [bold]{run.id}[/]  skill [bold]{run.skill}[/]@{run.version[:12]}  "
         f"{styled(run.status.value)}  attempts {run.attempts}  lost executors {run.reaps}"

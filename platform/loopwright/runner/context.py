@@ -172,8 +172,17 @@ class LocalStep:
                 self._fail(seq, name, attempts, started, error)
             wake = now_ms() + int(delay * 1000)
             ex.commit(
-                StepRecord(seq, name, "run", "retrying", attempts, started, now_ms(), error=error,
-                           until=wake),
+                StepRecord(
+                    seq,
+                    name,
+                    "run",
+                    "retrying",
+                    attempts,
+                    started,
+                    now_ms(),
+                    error=error,
+                    until=wake,
+                ),
                 None,
             )
             if delay > settings.inline_retry_max_delay:

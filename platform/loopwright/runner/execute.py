@@ -38,7 +38,7 @@ def install_runtime(runtime: Runtime | None) -> None:
 
 
 def current_runtime() -> Runtime:
-    """The process's runtime, created from settings on first use (e.g. under plain ``rq worker``)."""
+    """The process's runtime, made from settings on first use (e.g. under plain ``rq worker``)."""
     global _runtime  # noqa: PLW0603
     if _runtime is None:
         _runtime = Runtime(Settings())
@@ -160,4 +160,3 @@ class Executor:
             run_id, token, RunStatus.COMPLETED.value, output, "", self._active_ms(started)
         )
         return "completed" if ok else "lease-lost"
-

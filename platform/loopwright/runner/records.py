@@ -204,4 +204,3 @@ def encode_json(value: Any, *, what: str, max_bytes: int) -> str:
             f"and return a reference, or raise LOOPWRIGHT_STEP_OUTPUT_MAX_BYTES"
         )
     return encoded
-

@@ -58,7 +58,9 @@ class Runtime:
                 else "run 'loopwright doctor' to see why the managed Redis is not up"
             )
             kind = "cannot reach" if isinstance(exc, RedisConnectionError) else "error from"
-            raise RedisUnavailableError(f"{kind} Redis at {self.redis_url}: {exc}; {hint}") from None
+            raise RedisUnavailableError(
+                f"{kind} Redis at {self.redis_url}: {exc}; {hint}"
+            ) from None
 
     @cached_property
     def leases(self) -> Leases:

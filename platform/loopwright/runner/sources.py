@@ -111,7 +111,8 @@ class SourceStore:
         version = self._redis.hget(self._keys.skills, name)
         if not version:
             raise NotFoundError(
-                f"unknown skill {name!r}: run it once from its file (loopwright run path/to/skill.py)"
+                f"unknown skill {name!r}: run it once from its file "
+                f"(loopwright run path/to/skill.py)"
             )
         return str(version)
 

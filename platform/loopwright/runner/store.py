@@ -28,7 +28,7 @@ def new_run_id() -> str:
 
 
 class Dispatcher:
-    """Puts ``execute(run_id)`` jobs on the RQ queue. The job is only the vehicle; the run is data."""
+    """Enqueues ``execute(run_id)`` on RQ: the job is only the vehicle, the run is data."""
 
     def __init__(self, rq_redis: Redis, queue_name: str) -> None:
         self.queue = Queue(queue_name, connection=rq_redis, serializer=JSONSerializer)
@@ -96,14 +96,19 @@ class RunStore:
         """Record a new queued run and dispatch it, in one round trip. Returns the run id."""
         run_id = new_run_id()
         ts = now_ms()
-        event = {"name": event_name, "data": data if data is not None else {}, "id": run_id, "ts": ts}
+        event = {
+            "name": event_name,
+            "data": data if data is not None else {},
+            "id": run_id,
+            "ts": ts,
+        }
         try:
             event_json = encode_json(event, what="run input", max_bytes=self._input_max)
             params_json = encode_json(params or {}, what="run params", max_bytes=self._input_max)
         except StepOutputError as exc:
             raise UserError(str(exc)) from None
         job_id = f"{self._transitions.job_prefix(run_id)}1"
-        mapping: dict[str, str | int | float] = {
+        mapping: dict[Any, Any] = {
             "id": run_id,
             "skill": skill,
             "version": version,
@@ -148,9 +153,10 @@ class RunStore:
 
     def logs(self, run_id: str) -> list[dict[str, Any]]:
         """The run's log lines, oldest first."""
-        return [json.loads(x) for x in self._redis.lrange(self._keys.logs(run_id), 0, -1)]  # type: ignore[union-attr]
+        lines: list[str] = self._redis.lrange(self._keys.logs(run_id), 0, -1)  # type: ignore[assignment]
+        return [json.loads(x) for x in lines]
 
-    def list(
+    def find(
         self,
         *,
         skill: str | None = None,
@@ -174,8 +180,8 @@ class RunStore:
             offset += len(ids)
             scanned += len(ids)
             pipe = self._redis.pipeline(transaction=False)
-            for run_id in ids:  # type: ignore[union-attr]
-                pipe.hgetall(self._keys.run(run_id))
+            for run_id in ids:
+                pipe.hgetall(self._keys.run(str(run_id)))
             for h in pipe.execute():
                 if h and (status is None or h.get("status") == status):
                     out.append(Run.from_hash(h))
@@ -189,14 +195,15 @@ class RunStore:
         if res < 0:
             raise NotFoundError(f"unknown run id {run_id!r}")
         cancelled = [run_id] if res == 1 else []
-        for child in sorted(self._redis.smembers(self._keys.children(run_id))):  # type: ignore[arg-type]
+        children: set[str] = self._redis.smembers(self._keys.children(run_id))  # type: ignore[assignment]
+        for child in sorted(children):
             cancelled += self.cancel(str(child), f"parent run {run_id} was cancelled")
         return cancelled
 
     def wait(self, run_id: str, timeout: float | None = None) -> Run:
         """Block until the run ends (or ``timeout`` seconds pass) and return it."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
         pubsub.subscribe(self._keys.notify_channel)
         try:
             while True:

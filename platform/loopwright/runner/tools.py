@@ -87,7 +87,9 @@ class HttpTool:
             for chunk in resp.iter_bytes():
                 body += chunk
                 if len(body) > HTTP_MAX_BYTES:
-                    raise NonRetriableError(f"http tool: response from {url} over {HTTP_MAX_BYTES} bytes")
+                    raise NonRetriableError(
+                        f"http tool: response from {url} over {HTTP_MAX_BYTES} bytes"
+                    )
             if resp.status_code == 429 or resp.status_code >= 500:
                 resp.raise_for_status()  # retried by the step's policy
             if resp.status_code >= 400:

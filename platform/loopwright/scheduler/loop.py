@@ -63,11 +63,11 @@ class Scheduler:
         stale_before = now - int(rt.settings.dispatch_grace * 1000)
         for run_id in rt.redis.zrangebyscore(k.queued, "-inf", stale_before, start=0, num=100):
             rid = str(run_id)
-            jid = rt.redis.hget(k.run(rid), "dispatch")
-            if jid and rt.dispatcher.job_status(str(jid)) in PENDING_JOB_STATES:
+            jid = str(rt.redis.hget(k.run(rid), "dispatch") or "")
+            if jid and rt.dispatcher.job_status(jid) in PENDING_JOB_STATES:
                 rt.redis.zadd(k.queued, {rid: now}, xx=True)  # still waiting in line: look later
                 continue
-            new = rt.transitions.redispatch(rid, str(jid or ""))
+            new = rt.transitions.redispatch(rid, jid)
             if new:
                 log.warning("run %s: dispatch %s vanished, re-dispatched", rid, jid)
                 rt.dispatcher.enqueue(rid, new, at_front=True)

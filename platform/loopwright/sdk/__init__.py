@@ -1,11 +1,11 @@
 """The Loopwright skill SDK: what a skill module imports.
 
-    from loopwright.sdk import skill, cron, Context
+from loopwright.sdk import skill, cron, Context
 
-    @skill(name="service-health", trigger=cron("*/30 * * * *"), tools=["http", "notify"])
-    def main(ctx: Context):
-        metrics = ctx.step.run("fetch", ctx.tools.http.get_json, "https://metrics.example/summary")
-        ...
+@skill(name="service-health", trigger=cron("*/30 * * * *"), tools=["http", "notify"])
+def main(ctx: Context):
+    metrics = ctx.step.run("fetch", ctx.tools.http.get_json, "https://metrics.example/summary")
+    ...
 """
 
 from loopwright.sdk.context import Context, HttpTool, NotifyTool, RunLog, Step, Tools

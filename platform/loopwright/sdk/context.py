@@ -30,7 +30,11 @@ class Step(Protocol):
         ...
 
     def invoke(
-        self, name: str, skill: str, data: dict[str, Any] | None = None, timeout: float | str | None = None
+        self,
+        name: str,
+        skill: str,
+        data: dict[str, Any] | None = None,
+        timeout: float | str | None = None,
     ) -> Any:
         """Start ``skill`` as a child run and return its output."""
         ...
@@ -40,7 +44,11 @@ class Step(Protocol):
         ...
 
     def wait_for_event(
-        self, name: str, event: str, match: dict[str, Any] | None = None, timeout: float | str = "1h"
+        self,
+        name: str,
+        event: str,
+        match: dict[str, Any] | None = None,
+        timeout: float | str = "1h",
     ) -> dict[str, Any] | None:
         """Park until a matching event arrives; ``None`` at the timeout."""
         ...

@@ -28,7 +28,7 @@ class RetryAfterError(SkillError):
 
 
 class StepFailedError(SkillError):
-    """A step failed for good (retries exhausted or non-retriable). Catch it to handle the failure."""
+    """A step failed for good (retries exhausted or non-retriable); catch it to fall back."""
 
     def __init__(self, step: str, message: str) -> None:
         super().__init__(f"step {step!r} failed: {message}")

@@ -1,0 +1,30 @@
+# The two front-door commands: `make demo` and `make test`. Both set everything up first.
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test lint bench up clean
+
+$(VENV)/.installed: pyproject.toml scripts/setup.sh
+	VENV=$(VENV) bash scripts/setup.sh
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(BIN)/loopwright demo
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m mypy
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python bench/run.py --out docs/benchmarks.md
+
+up: setup
+	$(BIN)/loopwright up
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .bench
