@@ -284,6 +284,22 @@ def test_worker_keeps_serving_after_a_redis_outage(
         server.stop()
 
 
+def test_worker_stops_on_sigterm_while_redis_is_down(
+    make_cluster: Callable[..., Cluster], tmp_path: Path
+) -> None:
+    from conftest import RedisProc
+
+    server = RedisProc(free_port(), tmp_path / "r", appendonly=False)
+    server.dir.mkdir()
+    server.start()
+    cluster = make_cluster(redis_url=server.url)
+    worker = cluster.worker()
+    server.stop()
+    time.sleep(2)  # the worker is now retrying its connection
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=15) is not None
+
+
 def test_run_wait_warns_when_no_scheduler_wakes_a_parked_run(cluster: Cluster) -> None:
     cluster.worker()
     napper = GOOD.replace(

@@ -223,3 +223,26 @@ def test_killed_scheduler_is_replaced_without_losing_sleeping_runs(cluster: Clus
     cluster.scheduler()
     run = cluster.wait(run_id, timeout=15)
     assert run.status.value == "completed" and run.output == "woke"
+
+
+def test_killed_worker_pool_supervisor_takes_its_workers_with_it(cluster: Cluster) -> None:
+    # Given a supervised pool of two workers
+    from rq import Worker
+
+    pool = cluster.spawn("worker", "-n", "2")
+    queue = cluster.rt.dispatcher.queue
+    wait_until(lambda: len(Worker.all(queue=queue)) == 2, timeout=20)
+    children = [int(w.pid) for w in Worker.all(queue=queue)]
+    # When the supervisor is SIGKILLed (it cannot clean up)
+    os.kill(pool.pid, signal.SIGKILL)
+    pool.wait()
+
+    # Then its workers notice and exit instead of living on as orphans
+    def gone(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+
+    wait_until(lambda: all(gone(pid) for pid in children), timeout=20)

@@ -12,7 +12,22 @@ from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 STOP_GRACE_S = 10.0
+PR_SET_PDEATHSIG = 1
 MAX_RESTART_WAIT_S = 30.0
+
+
+def die_with_parent() -> None:
+    """``preexec_fn``: the child gets SIGTERM (a warm shutdown) when its parent dies.
+
+    Without it, SIGKILLing a supervisor would leave its workers running with nobody to stop
+    them. Linux only; elsewhere it does nothing.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 @dataclass
@@ -49,7 +64,9 @@ class Supervisor:
         self._stopping = False
 
     def _start(self, child: Child) -> None:
-        child.proc = subprocess.Popen(child.argv, env=self.env, start_new_session=True)
+        child.proc = subprocess.Popen(
+            child.argv, env=self.env, start_new_session=True, preexec_fn=die_with_parent
+        )
         child.started_at = time.monotonic()
         self.announce(f"started {child.name} (pid {child.proc.pid})")
 

@@ -21,6 +21,7 @@ from loopwright.cli.common import console, open_runtime
 from loopwright.cli.runs import render_run, start_run
 from loopwright.errors import UserError
 from loopwright.runner.runtime import Runtime
+from loopwright.supervisor import die_with_parent
 
 EXAMPLES = ("hello_pipeline.py", "nightly_digest.py", "slow_report.py", "service_health.py")
 
@@ -41,6 +42,7 @@ class _Procs:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         self.procs.append(proc)
         return proc

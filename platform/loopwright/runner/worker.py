@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-import time
+import signal
+import threading
+from types import FrameType
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -24,18 +26,32 @@ def run_worker(runtime: Runtime, *, burst: bool = False, max_jobs: int | None = 
     isolation comes from the sandbox, not from RQ's work horse.
     """
     install_runtime(runtime)
+    stop = threading.Event()
     wait = 0.5
-    while True:
+    while not stop.is_set():
+        worker = SimpleWorker(
+            [runtime.dispatcher.queue],
+            connection=runtime.rq_redis,
+            serializer=JSONSerializer,
+            log_job_description=False,
+        )
         try:
-            worker = SimpleWorker(
-                [runtime.dispatcher.queue],
-                connection=runtime.rq_redis,
-                serializer=JSONSerializer,
-                log_job_description=False,
-            )
             worker.work(burst=burst, max_jobs=max_jobs, logging_level="WARNING")
             return
         except (RedisConnectionError, RedisTimeoutError) as exc:
+            # RQ's own stop handler talks to Redis and can fail with this very error: a stop
+            # request must still win over reconnecting.
+            if getattr(worker, "_shutdown_requested_date", None) is not None:
+                return
+            _stop_on_signals(stop)
             log.warning("worker lost Redis (%s); reconnecting in %.1fs", exc, wait)
-            time.sleep(wait)
+            stop.wait(wait)
             wait = min(MAX_RECONNECT_WAIT_S, wait * 2)
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
