@@ -232,7 +232,7 @@ def test_killed_worker_pool_supervisor_takes_its_workers_with_it(cluster: Cluste
     pool = cluster.spawn("worker", "-n", "2")
     queue = cluster.rt.dispatcher.queue
     wait_until(lambda: len(Worker.all(queue=queue)) == 2, timeout=20)
-    children = [int(w.pid) for w in Worker.all(queue=queue)]
+    children = [w.pid for w in Worker.all(queue=queue) if w.pid]
     # When the supervisor is SIGKILLed (it cannot clean up)
     os.kill(pool.pid, signal.SIGKILL)
     pool.wait()

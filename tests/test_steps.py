@@ -199,13 +199,16 @@ def test_large_output_is_stored_in_its_own_key_and_replays(
         @skill(name="big-output")
         def main(ctx):
             blob = ctx.step.run("blob", lambda: ["row"] * 2000)
+            more = ctx.step.run("more", lambda: {"cells": list(range(3000))})
             ctx.step.sleep("nap", 0.2)
-            return len(blob)
+            return len(blob) + len(more["cells"])
     """)
     run = cluster.wait(cluster.start(name))
-    assert run.status.value == "completed" and run.output == 2000
+    assert run.status.value == "completed" and run.output == 5000
     assert cluster.rt.redis.exists(cluster.rt.keys.step_output(run.id, 1)) == 1
-    assert cluster.rt.runs.steps(run.id)[0].output == ["row"] * 2000
+    assert cluster.rt.redis.exists(cluster.rt.keys.step_output(run.id, 2)) == 1
+    steps = cluster.rt.runs.steps(run.id)
+    assert steps[0].output == ["row"] * 2000 and steps[1].output == {"cells": list(range(3000))}
 
 
 def test_replay_divergence_fails_with_a_non_determinism_error(cluster: Cluster) -> None:

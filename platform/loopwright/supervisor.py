@@ -65,7 +65,10 @@ class Supervisor:
 
     def _start(self, child: Child) -> None:
         child.proc = subprocess.Popen(
-            child.argv, env=self.env, start_new_session=True, preexec_fn=die_with_parent
+            child.argv,
+            env=self.env,
+            start_new_session=True,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - only calls prctl(2), async-signal-safe
         )
         child.started_at = time.monotonic()
         self.announce(f"started {child.name} (pid {child.proc.pid})")

@@ -42,7 +42,7 @@ class _Procs:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=die_with_parent,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - only calls prctl(2)
         )
         self.procs.append(proc)
         return proc

@@ -57,14 +57,18 @@ class Checkpoints:
         if not ok:
             raise LeaseLostError(f"run {run_id}: checkpoint #{rec.seq} rejected by the fence")
 
+    def fetch_outputs(self, run_id: str, seqs: list[int]) -> dict[int, Any]:
+        """Outputs kept in separate keys, by seq, in one round trip."""
+        if not seqs:
+            return {}
+        values = self._redis.mget([self._keys.step_output(run_id, s) for s in seqs])
+        return {s: json.loads(v) for s, v in zip(seqs, values, strict=True) if v is not None}
+
     def load_outputs(self, run_id: str, records: dict[int, StepRecord]) -> None:
         """Fill in the outputs kept in separate keys (one round trip for all of them)."""
-        refs = [seq for seq, r in records.items() if r.ref]
-        if not refs:
-            return
-        values = self._redis.mget([self._keys.step_output(run_id, s) for s in refs])
-        for seq, value in zip(refs, values, strict=True):
-            records[seq].output = json.loads(value) if value is not None else None
+        big = self.fetch_outputs(run_id, [seq for seq, r in records.items() if r.ref])
+        for seq, value in big.items():
+            records[seq].output = value
 
     def read_all(self, run_id: str) -> list[StepRecord]:
         """Every checkpoint of a run in order, outputs included (for history views)."""
@@ -72,8 +76,3 @@ class Checkpoints:
         records = {int(s): StepRecord.from_json(v) for s, v in raw.items()}
         self.load_outputs(run_id, records)
         return [records[s] for s in sorted(records)]
-
-
-def decode_records(raw: dict[str, str]) -> dict[int, Any]:
-    """Keep the raw JSON per seq; records are decoded lazily on replay."""
-    return {int(seq): value for seq, value in raw.items()}
