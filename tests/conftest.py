@@ -22,7 +22,7 @@ from redis import Redis
 
 from loopwright.runner.records import Run
 from loopwright.runner.runtime import Runtime
-from loopwright.runner.sources import load_skill
+from loopwright.sdk.manifest import read_declaration
 from loopwright.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -180,19 +180,19 @@ class Cluster:
         return self.spawn("scheduler")
 
     def skill(self, source: str, filename: str = "skill.py") -> str:
-        """Store a skill source (dedented) and return its name."""
+        """Store a skill source (dedented) and return its name, read from the syntax tree:
+        hostile test skills are never executed in the test process."""
         source = textwrap.dedent(source)
         path = self.tmp / filename
         path.write_text(source)
-        loaded = load_skill(source, str(path))
-        self.rt.sources.put(source, loaded.spec.name)
-        return loaded.spec.name
+        name = read_declaration(source).spec.name
+        self.rt.sources.put(source, name)
+        return name
 
-    def start(self, skill: str, data: Any = None, **kw: Any) -> str:
-        """Create a run of ``skill``."""
-        return self.rt.runs.create(
-            skill=skill, version=self.rt.sources.resolve(skill), data=data, **kw
-        )
+    def start(self, skill: str, data: Any = None, *, trusted: bool = True, **kw: Any) -> str:
+        """Create a run of ``skill``; runner tests run trusted, sandbox tests pass False."""
+        version = self.rt.sources.resolve(skill)
+        return self.rt.runs.create(skill=skill, version=version, data=data, trusted=trusted, **kw)
 
     def wait(self, run_id: str, timeout: float = 30.0) -> Run:
         """Wait for a run to end; fail the test if it does not."""
@@ -245,6 +245,55 @@ def make_cluster(redis_server: RedisProc, tmp_path: Path) -> Iterator[Callable[.
 def cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
     """A cluster with default test settings."""
     return make_cluster()
+
+
+DOCKER_IMAGE = "loopwright-guest:test"
+
+
+def docker_engine_reachable() -> bool:
+    """True when a Docker engine answers (through the Python SDK)."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=5)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def docker_guest_image() -> str:
+    """The guest image, built locally once per session (no registry is reachable)."""
+    from loopwright.sandbox.docker import ensure_image
+
+    return ensure_image(DOCKER_IMAGE)
+
+
+@pytest.fixture(params=["process", "docker"])
+def sandbox_backend(request: pytest.FixtureRequest) -> str:
+    """Each sandbox test runs on both backends; Docker is required when CI=true."""
+    name = str(request.param)
+    if name == "docker":
+        if not docker_engine_reachable():
+            if os.environ.get("CI") == "true":
+                pytest.fail("CI=true requires a reachable Docker engine for the docker backend")
+            pytest.skip("no Docker engine reachable (the docker backend runs in CI)")
+        request.getfixturevalue("docker_guest_image")
+    return name
+
+
+@pytest.fixture
+def sandbox_cluster(make_cluster: Callable[..., Cluster], sandbox_backend: str) -> Cluster:
+    """A cluster whose untrusted runs use ``sandbox_backend`` (short CPU limit for attacks)."""
+    return make_cluster(
+        sandbox_backend=sandbox_backend,
+        sandbox_docker_image=DOCKER_IMAGE,
+        sandbox_cpu_seconds=5,
+        http_allow_private=True,
+    )
 
 
 def effects(path: Path) -> list[list[str]]:

@@ -67,32 +67,45 @@ def test_data_from_a_file_and_from_stdin(cluster: Cluster) -> None:
 
 
 @pytest.mark.parametrize(
-    ("source", "expected"),
+    ("source", "trusted", "expected"),
     [
-        ("import not_a_module\n" + GOOD, "ModuleNotFoundError: No module named 'not_a_module'"),
-        ("def broken(:\n", "syntax error"),
-        ("x = 1\n", "no @skill-decorated function"),
-        (GOOD + "\n@skill(name='second')\ndef other(ctx):\n    pass\n", "2 @skill functions"),
-        (GOOD.replace('"greeter"', '"Not A Name"'), "must be kebab-case"),
-        (GOOD.replace('name="greeter"', 'name="greeter", retries=-1'), "retries must be"),
-        (GOOD.replace('name="greeter"', 'name="greeter", tools=["shell"]'), "unknown tools"),
-        ("import sys\nsys.exit(3)\n", "SystemExit: 3"),
+        ("import not_a_module\n" + GOOD, False, "import-not-allowed"),
+        ("import not_a_module\n" + GOOD, True, "No module named 'not_a_module'"),
+        ("import os\n" + GOOD, False, "refused by the sandbox policy: line 1"),
+        ("def broken(:\n", False, "syntax error"),
+        ("def broken(:\n", True, "syntax error"),
+        ("x = 1\n", False, "no @skill-decorated function"),
+        (
+            GOOD + "\n@skill(name='second')\ndef other(ctx):\n    pass\n",
+            False,
+            "2 @skill functions",
+        ),
+        (GOOD.replace('"greeter"', '"Not A Name"'), False, "must be kebab-case"),
+        (GOOD.replace('name="greeter"', 'name="greeter", retries=-1'), False, "retries must be"),
+        (GOOD.replace('name="greeter"', 'name="greeter", tools=["shell"]'), False, "unknown tools"),
+        (GOOD.replace('name="greeter"', "name=NAME"), False, "'name' is not a literal"),
+        ("import sys\nsys.exit(3)\n", True, "SystemExit: 3"),
     ],
     ids=[
         "bad-import",
+        "bad-import-trusted",
+        "os-import",
         "syntax",
+        "syntax-trusted",
         "no-skill",
         "two-skills",
         "bad-name",
         "bad-retries",
         "unknown-tool",
-        "sys-exit",
+        "non-literal",
+        "sys-exit-trusted",
     ],
 )
 def test_bad_skill_files_get_one_readable_line_and_create_no_run(
-    cluster: Cluster, source: str, expected: str
+    cluster: Cluster, source: str, trusted: bool, expected: str
 ) -> None:
-    line = _one_error_line(cluster.cli("run", _write(cluster, "bad.py", source)))
+    args = ["run", _write(cluster, "bad.py", source)] + (["--trusted"] if trusted else [])
+    line = _one_error_line(cluster.cli(*args))
     assert expected in line
     assert cluster.rt.runs.find() == []
 

@@ -96,9 +96,10 @@ def test_run_completes_when_redis_restarts_mid_run(
         name = cluster.skill(SLOW_STEPS)
         run_id = cluster.start(name, {"fx": str(fx), "n": 6, "pause": 0.3})
         wait_until(lambda: any(line[0] == "s2" for line in effects(fx)), timeout=15)
-        # When Redis is stopped for a second and started again on the same data
+        # When Redis is stopped for three seconds (longer than redis-py's own retries ride out)
+        # and started again on the same data
         server.stop()
-        time.sleep(1.0)
+        time.sleep(3.0)
         server.start()
         # Then the worker reconnects and the run completes with every step once or twice at most
         run = cluster.wait(run_id, timeout=60)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,3 +47,18 @@ class Settings(BaseSettings):
     )
     skill_cache_size: int = Field(default=128, ge=1)
     redis_socket_timeout: float = Field(default=10.0, gt=0)
+
+    sandbox_backend: Literal["process", "docker"] = "process"
+    sandbox_require_isolation: bool = Field(
+        default=False, description="Refuse to run sandboxed skills without bubblewrap/Docker."
+    )
+    sandbox_memory_mb: int = Field(default=512, ge=64, le=65536)
+    sandbox_cpu_seconds: int = Field(default=120, ge=1)
+    sandbox_max_processes: int = Field(default=32, ge=4)
+    sandbox_open_files: int = Field(default=64, ge=16)
+    sandbox_pool_size: int = Field(default=1, ge=0, le=16)
+    sandbox_docker_image: str = "loopwright-guest:local"
+    http_allow_private: bool = Field(
+        default=False,
+        description="Let the http tool reach loopback/private/link-local addresses (tests, labs).",
+    )

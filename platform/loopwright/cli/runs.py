@@ -22,11 +22,13 @@ from loopwright.cli.common import (
     preview,
     styled,
 )
-from loopwright.errors import UserError
+from loopwright.errors import SkillLoadError, UserError
 from loopwright.runner.records import Run
 from loopwright.runner.runtime import Runtime
 from loopwright.runner.sources import load_skill, read_skill_file
+from loopwright.sandbox.policy import check_source
 from loopwright.sdk.durations import parse_duration
+from loopwright.sdk.manifest import ManifestError, read_declaration
 
 runs_app = typer.Typer(help="Inspect and cancel runs.", no_args_is_help=True)
 
@@ -63,17 +65,39 @@ def parse_data(data: str | None, max_bytes: int) -> Any:
         raise UserError(f"--data is not valid JSON: {exc}") from None
 
 
-def start_run(rt: Runtime, target: str, data: Any, timeout: float | None = None) -> str:
-    """Create a run of a skill file (stored by content hash) or of a known skill name."""
+def _checked_name(source: str, path: Path) -> str:
+    """The skill's name, after the sandbox policy accepted the source (nothing is executed)."""
+    try:
+        name = read_declaration(source).spec.name
+    except ManifestError as exc:
+        raise SkillLoadError(f"{path}: {exc}") from None
+    findings = check_source(source, str(path))
+    if findings:
+        shown = "; ".join(f"line {f.line}: {f.message} [{f.rule}]" for f in findings[:3])
+        more = f" (+{len(findings) - 3} more)" if len(findings) > 3 else ""
+        raise SkillLoadError(f"{path}: refused by the sandbox policy: {shown}{more}")
+    return name
+
+
+def start_run(
+    rt: Runtime, target: str, data: Any, timeout: float | None = None, trusted: bool = False
+) -> str:
+    """Create a run of a skill file (stored by content hash) or of a known skill name.
+
+    A file is executed here only with ``trusted``; otherwise its declaration is read from the
+    syntax tree and the policy checked, and it runs in the sandbox.
+    """
     path = Path(target)
     if target.endswith(".py") or path.exists():
         source = read_skill_file(path, rt.settings.skill_source_max_bytes)
-        skill = load_skill(source, str(path))
-        version = rt.sources.put(source, skill.spec.name)
-        name = skill.spec.name
+        if trusted:
+            name = load_skill(source, str(path)).spec.name
+        else:
+            name = _checked_name(source, path)
+        version = rt.sources.put(source, name)
     else:
         name, version = target, rt.sources.resolve(target)
-    return rt.runs.create(skill=name, version=version, data=data, timeout=timeout)
+    return rt.runs.create(skill=name, version=version, data=data, timeout=timeout, trusted=trusted)
 
 
 def _workers_on_queue(rt: Runtime) -> int:
@@ -123,16 +147,22 @@ def run_command(
     wait_timeout: Annotated[
         float | None, typer.Option(help="Give up waiting after this many seconds.")
     ] = None,
+    trusted: Annotated[
+        bool,
+        typer.Option(
+            "--trusted", help="Run in the worker process, not the sandbox (your own code only)."
+        ),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Start a run of a skill; with --wait, follow it to the end."""
+    """Start a run of a skill (in the sandbox); with --wait, follow it to the end."""
     rt = open_runtime()
     payload = parse_data(data, rt.settings.run_input_max_bytes)
     try:
         budget = parse_duration(timeout) if timeout is not None else None
     except ValueError as exc:
         raise UserError(f"--timeout: {exc}") from None
-    run_id = start_run(rt, target, payload, budget)
+    run_id = start_run(rt, target, payload, budget, trusted)
     if not wait:
         if as_json:
             emit_json({"run_id": run_id, "status": "queued"})

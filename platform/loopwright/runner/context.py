@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from loopwright.runner.checkpoint import LeaseLostError
 from loopwright.runner.records import StepRecord, encode_json, now_ms
@@ -107,6 +107,65 @@ class Execution:
         """Write a checkpoint under this execution's fence."""
         self.runtime.checkpoints.commit(self.run_id, self.token, rec, output_json)
 
+    # Step primitives shared by the in-process step API and the sandbox host.
+
+    def begin(self, name: str) -> tuple[int, StepRecord | None]:
+        """Position of the next step and its checkpoint, if any; checks the recorded name."""
+        seq = self.next_seq()
+        rec = self.recorded(seq)
+        if rec is not None and rec.name != name:
+            raise NonDeterminismError(seq, rec.name, name)
+        return seq, rec
+
+    def succeed(self, seq: int, name: str, attempts: int, started: int, encoded: str) -> None:
+        """Checkpoint a successful attempt with its encoded output."""
+        self.current_step = None
+        self.commit(StepRecord(seq, name, "run", "done", attempts, started, now_ms()), encoded)
+
+    def fail(self, seq: int, name: str, attempts: int, started: int, message: str) -> NoReturn:
+        """Checkpoint the step as failed for good and raise ``StepFailedError`` into the skill."""
+        self.current_step = None
+        self.commit(
+            StepRecord(seq, name, "run", "failed", attempts, started, now_ms(), error=message),
+            None,
+        )
+        raise StepFailedError(name, message)
+
+    def backoff(self, attempts: int) -> float:
+        """Delay before the next attempt after ``attempts`` failures."""
+        return float(min(MAX_BACKOFF_S, self.spec.backoff * 2 ** (attempts - 1)))
+
+    def retry_or_fail(
+        self, seq: int, name: str, attempts: int, started: int, error: str, delay: float
+    ) -> float:
+        """After a failed attempt: fail for good, park the run, or return the in-process wait."""
+        self.current_step = None
+        if attempts > self.spec.retries:
+            self.fail(seq, name, attempts, started, error)
+        wake = now_ms() + int(delay * 1000)
+        self.commit(
+            StepRecord(
+                seq, name, "run", "retrying", attempts, started, now_ms(), error=error, until=wake
+            ),
+            None,
+        )
+        if delay > self.runtime.settings.inline_retry_max_delay:
+            raise Suspend(wake, f"retry of step {name!r}")
+        return delay
+
+    def sleep(self, name: str, until: Callable[[], int]) -> None:
+        """A durable sleep step: park the run until the recorded wake time."""
+        seq, rec = self.begin(name)
+        if rec is not None:
+            wake = rec.until or 0
+        else:
+            self.check_alive()
+            wake = until()
+            ts = now_ms()
+            self.commit(StepRecord(seq, name, "sleep", "done", 1, ts, ts, until=wake), None)
+        if now_ms() < wake:
+            raise Suspend(wake, f"sleep {name!r}")
+
     def enter_step(self, seq: int) -> None:
         """Mark the start of one attempt of step ``seq`` (host tools become callable)."""
         self.current_step = seq
@@ -136,18 +195,15 @@ class LocalStep:
     def run(self, name: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run ``fn`` once, retrying per the skill's policy; replay returns the checkpoint."""
         ex = self._ex
-        seq = ex.next_seq()
+        seq, rec = ex.begin(name)
         attempts = 0
-        rec = ex.recorded(seq)
         if rec is not None:
-            if rec.name != name:
-                raise NonDeterminismError(seq, rec.name, name)
             if rec.status == "done":
                 return rec.output  # type: ignore[no-any-return]
             if rec.status == "failed":
                 raise StepFailedError(name, rec.error or "failed")
             attempts = rec.attempts
-        settings = ex.runtime.settings
+        max_bytes = ex.runtime.settings.step_output_max_bytes
         while True:
             ex.check_alive()
             attempts += 1
@@ -155,55 +211,21 @@ class LocalStep:
             ex.enter_step(seq)
             try:
                 value = fn(*args, **kwargs)
-                encoded = encode_json(
-                    value, what=f"step {name!r} output", max_bytes=settings.step_output_max_bytes
-                )
-            except NonRetriableError as exc:  # includes StepOutputError
-                self._fail(seq, name, attempts, started, exc)
+                encoded = encode_json(value, what=f"step {name!r} output", max_bytes=max_bytes)
+            except StepOutputError as exc:
+                ex.fail(seq, name, attempts, started, str(exc))
+            except NonRetriableError as exc:
+                ex.fail(seq, name, attempts, started, f"{type(exc).__name__}: {exc}")
             except RetryAfterError as exc:
                 delay, error = exc.seconds, f"RetryAfterError: {exc}"
             except (Exception, SystemExit) as exc:  # a skill's sys.exit() must not end the worker
-                delay = min(MAX_BACKOFF_S, ex.spec.backoff * 2 ** (attempts - 1))
-                error = f"{type(exc).__name__}: {exc}"
+                delay, error = ex.backoff(attempts), f"{type(exc).__name__}: {exc}"
             else:
-                ex.current_step = None
-                ex.commit(
-                    StepRecord(seq, name, "run", "done", attempts, started, now_ms()), encoded
-                )
+                ex.succeed(seq, name, attempts, started, encoded)
                 return json.loads(encoded)  # type: ignore[no-any-return]
             finally:
                 ex.current_step = None
-            if attempts > ex.spec.retries:
-                self._fail(seq, name, attempts, started, error)
-            wake = now_ms() + int(delay * 1000)
-            ex.commit(
-                StepRecord(
-                    seq,
-                    name,
-                    "run",
-                    "retrying",
-                    attempts,
-                    started,
-                    now_ms(),
-                    error=error,
-                    until=wake,
-                ),
-                None,
-            )
-            if delay > settings.inline_retry_max_delay:
-                raise Suspend(wake, f"retry of step {name!r}")
-            time.sleep(delay)
-
-    def _fail(
-        self, seq: int, name: str, attempts: int, started: int, exc: BaseException | str
-    ) -> None:
-        msg = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
-        if isinstance(exc, StepOutputError):
-            msg = str(exc)
-        self._ex.commit(
-            StepRecord(seq, name, "run", "failed", attempts, started, now_ms(), error=msg), None
-        )
-        raise StepFailedError(name, msg)
+            time.sleep(ex.retry_or_fail(seq, name, attempts, started, error, delay))
 
     def sleep(self, name: str, duration: float | str) -> None:
         """Park the run for ``duration``."""
@@ -211,7 +233,7 @@ class LocalStep:
             seconds = parse_duration(duration)
         except ValueError as exc:
             raise NonRetriableError(str(exc)) from None
-        self._sleep(name, lambda: now_ms() + int(seconds * 1000))
+        self._ex.sleep(name, lambda: now_ms() + int(seconds * 1000))
 
     def sleep_until(self, name: str, when: datetime | float | str) -> None:
         """Park the run until ``when``."""
@@ -231,23 +253,7 @@ class LocalStep:
             target = int(when * 1000)
         else:
             raise NonRetriableError(f"sleep_until: cannot read a time from {when!r}")
-        self._sleep(name, lambda: target)
-
-    def _sleep(self, name: str, until: Callable[[], int]) -> None:
-        ex = self._ex
-        seq = ex.next_seq()
-        rec = ex.recorded(seq)
-        if rec is not None:
-            if rec.name != name:
-                raise NonDeterminismError(seq, rec.name, name)
-            wake = rec.until or 0
-        else:
-            ex.check_alive()
-            wake = until()
-            ts = now_ms()
-            ex.commit(StepRecord(seq, name, "sleep", "done", 1, ts, ts, until=wake), None)
-        if now_ms() < wake:
-            raise Suspend(wake, f"sleep {name!r}")
+        self._ex.sleep(name, lambda: target)
 
     def llm(self, name: str, prompt: str, schema: dict[str, Any] | None = None) -> Any:
         """Ask the configured model once, as a checkpointed step."""

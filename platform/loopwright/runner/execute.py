@@ -7,6 +7,7 @@ why a worker started before a skill existed can run it.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import signal
 import threading
@@ -21,8 +22,10 @@ from loopwright.runner.checkpoint import LeaseLostError
 from loopwright.runner.context import Execution, LocalContext, RunTimeoutError, Suspend
 from loopwright.runner.lease import AcquireRefused
 from loopwright.runner.records import Run, RunStatus, encode_json
+from loopwright.runner.remote import GuestHost
 from loopwright.runner.runtime import Runtime
 from loopwright.runner.tools import HostTools
+from loopwright.sandbox.host import GuestTimeoutError, SandboxError, run_session
 from loopwright.sdk.errors import NonDeterminismError, StepFailedError, StepOutputError
 from loopwright.settings import Settings
 
@@ -119,44 +122,74 @@ class Executor:
     ) -> str:
         rt = self.rt
         try:
-            skill = rt.sources.load(run.version, run.skill)
+            if run.trusted:
+                skill = rt.sources.load(run.version, run.skill)
+                spec, source = skill.spec, ""
+            else:
+                source, spec = rt.sources.declaration(run.version, run.skill)
         except SkillLoadError as exc:
             return self._fail(run, token, started, f"skill cannot be loaded: {exc}")
-        spec = skill.spec
         budget = run.timeout or spec.timeout or rt.settings.default_run_timeout
         remaining = budget - run.active_ms / 1000.0
         if remaining <= 0:
             return self._fail(run, token, started, f"run exceeded its {budget:g}s timeout")
         ex = Execution(rt, run_id, token, spec, steps, lost, time.monotonic() + remaining)
         params = {**spec.params, **run.params}
-        ctx = LocalContext(ex, run.event, params, HostTools(ex))
         try:
-            with _alarm(remaining):
-                value: Any = skill.fn(ctx)
+            if run.trusted:
+                ctx = LocalContext(ex, run.event, params, HostTools(ex))
+                with _alarm(remaining):
+                    value: Any = skill.fn(ctx)
+                output = encode_json(
+                    value,
+                    what="the skill's return value",
+                    max_bytes=rt.settings.step_output_max_bytes,
+                )
+            else:
+                output = self._run_sandboxed(ex, run, source, params, remaining)
         except Suspend as s:
             ok = rt.transitions.park(
                 run_id, token, RunStatus.SLEEPING.value, s.wake_ms, self._active_ms(started)
             )
             return "parked" if ok else "lease-lost"
-        except RunTimeoutError:
+        except (RunTimeoutError, GuestTimeoutError):
             return self._fail(
                 run, token, started, f"run exceeded its {budget:g}s timeout (at step #{ex.seq})"
             )
-        except NonDeterminismError as exc:
+        except (NonDeterminismError, StepFailedError, StepOutputError, GuestFailedError) as exc:
             return self._fail(run, token, started, str(exc))
-        except StepFailedError as exc:
-            return self._fail(run, token, started, str(exc))
+        except SandboxError as exc:
+            return self._fail(run, token, started, f"sandbox: {exc}")
         except LeaseLostError:
             raise
         except (Exception, SystemExit) as exc:
             return self._fail(run, token, started, _error_text(exc, skill.filename))
-        try:
-            output = encode_json(
-                value, what="the skill's return value", max_bytes=rt.settings.step_output_max_bytes
-            )
-        except StepOutputError as exc:
-            return self._fail(run, token, started, str(exc))
         ok = rt.transitions.finish(
             run_id, token, RunStatus.COMPLETED.value, output, "", self._active_ms(started)
         )
         return "completed" if ok else "lease-lost"
+
+    def _run_sandboxed(
+        self, ex: Execution, run: Run, source: str, params: dict[str, Any], remaining: float
+    ) -> str:
+        """Run the skill in a guest; returns the encoded output or raises why it did not end."""
+        guest = self.rt.sandbox.acquire()
+        start = {"source": source, "run_id": run.id, "event": run.event, "params": params}
+        end = run_session(guest, start, GuestHost(ex).handle, time.monotonic() + remaining)
+        if "error" in end:
+            raise GuestFailedError(str(end["error"])[:8000])
+        text = end.get("output_json")
+        cap = self.rt.settings.step_output_max_bytes
+        if not isinstance(text, str):
+            raise GuestFailedError("the guest ended without an output")
+        if len(text.encode("utf-8")) > cap:
+            raise StepOutputError(f"the skill's return value is over the {cap}-byte cap")
+        try:
+            json.loads(text)
+        except ValueError:
+            raise GuestFailedError("the guest returned an output that is not JSON") from None
+        return text
+
+
+class GuestFailedError(Exception):
+    """The sandboxed skill ended with an error (its message is for the skill's author)."""

@@ -62,6 +62,7 @@ class Run:
     active_ms: int = 0
     wake_at: int | None = None
     reaps: int = 0
+    trusted: bool = False
     raw: dict[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -88,6 +89,7 @@ class Run:
             active_ms=_int(h.get("active_ms")),
             wake_at=_int(h.get("wake_at")) or None,
             reaps=_int(h.get("reaps")),
+            trusted=h.get("trusted") == "1",
             raw=h,
         )
 
@@ -112,6 +114,7 @@ class Run:
             "active_ms": self.active_ms,
             "wake_at": self.wake_at,
             "reaps": self.reaps,
+            "trusted": self.trusted,
         }
 
 

@@ -19,6 +19,8 @@ from loopwright.runner.lease import LeaseKeeper, Leases
 from loopwright.runner.sources import SourceStore
 from loopwright.runner.store import Dispatcher, RunStore
 from loopwright.runner.transitions import Transitions
+from loopwright.sandbox.backend import SandboxBackend
+from loopwright.sandbox.limits import GuestLimits
 from loopwright.sdk.errors import NonRetriableError
 from loopwright.settings import Settings
 
@@ -105,6 +107,27 @@ class Runtime:
             self.settings.run_input_max_bytes,
         )
 
+    @cached_property
+    def sandbox(self) -> SandboxBackend:
+        """Where untrusted skills run (settings.sandbox_backend), with this machine's limits."""
+        from loopwright.sandbox.backend import make_backend
+
+        st = self.settings
+        limits = GuestLimits(
+            memory_bytes=st.sandbox_memory_mb * 1024 * 1024,
+            cpu_seconds=st.sandbox_cpu_seconds,
+            max_processes=st.sandbox_max_processes,
+            open_files=st.sandbox_open_files,
+            message_max_bytes=2 * st.step_output_max_bytes + 64 * 1024,
+        )
+        return make_backend(
+            st.sandbox_backend,
+            limits,
+            pool_size=st.sandbox_pool_size,
+            require_isolation=st.sandbox_require_isolation,
+            docker_image=st.sandbox_docker_image,
+        )
+
     def llm_complete(self, prompt: str, schema: dict[str, Any] | None = None) -> Any:
         """The model behind ``ctx.step.llm``. No provider is wired into the runner yet."""
         raise NonRetriableError(
@@ -115,5 +138,7 @@ class Runtime:
         """Stop the lease thread and close the connection pools."""
         if "keeper" in self.__dict__:
             self.keeper.stop()
+        if "sandbox" in self.__dict__:
+            self.sandbox.close()
         self.redis.close()
         self.rq_redis.close()

@@ -15,6 +15,7 @@ from redis import Redis
 from loopwright.errors import NotFoundError, SkillLoadError
 from loopwright.keys import Keys
 from loopwright.sdk.errors import SkillDefinitionError
+from loopwright.sdk.manifest import ManifestError, read_declaration
 from loopwright.sdk.skill import SkillSpec, spec_of
 
 
@@ -95,6 +96,7 @@ class SourceStore:
         self._redis = redis
         self._keys = keys
         self._cache: OrderedDict[str, LoadedSkill] = OrderedDict()
+        self._declared: OrderedDict[str, tuple[str, SkillSpec]] = OrderedDict()
         self._cache_size = cache_size
 
     def put(self, source: str, name: str) -> str:
@@ -119,6 +121,24 @@ class SourceStore:
     def names(self) -> dict[str, str]:
         """Every known skill name and its version."""
         return dict(self._redis.hgetall(self._keys.skills))  # type: ignore[arg-type]
+
+    def declaration(self, version: str, name: str) -> tuple[str, SkillSpec]:
+        """Source and spec of ``version`` for the sandbox, read from the syntax tree (never run)."""
+        hit = self._declared.get(version)
+        if hit is not None:
+            self._declared.move_to_end(version)
+            return hit
+        source = self._redis.get(self._keys.source(version))
+        if source is None:
+            raise SkillLoadError(f"skill {name!r} version {version} has no stored source")
+        try:
+            spec = read_declaration(str(source)).spec
+        except ManifestError as exc:
+            raise SkillLoadError(f"skill {name!r}: {exc}") from None
+        self._declared[version] = (str(source), spec)
+        if len(self._declared) > self._cache_size:
+            self._declared.popitem(last=False)
+        return str(source), spec
 
     def load(self, version: str, name: str) -> LoadedSkill:
         """The loaded skill for ``version`` (cached)."""

@@ -92,8 +92,12 @@ class RunStore:
         trigger: dict[str, Any] | None = None,
         parent: str | None = None,
         timeout: float | None = None,
+        trusted: bool = False,
     ) -> str:
-        """Record a new queued run and dispatch it, in one round trip. Returns the run id."""
+        """Record a new queued run and dispatch it, in one round trip. Returns the run id.
+
+        Runs execute in the sandbox unless ``trusted`` (built-in skills, ``--trusted``).
+        """
         run_id = new_run_id()
         ts = now_ms()
         event = {
@@ -125,6 +129,8 @@ class RunStore:
         }
         if parent:
             mapping["parent"] = parent
+        if trusted:
+            mapping["trusted"] = "1"
         if timeout is not None:
             mapping["timeout"] = timeout
         k = self._keys

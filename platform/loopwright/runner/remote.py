@@ -1,0 +1,191 @@
+"""The host side of a sandboxed run: answers the guest's requests with the runner's step logic.
+
+The guest runs step bodies; everything durable (checkpoints, retry decisions, sleeps, host
+tools with their idempotency keys, logs) happens here, through the same ``Execution``
+primitives the in-process steps use. Control flow that ends the execution (park, lease lost,
+non-determinism, timeout) propagates as exceptions; ``run_session`` then stops the guest.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from loopwright.runner.context import Execution, LocalStep, RunLogger
+from loopwright.runner.records import now_ms
+from loopwright.runner.tools import HostTools
+from loopwright.sdk.errors import NonRetriableError, StepFailedError
+
+LOG_LEVELS = frozenset({"info", "warning", "error"})
+
+
+def _failed(exc: StepFailedError) -> dict[str, Any]:
+    return {
+        "error": {
+            "type": "StepFailedError",
+            "step": exc.step,
+            "reason": exc.reason,
+            "message": str(exc),
+        }
+    }
+
+
+def _refused(message: str) -> dict[str, Any]:
+    return {"error": {"type": "NonRetriableError", "message": message}}
+
+
+class GuestHost:
+    """Handles one guest's requests for one execution."""
+
+    def __init__(self, ex: Execution) -> None:
+        self.ex = ex
+        self.step = LocalStep(ex)
+        self.log = RunLogger(ex)
+        self.tools = HostTools(ex)
+        self._open: dict[int, tuple[str, int, int]] = {}  # seq -> (name, attempt, started)
+
+    def handle(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """One request -> one reply (``{"ok": ...}`` or ``{"error": ...}``)."""
+        op = msg.get("op")
+        try:
+            if op == "step.begin":
+                return self._begin(str(msg.get("name", "")))
+            if op == "step.done":
+                return self._done(msg)
+            if op == "step.fail":
+                return self._fail(msg)
+            if op == "step.sleep":
+                return self._sleep(msg)
+            if op == "step.other":
+                return self._other(msg)
+            if op == "tool":
+                return self._tool(msg)
+            if op == "log":
+                level = str(msg.get("level"))
+                if level in LOG_LEVELS:
+                    getattr(self.log, level)(str(msg.get("message", ""))[:4000])
+                return {"ok": {}}
+        except StepFailedError as exc:
+            return _failed(exc)
+        except NonRetriableError as exc:
+            return _refused(str(exc))
+        return _refused(f"unknown request {op!r}")
+
+    def _begin(self, name: str) -> dict[str, Any]:
+        ex = self.ex
+        ex.check_alive()
+        seq, rec = ex.begin(name)
+        attempts = 0
+        if rec is not None:
+            if rec.status == "done":
+                return {"ok": {"output": rec.output}}
+            if rec.status == "failed":
+                raise StepFailedError(name, rec.error or "failed")
+            attempts = rec.attempts
+        self._start_attempt(seq, name, attempts + 1)
+        return {"ok": {"seq": seq}}
+
+    def _start_attempt(self, seq: int, name: str, attempt: int) -> None:
+        self._open[seq] = (name, attempt, now_ms())
+        self.ex.enter_step(seq)
+
+    def _current(self, msg: dict[str, Any]) -> tuple[int, str, int, int]:
+        seq = msg.get("seq")
+        if not isinstance(seq, int) or seq not in self._open:
+            raise NonRetriableError("protocol: no such step in progress")
+        name, attempt, started = self._open.pop(seq)
+        return seq, name, attempt, started
+
+    def _done(self, msg: dict[str, Any]) -> dict[str, Any]:
+        seq, name, attempt, started = self._current(msg)
+        text = msg.get("output_json")
+        cap = self.ex.runtime.settings.step_output_max_bytes
+        if not isinstance(text, str):
+            self.ex.fail(seq, name, attempt, started, f"step {name!r} output is missing")
+        size = len(text.encode("utf-8"))
+        if size > cap:
+            self.ex.fail(
+                seq,
+                name,
+                attempt,
+                started,
+                f"step {name!r} output is {size} bytes, over the {cap}-byte cap; store large "
+                f"data elsewhere and return a reference",
+            )
+        try:
+            json.loads(text)
+        except ValueError:
+            self.ex.fail(seq, name, attempt, started, f"step {name!r} output is not JSON")
+        self.ex.succeed(seq, name, attempt, started, text)
+        return {"ok": {}}
+
+    def _fail(self, msg: dict[str, Any]) -> dict[str, Any]:
+        seq, name, attempt, started = self._current(msg)
+        error = str(msg.get("error", "failed"))[:4000]
+        if not msg.get("retriable"):
+            self.ex.fail(seq, name, attempt, started, error)
+        delay = msg.get("delay")
+        if not isinstance(delay, int | float) or isinstance(delay, bool) or delay < 0:
+            delay = self.ex.backoff(attempt)
+        wait = self.ex.retry_or_fail(seq, name, attempt, started, error, float(delay))
+        self.ex.check_alive()
+        self._start_attempt(seq, name, attempt + 1)
+        return {"ok": {"retry_in": wait}}
+
+    def _sleep(self, msg: dict[str, Any]) -> dict[str, Any]:
+        name = str(msg.get("name", ""))
+        if "until" in msg:
+            self.step.sleep_until(name, msg["until"])
+        else:
+            self.step.sleep(name, msg.get("duration", 0))
+        return {"ok": {}}
+
+    def _other(self, msg: dict[str, Any]) -> dict[str, Any]:
+        kind, name = msg.get("kind"), str(msg.get("name", ""))
+        if kind == "llm":
+            schema = msg.get("schema")
+            out = self.step.llm(
+                name, str(msg.get("prompt", "")), schema if isinstance(schema, dict) else None
+            )
+        elif kind == "invoke":
+            out = self.step.invoke(name, str(msg.get("skill", "")), msg.get("data"))
+        elif kind == "send_event":
+            out = self.step.send_event(name, str(msg.get("event", "")), msg.get("data"))
+        elif kind == "wait_for_event":
+            out = self.step.wait_for_event(name, str(msg.get("event", "")), msg.get("match"))
+        else:
+            raise NonRetriableError(f"unknown step kind {kind!r}")
+        return {"ok": {"output": out}}
+
+    def _tool(self, msg: dict[str, Any]) -> dict[str, Any]:
+        if self.ex.current_step is None:
+            raise NonRetriableError(
+                "host tools can only be called inside a step: wrap the call in ctx.step.run(...)"
+            )
+        tool = msg.get("tool")
+        try:
+            if tool == "notify":
+                level = str(msg.get("level", "info"))
+                title = msg.get("title")
+                self.tools.notify(
+                    str(msg.get("message", "")),
+                    title=str(title) if title is not None else None,
+                    level=level if level in LOG_LEVELS else "info",
+                )
+                return {"ok": {"result": None}}
+            if tool == "http":
+                http = self.tools.http
+                url = str(msg.get("url", ""))
+                if msg.get("method") == "get_json":
+                    params = msg.get("params")
+                    result = http.get_json(url, params if isinstance(params, dict) else None)
+                elif msg.get("method") == "post_json":
+                    result = http.post_json(url, msg.get("body"))
+                else:
+                    raise NonRetriableError(f"http tool has no method {msg.get('method')!r}")
+                return {"ok": {"result": result}}
+        except NonRetriableError:
+            raise
+        except Exception as exc:  # transient tool failure: the guest's retry policy applies
+            return {"error": {"type": "HostToolError", "message": f"{type(exc).__name__}: {exc}"}}
+        raise NonRetriableError(f"unknown tool {tool!r}")

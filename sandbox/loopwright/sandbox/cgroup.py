@@ -1,0 +1,52 @@
+"""A pids cgroup per guest, where the host may create one: a fork bomb meets a hard limit.
+
+RLIMIT_NPROC does not bind a process whose real user is root (the kernel exempts it), and
+inside bubblewrap's user namespace the guest still counts as root outside it. A pids cgroup
+limits the guest's whole process tree whoever it runs as. Supported: cgroup v1's ``pids``
+hierarchy and cgroup v2 with the ``pids`` controller enabled; elsewhere it reports itself
+unavailable and the guest runs with rlimits only.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+V1_ROOT = Path("/sys/fs/cgroup/pids")
+V2_ROOT = Path("/sys/fs/cgroup")
+PARENT = "loopwright"
+
+
+def pids_root() -> Path | None:
+    """The folder under which guest cgroups can be made, or None."""
+    if (V1_ROOT / "cgroup.procs").exists() and os.access(V1_ROOT, os.W_OK):
+        return V1_ROOT / PARENT
+    controllers = V2_ROOT / "cgroup.subtree_control"
+    if controllers.exists() and "pids" in controllers.read_text().split():
+        if os.access(V2_ROOT, os.W_OK):
+            return V2_ROOT / PARENT
+    return None
+
+
+class PidsCgroup:
+    """One guest's cgroup: made before the guest starts, removed after it ends."""
+
+    def __init__(self, root: Path, max_pids: int) -> None:
+        root.mkdir(exist_ok=True)
+        if root.parent == V2_ROOT:
+            (root / "cgroup.subtree_control").write_text("+pids")
+        self.path = root / f"guest-{uuid.uuid4().hex[:12]}"
+        self.path.mkdir()
+        (self.path / "pids.max").write_text(str(max_pids))
+
+    def join_path(self) -> str:
+        """The file a child writes its own pid into (from ``preexec_fn``) to join."""
+        return str(self.path / "cgroup.procs")
+
+    def remove(self) -> None:
+        """Remove the cgroup (it must be empty: the guest was killed and reaped)."""
+        try:
+            self.path.rmdir()
+        except OSError:
+            pass

@@ -1,0 +1,894 @@
+"""The docker backend: each guest is a fresh container of a locally built guest image.
+
+Layers applied by the engine, outside the guest, whatever it does inside:
+- no network at all (``network_mode=none``), a read-only root, a private 16 MiB ``/tmp``
+  (noexec), no IPC namespace sharing and no ``/dev/shm``;
+- an unprivileged user (65534), every capability dropped, ``no-new-privileges``, the
+  engine's default seccomp profile;
+- cgroup limits on memory (no swap), CPU (one core) and process count, and rlimits on CPU
+  seconds, address space, file size and open files; no core dumps;
+- the guest's output is never logged by the engine (log driver ``none``): an untrusted guest
+  cannot fill the host's disk through ``docker logs``;
+- one container per run, force-removed by the host after it; the guest's stdin closes when
+  the host's attach connection goes (``StdinOnce``), so a guest whose worker died exits by
+  itself, and the leftovers of dead workers are removed when a backend starts.
+
+The image holds a minimal Debian (debootstrap ``minbase`` with Python 3.11) and only the
+pure-Python code the guest imports: ``RestrictedPython``, ``loopwright.sdk`` and
+``loopwright.sandbox``. It is built here, from the engine's local store, without a registry:
+see :func:`ensure_image` and ``sandbox/image/build.sh``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import fcntl
+import hashlib
+import io
+import logging
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import tarfile
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import requests
+from docker.errors import APIError, BuildError, DockerException, ImageNotFound, NotFound
+from docker.types import LogConfig, Ulimit
+
+from loopwright.sandbox.host import SandboxError, wait_ready
+from loopwright.sandbox.limits import GuestLimits
+from loopwright.sandbox.process import GUEST_ENV, GUEST_MODULE
+from loopwright.sandbox.protocol import ProtocolError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_IMAGE = "loopwright-guest:local"
+BASE_IMAGE = "loopwright-guest-base:bookworm"
+SUITE = "bookworm"
+# python3-minimal alone lacks json, decimal, fractions, statistics, dataclasses and more that
+# the guest, its policy and RestrictedPython import.
+BASE_PACKAGES = ("python3-minimal", "libpython3.11-stdlib")
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+
+# Labels: the image carries the hash of the code it was built from; containers carry who
+# started them, so leftovers can be told apart from another worker's live guests.
+IMAGE_HASH_LABEL = "loopwright.guest-image.hash"
+GUEST_LABEL = "loopwright.sandbox.guest"
+OWNER_LABEL = "loopwright.sandbox.owner"
+
+GUEST_USER = "65534:65534"
+GUEST_COMMAND = ["python3", "-I", "-m", GUEST_MODULE]
+GUEST_TMPFS = {"/tmp": "size=16m,noexec,nosuid,nodev"}
+NANO_CPUS = 1_000_000_000
+API_TIMEOUT = 60
+SEND_TIMEOUT = 30.0
+LEFTOVER_AGE = 120.0
+# Exit codes above 128 are 128 + the signal that killed the guest (it runs as the
+# container's pid 1, so only signals the kernel forces, like SIGKILL, can end it).
+_SIGNAL_HINTS = {
+    signal.SIGKILL: "killed: its CPU time limit, its memory limit, or the host",
+    signal.SIGSEGV: "it crashed",
+    signal.SIGABRT: "it aborted (often: out of memory)",
+    signal.SIGXFSZ: "it exceeded its file size limit",
+}
+_NETWORK_ERRORS = (DockerException, requests.RequestException, OSError)
+
+
+# ---------------------------------------------------------------------------------------
+# The guest image
+
+
+def guest_files() -> dict[str, bytes]:
+    """The code the guest imports, keyed by its path in the build context.
+
+    ``loopwright`` is a namespace package: the image gets ``loopwright/sdk`` and
+    ``loopwright/sandbox`` and no ``loopwright/__init__.py``.
+    """
+    import RestrictedPython
+
+    import loopwright.sandbox
+    import loopwright.sdk
+
+    roots = {
+        "opt/loopwright/RestrictedPython": Path(RestrictedPython.__file__).resolve().parent,
+        "opt/loopwright/loopwright/sdk": Path(loopwright.sdk.__file__).resolve().parent,
+        "opt/loopwright/loopwright/sandbox": Path(loopwright.sandbox.__file__).resolve().parent,
+    }
+    files: dict[str, bytes] = {}
+    for dest, src in roots.items():
+        for path in sorted(src.rglob("*")):
+            rel = path.relative_to(src)
+            if "__pycache__" in rel.parts or path.suffix in {".pyc", ".pyo"}:
+                continue
+            if path.is_file():
+                files[f"{dest}/{rel.as_posix()}"] = path.read_bytes()
+    return files
+
+
+def dockerfile(base: str = BASE_IMAGE) -> str:
+    """The guest image's Dockerfile, built on the locally imported Debian base."""
+    # `python3 -I` ignores PYTHONPATH, so a .pth file in the system site directory is what
+    # puts /opt/loopwright on the guest's path; PYTHONPATH is only for debugging by hand.
+    # The sources are compiled at build time because the guest's root is read-only; the
+    # last import proves the stdlib in the base has everything the guest needs.
+    return f"""\
+FROM {base}
+COPY opt/loopwright /opt/loopwright
+RUN python3 -I -c "import os, site; d = site.getsitepackages()[0]; os.makedirs(d, exist_ok=True); \
+open(os.path.join(d, 'loopwright.pth'), 'w').write('/opt/loopwright\\n')" \\
+ && python3 -m compileall -q /opt/loopwright \\
+ && python3 -I -c "import loopwright.sandbox.guest, loopwright.sdk"
+ENV PYTHONPATH=/opt/loopwright LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1
+WORKDIR /tmp
+USER {GUEST_USER}
+CMD {_json_list(GUEST_COMMAND)}
+"""
+
+
+def _json_list(items: list[str]) -> str:
+    return "[" + ", ".join(f'"{item}"' for item in items) + "]"
+
+
+def content_hash(files: dict[str, bytes], docker_file: str) -> str:
+    """A hash of everything the image is built from (except the base's own bytes)."""
+    digest = hashlib.sha256()
+    digest.update(docker_file.encode())
+    for name in sorted(files):
+        data = files[name]
+        digest.update(f"\0{name}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def image_hash(client: docker.DockerClient, tag: str) -> str | None:
+    """The code hash an image was built from; None when there is no such image."""
+    try:
+        labels = client.api.inspect_image(tag)["Config"].get("Labels") or {}
+    except ImageNotFound:
+        return None
+    value = labels.get(IMAGE_HASH_LABEL)
+    return str(value) if value else None
+
+
+def ensure_image(
+    tag: str = DEFAULT_IMAGE,
+    *,
+    client: docker.DockerClient | None = None,
+    rebuild: bool = False,
+    rebuild_base: bool = False,
+) -> str:
+    """Build the guest image ``tag`` locally unless it exists with the current code; returns it.
+
+    The Debian base (``loopwright-guest-base:bookworm``) is made once per machine with
+    debootstrap (root, about 30 s) and ``docker import``; the image on top is rebuilt
+    (a few seconds, no network) whenever the guest's code changes, so a changed sandbox
+    never runs stale guests.
+    """
+    own = client is None
+    engine = client if client is not None else connect()
+    try:
+        files = guest_files()
+        docker_file = dockerfile()
+        digest = content_hash(files, docker_file)
+        if not (rebuild or rebuild_base) and image_hash(engine, tag) == digest:
+            return tag
+        with _build_lock():
+            # Another process may have built it while this one waited for the lock.
+            if not (rebuild or rebuild_base) and image_hash(engine, tag) == digest:
+                return tag
+            if rebuild_base or not _image_exists(engine, BASE_IMAGE):
+                build_base(engine)
+            _build_guest_image(engine, tag, files, docker_file, digest)
+        return tag
+    finally:
+        if own:
+            engine.close()
+
+
+def connect() -> docker.DockerClient:
+    """A client of the local engine (DOCKER_HOST and friends apply); SandboxError if none."""
+    try:
+        client = docker.from_env(timeout=API_TIMEOUT)
+        client.ping()
+    except _NETWORK_ERRORS as exc:
+        raise SandboxError(
+            f"no Docker engine is reachable ({exc}); start one with scripts/start-dockerd.sh"
+        ) from None
+    return client
+
+
+def _image_exists(client: docker.DockerClient, tag: str) -> bool:
+    try:
+        client.api.inspect_image(tag)
+    except ImageNotFound:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _build_lock() -> Iterator[None]:
+    """One build at a time on this machine (a test session and a worker may race)."""
+    path = Path(tempfile.gettempdir()) / "loopwright-guest-image.lock"
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _build_guest_image(
+    client: docker.DockerClient, tag: str, files: dict[str, bytes], docker_file: str, digest: str
+) -> None:
+    log.info("building the guest image %s (code hash %s)", tag, digest[:12])
+    try:
+        previous: str | None = client.api.inspect_image(tag)["Id"]
+    except ImageNotFound:
+        previous = None
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        for name, data in [("Dockerfile", docker_file.encode()), *sorted(files.items())]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644  # world-readable: the guest runs as nobody
+            info.mtime = 1_700_000_000  # fixed, so identical code gives identical layers
+            tar.addfile(info, io.BytesIO(data))
+    context.seek(0)
+    try:
+        image, _ = client.images.build(
+            fileobj=context,
+            custom_context=True,
+            tag=tag,
+            rm=True,
+            forcerm=True,
+            pull=False,
+            network_mode="none",  # the build needs nothing from outside
+            labels={IMAGE_HASH_LABEL: digest},
+            use_config_proxy=False,
+        )
+    except BuildError as exc:
+        lines = [str(chunk.get("stream") or chunk.get("error") or "") for chunk in exc.build_log]
+        tail = "".join(lines).strip()[-2000:]
+        raise SandboxError(f"building the guest image {tag} failed: {exc.msg}\n{tail}") from None
+    except APIError as exc:
+        raise SandboxError(f"building the guest image {tag} failed: {exc}") from None
+    if previous and previous != image.id:
+        # The tag moved on: drop the stale image unless a container still uses it.
+        with contextlib.suppress(APIError):
+            client.api.remove_image(previous)
+
+
+def build_base(
+    client: docker.DockerClient, tag: str = BASE_IMAGE, *, mirror: str | None = None
+) -> str:
+    """Make the Debian base image with debootstrap and ``docker import`` (root only)."""
+    if os.geteuid() != 0:
+        raise SandboxError(
+            f"the guest base image {tag} is missing and building it needs root (debootstrap): "
+            f"run 'sudo sandbox/image/build.sh' once"
+        )
+    debootstrap = shutil.which("debootstrap") or _apt_install("debootstrap")
+    mirror = mirror or os.environ.get("DEBOOTSTRAP_MIRROR") or DEFAULT_MIRROR
+    repository, _, version = tag.rpartition(":")
+    log.info("building the guest base image %s with debootstrap from %s", tag, mirror)
+    work = Path(tempfile.mkdtemp(prefix="loopwright-rootfs-", dir="/var/tmp"))
+    root = work / "rootfs"
+    try:
+        argv = [
+            debootstrap,
+            "--variant=minbase",
+            f"--include={','.join(BASE_PACKAGES)}",
+            SUITE,
+            str(root),
+            mirror,
+        ]
+        _run(argv, "debootstrap")
+        _slim_rootfs(root)
+        tarball = work / "rootfs.tar"
+        _run(["tar", "--numeric-owner", "-C", str(root), "-cf", str(tarball), "."], "tar")
+        try:
+            client.api.import_image_from_file(str(tarball), repository=repository, tag=version)
+        except APIError as exc:
+            raise SandboxError(f"docker import of the guest base failed: {exc}") from None
+        if not _image_exists(client, tag):
+            raise SandboxError(f"docker import did not produce {tag}")
+    finally:
+        _remove_rootfs(work)
+    return tag
+
+
+def _apt_install(package: str) -> str:
+    apt = shutil.which("apt-get")
+    if apt is None:
+        raise SandboxError(f"{package} is required to build the guest base image")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run([apt, "install", "-y", "-qq", package], check=False, env=env)
+    found = shutil.which(package)
+    if found is None:
+        _run([apt, "update", "-qq"], "apt-get update")
+        _run([apt, "install", "-y", "-qq", package], f"apt-get install {package}")
+        found = shutil.which(package)
+    if found is None:
+        raise SandboxError(f"{package} did not install")
+    return found
+
+
+def _run(argv: list[str], what: str) -> None:
+    done = subprocess.run(argv, check=False, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = (done.stdout + done.stderr).strip()[-2000:]
+        raise SandboxError(f"{what} failed (exit code {done.returncode}):\n{tail}")
+
+
+def _slim_rootfs(root: Path) -> None:
+    """Drop what a guest never reads, and every setuid/setgid bit (defence in depth)."""
+    for rel in ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale"):
+        shutil.rmtree(root / rel, ignore_errors=True)
+    for rel in ("var/cache/apt", "var/lib/apt/lists"):
+        folder = root / rel
+        if folder.is_dir():
+            for entry in folder.iterdir():
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+    for dirpath, _, filenames in os.walk(root):
+        for filename in filenames:
+            path = os.path.join(dirpath, filename)
+            st = os.lstat(path)
+            if not os.path.islink(path) and st.st_mode & 0o6000:
+                os.chmod(path, st.st_mode & 0o1777)
+
+
+def _remove_rootfs(work: Path) -> None:
+    """Delete the debootstrap folder, never through a mount left inside it (/proc, /sys)."""
+    prefix = str(work) + "/"
+    mounted = _mounts_under(prefix)
+    for point in sorted(mounted, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], check=False, capture_output=True)
+    if _mounts_under(prefix):
+        log.warning("left %s in place: something is still mounted inside it", work)
+        return
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _mounts_under(prefix: str) -> list[str]:
+    try:
+        lines = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return []
+    points = [line.split()[1] for line in lines if len(line.split()) > 1]
+    return [p for p in points if p.startswith(prefix)]
+
+
+# ---------------------------------------------------------------------------------------
+# Guests
+
+
+def _raw_socket(conn: Any) -> socket.socket:
+    """The socket under the SDK's hijacked attach connection (unix or TCP, TLS or not)."""
+    if isinstance(conn, socket.socket):
+        return conn
+    sock = getattr(conn, "_sock", None)
+    if isinstance(sock, socket.socket):
+        return sock
+    raise SandboxError(
+        f"unsupported Docker connection for attaching to a guest: {type(conn).__name__}"
+    )
+
+
+class DockerGuest:
+    """One guest container and its attach connection (the guest's stdin, stdout and stderr).
+
+    With ``tty=False`` the engine multiplexes stdout and stderr on the connection in frames
+    of an 8-byte header (stream: 1 stdout, 2 stderr; then the big-endian payload size) and a
+    payload. Stdout bytes make the protocol's lines (capped like ``LineReader``); stderr bytes
+    go to a capped buffer kept for :meth:`describe_exit`.
+    """
+
+    def __init__(
+        self, client: docker.DockerClient, container_id: str, conn: Any, limits: GuestLimits
+    ) -> None:
+        self.client = client
+        self.id = container_id
+        self.limits = limits
+        self.started = time.monotonic()
+        self._conn = conn  # holds the SDK's response, which must not be collected early
+        self._sock = _raw_socket(conn)
+        self._raw = bytearray()
+        self._frame_stream = 0
+        self._frame_left = 0
+        self._out = bytearray()
+        self._err = bytearray()
+        self._keep_stdout = True
+        self._eof = False
+        self._killed = False
+        self._exit: str | None = None
+
+    def send(self, data: bytes) -> None:
+        """Write to the guest's stdin."""
+        if self._killed:
+            raise BrokenPipeError("the guest was killed")
+        self._sock.settimeout(SEND_TIMEOUT)
+        try:
+            self._sock.sendall(data)
+        except TimeoutError:
+            raise ConnectionError("the guest stopped reading its input") from None
+        finally:
+            self._sock.settimeout(None)
+
+    def read_line(self, deadline: float | None) -> bytes | None:
+        """The next line of the guest's stdout; None at EOF; ``TimeoutError`` past deadline."""
+        while True:
+            nl = self._out.find(b"\n")
+            if nl >= 0:
+                line = bytes(self._out[:nl])
+                del self._out[: nl + 1]
+                return line
+            if len(self._out) > self.limits.message_max_bytes:
+                raise ProtocolError(f"message over the {self.limits.message_max_bytes}-byte cap")
+            if self._eof or self._killed:
+                return None
+            self._receive(deadline)
+
+    def _receive(self, deadline: float | None) -> None:
+        """Read one chunk from the connection (waiting until ``deadline``) and demultiplex it."""
+        pending = getattr(self._sock, "pending", None)  # TLS: decrypted bytes select can't see
+        if not (callable(pending) and pending()):
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([self._sock], [], [], timeout)
+            if not ready:
+                raise TimeoutError("the guest did not answer in time")
+        try:
+            chunk = self._sock.recv(1 << 16)
+        except (ConnectionError, OSError):
+            chunk = b""
+        if not chunk:
+            self._eof = True
+            return
+        self._demux(chunk)
+
+    def _demux(self, chunk: bytes) -> None:
+        raw = self._raw
+        raw += chunk
+        pos = 0
+        while True:
+            if self._frame_left == 0:
+                if len(raw) - pos < 8:
+                    break
+                self._frame_stream = raw[pos]
+                self._frame_left = int.from_bytes(raw[pos + 4 : pos + 8], "big")
+                pos += 8
+                continue
+            if pos >= len(raw):
+                break
+            take = min(self._frame_left, len(raw) - pos)
+            payload = raw[pos : pos + take]
+            pos += take
+            self._frame_left -= take
+            if self._frame_stream == 1:
+                if self._keep_stdout:
+                    self._out += payload
+            else:  # stderr (2), or anything the engine adds later: never the protocol
+                self._err += payload
+                over = len(self._err) - self.limits.stderr_max_bytes
+                if over > 0:
+                    del self._err[:over]  # keep the tail: that is where tracebacks end
+        del raw[:pos]
+
+    def kill(self) -> None:
+        """Force-remove the container (SIGKILL and delete) and close the connection.
+
+        Never raises: a guest that is already gone is fine, and an engine error is logged
+        (the container is then removed as a leftover when a backend next starts).
+        """
+        if self._killed:
+            return
+        self._killed = True
+        self._close_connection()
+        try:
+            self.client.api.remove_container(self.id, force=True)
+        except NotFound:
+            pass
+        except APIError as exc:
+            if exc.status_code != 409:  # 409: a removal is already in progress
+                log.warning("could not remove guest container %s: %s", self.id[:12], exc)
+        except _NETWORK_ERRORS as exc:
+            log.warning("could not remove guest container %s: %s", self.id[:12], exc)
+
+    def _close_connection(self) -> None:
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            self._sock.close()
+        close = getattr(self._conn, "close", None)
+        if callable(close):
+            with contextlib.suppress(OSError):
+                close()
+
+    def describe_exit(self) -> str:
+        """Exit code (with OOM and signal hints) from the engine, and the tail of stderr."""
+        if self._exit is None:
+            self._drain_stderr(time.monotonic() + 1.0)
+            what = self._exit_status()
+            tail = self._err.decode("utf-8", "replace").strip()[-600:]
+            self._exit = what + (f"; stderr: {tail}" if tail else "")
+        return self._exit
+
+    def _drain_stderr(self, deadline: float) -> None:
+        """Collect what the guest still had to say on stderr, up to its EOF or ``deadline``."""
+        self._keep_stdout = False  # lines past this point are never read: don't hold them
+        with contextlib.suppress(TimeoutError, ValueError, OSError):
+            while not (self._eof or self._killed):
+                self._receive(deadline)
+
+    def _exit_status(self) -> str:
+        deadline = time.monotonic() + 2.0
+        while True:
+            try:
+                state = self.client.api.inspect_container(self.id)["State"]
+            except NotFound:
+                return "the container is gone (removed)"
+            except _NETWORK_ERRORS as exc:
+                return f"the engine did not say how it ended ({exc})"
+            if not state.get("Running") or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        if state.get("Running"):
+            return "still running"
+        code = int(state.get("ExitCode", -1))
+        if state.get("OOMKilled"):
+            mib = self.limits.memory_bytes // (1024 * 1024)
+            what = (
+                f"killed by the out-of-memory killer: it went over its {mib} MiB memory limit "
+                f"(exit code {code})"
+            )
+        elif code > 128:
+            try:
+                sig = signal.Signals(code - 128)
+            except ValueError:
+                what = f"exit code {code}"
+            else:
+                hint = _SIGNAL_HINTS.get(sig, "signal")
+                what = f"killed by {sig.name}: {hint} (exit code {code})"
+        else:
+            what = f"exit code {code}"
+        if state.get("Error"):
+            what += f" (engine: {state['Error']})"
+        return what
+
+
+# ---------------------------------------------------------------------------------------
+# The backend
+
+
+class DockerBackend:
+    """Starts one container per guest from the local guest image; keeps a warm pool.
+
+    The pool is refilled by a background thread, so a run never waits for the next
+    container to be created.
+    """
+
+    name = "docker"
+
+    def __init__(
+        self,
+        limits: GuestLimits,
+        *,
+        image: str = DEFAULT_IMAGE,
+        pool_size: int = 1,
+        client: docker.DockerClient | None = None,
+        build: bool = True,
+    ) -> None:
+        self.limits = limits
+        self.image = image
+        self.pool_size = pool_size
+        self._own_client = client is None
+        self.client = client if client is not None else connect()
+        try:
+            if build:
+                ensure_image(image, client=self.client)
+            elif not _image_exists(self.client, image):
+                raise SandboxError(
+                    f"the guest image {image} is missing: build it with "
+                    f"sandbox/image/build.sh {image}"
+                )
+        except BaseException:
+            self._close_client()
+            raise
+        self.owner = owner_id()
+        sweep_leftovers(self.client)
+        self._host_config = self._make_host_config()
+        self._pool: collections.deque[DockerGuest] = collections.deque()
+        self._starting = 0
+        self._cond = threading.Condition()
+        self._refiller: threading.Thread | None = None
+        self._closed = False
+
+    def _make_host_config(self) -> Any:
+        lim = self.limits
+        return self.client.api.create_host_config(
+            network_mode="none",
+            read_only=True,
+            tmpfs=dict(GUEST_TMPFS),
+            ipc_mode="none",
+            mem_limit=lim.memory_bytes,
+            memswap_limit=lim.memory_bytes,  # equal: no swap on top of the memory limit
+            nano_cpus=NANO_CPUS,
+            pids_limit=lim.max_processes,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            ulimits=[
+                Ulimit(name="cpu", soft=lim.cpu_seconds, hard=lim.cpu_seconds + 2),
+                Ulimit(name="as", soft=lim.memory_bytes, hard=lim.memory_bytes),
+                Ulimit(name="fsize", soft=lim.file_size_bytes, hard=lim.file_size_bytes),
+                Ulimit(name="nofile", soft=lim.open_files, hard=lim.open_files),
+                Ulimit(name="core", soft=0, hard=0),
+            ],
+            log_config=LogConfig(type=LogConfig.types.NONE),
+            oom_score_adj=1000,  # under host memory pressure, guests go first
+            privileged=False,
+        )
+
+    def spawn(self) -> DockerGuest:
+        """Create, attach to and start a container; it boots while nobody waits for ready."""
+        api = self.client.api
+        try:
+            created = api.create_container(
+                self.image,
+                command=list(GUEST_COMMAND),
+                user=GUEST_USER,
+                hostname="sandbox",
+                stdin_open=True,  # with detach=False the SDK also sets StdinOnce
+                tty=False,
+                environment=dict(GUEST_ENV),
+                working_dir="/tmp",
+                network_disabled=True,
+                labels={GUEST_LABEL: "1", OWNER_LABEL: self.owner},
+                host_config=self._host_config,
+                use_config_proxy=False,  # no proxy variables from ~/.docker/config.json
+            )
+        except _NETWORK_ERRORS as exc:
+            raise SandboxError(f"could not create a guest container: {exc}") from None
+        container_id = str(created["Id"])
+        conn: Any = None
+        try:
+            # Attach before start, so not a byte of the guest's output is missed.
+            conn = api.attach_socket(
+                container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
+            )
+            guest = DockerGuest(self.client, container_id, conn, self.limits)
+            api.start(container_id)
+        except (SandboxError, *_NETWORK_ERRORS) as exc:
+            if conn is not None:
+                with contextlib.suppress(OSError):
+                    _raw_socket(conn).close()
+            with contextlib.suppress(*_NETWORK_ERRORS):
+                api.remove_container(container_id, force=True)
+            if isinstance(exc, SandboxError):
+                raise
+            raise SandboxError(f"could not start a guest container: {exc}") from None
+        return guest
+
+    def acquire(self) -> DockerGuest:
+        """A ready guest: from the warm pool when one is there; the pool refills behind."""
+        with self._cond:
+            if self._closed:
+                raise SandboxError("the docker sandbox backend is closed")
+            guest = self._pool.popleft() if self._pool else None
+            self._cond.notify_all()
+        self._start_refiller()
+        for attempt in range(2):
+            try:
+                if guest is None:
+                    guest = self.spawn()
+                wait_ready(guest, self.limits.start_timeout)
+                return guest
+            except SandboxError:
+                if guest is not None:
+                    guest.kill()
+                if attempt == 1:
+                    raise
+                guest = None
+        raise AssertionError("unreachable")
+
+    def refill(self) -> None:
+        """Start guests until the pool holds ``pool_size`` (here, in the caller's thread)."""
+        while self._spawn_for_pool():
+            pass
+
+    def _spawn_for_pool(self) -> bool:
+        """Start one guest into the pool if it is short; False when it is full or closed."""
+        with self._cond:
+            if self._closed or len(self._pool) + self._starting >= self.pool_size:
+                return False
+            self._starting += 1
+        guest: DockerGuest | None = None
+        try:
+            guest = self.spawn()
+        finally:
+            with self._cond:
+                self._starting -= 1
+                if guest is not None and not self._closed:
+                    self._pool.append(guest)
+                    guest = None
+        if guest is not None:  # closed while it was starting
+            guest.kill()
+            return False
+        return True
+
+    def _start_refiller(self) -> None:
+        with self._cond:
+            if self._closed or self.pool_size <= 0 or self._refiller is not None:
+                return
+            self._refiller = threading.Thread(
+                target=self._refill_loop, name="loopwright-docker-pool", daemon=True
+            )
+        self._refiller.start()
+
+    def _refill_loop(self) -> None:
+        """Keep the pool full until closed; back off while the engine refuses."""
+        backoff = 0.5
+        while True:
+            with self._cond:
+                while not self._closed and len(self._pool) + self._starting >= self.pool_size:
+                    self._cond.wait()
+                if self._closed:
+                    return
+            try:
+                self._spawn_for_pool()
+                backoff = 0.5
+            except SandboxError as exc:
+                log.warning("could not refill the guest pool: %s (retrying)", exc)
+                with self._cond:
+                    self._cond.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    def close(self) -> None:
+        """Remove pooled containers, stop the refill thread, close the engine connection."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            pooled = list(self._pool)
+            self._pool.clear()
+            refiller = self._refiller
+        if refiller is not None:
+            refiller.join(timeout=API_TIMEOUT)
+        for guest in pooled:
+            guest.kill()
+        self._close_client()
+
+    def _close_client(self) -> None:
+        if self._own_client:
+            with contextlib.suppress(*_NETWORK_ERRORS):
+                self.client.close()
+
+    def protections(self) -> dict[str, Any]:
+        """Which layers hold (for ``loopwright doctor``)."""
+        return {
+            "backend": self.name,
+            "image": self.image,
+            "network_isolation": True,
+            "filesystem_isolation": True,
+            "read_only_root": True,
+            "memory_mb": self.limits.memory_bytes // (1024 * 1024),
+            "cpus": NANO_CPUS / 1e9,
+            "cpu_seconds": self.limits.cpu_seconds,
+            "pids_limit": self.limits.max_processes,
+            "non_root": True,
+            "cap_drop": "ALL",
+            "no_new_privileges": True,
+            "warm_pool": self.pool_size,
+        }
+
+
+# ---------------------------------------------------------------------------------------
+# Leftovers
+
+
+def owner_id(pid: int | None = None) -> str:
+    """``host:pid:start-time`` of a process: who started a container (start time beats pid reuse)."""
+    pid = os.getpid() if pid is None else pid
+    return f"{socket.gethostname()}:{pid}:{_start_time(pid)}"
+
+
+def _start_time(pid: int) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
+def owner_gone(owner: str) -> bool:
+    """True when ``owner`` is a process of this host that no longer runs."""
+    host, _, rest = owner.partition(":")
+    pid_text, _, started = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit() or not started:
+        return False  # another host's (or an unknown) owner: cannot tell
+    if not Path("/proc/self/stat").exists():
+        return False
+    return _start_time(int(pid_text)) != started
+
+
+def sweep_leftovers(client: docker.DockerClient, *, min_age: float = LEFTOVER_AGE) -> int:
+    """Remove guest containers nobody will use again; returns how many were removed.
+
+    Removed: every guest whose worker process on this host is gone, and every guest that is
+    not running (exited, created, dead) and older than ``min_age`` seconds. A running guest
+    of a live worker, or of another host, is left alone: it may be in the middle of a run.
+    """
+    try:
+        found = client.api.containers(all=True, filters={"label": GUEST_LABEL})
+    except _NETWORK_ERRORS as exc:
+        log.warning("could not list leftover guest containers: %s", exc)
+        return 0
+    now = time.time()
+    removed = 0
+    for item in found:
+        labels = item.get("Labels") or {}
+        age = now - float(item.get("Created") or now)
+        stale = item.get("State") != "running" and age > min_age
+        if stale or owner_gone(str(labels.get(OWNER_LABEL, ""))):
+            try:
+                client.api.remove_container(item["Id"], force=True)
+                removed += 1
+            except NotFound:
+                pass
+            except _NETWORK_ERRORS as exc:
+                log.warning("could not remove leftover guest %s: %s", item["Id"][:12], exc)
+    if removed:
+        log.info("removed %d leftover guest container(s)", removed)
+    return removed
+
+
+# ---------------------------------------------------------------------------------------
+# Command line (sandbox/image/build.sh)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m loopwright.sandbox.docker build [TAG]`` / ``sweep``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m loopwright.sandbox.docker", description="The docker sandbox's image."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    build = sub.add_parser("build", help="build the guest image unless it is up to date")
+    build.add_argument("tag", nargs="?", default=DEFAULT_IMAGE)
+    build.add_argument("--rebuild", action="store_true", help="build even when up to date")
+    build.add_argument(
+        "--rebuild-base", action="store_true", help="debootstrap the Debian base again too"
+    )
+    sub.add_parser("sweep", help="remove leftover guest containers of dead workers")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        if args.command == "build":
+            started = time.monotonic()
+            tag = ensure_image(args.tag, rebuild=args.rebuild, rebuild_base=args.rebuild_base)
+            print(f"{tag} is up to date ({time.monotonic() - started:.1f}s)")
+        else:
+            client = connect()
+            try:
+                print(f"removed {sweep_leftovers(client)} leftover guest container(s)")
+            finally:
+                client.close()
+    except SandboxError as exc:
+        print(f"error: {exc}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
