@@ -90,10 +90,7 @@ def start_run(
     path = Path(target)
     if target.endswith(".py") or path.exists():
         source = read_skill_file(path, rt.settings.skill_source_max_bytes)
-        if trusted:
-            name = load_skill(source, str(path)).spec.name
-        else:
-            name = _checked_name(source, path)
+        name = load_skill(source, str(path)).spec.name if trusted else _checked_name(source, path)
         version = rt.sources.put(source, name)
     else:
         name, version = target, rt.sources.resolve(target)

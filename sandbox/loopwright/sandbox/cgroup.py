@@ -9,6 +9,7 @@ unavailable and the guest runs with rlimits only.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -23,9 +24,9 @@ def pids_root() -> Path | None:
     if (V1_ROOT / "cgroup.procs").exists() and os.access(V1_ROOT, os.W_OK):
         return V1_ROOT / PARENT
     controllers = V2_ROOT / "cgroup.subtree_control"
-    if controllers.exists() and "pids" in controllers.read_text().split():
-        if os.access(V2_ROOT, os.W_OK):
-            return V2_ROOT / PARENT
+    pids = controllers.exists() and "pids" in controllers.read_text().split()
+    if pids and os.access(V2_ROOT, os.W_OK):
+        return V2_ROOT / PARENT
     return None
 
 
@@ -46,7 +47,5 @@ class PidsCgroup:
 
     def remove(self) -> None:
         """Remove the cgroup (it must be empty: the guest was killed and reaped)."""
-        try:
+        with contextlib.suppress(OSError):
             self.path.rmdir()
-        except OSError:
-            pass

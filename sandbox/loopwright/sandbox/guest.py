@@ -243,7 +243,7 @@ def _find_skill(namespace: dict[str, object]) -> Callable[..., Any]:
 
 def serve(ch: Channel) -> int:
     """Say ready, run the one run the host starts, report the end."""
-    import loopwright.sdk as sdk
+    from loopwright import sdk
 
     ch.send({"op": "ready", "pid": os.getpid()})
     start = ch.recv()

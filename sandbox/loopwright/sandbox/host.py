@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -95,7 +96,5 @@ def run_session(
 
 
 def _best_effort(guest: Guest, message: dict[str, Any]) -> None:
-    try:
+    with contextlib.suppress(OSError, ValueError):
         guest.send(encode(message))
-    except (OSError, ValueError):
-        pass

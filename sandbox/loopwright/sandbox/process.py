@@ -14,6 +14,7 @@ Layers applied outside the guest, whatever it does inside:
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import resource
 import shutil
@@ -44,7 +45,7 @@ _SIGNAL_HINTS = {
 
 
 def _guest_code_paths() -> list[str]:
-    """Folders the guest must read: Python itself, the venv, the SDK, the sandbox, RestrictedPython."""
+    """Folders the guest reads: Python, the venv, the SDK, the sandbox, RestrictedPython."""
     import RestrictedPython
 
     import loopwright.sandbox
@@ -168,10 +169,8 @@ class ProcessGuest:
         """Kill the process group and every process in the guest's cgroup; reap; clean up."""
         if not self._killed:
             self._killed = True
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             if self.cgroup:
                 _kill_cgroup(self.cgroup.path / "cgroup.procs")
         try:
@@ -181,10 +180,8 @@ class ProcessGuest:
             self.proc.wait(timeout=10)
         for stream in (self.proc.stdin, self.proc.stdout):
             if stream:
-                try:
+                with contextlib.suppress(OSError):
                     stream.close()
-                except OSError:
-                    pass
         self._drain.join(timeout=2)
         if self.cgroup:
             deadline = time.monotonic() + 2
@@ -219,10 +216,8 @@ def _kill_cgroup(procs_file: Path) -> None:
     except OSError:
         return
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError, ValueError):
             os.kill(int(pid), signal.SIGKILL)
-        except (ProcessLookupError, ValueError):
-            pass
 
 
 class ProcessBackend:
