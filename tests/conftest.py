@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -127,7 +128,10 @@ class Cluster:
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPWRIGHT_")}
         for name, value in self.settings.model_dump().items():
-            if value is not None:
+            if name == "secrets":
+                plain = {k: v.get_secret_value() for k, v in self.settings.secrets.items()}
+                env["LOOPWRIGHT_SECRETS"] = json.dumps(plain)
+            elif value is not None:
                 env[f"LOOPWRIGHT_{name.upper()}"] = str(value)
         env["PYTHONUNBUFFERED"] = "1"
         return env

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -58,6 +58,13 @@ class Settings(BaseSettings):
     sandbox_open_files: int = Field(default=64, ge=16)
     sandbox_pool_size: int = Field(default=1, ge=0, le=16)
     sandbox_docker_image: str = "loopwright-guest:local"
+    http_timeout: float = Field(default=15.0, gt=0, le=300)
+    http_max_response_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    secrets: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Secret values by name (LOOPWRIGHT_SECRETS as a JSON object); skills "
+        "reference names only and values are used on the host, never sent to a guest.",
+    )
     http_allow_private: bool = Field(
         default=False,
         description="Let the http tool reach loopback/private/link-local addresses (tests, labs).",

@@ -166,21 +166,26 @@ class GuestHost:
         try:
             if tool == "notify":
                 level = str(msg.get("level", "info"))
-                title = msg.get("title")
+                title, channel = msg.get("title"), msg.get("channel")
                 self.tools.notify(
                     str(msg.get("message", "")),
                     title=str(title) if title is not None else None,
                     level=level if level in LOG_LEVELS else "info",
+                    channel=str(channel) if channel is not None else None,
                 )
                 return {"ok": {"result": None}}
             if tool == "http":
                 http = self.tools.http
                 url = str(msg.get("url", ""))
+                raw_headers = msg.get("headers")
+                headers = raw_headers if isinstance(raw_headers, dict) else None
                 if msg.get("method") == "get_json":
                     params = msg.get("params")
-                    result = http.get_json(url, params if isinstance(params, dict) else None)
+                    result = http.get_json(
+                        url, params if isinstance(params, dict) else None, headers
+                    )
                 elif msg.get("method") == "post_json":
-                    result = http.post_json(url, msg.get("body"))
+                    result = http.post_json(url, msg.get("body"), headers)
                 else:
                     raise NonRetriableError(f"http tool has no method {msg.get('method')!r}")
                 return {"ok": {"result": result}}

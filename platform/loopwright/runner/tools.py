@@ -7,11 +7,10 @@ Each tool call must happen inside a step and carries the step's idempotency key
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
-import httpx
-
+from loopwright.runner.netguard import HttpPolicy, request_json
 from loopwright.runner.records import now_ms
 from loopwright.sdk.errors import NonRetriableError
 
@@ -19,8 +18,6 @@ if TYPE_CHECKING:
     from loopwright.runner.context import Execution
 
 INBOX_MAX = 10_000
-HTTP_MAX_BYTES = 4 * 1024 * 1024
-HTTP_TIMEOUT_S = 15.0
 
 # Atomically: append a notice to the inbox unless this idempotency key already posted one.
 # KEYS: sent marker, inbox   ARGV: entry JSON, marker TTL seconds, inbox cap
@@ -40,10 +37,21 @@ class NotifyTool:
     def __init__(self, ex: Execution) -> None:
         self._ex = ex
 
-    def __call__(self, message: str, *, title: str | None = None, level: str = "info") -> None:
-        """Append ``message`` to the inbox once per step."""
+    def __call__(
+        self,
+        message: str,
+        *,
+        title: str | None = None,
+        level: str = "info",
+        channel: str | None = None,
+    ) -> None:
+        """Post ``message`` once per step: to the inbox, or with ``channel="slack:SECRET"`` to
+        the Slack-compatible webhook whose URL is the secret SECRET."""
         ex = self._ex
         key = ex.idempotency_key()
+        if channel is not None:
+            self._webhook(channel, message, title, key)
+            return
         entry = {
             "ts": now_ms(),
             "run_id": ex.run_id,
@@ -58,54 +66,83 @@ class NotifyTool:
             NOTIFY_LUA, 2, keys.inbox_sent(key), keys.inbox, json.dumps(entry), 7 * 86400, INBOX_MAX
         )
 
+    def _webhook(self, channel: str, message: str, title: str | None, key: str) -> None:
+        kind, _, name = channel.partition(":")
+        if kind != "slack" or not name:
+            raise NonRetriableError(
+                f"notify: unknown channel {channel!r}; use the inbox (no channel) or "
+                f"'slack:SECRET_NAME' with the webhook URL stored as a secret"
+            )
+        url = resolve_secret(self._ex, name)
+        st = self._ex.runtime.settings
+        policy = HttpPolicy((), st.http_allow_private, st.http_timeout, 64 * 1024)
+        text = f"*{title}*\n{message}" if title else message
+        request_json(
+            "POST",
+            url,
+            policy,
+            headers={"Idempotency-Key": key},
+            body={"text": text[:8000]},
+            check_host=False,  # the operator chose this URL when storing the secret
+        )
+
 
 class HttpTool:
-    """JSON over HTTP to the hosts the skill declared in ``http_allow``."""
+    """JSON over HTTP to the hosts the skill declared in ``http_allow`` (see ``netguard``).
+
+    Header values may name secrets as ``{{secret:NAME}}``; NAME must be in the skill's
+    ``secrets`` and is replaced here, on the host.
+    """
 
     def __init__(self, ex: Execution) -> None:
         self._ex = ex
 
-    def _check(self, url: str) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https"):
-            raise NonRetriableError(f"http tool: only http(s) URLs are allowed, not {url!r}")
-        host = parts.hostname or ""
-        if host not in self._ex.spec.http_allow:
-            raise NonRetriableError(
-                f"http tool: host {host!r} is not in this skill's http_allow "
-                f"{list(self._ex.spec.http_allow)}"
+    def _policy(self) -> HttpPolicy:
+        st = self._ex.runtime.settings
+        return HttpPolicy(
+            allow_hosts=self._ex.spec.http_allow,
+            allow_private=st.http_allow_private,
+            timeout=st.http_timeout,
+            max_bytes=st.http_max_response_bytes,
+        )
+
+    def _headers(self, headers: dict[str, Any] | None) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for key, value in (headers or {}).items():
+            out[str(key)] = SECRET_REF.sub(
+                lambda m: resolve_secret(self._ex, m.group(1)), str(value)
             )
+        out["Idempotency-Key"] = self._ex.idempotency_key()
+        return out
 
-    def _request(self, method: str, url: str, **kw: Any) -> Any:
-        self._check(url)
-        headers = {"Idempotency-Key": self._ex.idempotency_key(), "Accept": "application/json"}
-        with (
-            httpx.Client(timeout=HTTP_TIMEOUT_S, follow_redirects=False) as client,
-            client.stream(method, url, headers=headers, **kw) as resp,
-        ):
-            body = bytearray()
-            for chunk in resp.iter_bytes():
-                body += chunk
-                if len(body) > HTTP_MAX_BYTES:
-                    raise NonRetriableError(
-                        f"http tool: response from {url} over {HTTP_MAX_BYTES} bytes"
-                    )
-            if resp.status_code == 429 or resp.status_code >= 500:
-                resp.raise_for_status()  # retried by the step's policy
-            if resp.status_code >= 400:
-                raise NonRetriableError(f"http tool: {method} {url} answered {resp.status_code}")
-        try:
-            return json.loads(bytes(body)) if body else None
-        except ValueError:
-            raise NonRetriableError(f"http tool: {method} {url} did not answer JSON") from None
-
-    def get_json(self, url: str, params: dict[str, Any] | None = None) -> Any:
+    def get_json(
+        self, url: str, params: dict[str, Any] | None = None, headers: dict[str, Any] | None = None
+    ) -> Any:
         """GET ``url`` and decode the JSON body."""
-        return self._request("GET", url, params=params)
+        return request_json(
+            "GET", url, self._policy(), headers=self._headers(headers), params=params
+        )
 
-    def post_json(self, url: str, body: Any) -> Any:
+    def post_json(self, url: str, body: Any, headers: dict[str, Any] | None = None) -> Any:
         """POST ``body`` as JSON and decode the JSON answer."""
-        return self._request("POST", url, json=body)
+        return request_json("POST", url, self._policy(), headers=self._headers(headers), body=body)
+
+
+SECRET_REF = re.compile(r"\{\{secret:([A-Za-z0-9_.-]{1,64})\}\}")
+
+
+def resolve_secret(ex: Execution, name: str) -> str:
+    """A declared secret's value (host side only)."""
+    if name not in ex.spec.secrets:
+        raise NonRetriableError(
+            f"secret {name!r} is not declared: add it to @skill(secrets=[...]) to use it"
+        )
+    value = ex.runtime.settings.secrets.get(name)
+    if value is None:
+        raise NonRetriableError(
+            f"secret {name!r} is not configured on this platform (LOOPWRIGHT_SECRETS)"
+        )
+    return value.get_secret_value()
 
 
 class HostTools:

@@ -77,11 +77,14 @@ class RunLog(Protocol):
 class HttpTool(Protocol):
     """JSON over HTTP to the hosts in the skill's ``http_allow``; only inside a step."""
 
-    def get_json(self, url: str, params: dict[str, Any] | None = None) -> Any:
-        """GET ``url`` and return the decoded JSON body."""
+    def get_json(
+        self, url: str, params: dict[str, Any] | None = None, headers: dict[str, Any] | None = None
+    ) -> Any:
+        """GET ``url`` and return the decoded JSON body (header values may use
+        ``{{secret:NAME}}`` for a declared secret)."""
         ...
 
-    def post_json(self, url: str, body: Any) -> Any:
+    def post_json(self, url: str, body: Any, headers: dict[str, Any] | None = None) -> Any:
         """POST ``body`` as JSON and return the decoded JSON answer."""
         ...
 
@@ -89,8 +92,15 @@ class HttpTool(Protocol):
 class NotifyTool(Protocol):
     """Send a message to the platform inbox; only inside a step, deduplicated per step."""
 
-    def __call__(self, message: str, *, title: str | None = None, level: str = "info") -> None:
-        """Post ``message`` to the inbox."""
+    def __call__(
+        self,
+        message: str,
+        *,
+        title: str | None = None,
+        level: str = "info",
+        channel: str | None = None,
+    ) -> None:
+        """Post ``message`` to the inbox, or to ``channel="slack:SECRET_NAME"``."""
         ...
 
 

@@ -171,17 +171,19 @@ class GuestHttp:
     def __init__(self, ch: Channel) -> None:
         self._ch = ch
 
-    def get_json(self, url: str, params: dict[str, Any] | None = None) -> Any:
+    def get_json(
+        self, url: str, params: dict[str, Any] | None = None, headers: dict[str, Any] | None = None
+    ) -> Any:
         """GET ``url`` on the host and return the decoded JSON body."""
-        return self._ch.call("tool", tool="http", method="get_json", url=url, params=params).get(
-            "result"
-        )
+        return self._ch.call(
+            "tool", tool="http", method="get_json", url=url, params=params, headers=headers
+        ).get("result")
 
-    def post_json(self, url: str, body: Any) -> Any:
+    def post_json(self, url: str, body: Any, headers: dict[str, Any] | None = None) -> Any:
         """POST ``body`` on the host and return the decoded JSON answer."""
-        return self._ch.call("tool", tool="http", method="post_json", url=url, body=body).get(
-            "result"
-        )
+        return self._ch.call(
+            "tool", tool="http", method="post_json", url=url, body=body, headers=headers
+        ).get("result")
 
 
 class GuestNotify:
@@ -190,9 +192,18 @@ class GuestNotify:
     def __init__(self, ch: Channel) -> None:
         self._ch = ch
 
-    def __call__(self, message: str, *, title: str | None = None, level: str = "info") -> None:
-        """Post ``message`` to the platform inbox."""
-        self._ch.call("tool", tool="notify", message=message, title=title, level=level)
+    def __call__(
+        self,
+        message: str,
+        *,
+        title: str | None = None,
+        level: str = "info",
+        channel: str | None = None,
+    ) -> None:
+        """Post ``message`` to the platform inbox (or a webhook channel named by a secret)."""
+        self._ch.call(
+            "tool", tool="notify", message=message, title=title, level=level, channel=channel
+        )
 
 
 class GuestTools:
