@@ -151,12 +151,12 @@ class Cluster:
             input=input,
         )
 
-    def spawn(self, *args: str) -> subprocess.Popen[bytes]:
+    def spawn(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         """Start a long-running CLI process (worker, scheduler) owned by the test."""
         log = open(self.tmp / f"proc-{len(self.procs)}.log", "wb")  # noqa: SIM115 - lives with the process
         proc = subprocess.Popen(
             [sys.executable, "-m", "loopwright.cli", *args],
-            env=self.env,
+            env={**self.env, **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=self.tmp,
@@ -165,12 +165,12 @@ class Cluster:
         self.procs.append(proc)
         return proc
 
-    def worker(self) -> subprocess.Popen[bytes]:
+    def worker(self, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         """Start one worker process and wait until it is registered with RQ."""
         from rq import Worker
 
         before = len(Worker.all(queue=self.rt.dispatcher.queue))
-        proc = self.spawn("worker")
+        proc = self.spawn("worker", env=env)
         wait_until(
             lambda: (
                 len(Worker.all(queue=self.rt.dispatcher.queue)) > before or proc.poll() is not None

@@ -17,6 +17,7 @@ from loopwright.cli.common import JsonFlag, console, emit_json, load_settings
 from loopwright.errors import LoopwrightError
 from loopwright.redis_server import ManagedRedis
 from loopwright.runner.runtime import Runtime
+from loopwright.settings import Settings
 
 
 def _version(argv: list[str]) -> str | None:
@@ -27,6 +28,40 @@ def _version(argv: list[str]) -> str | None:
     return (
         (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) else None
     )
+
+
+def _sandbox_check(settings: Settings) -> dict[str, Any]:
+    """Which sandbox backend is active and which protections hold on this machine."""
+    from loopwright.sandbox.backend import make_backend
+    from loopwright.sandbox.host import SandboxError
+    from loopwright.sandbox.limits import GuestLimits
+
+    try:
+        backend = make_backend(
+            settings.sandbox_backend,
+            GuestLimits(
+                memory_bytes=settings.sandbox_memory_mb * 1024 * 1024,
+                cpu_seconds=settings.sandbox_cpu_seconds,
+                max_processes=settings.sandbox_max_processes,
+            ),
+            pool_size=0,
+            require_isolation=settings.sandbox_require_isolation,
+            docker_image=settings.sandbox_docker_image,
+        )
+    except (SandboxError, LoopwrightError, OSError) as exc:
+        return {"ok": False, "detail": f"{settings.sandbox_backend} backend unavailable: {exc}"}
+    try:
+        prot = backend.protections()
+    finally:
+        backend.close()
+    held = [k for k, v in prot.items() if v is True]
+    missing = [k for k, v in prot.items() if v is False]
+    detail = f"{prot.get('backend')}: " + ", ".join(held)
+    if missing:
+        detail += " | MISSING: " + ", ".join(missing)
+    if not prot.get("network_isolation"):
+        detail += " (install bubblewrap or use the docker backend for network isolation)"
+    return {"ok": True, "detail": detail, "protections": prot}
 
 
 def collect() -> dict[str, Any]:
@@ -73,13 +108,7 @@ def collect() -> dict[str, Any]:
         }
     except (LoopwrightError, RedisError) as exc:
         checks["redis"] = {"ok": False, "detail": str(exc)}
-    bwrap = shutil.which("bwrap")
-    checks["bubblewrap"] = {
-        "ok": True,
-        "detail": _version([bwrap, "--version"])
-        if bwrap
-        else "not found (apt-get install -y bubblewrap)",
-    }
+    checks["sandbox"] = _sandbox_check(settings)
     docker = shutil.which("docker")
     checks["docker client"] = {"ok": True, "detail": docker or "not found"}
     return checks
