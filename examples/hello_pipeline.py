@@ -23,7 +23,7 @@ def transform(rows: list[dict]) -> list[dict]:
 
 
 def aggregate(rows: list[dict]) -> dict:
-    totals: dict[str, float] = {}
+    totals = {}
     for r in rows:
         totals[r["region"]] = round(totals.get(r["region"], 0.0) + r["amount_eur"], 2)
     return totals

@@ -1,7 +1,10 @@
 """A slow five-step report used to show crash recovery: each step takes a while and writes a
 journal line (step, pid), so you can see which steps ran where after a worker is killed.
 
-    loopwright run examples/slow_report.py --data '{"journal": "/tmp/journal.txt"}' --wait
+It writes a file and reads the pid, which the sandbox forbids, so it is your own code run with
+--trusted (in the worker process):
+
+    loopwright run examples/slow_report.py --trusted --data '{"journal": "/tmp/j.txt"}' --wait
 """
 
 import os

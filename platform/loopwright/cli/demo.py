@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from rich.markup import escape
 from rich.rule import Rule
 
 from loopwright.cli.common import console, open_runtime
@@ -91,7 +92,7 @@ def run_demo(workdir: str | None, examples_dir: str = "examples") -> int:
         procs.spawn("scheduler")
         worker = procs.spawn("worker")
 
-        console.print(Rule("1. Five durable steps"))
+        console.print(Rule("1. Five durable steps, in the sandbox"))
         ok &= _finish(rt, start_run(rt, str(examples / "hello_pipeline.py"), {"orders": 12}))
 
         console.print(Rule("2. Durable sleep: the run parks and frees the worker"))
@@ -102,7 +103,10 @@ def run_demo(workdir: str | None, examples_dir: str = "examples") -> int:
 
         console.print(Rule("3. A worker is killed in the middle of a run"))
         journal = work / "journal.txt"
-        report = start_run(rt, str(examples / "slow_report.py"), {"journal": str(journal)})
+        # The report journals to a file to make the kill visible: trusted (worker-process) code.
+        report = start_run(
+            rt, str(examples / "slow_report.py"), {"journal": str(journal)}, trusted=True
+        )
         _wait_for(
             lambda: journal.exists() and "analyse" in journal.read_text(), 60, "step 'analyse'"
         )
@@ -128,9 +132,8 @@ def run_demo(workdir: str | None, examples_dir: str = "examples") -> int:
         console.print(Rule("Inbox"))
         raw: list[str] = rt.redis.lrange(rt.keys.inbox, -5, -1)  # type: ignore[assignment]
         for entry in map(json.loads, raw):
-            console.print(
-                f"  [{entry['level']}] {entry['skill']}: {entry['title']}: {entry['message']}"
-            )
+            line = f"  [{entry['level']}] {entry['skill']}: {entry['title']}: {entry['message']}"
+            console.print(escape(line))
         console.print(Rule("done" if ok else "[red]some runs did not complete[/]"))
         console.print("Explore: loopwright runs list | loopwright runs show RUN_ID | loopwright up")
     finally:
