@@ -39,8 +39,8 @@ class HttpPolicy:
 def host_allowed(host: str, allow: tuple[str, ...]) -> bool:
     """Exact name, or ``*.example.com`` for any subdomain of example.com."""
     host = host.lower().rstrip(".")
-    for entry in allow:
-        entry = entry.lower().rstrip(".")
+    for raw in allow:
+        entry = raw.lower().rstrip(".")
         if entry.startswith("*.") and host.endswith(entry[1:]) and host != entry[2:]:
             return True
         if host == entry:
