@@ -24,7 +24,10 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import itertools
+
 from bench.common import Processes, RedisServer, load_average, machine_info, make_settings, summary
+
 from loopwright.runner.execute import Executor
 from loopwright.runner.runtime import Runtime
 from loopwright.sandbox.host import Guest, run_session, wait_ready
@@ -95,7 +98,7 @@ def rpc_round_trips(backend: ProcessBackend, steps: int) -> list[float]:
 
     start = {"source": STEPS_SKILL, "run_id": "b", "event": {"data": {"n": steps}}, "params": {}}
     run_session(guest, start, handler, time.monotonic() + 120)
-    per_step = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    per_step = [b - a for a, b in itertools.pairwise(stamps)]
     return [d / 2 for d in per_step]
 
 

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from conftest import Cluster, wait_until
-
 from loopwright.sandbox.host import run_session
 from loopwright.sandbox.limits import GuestLimits
 from loopwright.sandbox.process import ProcessBackend
