@@ -22,6 +22,7 @@ test: lint
 
 bench: setup
 	$(BIN)/python bench/run.py --out docs/benchmarks.md
+	$(BIN)/python bench/sandbox.py --out docs/benchmarks.md
 
 up: setup
 	$(BIN)/loopwright up
