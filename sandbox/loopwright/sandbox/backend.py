@@ -43,7 +43,9 @@ def make_backend(
 ) -> SandboxBackend:
     """The configured backend; loud when isolation is weaker than it should be."""
     if name == "docker":
-        raise SandboxError("the docker backend is being added; use sandbox_backend=process")
+        from loopwright.sandbox.docker import DockerBackend
+
+        return DockerBackend(limits, image=docker_image, pool_size=pool_size)
     from loopwright.sandbox.process import ProcessBackend
 
     backend = ProcessBackend(

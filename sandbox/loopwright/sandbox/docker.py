@@ -5,8 +5,10 @@ Layers applied by the engine, outside the guest, whatever it does inside:
   (noexec), no IPC namespace sharing and no ``/dev/shm``;
 - an unprivileged user (65534), every capability dropped, ``no-new-privileges``, the
   engine's default seccomp profile;
-- cgroup limits on memory (no swap), CPU (one core) and process count, and rlimits on CPU
-  seconds, address space, file size and open files; no core dumps;
+- cgroup limits on memory (no swap: going over it is an OOM kill), CPU (one core) and
+  process count, and rlimits on CPU seconds, file size and open files; no core dumps. (No
+  address-space rlimit as in the process backend: runc applies rlimits before it loads the
+  seccomp filter, and its Go runtime cannot start under one.)
 - the guest's output is never logged by the engine (log driver ``none``): an untrusted guest
   cannot fill the host's disk through ``docker logs``;
 - one container per run, force-removed by the host after it; the guest's stdin closes when
@@ -34,6 +36,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tarfile
 import tempfile
 import threading
@@ -78,7 +81,7 @@ LEFTOVER_AGE = 120.0
 # Exit codes above 128 are 128 + the signal that killed the guest (it runs as the
 # container's pid 1, so only signals the kernel forces, like SIGKILL, can end it).
 _SIGNAL_HINTS = {
-    signal.SIGKILL: "killed: its CPU time limit, its memory limit, or the host",
+    signal.SIGKILL: "it used up its CPU time limit, or the host killed it",
     signal.SIGSEGV: "it crashed",
     signal.SIGABRT: "it aborted (often: out of memory)",
     signal.SIGXFSZ: "it exceeded its file size limit",
@@ -110,9 +113,8 @@ def guest_files() -> dict[str, bytes]:
     for dest, src in roots.items():
         for path in sorted(src.rglob("*")):
             rel = path.relative_to(src)
-            if "__pycache__" in rel.parts or path.suffix in {".pyc", ".pyo"}:
-                continue
-            if path.is_file():
+            # Python sources only: no caches, and no stray files (editor backups, notes).
+            if path.suffix == ".py" and "__pycache__" not in rel.parts and path.is_file():
                 files[f"{dest}/{rel.as_posix()}"] = path.read_bytes()
     return files
 
@@ -155,7 +157,7 @@ def content_hash(files: dict[str, bytes], docker_file: str) -> str:
 def image_hash(client: docker.DockerClient, tag: str) -> str | None:
     """The code hash an image was built from; None when there is no such image."""
     try:
-        labels = client.api.inspect_image(tag)["Config"].get("Labels") or {}
+        labels = client.images.get(tag).labels or {}
     except ImageNotFound:
         return None
     value = labels.get(IMAGE_HASH_LABEL)
@@ -211,7 +213,7 @@ def connect() -> docker.DockerClient:
 
 def _image_exists(client: docker.DockerClient, tag: str) -> bool:
     try:
-        client.api.inspect_image(tag)
+        client.images.get(tag)
     except ImageNotFound:
         return False
     return True
@@ -234,7 +236,7 @@ def _build_guest_image(
 ) -> None:
     log.info("building the guest image %s (code hash %s)", tag, digest[:12])
     try:
-        previous: str | None = client.api.inspect_image(tag)["Id"]
+        previous: str | None = client.images.get(tag).id
     except ImageNotFound:
         previous = None
     context = io.BytesIO()
@@ -389,6 +391,25 @@ def _raw_socket(conn: Any) -> socket.socket:
     )
 
 
+def _close_attach(conn: Any) -> None:
+    """Close a hijacked attach connection for good, in the order that leaves no warnings."""
+    sock = conn if isinstance(conn, socket.socket) else getattr(conn, "_sock", None)
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)  # ends the connection whatever else holds the fd
+    # The SDK's HTTP response still wraps the socket: close it first (closing it after the
+    # socket makes http.client flush a closed file), then the socket itself.
+    response = getattr(conn, "_response", None)
+    if response is not None:
+        with contextlib.suppress(Exception):
+            response.close()
+    for item in (conn, sock):
+        close = getattr(item, "close", None)
+        if callable(close):
+            with contextlib.suppress(OSError):
+                close()
+
+
 class DockerGuest:
     """One guest container and its attach connection (the guest's stdin, stdout and stderr).
 
@@ -428,6 +449,15 @@ class DockerGuest:
             raise ConnectionError("the guest stopped reading its input") from None
         finally:
             self._sock.settimeout(None)
+
+    def alive(self) -> bool:
+        """False once the connection has ended (the container is gone); never waits."""
+        with contextlib.suppress(TimeoutError, ValueError, OSError):
+            for _ in range(16):  # what is already there; a waiting guest sends nothing more
+                if self._eof or self._killed:
+                    break
+                self._receive(time.monotonic())
+        return not (self._eof or self._killed)
 
     def read_line(self, deadline: float | None) -> bytes | None:
         """The next line of the guest's stdout; None at EOF; ``TimeoutError`` past deadline."""
@@ -509,14 +539,7 @@ class DockerGuest:
             log.warning("could not remove guest container %s: %s", self.id[:12], exc)
 
     def _close_connection(self) -> None:
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(OSError):
-            self._sock.close()
-        close = getattr(self._conn, "close", None)
-        if callable(close):
-            with contextlib.suppress(OSError):
-                close()
+        _close_attach(self._conn)
 
     def describe_exit(self) -> str:
         """Exit code (with OOM and signal hints) from the engine, and the tail of stderr."""
@@ -578,7 +601,8 @@ class DockerBackend:
     """Starts one container per guest from the local guest image; keeps a warm pool.
 
     The pool is refilled by a background thread, so a run never waits for the next
-    container to be created.
+    container to be created. ``image`` is built (or rebuilt, when the guest's code changed)
+    at start unless ``build=False``; ``client`` lets a caller share its engine connection.
     """
 
     name = "docker"
@@ -587,7 +611,7 @@ class DockerBackend:
         self,
         limits: GuestLimits,
         *,
-        image: str = DEFAULT_IMAGE,
+        image: str,
         pool_size: int = 1,
         client: docker.DockerClient | None = None,
         build: bool = True,
@@ -631,8 +655,9 @@ class DockerBackend:
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
             ulimits=[
-                Ulimit(name="cpu", soft=lim.cpu_seconds, hard=lim.cpu_seconds + 2),
-                Ulimit(name="as", soft=lim.memory_bytes, hard=lim.memory_bytes),
+                # The guest is the container's pid 1, which ignores SIGXCPU at a soft limit:
+                # the hard limit's SIGKILL is what ends it, so both are the same.
+                Ulimit(name="cpu", soft=lim.cpu_seconds, hard=lim.cpu_seconds),
                 Ulimit(name="fsize", soft=lim.file_size_bytes, hard=lim.file_size_bytes),
                 Ulimit(name="nofile", soft=lim.open_files, hard=lim.open_files),
                 Ulimit(name="core", soft=0, hard=0),
@@ -673,8 +698,7 @@ class DockerBackend:
             api.start(container_id)
         except (SandboxError, *_NETWORK_ERRORS) as exc:
             if conn is not None:
-                with contextlib.suppress(OSError):
-                    _raw_socket(conn).close()
+                _close_attach(conn)
             with contextlib.suppress(*_NETWORK_ERRORS):
                 api.remove_container(container_id, force=True)
             if isinstance(exc, SandboxError):
@@ -695,13 +719,21 @@ class DockerBackend:
                 if guest is None:
                     guest = self.spawn()
                 wait_ready(guest, self.limits.start_timeout)
+                if not guest.alive():  # said ready, then ended (removed while pooled)
+                    raise SandboxError(f"the guest ended while it waited: {guest.describe_exit()}")
                 return guest
-            except SandboxError:
+            except (SandboxError, ProtocolError) as exc:
                 if guest is not None:
                     guest.kill()
                 if attempt == 1:
+                    if isinstance(exc, ProtocolError):
+                        raise SandboxError(f"the guest broke the protocol: {exc}") from None
                     raise
-                guest = None
+                guest = None  # a pooled guest may have died while it waited: one fresh try
+            except BaseException:
+                if guest is not None:
+                    guest.kill()
+                raise
         raise AssertionError("unreachable")
 
     def refill(self) -> None:
@@ -799,7 +831,10 @@ class DockerBackend:
 
 
 def owner_id(pid: int | None = None) -> str:
-    """``host:pid:start-time`` of a process: who started a container (start time beats pid reuse)."""
+    """``host:pid:start-time`` of a process, the owner label of the containers it starts.
+
+    The start time tells a live owner from a later process that reuses its pid.
+    """
     pid = os.getpid() if pid is None else pid
     return f"{socket.gethostname()}:{pid}:{_start_time(pid)}"
 
@@ -885,7 +920,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 client.close()
     except SandboxError as exc:
-        print(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
 
