@@ -12,12 +12,19 @@ The keyspace is a small state machine (see ``docs/runner.md``):
 * ``{p}:leases``              zset   running run id -> lease expiry (ms)       (reaper reads it)
 * ``{p}:timers``              zset   parked run id -> wake time (ms)           (scheduler reads it)
 * ``{p}:queued``              zset   dispatched run id -> dispatch time (ms)   (lost-dispatch check)
+* ``{p}:waiting``             zset   runs waiting for an event or a child run  (scheduler sweep)
 * ``{p}:src:{version}``       string skill source by content hash
 * ``{p}:skills``              hash   skill name -> latest version run from a file
 * ``{p}:inbox``               list   platform inbox (``notify`` tool)
 * ``{p}:inbox:sent:{key}``    string dedupe marker of a notice by idempotency key
 * ``{p}:notify``              channel run-state notices (``--wait`` listens here)
 * ``{p}:scheduler:heartbeat`` string set by every scheduler tick, expires when none runs
+* ``{p}:events``              stream accepted events (consumer group ``router``)
+* ``{p}:event:seen:{id}``     string event-id dedupe marker (retention window)
+* ``{p}:trig:{skill}:{src}``  string run started for an event id / cron tick (exactly once)
+* ``{p}:waiters:{event}``     hash   ``run_id:seq`` -> match, runs in wait_for_event
+* ``{p}:scheduler:leader``    string cron leader lease; ``:epoch`` its fencing counter
+* ``{p}:cron:last:{skill}``   string last cron tick fired for a skill (leader-fenced cursor)
 """
 
 from __future__ import annotations
@@ -75,6 +82,11 @@ class Keys:
         return f"{self.prefix}:timers"
 
     @property
+    def waiting(self) -> str:
+        """Runs parked in ``waiting`` (event or child), by park time: the scheduler sweeps it."""
+        return f"{self.prefix}:waiting"
+
+    @property
     def queued(self) -> str:
         """Dispatched, not yet started runs by dispatch time (ms)."""
         return f"{self.prefix}:queued"
@@ -101,6 +113,37 @@ class Keys:
     def notify_channel(self) -> str:
         """Pub/sub channel for run state changes."""
         return f"{self.prefix}:notify"
+
+    @property
+    def events(self) -> str:
+        """The event stream (router consumer group reads it)."""
+        return f"{self.prefix}:events"
+
+    def event_seen(self, event_id: str) -> str:
+        """Dedupe marker of an accepted event id (expires after the retention window)."""
+        return f"{self.prefix}:event:seen:{event_id}"
+
+    def trigger_done(self, source_id: str, skill: str) -> str:
+        """Run id started for (event id or cron tick, skill): exactly-once starts."""
+        return f"{self.prefix}:trig:{skill}:{source_id}"
+
+    def waiters(self, event_name: str) -> str:
+        """Runs waiting for an event name: ``run_id:seq`` -> match JSON."""
+        return f"{self.prefix}:waiters:{event_name}"
+
+    @property
+    def scheduler_leader(self) -> str:
+        """Cron leader lease: holder id."""
+        return f"{self.prefix}:scheduler:leader"
+
+    @property
+    def scheduler_epoch(self) -> str:
+        """Fencing counter bumped at every leadership change."""
+        return f"{self.prefix}:scheduler:epoch"
+
+    def cron_last(self, skill: str) -> str:
+        """Last cron tick (ms) fired for a skill."""
+        return f"{self.prefix}:cron:last:{skill}"
 
     @property
     def scheduler_heartbeat(self) -> str:

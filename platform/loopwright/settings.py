@@ -48,6 +48,15 @@ class Settings(BaseSettings):
     skill_cache_size: int = Field(default=128, ge=1)
     redis_socket_timeout: float = Field(default=10.0, gt=0)
 
+    event_retention: int = Field(
+        default=24 * 3600, ge=60, description="Seconds an event id deduplicates resends."
+    )
+    event_stream_max: int = Field(default=100_000, ge=1000)
+    cron_catchup: float = Field(
+        default=10.0, ge=0, description="Missed cron ticks younger than this all fire."
+    )
+    scheduler_leader_ttl: float = Field(default=3.0, gt=0.2, le=120)
+
     sandbox_backend: Literal["process", "docker"] = "process"
     sandbox_require_isolation: bool = Field(
         default=False, description="Refuse to run sandboxed skills without bubblewrap/Docker."

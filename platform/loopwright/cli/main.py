@@ -13,6 +13,7 @@ from rich.table import Table
 
 from loopwright.cli.common import JsonFlag, console, emit_json, fmt_ts, open_runtime
 from loopwright.cli.doctor import doctor
+from loopwright.cli.events import events_app
 from loopwright.cli.runs import run_command, runs_app
 from loopwright.cli.services import scheduler, up, worker
 from loopwright.errors import LoopwrightError
@@ -26,6 +27,7 @@ app = typer.Typer(
 )
 app.command("run")(run_command)
 app.add_typer(runs_app, name="runs")
+app.add_typer(events_app, name="events")
 app.command()(up)
 app.command()(worker)
 app.command()(scheduler)

@@ -34,12 +34,28 @@ MAX_BACKOFF_S = 300.0
 
 
 class Suspend(BaseException):
-    """Control flow: end this execution and park the run until ``wake_ms``."""
+    """Control flow: end this execution and park the run until ``wake_ms``.
 
-    def __init__(self, wake_ms: int, reason: str) -> None:
+    ``waiting`` parks it in the waiting state instead (an event or a child run resolves it;
+    ``wake_ms`` is then the optional deadline), with an optional event ``waiter``
+    (event name, waiter field, match JSON) and a ``child`` to check right after parking.
+    """
+
+    def __init__(
+        self,
+        wake_ms: int | None,
+        reason: str,
+        *,
+        waiting: bool = False,
+        waiter: tuple[str, str, str] | None = None,
+        child: tuple[str, int] | None = None,
+    ) -> None:
         super().__init__(f"suspend until {wake_ms} ({reason})")
         self.wake_ms = wake_ms
         self.reason = reason
+        self.waiting = waiting
+        self.waiter = waiter
+        self.child = child
 
 
 class RunTimeoutError(BaseException):
@@ -58,8 +74,10 @@ class Execution:
         recorded: dict[str, str],
         lost: threading.Event,
         deadline: float,
+        trusted: bool = False,
     ) -> None:
         self.runtime = runtime
+        self.trusted = trusted
         self.run_id = run_id
         self.token = token
         self.spec = spec
@@ -166,6 +184,118 @@ class Execution:
         if now_ms() < wake:
             raise Suspend(wake, f"sleep {name!r}")
 
+    def wait_for_event(
+        self, name: str, event: str, match: dict[str, Any] | None, timeout_s: float
+    ) -> dict[str, Any] | None:
+        """Park until a matching event resolves this step, or return None at the timeout."""
+        seq, rec = self.begin(name)
+        if rec is not None:
+            if rec.status == "done":
+                return rec.output  # type: ignore[no-any-return]
+            until = rec.until or 0
+            if now_ms() >= until:  # the deadline woke us: time out (CAS-free: we hold the fence)
+                self.commit(
+                    StepRecord(
+                        seq,
+                        name,
+                        "wait",
+                        "done",
+                        1,
+                        rec.started_at,
+                        now_ms(),
+                        until=until,
+                        event=rec.event,
+                        match=rec.match,
+                    ),
+                    "null",
+                )
+                self.runtime.redis.hdel(
+                    self.runtime.keys.waiters(rec.event or event), f"{self.run_id}:{seq}"
+                )
+                return None
+            match_json = json.dumps(rec.match or {}, separators=(",", ":"))
+            raise Suspend(
+                until,
+                f"wait {name!r}",
+                waiting=True,
+                waiter=(rec.event or event, f"{self.run_id}:{seq}", match_json),
+            )
+        self.check_alive()
+        ts = now_ms()
+        until = ts + int(timeout_s * 1000)
+        self.commit(
+            StepRecord(
+                seq,
+                name,
+                "wait",
+                "pending",
+                1,
+                ts,
+                0,
+                until=until,
+                event=event,
+                match=dict(match or {}),
+            ),
+            None,
+        )
+        match_json = json.dumps(match or {}, separators=(",", ":"))
+        raise Suspend(
+            until,
+            f"wait {name!r}",
+            waiting=True,
+            waiter=(event, f"{self.run_id}:{seq}", match_json),
+        )
+
+    def invoke(
+        self, name: str, skill: str, data: Any, timeout_s: float | None, trusted: bool
+    ) -> Any:
+        """Start ``skill`` as a child run (exactly once) and park until it ends."""
+        from loopwright.runner.store import new_run_id
+
+        rt = self.runtime
+        seq, rec = self.begin(name)
+        if rec is not None:
+            if rec.status == "done":
+                return rec.output
+            if rec.status == "failed":
+                raise StepFailedError(name, rec.error or "the child run failed")
+            child, until = rec.child or "", rec.until
+            if until and now_ms() >= until:
+                rt.runs.cancel(child, f"parent run {self.run_id} stopped waiting (timeout)")
+                self.fail(seq, name, 1, rec.started_at, f"child run {child} did not end in time")
+        else:
+            self.check_alive()
+            rt.sources.resolve(skill)  # an unknown skill fails here, before anything is recorded
+            child = new_run_id()
+            ts = now_ms()
+            until = ts + int(timeout_s * 1000) if timeout_s else None
+            self.commit(
+                StepRecord(seq, name, "invoke", "pending", 1, ts, 0, until=until, child=child), None
+            )
+        if not rt.runs.exists(child):  # created here, or the last executor died before it did
+            rt.runs.create(
+                skill=skill,
+                version=rt.sources.resolve(skill),
+                data=data,
+                run_id=child,
+                parent=self.run_id,
+                parent_seq=seq,
+                trusted=trusted,
+                trigger={"type": "invoke", "parent": self.run_id},
+            )
+        raise Suspend(until, f"invoke {name!r}", waiting=True, child=(child, seq))
+
+    def send_event(self, name: str, event: str, data: Any) -> str:
+        """Send an event exactly once per step: its id is ``run_id:seq``."""
+        seq, rec = self.begin(name)
+        if rec is not None and rec.status == "done":
+            return str(rec.output)
+        self.check_alive()
+        started = now_ms()
+        sent = self.runtime.bus.send(event, data, event_id=f"{self.run_id}:{seq}")
+        self.succeed(seq, name, 1, started, json.dumps(sent.id))
+        return str(sent.id)
+
     def enter_step(self, seq: int) -> None:
         """Mark the start of one attempt of step ``seq`` (host tools become callable)."""
         self.current_step = seq
@@ -266,14 +396,13 @@ class LocalStep:
         data: dict[str, Any] | None = None,
         timeout: float | str | None = None,
     ) -> Any:
-        """Child runs land with the triggers issue (#5); see docs/runner.md for the checkpoint."""
-        raise NonRetriableError("ctx.step.invoke is not available yet in this Loopwright version")
+        """Start ``skill`` as a child run and return its output (its failure fails the step)."""
+        seconds = _seconds(timeout) if timeout is not None else None
+        return self._ex.invoke(name, skill, data, seconds, self._ex.trusted)
 
     def send_event(self, name: str, event: str, data: dict[str, Any] | None = None) -> str:
-        """Events land with the triggers issue (#5); see docs/runner.md for the checkpoint."""
-        raise NonRetriableError(
-            "ctx.step.send_event is not available yet in this Loopwright version"
-        )
+        """Send an event once per step; returns its id."""
+        return self._ex.send_event(name, event, data)
 
     def wait_for_event(
         self,
@@ -282,10 +411,17 @@ class LocalStep:
         match: dict[str, Any] | None = None,
         timeout: float | str = "1h",
     ) -> dict[str, Any] | None:
-        """Events land with the triggers issue (#5); see docs/runner.md for the checkpoint."""
-        raise NonRetriableError(
-            "ctx.step.wait_for_event is not available yet in this Loopwright version"
-        )
+        """Park until an event named ``event`` matching ``match`` arrives; None at the timeout."""
+        if match is not None and not isinstance(match, dict):
+            raise NonRetriableError("wait_for_event match must be a dict")
+        return self._ex.wait_for_event(name, event, match, _seconds(timeout))
+
+
+def _seconds(value: float | str) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise NonRetriableError(str(exc)) from None
 
 
 class RunLogger:

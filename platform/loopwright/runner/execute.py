@@ -21,7 +21,7 @@ from loopwright.errors import SkillLoadError
 from loopwright.runner.checkpoint import LeaseLostError
 from loopwright.runner.context import Execution, LocalContext, RunTimeoutError, Suspend
 from loopwright.runner.lease import AcquireRefused
-from loopwright.runner.records import Run, RunStatus, encode_json
+from loopwright.runner.records import Run, RunStatus, encode_json, now_ms
 from loopwright.runner.remote import GuestHost
 from loopwright.runner.runtime import Runtime
 from loopwright.runner.tools import HostTools
@@ -109,6 +109,8 @@ class Executor:
         ok = self.rt.transitions.finish(
             run.id, token, RunStatus.FAILED.value, "", error[:8000], self._active_ms(started)
         )
+        if ok and run.parent:
+            notify_parent(self.rt, run, "failed", error=error[:8000])
         return "failed" if ok else "lease-lost"
 
     def _run(
@@ -133,7 +135,9 @@ class Executor:
         remaining = budget - run.active_ms / 1000.0
         if remaining <= 0:
             return self._fail(run, token, started, f"run exceeded its {budget:g}s timeout")
-        ex = Execution(rt, run_id, token, spec, steps, lost, time.monotonic() + remaining)
+        ex = Execution(
+            rt, run_id, token, spec, steps, lost, time.monotonic() + remaining, run.trusted
+        )
         params = {**spec.params, **run.params}
         try:
             if run.trusted:
@@ -148,10 +152,7 @@ class Executor:
             else:
                 output = self._run_sandboxed(ex, run, source, params, remaining)
         except Suspend as s:
-            ok = rt.transitions.park(
-                run_id, token, RunStatus.SLEEPING.value, s.wake_ms, self._active_ms(started)
-            )
-            return "parked" if ok else "lease-lost"
+            return self._park(run, token, started, s)
         except (RunTimeoutError, GuestTimeoutError):
             return self._fail(
                 run, token, started, f"run exceeded its {budget:g}s timeout (at step #{ex.seq})"
@@ -167,7 +168,26 @@ class Executor:
         ok = rt.transitions.finish(
             run_id, token, RunStatus.COMPLETED.value, output, "", self._active_ms(started)
         )
+        if ok and run.parent:
+            notify_parent(rt, run, "done", output_json=output)
         return "completed" if ok else "lease-lost"
+
+    def _park(self, run: Run, token: str, started: float, s: Suspend) -> str:
+        rt = self.rt
+        active = self._active_ms(started)
+        if not s.waiting:
+            ok = rt.transitions.park(
+                run.id, token, RunStatus.SLEEPING.value, s.wake_ms or 0, active
+            )
+            return "parked" if ok else "lease-lost"
+        if not rt.transitions.park_waiting(run.id, token, s.wake_ms, active, s.waiter):
+            return "lease-lost"
+        if s.child:  # the child may have ended before the parent parked: resolve it now
+            child_id, _ = s.child
+            child = rt.runs.get(child_id)
+            if child.status.terminal:
+                notify_parent(rt, child, *child_outcome(child))
+        return "waiting"
 
     def _run_sandboxed(
         self, ex: Execution, run: Run, source: str, params: dict[str, Any], remaining: float
@@ -189,6 +209,35 @@ class Executor:
         except ValueError:
             raise GuestFailedError("the guest returned an output that is not JSON") from None
         return text
+
+
+def child_outcome(child: Run) -> tuple[str, str, str]:
+    """(status, output JSON, error) that a finished child hands its parent's invoke step."""
+    if child.status is RunStatus.COMPLETED:
+        return "done", json.dumps(child.output, separators=(",", ":")), ""
+    reason = child.error or child.status.value
+    return "failed", "", f"child run {child.id} ({child.skill}) {child.status.value}: {reason}"
+
+
+def notify_parent(
+    rt: Runtime, child: Run, status: str, output_json: str = "", error: str = ""
+) -> None:
+    """Resolve the parent's pending invoke step with this child's result (CAS, idempotent)."""
+    if not child.parent or child.parent_seq is None:
+        return
+    if status == "failed" and not error:
+        error = child_outcome(child)[2]
+    jid = rt.transitions.resolve(
+        child.parent,
+        child.parent_seq,
+        status=status,
+        output_json=output_json,
+        error=error,
+        check=("child", child.id),
+        ended_at=now_ms(),
+    )
+    if jid:
+        rt.dispatcher.enqueue(child.parent, jid)
 
 
 class GuestFailedError(Exception):

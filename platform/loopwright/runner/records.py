@@ -63,6 +63,7 @@ class Run:
     wake_at: int | None = None
     reaps: int = 0
     trusted: bool = False
+    parent_seq: int | None = None
     raw: dict[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -90,6 +91,7 @@ class Run:
             wake_at=_int(h.get("wake_at")) or None,
             reaps=_int(h.get("reaps")),
             trusted=h.get("trusted") == "1",
+            parent_seq=_int(h.get("parent_seq")) or None,
             raw=h,
         )
 
@@ -133,6 +135,9 @@ class StepRecord:
     ref: bool = False
     error: str | None = None
     until: int | None = None
+    child: str | None = None
+    event: str | None = None
+    match: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, raw: str) -> StepRecord:
@@ -150,6 +155,9 @@ class StepRecord:
             ref=bool(d.get("ref", False)),
             error=d.get("error"),
             until=d.get("until"),
+            child=d.get("child"),
+            event=d.get("event"),
+            match=d.get("match"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -166,6 +174,8 @@ class StepRecord:
             "output": self.output,
             "error": self.error,
             "until": self.until,
+            "child": self.child,
+            "event": self.event,
         }
 
     def header_json(self) -> str:
@@ -189,6 +199,11 @@ class StepRecord:
             head["error"] = self.error
         if self.until is not None:
             head["until"] = self.until
+        if self.child is not None:
+            head["child"] = self.child
+        if self.event is not None:
+            head["event"] = self.event
+            head["match"] = self.match or {}
         return json.dumps(head, separators=(",", ":"))[:-1]
 
 

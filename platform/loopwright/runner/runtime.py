@@ -6,7 +6,7 @@ import os
 import socket
 import uuid
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -20,6 +20,9 @@ from loopwright.runner.sources import SourceStore
 from loopwright.runner.store import Dispatcher, RunStore
 from loopwright.runner.transitions import Transitions
 from loopwright.sandbox.backend import SandboxBackend
+
+if TYPE_CHECKING:
+    from loopwright.events.bus import EventBus
 from loopwright.sandbox.limits import GuestLimits
 from loopwright.sdk.errors import NonRetriableError
 from loopwright.settings import Settings
@@ -105,6 +108,20 @@ class Runtime:
             self.transitions,
             self.checkpoints,
             self.settings.run_input_max_bytes,
+        )
+
+    @cached_property
+    def bus(self) -> EventBus:
+        """The event stream's write side."""
+        from loopwright.events.bus import EventBus
+
+        st = self.settings
+        return EventBus(
+            self.redis,
+            self.keys,
+            max_bytes=st.run_input_max_bytes,
+            retention_s=st.event_retention,
+            stream_cap=st.event_stream_max,
         )
 
     @cached_property

@@ -93,19 +93,23 @@ class RunStore:
         parent: str | None = None,
         timeout: float | None = None,
         trusted: bool = False,
+        run_id: str | None = None,
+        event: dict[str, Any] | None = None,
+        parent_seq: int | None = None,
     ) -> str:
         """Record a new queued run and dispatch it, in one round trip. Returns the run id.
 
         Runs execute in the sandbox unless ``trusted`` (built-in skills, ``--trusted``).
         """
-        run_id = new_run_id()
+        run_id = run_id or new_run_id()
         ts = now_ms()
-        event = {
-            "name": event_name,
-            "data": data if data is not None else {},
-            "id": run_id,
-            "ts": ts,
-        }
+        if event is None:
+            event = {
+                "name": event_name,
+                "data": data if data is not None else {},
+                "id": run_id,
+                "ts": ts,
+            }
         try:
             event_json = encode_json(event, what="run input", max_bytes=self._input_max)
             params_json = encode_json(params or {}, what="run params", max_bytes=self._input_max)
@@ -129,6 +133,8 @@ class RunStore:
         }
         if parent:
             mapping["parent"] = parent
+            if parent_seq is not None:
+                mapping["parent_seq"] = parent_seq
         if trusted:
             mapping["trusted"] = "1"
         if timeout is not None:
@@ -145,6 +151,10 @@ class RunStore:
         self.dispatcher.enqueue(run_id, job_id, pipeline=pipe)
         pipe.execute()
         return run_id
+
+    def exists(self, run_id: str) -> bool:
+        """Whether a run record exists."""
+        return bool(self._redis.exists(self._keys.run(run_id)))
 
     def get(self, run_id: str) -> Run:
         """One run, or ``NotFoundError``."""

@@ -55,14 +55,76 @@ return 1
 """
 )
 
-# Atomically: move a due sleeping run back to queued with a new dispatch id. Returns the RQ job
-# id to enqueue, or false when the run is no longer sleeping (cancelled, already woken).
-# KEYS: run, timers, queued   ARGV: run_id, job_prefix
+# Atomically: park a run the caller holds in 'waiting' (an event or a child run will resolve its
+# pending step), register its waiter (when waiting for an event) and its optional deadline
+# timer, and index it for the scheduler's sweep.
+# KEYS: run, leases, timers, waiting, waiters   ARGV: run_id, token, wake_ms ('' = none),
+#   active_ms, channel, waiter field ('' = none), waiter match JSON
+PARK_WAITING_LUA = (
+    _NOW
+    + """
+local cur = redis.call('HMGET', KEYS[1], 'fence', 'status')
+if cur[1] ~= ARGV[2] or cur[2] ~= 'running' then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'waiting', 'updated_at', now)
+redis.call('HINCRBY', KEYS[1], 'active_ms', ARGV[4])
+redis.call('HDEL', KEYS[1], 'owner', 'lease_until')
+redis.call('ZREM', KEYS[2], ARGV[1])
+if ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[1], 'wake_at', ARGV[3])
+  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+end
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[5], ARGV[6], ARGV[7]) end
+redis.call('ZADD', KEYS[4], now, ARGV[1])
+redis.call('PUBLISH', ARGV[5], ARGV[1] .. ' waiting')
+return 1
+"""
+)
+
+# Atomically (compare-and-set): resolve the pending step ``seq`` of a waiting run — with an
+# event's payload, or a child run's output or error — and queue the run. Nothing happens when
+# the run is no longer waiting or the record is no longer that pending step, so the router,
+# the child's executor and the scheduler's sweep can all try without doubling anything.
+# KEYS: run, steps, timers, queued, waiting, waiters
+# ARGV: run_id, seq, check field ('' = none), check value, new status, output JSON ('' = none),
+#   error ('' = none), job prefix, waiter field ('' = none), ended_at ms
+RESOLVE_LUA = (
+    _NOW
+    + """
+if ARGV[9] ~= '' then redis.call('HDEL', KEYS[6], ARGV[9]) end
+if redis.call('HGET', KEYS[1], 'status') ~= 'waiting' then return false end
+local raw = redis.call('HGET', KEYS[2], ARGV[2])
+if not raw then return false end
+local rec = cjson.decode(raw)
+if rec['status'] ~= 'pending' then return false end
+if ARGV[3] ~= '' and rec[ARGV[3]] ~= ARGV[4] then return false end
+rec['status'] = ARGV[5]
+rec['ended_at'] = tonumber(ARGV[10])
+rec['output'] = nil
+if ARGV[7] ~= '' then rec['error'] = ARGV[7] end
+local enc = cjson.encode(rec)
+if ARGV[6] ~= '' then enc = string.sub(enc, 1, -2) .. ',"output":' .. ARGV[6] .. '}' end
+redis.call('HSET', KEYS[2], ARGV[2], enc)
+local jid = ARGV[8] .. redis.call('HINCRBY', KEYS[1], 'dispatches', 1)
+redis.call('HSET', KEYS[1], 'status', 'queued', 'dispatch', jid, 'updated_at', now)
+redis.call('HDEL', KEYS[1], 'wake_at')
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('ZADD', KEYS[4], now, ARGV[1])
+return jid
+"""
+)
+
+# Atomically: move a due sleeping (or waiting, at its deadline) run back to queued with a new
+# dispatch id. Returns the RQ job id to enqueue, or false when the run is no longer parked
+# (cancelled, already woken, resolved).
+# KEYS: run, timers, queued, waiting   ARGV: run_id, job_prefix
 WAKE_LUA = (
     _NOW
     + """
 redis.call('ZREM', KEYS[2], ARGV[1])
-if redis.call('HGET', KEYS[1], 'status') ~= 'sleeping' then return false end
+local st = redis.call('HGET', KEYS[1], 'status')
+if st ~= 'sleeping' and st ~= 'waiting' then return false end
+redis.call('ZREM', KEYS[4], ARGV[1])
 local jid = ARGV[2] .. redis.call('HINCRBY', KEYS[1], 'dispatches', 1)
 redis.call('HSET', KEYS[1], 'status', 'queued', 'dispatch', jid, 'updated_at', now)
 redis.call('HDEL', KEYS[1], 'wake_at')
@@ -116,7 +178,7 @@ return jid
 
 # Atomically: cancel a run that has not ended: bump the fence (its executor's next write is
 # refused), drop it from every index the scheduler scans and announce it.
-# KEYS: run, leases, timers, queued   ARGV: run_id, reason, channel
+# KEYS: run, leases, timers, queued, waiting   ARGV: run_id, reason, channel
 CANCEL_LUA = (
     _NOW
     + """
@@ -130,6 +192,7 @@ redis.call('HDEL', KEYS[1], 'owner', 'lease_until', 'wake_at')
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('ZREM', KEYS[5], ARGV[1])
 redis.call('PUBLISH', ARGV[3], ARGV[1] .. ' cancelled')
 return 1
 """
@@ -156,6 +219,8 @@ class Transitions:
         self._reap = redis.register_script(REAP_LUA)
         self._redispatch = redis.register_script(REDISPATCH_LUA)
         self._cancel = redis.register_script(CANCEL_LUA)
+        self._park_waiting = redis.register_script(PARK_WAITING_LUA)
+        self._resolve = redis.register_script(RESOLVE_LUA)
 
     def job_prefix(self, run_id: str) -> str:
         """RQ job ids of a run are ``<prefix>-<run id>-<dispatch number>``."""
@@ -187,7 +252,8 @@ class Transitions:
         """Queue a due sleeping run; the RQ job id to enqueue, or None."""
         k = self._keys
         jid = self._wake(
-            keys=[k.run(run_id), k.timers, k.queued], args=[run_id, self.job_prefix(run_id)]
+            keys=[k.run(run_id), k.timers, k.queued, k.waiting],
+            args=[run_id, self.job_prefix(run_id)],
         )
         return str(jid) if jid else None
 
@@ -218,7 +284,65 @@ class Transitions:
         k = self._keys
         return int(
             self._cancel(
-                keys=[k.run(run_id), k.leases, k.timers, k.queued],
+                keys=[k.run(run_id), k.leases, k.timers, k.queued, k.waiting],
                 args=[run_id, reason, k.notify_channel],
             )
         )
+
+    def park_waiting(
+        self,
+        run_id: str,
+        token: str,
+        wake_ms: int | None,
+        active_ms: int,
+        waiter: tuple[str, str, str] | None = None,
+    ) -> bool:
+        """Park a held run in ``waiting``; ``waiter`` is (event name, field, match JSON)."""
+        k = self._keys
+        event, field, match = waiter or ("", "", "")
+        return bool(
+            self._park_waiting(
+                keys=[k.run(run_id), k.leases, k.timers, k.waiting, k.waiters(event or "-")],
+                args=[
+                    run_id,
+                    token,
+                    "" if wake_ms is None else wake_ms,
+                    active_ms,
+                    k.notify_channel,
+                    field,
+                    match,
+                ],
+            )
+        )
+
+    def resolve(
+        self,
+        run_id: str,
+        seq: int,
+        *,
+        status: str,
+        output_json: str = "",
+        error: str = "",
+        check: tuple[str, str] = ("", ""),
+        waiter: tuple[str, str] | None = None,
+        ended_at: int = 0,
+    ) -> str | None:
+        """Resolve a waiting run's pending step (CAS); the RQ job id to enqueue, or None."""
+        k = self._keys
+        event, field = waiter or ("-", "")
+        jid = self._resolve(
+            keys=[k.run(run_id), k.steps(run_id), k.timers, k.queued, k.waiting, k.waiters(event)],
+            args=[
+                run_id,
+                seq,
+                check[0],
+                check[1],
+                status,
+                output_json,
+                error,
+                self.job_prefix(run_id),
+                field,
+                ended_at,
+            ],
+        )
+        return str(jid) if jid else None

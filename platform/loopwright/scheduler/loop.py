@@ -1,23 +1,29 @@
 """The scheduler loop.
 
-Every transition it applies (wake, reap, redispatch) is one Lua script that re-checks the
-state it expects, so several schedulers can run at once without doubling anything: the second
-one to reach a run finds nothing to do. (Cron ticks, which need at-most-once firing, add a
-leader lock with the triggers work.)
+Every transition it applies (wake, reap, redispatch, resolve) is one Lua script that re-checks
+the state it expects, so several schedulers can run at once without doubling anything: the
+second one to reach a run finds nothing to do. Cron ticks are fired by the leader only
+(``cron.py``); every scheduler also consumes the event stream in the router group.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
+from loopwright.events.router import Router
+from loopwright.runner.execute import child_outcome, notify_parent
 from loopwright.runner.runtime import Runtime
+from loopwright.scheduler.catalog import Catalog
+from loopwright.scheduler.cron import CronFirer
 
 log = logging.getLogger(__name__)
 BATCH = 500
+SWEEP_INTERVAL_S = 2.0
 PENDING_JOB_STATES = frozenset({"queued", "deferred", "scheduled"})
 
 
@@ -29,13 +35,19 @@ class TickStats:
     reaped: int = 0
     failed: int = 0
     redispatched: int = 0
+    cron: int = 0
+    resolved: int = 0
 
 
 class Scheduler:
-    """Timers, the lease reaper and the lost-dispatch check, on one loop."""
+    """Timers, the lease reaper, the lost-dispatch check, cron and the waiting sweep on one
+    loop, and the event router on a thread of its own."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
+        self.catalog = Catalog(runtime)
+        self.cron = CronFirer(runtime, self.catalog)
+        self._last_sweep = 0.0
 
     def _server_ms(self) -> int:
         sec, usec = self.rt.redis.time()
@@ -72,11 +84,35 @@ class Scheduler:
                 log.warning("run %s: dispatch %s vanished, re-dispatched", rid, jid)
                 rt.dispatcher.enqueue(rid, new, at_front=True)
                 stats.redispatched += 1
+        stats.cron = self.cron.tick(now)
+        if time.monotonic() - self._last_sweep > SWEEP_INTERVAL_S:
+            self._last_sweep = time.monotonic()
+            stats.resolved = self.sweep_waiting()
         return stats
+
+    def sweep_waiting(self) -> int:
+        """Resolve parents whose child ended without telling them (its executor died between
+        finishing and resolving, or it was cancelled or failed by the reaper)."""
+        rt, resolved = self.rt, 0
+        for run_id in rt.redis.zrange(rt.keys.waiting, 0, BATCH - 1):
+            for rec in rt.checkpoints.read_all(str(run_id)):
+                if rec.kind != "invoke" or rec.status != "pending" or not rec.child:
+                    continue
+                if not rt.runs.exists(rec.child):
+                    continue
+                child = rt.runs.get(rec.child)
+                if child.status.terminal:
+                    notify_parent(rt, child, *child_outcome(child))
+                    resolved += 1
+        return resolved
 
     def run(self, stop: threading.Event | None = None) -> None:
         """Tick every ``reaper_interval`` until ``stop`` is set; ride out Redis outages."""
         stop = stop or threading.Event()
+        router = Router(self.rt, self.catalog, self.rt.owner)
+        threading.Thread(
+            target=router.run, args=(stop,), name="loopwright-router", daemon=True
+        ).start()
         interval = self.rt.settings.reaper_interval
         wait = interval
         while not stop.is_set():

@@ -14,10 +14,11 @@ class CronTrigger:
 
     expr: str
     tz: str | None = None
+    missed: str = "latest"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form stored with the run and the manifest."""
-        return {"type": "cron", "expr": self.expr, "tz": self.tz}
+        return {"type": "cron", "expr": self.expr, "tz": self.tz, "missed": self.missed}
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,12 +36,20 @@ class EventTrigger:
 Trigger = CronTrigger | EventTrigger
 
 
-def cron(expr: str, tz: str | None = None) -> CronTrigger:
-    """A cron trigger: ``cron("*/30 * * * *")`` or ``cron("0 9 * * 1", tz="Europe/Paris")``."""
-    if not isinstance(expr, str) or len(expr.split()) != 5:
+def cron(expr: str, tz: str | None = None, missed: str = "latest") -> CronTrigger:
+    """A cron trigger: ``cron("*/30 * * * *")`` or ``cron("0 9 * * 1", tz="Europe/Paris")``.
+
+    Five fields, or six with seconds last. ``missed`` says what happens to ticks missed while
+    no scheduler ran (beyond a short catch-up window): ``"latest"`` runs once for the latest
+    missed tick, ``"skip"`` runs none; never a burst of all of them.
+    """
+    if not isinstance(expr, str) or len(expr.split()) not in (5, 6):
         raise SkillDefinitionError(
-            f"cron expression {expr!r} must have five fields, e.g. cron('*/30 * * * *')"
+            f"cron expression {expr!r} must have five fields (or six, seconds last), "
+            f"e.g. cron('*/30 * * * *')"
         )
+    if missed not in ("latest", "skip"):
+        raise SkillDefinitionError("cron missed= must be 'latest' or 'skip'")
     from croniter import croniter
 
     if not croniter.is_valid(expr):
@@ -52,7 +61,7 @@ def cron(expr: str, tz: str | None = None) -> CronTrigger:
             ZoneInfo(tz)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise SkillDefinitionError(f"unknown timezone {tz!r} in cron trigger") from exc
-    return CronTrigger(expr=expr, tz=tz)
+    return CronTrigger(expr=expr, tz=tz, missed=missed)
 
 
 def event(name: str, match: dict[str, Any] | None = None) -> EventTrigger:

@@ -1,0 +1,110 @@
+"""The event router: a consumer of the event stream's ``router`` group.
+
+For each event it starts every matching event-triggered skill (exactly once per event id and
+skill) and resolves every run waiting for it, then acknowledges the entry. Entries left pending
+by a router that died are claimed again after ``RECLAIM_IDLE_MS``; processing is idempotent, so
+a retried entry changes nothing that already happened.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any
+
+from redis.exceptions import RedisError, ResponseError
+
+from loopwright.events.bus import decode_entry, matches
+from loopwright.runner.records import now_ms
+from loopwright.runner.runtime import Runtime
+from loopwright.scheduler.catalog import Catalog
+from loopwright.scheduler.starts import start_once
+from loopwright.sdk.triggers import EventTrigger
+
+log = logging.getLogger(__name__)
+GROUP = "router"
+RECLAIM_IDLE_MS = 15_000
+
+
+class Router:
+    """Routes accepted events to triggers and waiting runs."""
+
+    def __init__(self, rt: Runtime, catalog: Catalog, consumer: str) -> None:
+        self.rt = rt
+        self.catalog = catalog
+        self.consumer = consumer
+        self._group_ready = False
+
+    def _ensure_group(self) -> None:
+        if self._group_ready:
+            return
+        try:
+            self.rt.redis.xgroup_create(self.rt.keys.events, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._group_ready = True
+
+    def poll(self, block_ms: int = 1000) -> int:
+        """Route what is pending for this consumer, reclaimed or new; returns entries routed."""
+        self._ensure_group()
+        r, k = self.rt.redis, self.rt.keys
+        claimed = r.xautoclaim(k.events, GROUP, self.consumer, RECLAIM_IDLE_MS, "0-0", count=100)
+        entries: list[tuple[str, dict[str, str]]] = list(claimed[1]) if claimed else []
+        if not entries:
+            resp: Any = r.xreadgroup(
+                GROUP, self.consumer, {k.events: ">"}, count=100, block=block_ms
+            )
+            for _stream, items in resp or []:
+                entries.extend(items)
+        for sid, fields in entries:
+            if fields:  # a trimmed entry comes back empty: nothing to route
+                self.route(fields)
+            r.xack(k.events, GROUP, sid)
+        return len(entries)
+
+    def route(self, fields: dict[str, str]) -> None:
+        """Start matching triggers and resolve matching waiters for one event."""
+        event = decode_entry(fields)
+        for entry in self.catalog.entries():
+            trig = entry.spec.trigger
+            wanted = isinstance(trig, EventTrigger) and trig.name == event["name"]
+            if wanted and matches(trig.match, event):  # type: ignore[union-attr]
+                start_once(
+                    self.rt, entry, f"ev:{event['id']}", event,
+                    {"type": "event", "name": event["name"], "event_id": event["id"]},
+                )  # fmt: skip
+        self._resolve_waiters(event)
+
+    def _resolve_waiters(self, event: dict[str, Any]) -> None:
+        rt = self.rt
+        waiters: dict[str, str] = rt.redis.hgetall(rt.keys.waiters(event["name"]))  # type: ignore[assignment]
+        payload = json.dumps(event, separators=(",", ":"))
+        for field, match_json in waiters.items():
+            run_id, _, seq = field.rpartition(":")
+            if not run_id or not seq.isdigit() or not matches(json.loads(match_json), event):
+                continue
+            jid = rt.transitions.resolve(
+                run_id,
+                int(seq),
+                status="done",
+                output_json=payload,
+                waiter=(event["name"], field),
+                ended_at=now_ms(),
+            )
+            if jid:
+                rt.dispatcher.enqueue(run_id, jid)
+
+    def run(self, stop: threading.Event) -> None:
+        """Poll until ``stop``; ride out Redis outages."""
+        wait = 0.5
+        while not stop.is_set():
+            try:
+                self.poll(block_ms=500)
+                wait = 0.5
+            except RedisError as exc:
+                self._group_ready = False
+                log.warning("event router: %s; retrying in %.1fs", exc, wait)
+                stop.wait(wait)
+                wait = min(30.0, wait * 2)

@@ -1,0 +1,35 @@
+"""Starting runs from triggers exactly once per (source, skill)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loopwright.runner.runtime import Runtime
+from loopwright.runner.store import new_run_id
+from loopwright.scheduler.catalog import Entry
+
+
+def start_once(
+    rt: Runtime, entry: Entry, source_id: str, event: dict[str, Any], trigger: dict[str, Any]
+) -> tuple[str, bool]:
+    """Create the run for (``source_id``, skill) unless it exists; (run id, created now).
+
+    The run id is claimed first (SET NX) and the run created second, so a router or scheduler
+    that dies between the two leaves a claim whose run the next attempt creates: a trigger
+    source starts exactly one run per skill however often it is processed.
+    """
+    k = rt.keys
+    claim = k.trigger_done(source_id, entry.name)
+    run_id = new_run_id()
+    if not rt.redis.set(claim, run_id, nx=True, ex=rt.settings.event_retention):
+        run_id = str(rt.redis.get(claim) or run_id)
+        if rt.runs.exists(run_id):
+            return run_id, False
+    rt.runs.create(
+        skill=entry.name,
+        version=entry.version,
+        run_id=run_id,
+        event=event,
+        trigger=trigger,
+    )
+    return run_id, True
