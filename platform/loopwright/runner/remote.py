@@ -30,6 +30,13 @@ def _failed(exc: StepFailedError) -> dict[str, Any]:
     }
 
 
+def _duration(value: Any) -> float | str | None:
+    """A duration from the guest: a number or a string (validated by the step), else None."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return value if isinstance(value, str) else None
+
+
 def _refused(message: str) -> dict[str, Any]:
     return {"error": {"type": "NonRetriableError", "message": message}}
 
@@ -148,11 +155,19 @@ class GuestHost:
                 name, str(msg.get("prompt", "")), schema if isinstance(schema, dict) else None
             )
         elif kind == "invoke":
-            out = self.step.invoke(name, str(msg.get("skill", "")), msg.get("data"))
+            out = self.step.invoke(
+                name, str(msg.get("skill", "")), msg.get("data"), _duration(msg.get("timeout"))
+            )
         elif kind == "send_event":
             out = self.step.send_event(name, str(msg.get("event", "")), msg.get("data"))
         elif kind == "wait_for_event":
-            out = self.step.wait_for_event(name, str(msg.get("event", "")), msg.get("match"))
+            match = msg.get("match")
+            out = self.step.wait_for_event(
+                name,
+                str(msg.get("event", "")),
+                match if isinstance(match, dict) else None,
+                _duration(msg.get("timeout")) or "1h",
+            )
         else:
             raise NonRetriableError(f"unknown step kind {kind!r}")
         return {"ok": {"output": out}}
