@@ -25,6 +25,9 @@ The keyspace is a small state machine (see ``docs/runner.md``):
 * ``{p}:waiters:{event}``     hash   ``run_id:seq`` -> match, runs in wait_for_event
 * ``{p}:scheduler:leader``    string cron leader lease; ``:epoch`` its fencing counter
 * ``{p}:cron:last:{skill}``   string last cron tick fired for a skill (leader-fenced cursor)
+* ``{p}:conc:{skill}:{key}``  zset   runs holding a concurrency slot -> lease expiry
+* ``{p}:rate:{skill}:{key}``  zset   starts inside the rate-limit window
+* ``{p}:idem:{skill}:{key}``  string idempotency marker; ``{p}:debounce:*`` debounced bursts
 """
 
 from __future__ import annotations
@@ -144,6 +147,27 @@ class Keys:
     def cron_last(self, skill: str) -> str:
         """Last cron tick (ms) fired for a skill."""
         return f"{self.prefix}:cron:last:{skill}"
+
+    def concurrency_slots(self, skill: str, key: str) -> str:
+        """Runs holding one of a skill's concurrency slots (per key), by lease expiry."""
+        return f"{self.prefix}:conc:{skill}:{key}"
+
+    def rate_window(self, skill: str, key: str) -> str:
+        """Starts of a skill in its rate-limit window (per key)."""
+        return f"{self.prefix}:rate:{skill}:{key}"
+
+    def idempotency(self, skill: str, key: str) -> str:
+        """Marker that a trigger with this idempotency key started the skill recently."""
+        return f"{self.prefix}:idem:{skill}:{key}"
+
+    def debounce(self, skill: str, key: str) -> str:
+        """The latest event of a debounced burst."""
+        return f"{self.prefix}:debounce:{skill}:{key}"
+
+    @property
+    def debounce_due(self) -> str:
+        """Debounced bursts by the time their run starts."""
+        return f"{self.prefix}:debounce:due"
 
     @property
     def scheduler_heartbeat(self) -> str:

@@ -18,8 +18,8 @@ from redis.exceptions import RedisError, ResponseError
 from loopwright.events.bus import decode_entry, matches
 from loopwright.runner.records import now_ms
 from loopwright.runner.runtime import Runtime
+from loopwright.scheduler.admission import Admission
 from loopwright.scheduler.catalog import Catalog
-from loopwright.scheduler.starts import start_once
 from loopwright.sdk.triggers import EventTrigger
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ class Router:
         self.rt = rt
         self.catalog = catalog
         self.consumer = consumer
+        self.admission = Admission(rt)
         self._group_ready = False
 
     def _ensure_group(self) -> None:
@@ -71,8 +72,8 @@ class Router:
             trig = entry.spec.trigger
             wanted = isinstance(trig, EventTrigger) and trig.name == event["name"]
             if wanted and matches(trig.match, event):  # type: ignore[union-attr]
-                start_once(
-                    self.rt, entry, f"ev:{event['id']}", event,
+                self.admission.start(
+                    entry, f"ev:{event['id']}", event,
                     {"type": "event", "name": event["name"], "event_id": event["id"]},
                 )  # fmt: skip
         self._resolve_waiters(event)

@@ -273,9 +273,11 @@ class Execution:
                 StepRecord(seq, name, "invoke", "pending", 1, ts, 0, until=until, child=child), None
             )
         if not rt.runs.exists(child):  # created here, or the last executor died before it did
+            version = rt.sources.resolve(skill)
             rt.runs.create(
                 skill=skill,
-                version=rt.sources.resolve(skill),
+                version=version,
+                spec=rt.sources.declaration(version, skill)[1],
                 data=data,
                 run_id=child,
                 parent=self.run_id,

@@ -19,14 +19,17 @@ from loopwright.keys import Keys
 
 log = logging.getLogger(__name__)
 
-# Atomically: take the run if it is queued (or running with an expired lease), bump the fence
-# and the attempt counter, register the lease, and return the run and its checkpoints, so a
-# worker starts executing after a single round trip.
-# KEYS: run, steps, leases, queued   ARGV: run_id, owner, ttl_ms
+# Atomically: take the run if it is queued (or running with an expired lease) and, for a skill
+# with a concurrency limit, a slot is free (else park it briefly, with backoff and jitter, and
+# let the scheduler retry it); bump the fence and the attempt counter, register the lease, and
+# return the run and its checkpoints, so a worker starts executing after one round trip.
+# KEYS: run, steps, leases, queued, timers   ARGV: run_id, owner, ttl_ms
 ACQUIRE_LUA = """
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return {'missing'} end
-if st == 'completed' or st == 'failed' or st == 'cancelled' then return {'terminal', st} end
+if st == 'completed' or st == 'failed' or st == 'cancelled' or st == 'skipped' then
+  return {'terminal', st}
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if st == 'running' then
@@ -35,9 +38,23 @@ if st == 'running' then
 elseif st ~= 'queued' then
   return {'parked', st}
 end
+local until_ms = now + tonumber(ARGV[3])
+local slot = redis.call('HGET', KEYS[1], 'conc_slot')
+if slot then
+  redis.call('ZREMRANGEBYSCORE', slot, '-inf', now)
+  local limit = tonumber(redis.call('HGET', KEYS[1], 'conc_limit') or '1')
+  if not redis.call('ZSCORE', slot, ARGV[1]) and redis.call('ZCARD', slot) >= limit then
+    local n = redis.call('HINCRBY', KEYS[1], 'throttles', 1)
+    local wake = now + math.min(1000, 20 * 2 ^ math.min(n, 6)) + math.random(0, 40)
+    redis.call('HSET', KEYS[1], 'status', 'sleeping', 'wake_at', wake, 'updated_at', now)
+    redis.call('ZADD', KEYS[5], wake, ARGV[1])
+    redis.call('ZREM', KEYS[4], ARGV[1])
+    return {'throttled'}
+  end
+  redis.call('ZADD', slot, until_ms, ARGV[1])
+end
 local fence = redis.call('HINCRBY', KEYS[1], 'fence', 1)
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-local until_ms = now + tonumber(ARGV[3])
 redis.call('HSET', KEYS[1], 'status', 'running', 'owner', ARGV[2], 'lease_until', until_ms,
            'updated_at', now)
 if not redis.call('HGET', KEYS[1], 'started_at') then
@@ -58,6 +75,8 @@ local t = redis.call('TIME')
 local until_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[3])
 redis.call('HSET', KEYS[1], 'lease_until', until_ms)
 redis.call('ZADD', KEYS[2], until_ms, ARGV[1])
+local slot = redis.call('HGET', KEYS[1], 'conc_slot')
+if slot then redis.call('ZADD', slot, 'XX', until_ms, ARGV[1]) end
 return 1
 """
 
@@ -98,7 +117,7 @@ class Leases:
         """Take ``run_id`` for ``owner`` or say why not."""
         k = self._keys
         res = self._acquire(
-            keys=[k.run(run_id), k.steps(run_id), k.leases, k.queued],
+            keys=[k.run(run_id), k.steps(run_id), k.leases, k.queued, k.timers],
             args=[run_id, owner, self.ttl_ms],
         )
         if res[0] != "ok":

@@ -15,9 +15,11 @@ from rq.serializers import JSONSerializer
 from loopwright.errors import NotFoundError, UserError
 from loopwright.keys import Keys
 from loopwright.runner.checkpoint import Checkpoints
+from loopwright.runner.flow import concurrency_fields
 from loopwright.runner.records import Run, RunStatus, StepRecord, encode_json, now_ms
 from loopwright.runner.transitions import Transitions
 from loopwright.sdk.errors import StepOutputError
+from loopwright.sdk.skill import SkillSpec
 
 JOB_FUNC = "loopwright.runner.execute.execute"
 
@@ -96,10 +98,15 @@ class RunStore:
         run_id: str | None = None,
         event: dict[str, Any] | None = None,
         parent_seq: int | None = None,
+        spec: SkillSpec | None = None,
+        skipped: str | None = None,
+        wake_at: int | None = None,
     ) -> str:
         """Record a new queued run and dispatch it, in one round trip. Returns the run id.
 
         Runs execute in the sandbox unless ``trusted`` (built-in skills, ``--trusted``).
+        ``spec`` brings the skill's concurrency limit; ``skipped`` records a start that flow
+        control refused (a terminal run, never dispatched); ``wake_at`` creates it parked.
         """
         run_id = run_id or new_run_id()
         ts = now_ms()
@@ -137,18 +144,27 @@ class RunStore:
                 mapping["parent_seq"] = parent_seq
         if trusted:
             mapping["trusted"] = "1"
+        if spec is not None:
+            mapping.update(concurrency_fields(self._keys, spec, event))
         if timeout is not None:
             mapping["timeout"] = timeout
         k = self._keys
+        if skipped is not None:
+            mapping.update(status=RunStatus.SKIPPED.value, error=skipped, finished_at=ts)
+        elif wake_at is not None:
+            mapping.update(status=RunStatus.SLEEPING.value, wake_at=wake_at)
         pipe = self._rq_redis.pipeline(transaction=True)
         pipe.multi()  # RQ joins an explicit transaction instead of starting its own
         pipe.hset(k.run(run_id), mapping=mapping)
         pipe.zadd(k.runs, {run_id: ts})
         pipe.zadd(k.runs_by_skill(skill), {run_id: ts})
-        pipe.zadd(k.queued, {run_id: ts})
         if parent:
             pipe.sadd(k.children(parent), run_id)
-        self.dispatcher.enqueue(run_id, job_id, pipeline=pipe)
+        if skipped is None and wake_at is not None:
+            pipe.zadd(k.timers, {run_id: wake_at})
+        elif skipped is None:
+            pipe.zadd(k.queued, {run_id: ts})
+            self.dispatcher.enqueue(run_id, job_id, pipeline=pipe)
         pipe.execute()
         return run_id
 

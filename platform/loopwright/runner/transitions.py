@@ -13,6 +13,12 @@ from redis import Redis
 
 from loopwright.keys import Keys
 
+# Frees the run's concurrency slot, if it holds one (the slot key is stored on the run).
+RELEASE_SLOT = """
+local slot = redis.call('HGET', KEYS[1], 'conc_slot')
+if slot then redis.call('ZREM', slot, ARGV[1]) end
+"""
+
 _NOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -26,6 +32,9 @@ FINISH_LUA = (
     + """
 local cur = redis.call('HMGET', KEYS[1], 'fence', 'status')
 if cur[1] ~= ARGV[2] or cur[2] ~= 'running' then return 0 end
+"""
+    + RELEASE_SLOT
+    + """
 redis.call('HSET', KEYS[1], 'status', ARGV[3], 'finished_at', now, 'updated_at', now)
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'output', ARGV[4]) end
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[5]) end
@@ -45,6 +54,9 @@ PARK_LUA = (
     + """
 local cur = redis.call('HMGET', KEYS[1], 'fence', 'status')
 if cur[1] ~= ARGV[2] or cur[2] ~= 'running' then return 0 end
+"""
+    + RELEASE_SLOT
+    + """
 redis.call('HSET', KEYS[1], 'status', ARGV[3], 'wake_at', ARGV[4], 'updated_at', now)
 redis.call('HINCRBY', KEYS[1], 'active_ms', ARGV[5])
 redis.call('HDEL', KEYS[1], 'owner', 'lease_until')
@@ -65,6 +77,9 @@ PARK_WAITING_LUA = (
     + """
 local cur = redis.call('HMGET', KEYS[1], 'fence', 'status')
 if cur[1] ~= ARGV[2] or cur[2] ~= 'running' then return 0 end
+"""
+    + RELEASE_SLOT
+    + """
 redis.call('HSET', KEYS[1], 'status', 'waiting', 'updated_at', now)
 redis.call('HINCRBY', KEYS[1], 'active_ms', ARGV[4])
 redis.call('HDEL', KEYS[1], 'owner', 'lease_until')
@@ -143,6 +158,9 @@ REAP_LUA = (
 local cur = redis.call('HMGET', KEYS[1], 'status', 'lease_until')
 if cur[1] ~= 'running' then redis.call('ZREM', KEYS[2], ARGV[1]) return false end
 if tonumber(cur[2] or '0') > now then return false end
+"""
+    + RELEASE_SLOT
+    + """
 redis.call('HINCRBY', KEYS[1], 'fence', 1)
 local reaps = redis.call('HINCRBY', KEYS[1], 'reaps', 1)
 redis.call('HDEL', KEYS[1], 'owner', 'lease_until')
@@ -184,7 +202,10 @@ CANCEL_LUA = (
     + """
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return -1 end
-if st == 'completed' or st == 'failed' or st == 'cancelled' then return 0 end
+if st == 'completed' or st == 'failed' or st == 'cancelled' or st == 'skipped' then return 0 end
+"""
+    + RELEASE_SLOT
+    + """
 redis.call('HINCRBY', KEYS[1], 'fence', 1)
 redis.call('HSET', KEYS[1], 'status', 'cancelled', 'error', ARGV[2], 'finished_at', now,
            'updated_at', now)

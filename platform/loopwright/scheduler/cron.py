@@ -17,8 +17,8 @@ from zoneinfo import ZoneInfo
 from croniter import croniter
 
 from loopwright.runner.runtime import Runtime
+from loopwright.scheduler.admission import Admission
 from loopwright.scheduler.catalog import Catalog, Entry
-from loopwright.scheduler.starts import start_once
 from loopwright.sdk.triggers import CronTrigger
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,7 @@ class CronFirer:
         self.rt = rt
         self.catalog = catalog
         self.epoch = 0
+        self.admission = Admission(rt)
         self._lead = rt.redis.register_script(LEAD_LUA)
         self._advance = rt.redis.register_script(ADVANCE_LUA)
 
@@ -128,7 +129,7 @@ class CronFirer:
             trigger = {"type": "cron", "expr": trig.expr, "tick_ms": tick}
             # The tick time is the run's idempotency key: a tick fired again (by a new leader
             # after a crash, or a deposed one) finds its run and starts nothing.
-            _, created = start_once(rt, entry, f"cron:{tick}", event, trigger)
-            count += created
+            outcome = self.admission.start(entry, f"cron:{tick}", event, trigger)
+            count += outcome in ("started", "delayed", "debounced")
         self._advance(keys=[k.scheduler_leader, cursor], args=[self.rt.owner, ticks[-1]])
         return count

@@ -37,6 +37,7 @@ class TickStats:
     redispatched: int = 0
     cron: int = 0
     resolved: int = 0
+    debounced: int = 0
 
 
 class Scheduler:
@@ -85,6 +86,9 @@ class Scheduler:
                 rt.dispatcher.enqueue(rid, new, at_front=True)
                 stats.redispatched += 1
         stats.cron = self.cron.tick(now)
+        if rt.redis.zcard(k.debounce_due):
+            entries = {e.name: e for e in self.catalog.entries()}
+            stats.debounced = self.cron.admission.fire_debounced(entries)
         if time.monotonic() - self._last_sweep > SWEEP_INTERVAL_S:
             self._last_sweep = time.monotonic()
             stats.resolved = self.sweep_waiting()

@@ -10,7 +10,14 @@ from loopwright.scheduler.catalog import Entry
 
 
 def start_once(
-    rt: Runtime, entry: Entry, source_id: str, event: dict[str, Any], trigger: dict[str, Any]
+    rt: Runtime,
+    entry: Entry,
+    source_id: str,
+    event: dict[str, Any],
+    trigger: dict[str, Any],
+    *,
+    skipped: str | None = None,
+    wake_at: int | None = None,
 ) -> tuple[str, bool]:
     """Create the run for (``source_id``, skill) unless it exists; (run id, created now).
 
@@ -31,5 +38,8 @@ def start_once(
         run_id=run_id,
         event=event,
         trigger=trigger,
+        spec=entry.spec,
+        skipped=skipped,
+        wake_at=wake_at,
     )
     return run_id, True

@@ -36,6 +36,10 @@ class SkillSpec:
     http_allow: tuple[str, ...] = ()
     secrets: tuple[str, ...] = ()
     params: dict[str, Any] = field(default_factory=dict)
+    concurrency_key: str | None = None
+    rate_limit: dict[str, Any] | None = None
+    debounce: dict[str, Any] | None = None
+    idempotency: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (stored with runs; the registry's manifest builds on it)."""
@@ -51,6 +55,10 @@ class SkillSpec:
             "http_allow": list(self.http_allow),
             "secrets": list(self.secrets),
             "params": dict(self.params),
+            "concurrency_key": self.concurrency_key,
+            "rate_limit": self.rate_limit,
+            "debounce": self.debounce,
+            "idempotency": self.idempotency,
         }
 
 
@@ -70,7 +78,10 @@ def skill(
     retries: int = 3,
     backoff: float | str = 1.0,
     timeout: float | str | None = None,
-    concurrency: int | None = None,
+    concurrency: int | dict[str, Any] | None = None,
+    rate_limit: dict[str, Any] | None = None,
+    debounce: dict[str, Any] | None = None,
+    idempotency: str | dict[str, Any] | None = None,
     tools: list[str] | None = None,
     http_allow: list[str] | None = None,
     secrets: list[str] | None = None,
@@ -90,10 +101,16 @@ def skill(
         raise SkillDefinitionError("trigger must be cron(...), event(...) or omitted")
     if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 100:
         raise SkillDefinitionError("retries must be an integer from 0 to 100")
+    concurrency_key = None
+    if isinstance(concurrency, dict):
+        concurrency_key = _key_expr(concurrency.get("key"), "concurrency")
+        concurrency = concurrency.get("limit")
     if concurrency is not None and (
         isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
     ):
-        raise SkillDefinitionError("concurrency must be a positive integer")
+        raise SkillDefinitionError(
+            'concurrency must be a positive integer or {"limit": N, "key": "data.field"}'
+        )
     try:
         backoff_s = parse_duration(backoff)
         timeout_s = None if timeout is None else parse_duration(timeout)
@@ -109,6 +126,7 @@ def skill(
         )
     if params is not None and not isinstance(params, dict):
         raise SkillDefinitionError("params must be a dict of name -> default value")
+    flow = _flow_options(rate_limit, debounce, idempotency)
     spec = SkillSpec(
         name=name,
         description=description,
@@ -121,6 +139,8 @@ def skill(
         http_allow=_str_tuple(http_allow, "http_allow"),
         secrets=_str_tuple(secrets, "secrets"),
         params=dict(params or {}),
+        concurrency_key=concurrency_key,
+        **flow,
     )
 
     def decorate(fn: F) -> F:
@@ -128,6 +148,73 @@ def skill(
         return fn
 
     return decorate
+
+
+def _key_expr(value: Any, what: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not re.match(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$", value):
+        raise SkillDefinitionError(
+            f"{what} key must be a dotted path into the event, e.g. 'data.customer_id'"
+        )
+    return value
+
+
+def _period(value: Any, what: str) -> float:
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise SkillDefinitionError(f"{what}: {exc}") from None
+    if seconds <= 0:
+        raise SkillDefinitionError(f"{what} must be positive")
+    return seconds
+
+
+def _flow_options(
+    rate_limit: Any, debounce: Any, idempotency: Any
+) -> dict[str, dict[str, Any] | None]:
+    """Validate and normalise the trigger-time flow-control options."""
+    out: dict[str, dict[str, Any] | None] = {
+        "rate_limit": None,
+        "debounce": None,
+        "idempotency": None,
+    }
+    if rate_limit is not None:
+        if not isinstance(rate_limit, dict):
+            raise SkillDefinitionError(
+                'rate_limit must be {"limit": N, "period": "1m", "key": ..., "mode": "drop"}'
+            )
+        limit = rate_limit.get("limit")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise SkillDefinitionError("rate_limit limit must be a positive integer")
+        mode = rate_limit.get("mode", "drop")
+        if mode not in ("drop", "delay"):
+            raise SkillDefinitionError("rate_limit mode must be 'drop' or 'delay'")
+        out["rate_limit"] = {
+            "limit": limit,
+            "period": _period(rate_limit.get("period"), "rate_limit period"),
+            "key": _key_expr(rate_limit.get("key"), "rate_limit"),
+            "mode": mode,
+        }
+    if debounce is not None:
+        if not isinstance(debounce, dict):
+            raise SkillDefinitionError('debounce must be {"period": "5s", "key": ...}')
+        out["debounce"] = {
+            "period": _period(debounce.get("period"), "debounce period"),
+            "key": _key_expr(debounce.get("key"), "debounce"),
+        }
+    if idempotency is not None:
+        spec = {"key": idempotency} if isinstance(idempotency, str) else idempotency
+        if not isinstance(spec, dict) or not spec.get("key"):
+            raise SkillDefinitionError(
+                'idempotency must be a key path like "data.order_id" or '
+                '{"key": ..., "window": "24h"}'
+            )
+        out["idempotency"] = {
+            "key": _key_expr(spec.get("key"), "idempotency"),
+            "window": _period(spec.get("window", "24h"), "idempotency window"),
+        }
+    return out
 
 
 def spec_of(fn: Callable[[Context], Any]) -> SkillSpec | None:
