@@ -3,6 +3,7 @@ limits, debounce and idempotency give exact counts."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -40,7 +41,7 @@ def _all_done(cluster: Cluster, skill: str, n: int, timeout: float = 120) -> lis
 
 def _overlaps(spans: list[list[float]]) -> int:
     spans = sorted(spans)
-    return sum(1 for a, b in zip(spans, spans[1:], strict=False) if b[0] < a[1])
+    return sum(1 for a, b in itertools.pairwise(spans) if b[0] < a[1])
 
 
 def test_concurrency_one_under_fifty_simultaneous_triggers_never_overlaps(
