@@ -53,8 +53,8 @@ def server() -> Iterator[Recorder]:
             else:
                 _json(self, 200, {"ok": True, "path": self.path})
 
-        do_GET = _serve
-        do_POST = _serve
+        do_GET = _serve  # noqa: N815 - the http.server handler API
+        do_POST = _serve  # noqa: N815
 
         def log_message(self, format: str, *args: object) -> None:
             pass
@@ -73,7 +73,7 @@ from loopwright.sdk import skill
 @skill(name="fetcher", tools=["http", "notify"], http_allow={allow}, secrets={secrets},
        retries=2, backoff=0.01{extra})
 def main(ctx):
-    return ctx.step.run("fetch", lambda: {call or 'ctx.tools.http.get_json(ctx.event["data"]["url"])'})
+    return ctx.step.run("fetch", lambda: {call or DEFAULT_CALL})
 """
 
 
