@@ -66,6 +66,9 @@ def server() -> Iterator[Recorder]:
     httpd.shutdown()
 
 
+DEFAULT_CALL = 'ctx.tools.http.get_json(ctx.event["data"]["url"])'
+
+
 def _fetcher(allow: str, extra: str = "", secrets: str = "[]", call: str = "") -> str:
     return f"""
 from loopwright.sdk import skill
