@@ -33,6 +33,7 @@ from bench.common import (
     summary,
     wait_until,
 )
+
 from loopwright.runner.runtime import Runtime
 
 START = "<!-- bench:triggers:start -->"
@@ -75,11 +76,13 @@ def event_latencies(rt: Runtime, n: int) -> list[float]:
             return str(value) if value else None
 
         run_id = wait_until(created, timeout=30, what="run created")
+        assert run_id is not None
 
         def started(rid: str = run_id) -> int | None:
             return rt.runs.get(rid).started_at
 
         started_at = wait_until(started, timeout=30, what="run started")
+        assert started_at is not None
         if i >= 5:  # the first few warm up the router's and the worker's caches
             out.append((started_at - sent_ms) / 1000.0)
         rt.runs.wait(run_id, timeout=30)
