@@ -287,3 +287,19 @@ def machine_info(redis_url: str) -> dict[str, Any]:
         "dbos": _package_version("dbos"),
         "hiredis": _package_version("hiredis") != "not installed",
     }
+
+
+def write_doc_section(path: Path, name: str, section: str) -> None:
+    """Replace the ``name`` section of a Markdown file (between its HTML-comment markers, e.g.
+    ``<!-- bench:runner:start -->``) or append it, leaving every other section alone."""
+    start, end = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
+    block = f"{start}\n{section.rstrip()}\n{end}\n"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
+        text = head + block + tail.lstrip("\n")
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)

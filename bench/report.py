@@ -6,8 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-START = "<!-- bench:runner:start -->"
-END = "<!-- bench:runner:end -->"
+from bench.common import write_doc_section
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,16 +177,7 @@ def markdown_table(rows: list[Row]) -> str:
 
 def write_section(path: Path, section: str) -> None:
     """Replace the runner section of ``path`` (between the markers) or append it."""
-    block = f"{START}\n{section.rstrip()}\n{END}\n"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        _, tail = rest.split(END, 1)
-        text = head + block + tail.lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    write_doc_section(path, "runner", section)
 
 
 def _mem_total(free_g: str) -> str:

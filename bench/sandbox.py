@@ -26,16 +26,21 @@ if __package__ in (None, ""):
 
 import itertools
 
-from bench.common import Processes, RedisServer, load_average, machine_info, make_settings, summary
+from bench.common import (
+    Processes,
+    RedisServer,
+    load_average,
+    machine_info,
+    make_settings,
+    summary,
+    write_doc_section,
+)
 
 from loopwright.runner.execute import Executor
 from loopwright.runner.runtime import Runtime
 from loopwright.sandbox.host import Guest, run_session, wait_ready
 from loopwright.sandbox.limits import GuestLimits
 from loopwright.sandbox.process import ProcessBackend
-
-START = "<!-- bench:sandbox:start -->"
-END = "<!-- bench:sandbox:end -->"
 
 STEPS_SKILL = """
 from loopwright.sdk import skill
@@ -274,19 +279,6 @@ def section(r: dict[str, Any], command: str) -> str:
     )
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace this benchmark's section of ``path`` (between its markers) or append it."""
-    block = f"{START}\n{text.rstrip()}\n{END}\n"
-    doc = path.read_text() if path.exists() else "# Benchmarks\n"
-    if START in doc and END in doc:
-        head, rest = doc.split(START, 1)
-        _, tail = rest.split(END, 1)
-        doc = head + block + tail.lstrip("\n")
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + block
-    path.write_text(doc)
-
-
 def main() -> int:
     """Command line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -304,7 +296,7 @@ def main() -> int:
     text = section(results, command)
     print(text)
     if args.out:
-        write_section(args.out, text)
+        write_doc_section(args.out, "sandbox", text)
     return 0
 
 

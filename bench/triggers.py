@@ -32,12 +32,10 @@ from bench.common import (
     make_settings,
     summary,
     wait_until,
+    write_doc_section,
 )
 
 from loopwright.runner.runtime import Runtime
-
-START = "<!-- bench:triggers:start -->"
-END = "<!-- bench:triggers:end -->"
 
 ON_EVENT = """
 from loopwright.sdk import skill, event
@@ -159,19 +157,6 @@ def section(r: dict[str, Any], command: str) -> str:
     )
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace this benchmark's section of ``path`` (between its markers) or append it."""
-    block = f"{START}\n{text.rstrip()}\n{END}\n"
-    doc = path.read_text() if path.exists() else "# Benchmarks\n"
-    if START in doc and END in doc:
-        head, rest = doc.split(START, 1)
-        _, tail = rest.split(END, 1)
-        doc = head + block + tail.lstrip("\n")
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + block
-    path.write_text(doc)
-
-
 def main() -> int:
     """Command line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -185,7 +170,7 @@ def main() -> int:
     text = section(results, "python bench/triggers.py" + (" --quick" if args.quick else ""))
     print(text)
     if args.out:
-        write_section(args.out, text)
+        write_doc_section(args.out, "triggers", text)
     return 0
 
 
