@@ -247,3 +247,27 @@ def test_killed_worker_pool_supervisor_takes_its_workers_with_it(cluster: Cluste
         return open(f"/proc/{pid}/stat").read().split()[2] == "Z"
 
     wait_until(lambda: all(gone(pid) for pid in children), timeout=20)
+
+
+def test_run_whose_job_was_popped_by_a_dead_worker_is_redispatched(cluster: Cluster) -> None:
+    # Given a queued run whose job id was popped from the queue list by a worker that died
+    # before marking it started: RQ's job hash still says "queued"
+    name = cluster.skill('''
+        from loopwright.sdk import skill
+
+        @skill(name="popped")
+        def main(ctx):
+            return ctx.step.run("s", lambda: "ran")
+    ''')
+    run_id = cluster.start(name)
+    queue = cluster.rt.dispatcher.queue
+    jid = str(cluster.rt.redis.hget(cluster.rt.keys.run(run_id), "dispatch"))
+    assert cluster.rt.rq_redis.lrem(queue.key, 0, jid) == 1
+    assert cluster.rt.dispatcher.job_status(jid) == "queued"
+    # When the scheduler and a worker run
+    cluster.scheduler()
+    cluster.worker()
+    # Then the run is dispatched again after the grace period and completes
+    run = cluster.wait(run_id, timeout=15)
+    assert run.status.value == "completed"
+    assert cluster.rt.redis.hget(cluster.rt.keys.run(run_id), "dispatches") == "2"

@@ -14,7 +14,13 @@ The keyspace is a small state machine (see ``docs/runner.md``):
 * ``{p}:queued``              zset   dispatched run id -> dispatch time (ms)   (lost-dispatch check)
 * ``{p}:waiting``             zset   runs waiting for an event or a child run  (scheduler sweep)
 * ``{p}:src:{version}``       string skill source by content hash
-* ``{p}:skills``              hash   skill name -> latest version run from a file
+* ``{p}:skills``              hash   skill name -> active version, for *active* skills only (the
+                                     registry keeps it in step; triggers and ``run NAME`` read it)
+* ``{p}:reg:skill:{name}``    hash   registry: status, active pointer, owner, times
+* ``{p}:reg:versions:{name}`` zset   registry: the skill's versions in registration order
+* ``{p}:reg:ver:{version}``   hash   registry: one immutable version (author, parent, manifest...)
+* ``{p}:reg:names``           set    registry: every skill name ever registered
+* ``{p}:reg:seq``             string registry change counter; ``{p}:reg:changes`` its channel
 * ``{p}:inbox``               list   platform inbox (``notify`` tool)
 * ``{p}:inbox:sent:{key}``    string dedupe marker of a notice by idempotency key
 * ``{p}:notify``              channel run-state notices (``--wait`` listens here)
@@ -61,6 +67,10 @@ class Keys:
         """The run's log lines."""
         return f"{self.prefix}:run:{run_id}:logs"
 
+    def notices(self, run_id: str) -> str:
+        """How many notices a run posted (quota)."""
+        return f"{self.prefix}:run:{run_id}:notices"
+
     def children(self, run_id: str) -> str:
         """Ids of runs started by this run."""
         return f"{self.prefix}:run:{run_id}:children"
@@ -100,8 +110,35 @@ class Keys:
 
     @property
     def skills(self) -> str:
-        """Skill name -> latest version run from a file."""
+        """Skill name -> active version of every active skill (kept by the registry)."""
         return f"{self.prefix}:skills"
+
+    def registry_skill(self, name: str) -> str:
+        """Registry record of one skill: status, active pointer, owner."""
+        return f"{self.prefix}:reg:skill:{name}"
+
+    def registry_versions(self, name: str) -> str:
+        """A skill's versions by registration order."""
+        return f"{self.prefix}:reg:versions:{name}"
+
+    def registry_version(self, version: str) -> str:
+        """One immutable skill version's metadata."""
+        return f"{self.prefix}:reg:ver:{version}"
+
+    @property
+    def registry_names(self) -> str:
+        """Every registered skill name."""
+        return f"{self.prefix}:reg:names"
+
+    @property
+    def registry_seq(self) -> str:
+        """Counter bumped by every registry change."""
+        return f"{self.prefix}:reg:seq"
+
+    @property
+    def registry_channel(self) -> str:
+        """Pub/sub channel of registry change notices (JSON)."""
+        return f"{self.prefix}:reg:changes"
 
     @property
     def inbox(self) -> str:

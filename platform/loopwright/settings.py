@@ -74,7 +74,34 @@ class Settings(BaseSettings):
         description="Secret values by name (LOOPWRIGHT_SECRETS as a JSON object); skills "
         "reference names only and values are used on the host, never sent to a guest.",
     )
+    secret_grants: dict[str, dict[str, list[str]]] = Field(
+        default_factory=dict,
+        description="Per secret, the skills and hosts it may be used for (LOOPWRIGHT_SECRET_GRANTS"
+        ' as JSON: {"NAME": {"skills": [...], "hosts": [...]}}). A secret without a grant may be '
+        "used by any skill that declares it.",
+    )
+    notify_max_per_run: int = Field(default=100, ge=1)
     http_allow_private: bool = Field(
         default=False,
         description="Let the http tool reach loopback/private/link-local addresses (tests, labs).",
     )
+
+    approval_mode: Literal["auto", "review"] = Field(
+        default="auto",
+        description="auto: an accepted skill version becomes active at once; review: it waits "
+        "in pending_approval until 'loopwright skills approve NAME VERSION'.",
+    )
+    sidecar_url: str | None = Field(
+        default=None,
+        description="Sidecar service the CLI submits to (e.g. http://127.0.0.1:8765); unset: "
+        "the CLI runs the validation pipeline itself.",
+    )
+    sidecar_host: str = "127.0.0.1"
+    sidecar_port: int = Field(default=8765, ge=1, le=65535)
+    sidecar_token: SecretStr | None = Field(
+        default=None, description="Bearer token the sidecar service requires when set."
+    )
+    sidecar_case_timeout: float = Field(
+        default=30.0, gt=0, le=600, description="Wall-clock limit of one sandboxed test case."
+    )
+    sidecar_tests_max_bytes: int = Field(default=256 * 1024, ge=1024)

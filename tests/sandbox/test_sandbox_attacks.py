@@ -43,7 +43,12 @@ import pytest
 from conftest import DOCKER_IMAGE, Cluster, RedisProc, wait_until
 from loopwright.runner.records import Run
 from loopwright.sandbox.limits import GuestLimits
-from loopwright.sandbox.process import GUEST_MODULE, ProcessBackend, ProcessGuest
+from loopwright.sandbox.process import (
+    GUEST_MODULE,
+    ProcessBackend,
+    ProcessGuest,
+    _guest_code_paths,
+)
 from loopwright.sdk.manifest import read_declaration
 
 # ---------------------------------------------------------------------------- helpers
@@ -920,13 +925,6 @@ def test_infinite_loop_is_killed_by_the_cpu_limit(lab: Lab) -> None:
 def test_cpu_limit_failure_says_so(
     lab: Lab, request: pytest.FixtureRequest, sandbox_backend: str
 ) -> None:
-    xfail_on_process(
-        request,
-        sandbox_backend,
-        "the error reads 'sandbox: the guest died: exit code 152': bwrap reports its child's "
-        "SIGXCPU as exit status 128+24, and ProcessGuest.describe_exit only maps negative "
-        "return codes to _SIGNAL_HINTS",
-    )
     run = lab.run(src("spin-for-message", "while True:\n    pass"))
     assert run.status.value == "failed"
     assert "cpu time limit" in (run.error or "").lower(), run.error
@@ -976,13 +974,6 @@ def test_step_output_of_100_mb_is_refused_without_host_memory_blowup(lab: Lab) -
     assert peak_rss_bytes(lab.worker.pid) - before < 48 * MIB
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the error reads 'sandbox: the guest broke the protocol: message over the "
-    "2162688-byte cap' (both backends): the guest sends a step output over the protocol's "
-    "message cap without checking its size, so the host's LineReader blames the protocol "
-    "instead of naming the step and the output cap",
-)
 def test_step_output_over_the_cap_names_the_step(lab: Lab) -> None:
     run = lab.run(
         src("huge-step-named", 'return ctx.step.run("big", lambda: "x" * (100 * 1024 * 1024))')
@@ -1136,13 +1127,6 @@ def test_http_to_a_private_address_is_refused_when_private_is_not_allowed(
     assert recorder.requests == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="NotifyTool._webhook passes the secret's value to request_json as the URL, and "
-    "netguard._check_url quotes the URL in its error ('only http(s) URLs are allowed, not "
-    "'<value>''), which reaches the guest and the run's error: any skill that names a "
-    "secret reads its value with notify(channel='slack:NAME')",
-)
 def test_notify_channel_cannot_reveal_a_secret_value(
     make_cluster: Any, sandbox_backend: str, secret: str
 ) -> None:
@@ -1167,13 +1151,6 @@ def test_notify_channel_cannot_reveal_a_secret_value(
     lab.assert_healthy()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="secrets and http_allow are both declared by the (untrusted) skill author and are "
-    "not bound to each other: a skill names any configured secret, sends it in a header to a "
-    "host of its choosing that echoes request headers (any public echo service), and gets "
-    "the value back as the tool's result in the guest",
-)
 def test_an_echoing_host_cannot_hand_a_secret_value_to_the_guest(
     make_cluster: Any, sandbox_backend: str, secret: str, recorder: Recorder
 ) -> None:
@@ -1217,11 +1194,6 @@ def test_http_outside_a_step_is_refused(lab: Lab, recorder: Recorder) -> None:
     assert recorder.requests == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="notify has no per-run quota: one run posts 10,001 notices in ~3 s and the "
-    "inbox's LTRIM to INBOX_MAX=10,000 evicts every other run's notice",
-)
 def test_notify_flood_cannot_evict_other_runs_notices(lab: Lab) -> None:
     # Given a run that posted a notice
     victim = lab.run(
@@ -1264,7 +1236,6 @@ CRASH_REASON = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=CRASH_REASON.format(what="sleep(1e308): OverflowError"))
 def test_unrepresentable_sleep_duration_fails_the_run_cleanly(lab: Lab) -> None:
     run = lab.cluster.wait(lab.start(src("sleep-forever", 'ctx.step.sleep("nap", 1e308)')), 6)
     assert run.status.value == "failed" and run.reaps == 0
@@ -1272,9 +1243,6 @@ def test_unrepresentable_sleep_duration_fails_the_run_cleanly(lab: Lab) -> None:
     lab.assert_healthy()
 
 
-@pytest.mark.xfail(
-    strict=True, reason=CRASH_REASON.format(what="an http JSON answer with NaN: ValueError")
-)
 def test_nan_from_an_allowed_http_endpoint_ends_the_run_once(lab: Lab, recorder: Recorder) -> None:
     recorder.replies["/nan"] = (200, b'{"value": NaN}', {})
     run_id = lab.start(
@@ -1290,13 +1258,6 @@ def test_nan_from_an_allowed_http_endpoint_ends_the_run_once(lab: Lab, recorder:
     lab.assert_healthy()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=CRASH_REASON.format(
-        what="replaying a step output holding a lone surrogate: protocol.encode uses "
-        "ensure_ascii=False, UnicodeEncodeError"
-    ),
-)
 def test_lone_surrogate_step_output_survives_replay(lab: Lab) -> None:
     lab.cluster.scheduler()
     run_id = lab.start(
@@ -1309,6 +1270,36 @@ def test_lone_surrogate_step_output_survives_replay(lab: Lab) -> None:
     run = lab.cluster.wait(run_id, 8)
     assert run.reaps == 0 and "UnboundLocalError" not in (run.error or ""), run.error
     assert run.status.value == "completed" and run.output == 1, run.error
+    lab.assert_healthy()
+
+
+DEEP_SOURCE = (
+    'from loopwright.sdk import skill\n\n@skill(name="deep-nesting")\ndef main(ctx):\n'
+    "    return " + "-" * 100_000 + "1\n"
+)
+DEEP_REASON = (
+    "read_declaration (sdk/manifest.py) calls ast.parse and catches only SyntaxError; a deeply "
+    "nested expression raises MemoryError (or RecursionError) there, before check_source's "
+    "'too-complex' finding is reached: {what}"
+)
+
+
+def test_deeply_nested_source_is_refused_at_submit_with_a_finding(lab: Lab) -> None:
+    path = lab.cluster.tmp / "deep.py"
+    path.write_text(DEEP_SOURCE)
+    result = lab.cluster.cli("run", str(path))
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr[-400:]
+    assert "[too-complex]" in " ".join(result.stderr.split())
+    lab.assert_healthy()
+
+
+def test_deeply_nested_source_stored_directly_fails_the_run_cleanly(lab: Lab) -> None:
+    rt = lab.cluster.rt
+    version = rt.sources.put(DEEP_SOURCE, "deep-nesting")
+    run_id = rt.runs.create(skill="deep-nesting", version=version, data={}, trusted=False)
+    run = lab.cluster.wait(run_id, 6)
+    assert run.status.value == "failed" and run.reaps == 0, run.error
     lab.assert_healthy()
 
 
@@ -1386,9 +1377,11 @@ def test_os_layer_alone_hides_etc_passwd() -> None:
     escaped.refused("passwd", "FileNotFoundError")
     escaped.refused("shadow", "FileNotFoundError")
     escaped.refused("etc", "FileNotFoundError")
+    # Only the system folders and the tops of the guest's read-only code binds exist
     visible = set(json.loads(escaped.ok("root").replace("'", '"')))
-    assert visible <= {"usr", "bin", "lib", "lib64", "sbin", "proc", "dev", "tmp", "work", "root"}
-    assert "home" not in visible and "etc" not in visible and "var" not in visible
+    code_tops = {Path(path).parts[1] for path in _guest_code_paths()}
+    assert visible <= {"usr", "bin", "lib", "lib64", "sbin", "proc", "dev", "tmp"} | code_tops
+    assert not visible & {"etc", "var", "srv", "opt", "mnt", "boot"} - code_tops
 
 
 def test_os_layer_alone_hides_the_host_environment(

@@ -16,6 +16,8 @@ from loopwright.cli.doctor import doctor
 from loopwright.cli.events import events_app
 from loopwright.cli.runs import run_command, runs_app
 from loopwright.cli.services import scheduler, up, worker
+from loopwright.cli.sidecar import sidecar
+from loopwright.cli.skills import skills_app
 from loopwright.errors import LoopwrightError
 
 app = typer.Typer(
@@ -28,6 +30,8 @@ app = typer.Typer(
 app.command("run")(run_command)
 app.add_typer(runs_app, name="runs")
 app.add_typer(events_app, name="events")
+app.add_typer(skills_app, name="skills")
+app.command()(sidecar)
 app.command()(up)
 app.command()(worker)
 app.command()(scheduler)

@@ -70,7 +70,7 @@ def _checked_name(source: str, path: Path) -> str:
     try:
         name = read_declaration(source).spec.name
     except ManifestError as exc:
-        raise SkillLoadError(f"{path}: {exc}") from None
+        raise SkillLoadError(f"{path}: {exc} [{exc.rule}]") from None
     findings = check_source(source, str(path))
     if findings:
         shown = "; ".join(f"line {f.line}: {f.message} [{f.rule}]" for f in findings[:3])

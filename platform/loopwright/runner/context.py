@@ -7,6 +7,7 @@ output without touching Redis, so replaying N steps costs N dictionary lookups.
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 MAX_BACKOFF_S = 300.0
+MAX_PARK_S = 366 * 86400.0  # a sleep, wait or retry delay longer than a year is a bug
 
 
 class Suspend(BaseException):
@@ -158,6 +160,7 @@ class Execution:
     ) -> float:
         """After a failed attempt: fail for good, park the run, or return the in-process wait."""
         self.current_step = None
+        delay = min(max(0.0, delay), MAX_PARK_S) if math.isfinite(delay) else MAX_BACKOFF_S
         if attempts > self.spec.retries:
             self.fail(seq, name, attempts, started, error)
         wake = now_ms() + int(delay * 1000)
@@ -361,10 +364,7 @@ class LocalStep:
 
     def sleep(self, name: str, duration: float | str) -> None:
         """Park the run for ``duration``."""
-        try:
-            seconds = parse_duration(duration)
-        except ValueError as exc:
-            raise NonRetriableError(str(exc)) from None
+        seconds = _seconds(duration)
         self._ex.sleep(name, lambda: now_ms() + int(seconds * 1000))
 
     def sleep_until(self, name: str, when: datetime | float | str) -> None:
@@ -382,9 +382,13 @@ class LocalStep:
                 raise NonRetriableError("sleep_until needs a time with a UTC offset")
             target = int(parsed.timestamp() * 1000)
         elif isinstance(when, int | float) and not isinstance(when, bool):
+            if not abs(when) < 1e11:  # also refuses NaN and infinity
+                raise NonRetriableError(f"sleep_until: {when!r} is not a time")
             target = int(when * 1000)
         else:
             raise NonRetriableError(f"sleep_until: cannot read a time from {when!r}")
+        if target - now_ms() > MAX_PARK_S * 1000:
+            raise NonRetriableError("sleep_until: that is more than a year away")
         self._ex.sleep(name, lambda: target)
 
     def llm(self, name: str, prompt: str, schema: dict[str, Any] | None = None) -> Any:
@@ -420,10 +424,14 @@ class LocalStep:
 
 
 def _seconds(value: float | str) -> float:
+    """A duration for a sleep, wait or timeout: finite, not negative, at most a year."""
     try:
-        return parse_duration(value)
-    except ValueError as exc:
+        seconds = parse_duration(value)
+    except (ValueError, TypeError) as exc:
         raise NonRetriableError(str(exc)) from None
+    if not seconds <= MAX_PARK_S:  # also refuses NaN and infinity
+        raise NonRetriableError(f"duration {value!r} is longer than a year")
+    return seconds
 
 
 class RunLogger:

@@ -126,9 +126,10 @@ class Executor:
         try:
             if run.trusted:
                 skill = rt.sources.load(run.version, run.skill)
-                spec, source = skill.spec, ""
+                spec, source, filename = skill.spec, "", skill.filename
             else:
                 source, spec = rt.sources.declaration(run.version, run.skill)
+                filename = "<skill>"
         except SkillLoadError as exc:
             return self._fail(run, token, started, f"skill cannot be loaded: {exc}")
         budget = run.timeout or spec.timeout or rt.settings.default_run_timeout
@@ -164,7 +165,7 @@ class Executor:
         except LeaseLostError:
             raise
         except (Exception, SystemExit) as exc:
-            return self._fail(run, token, started, _error_text(exc, skill.filename))
+            return self._fail(run, token, started, _error_text(exc, filename))
         ok = rt.transitions.finish(
             run_id, token, RunStatus.COMPLETED.value, output, "", self._active_ms(started)
         )
@@ -194,7 +195,13 @@ class Executor:
     ) -> str:
         """Run the skill in a guest; returns the encoded output or raises why it did not end."""
         guest = self.rt.sandbox.acquire()
-        start = {"source": source, "run_id": run.id, "event": run.event, "params": params}
+        start = {
+            "source": source,
+            "run_id": run.id,
+            "event": run.event,
+            "params": params,
+            "max_output_bytes": self.rt.settings.step_output_max_bytes,
+        }
         end = run_session(guest, start, GuestHost(ex).handle, time.monotonic() + remaining)
         if "error" in end:
             raise GuestFailedError(str(end["error"])[:8000])

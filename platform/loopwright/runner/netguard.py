@@ -81,11 +81,13 @@ def resolve_checked(host: str, port: int, allow_private: bool) -> str:
 
 def _check_url(url: str, policy: HttpPolicy, check_host: bool) -> tuple[str, str, int]:
     parts = urlsplit(url)
+    # A URL that came from a secret (check_host=False) is never quoted back to the skill.
+    shown = repr(url[:200]) if check_host else "the URL stored in the secret"
     if parts.scheme not in ("http", "https"):
-        raise NonRetriableError(f"http tool: only http(s) URLs are allowed, not {url[:200]!r}")
+        raise NonRetriableError(f"http tool: only http(s) URLs are allowed, not {shown}")
     host = parts.hostname or ""
     if not host:
-        raise NonRetriableError(f"http tool: no host in {url[:200]!r}")
+        raise NonRetriableError(f"http tool: no host in {shown}")
     if parts.username or parts.password:
         raise NonRetriableError("http tool: credentials in URLs are refused; use secrets")
     if check_host and not host_allowed(host, policy.allow_hosts):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from loopwright.runner.context import Execution, LocalStep, RunLogger
 from loopwright.runner.records import now_ms
 from loopwright.runner.tools import HostTools
@@ -76,6 +78,10 @@ class GuestHost:
             return _failed(exc)
         except NonRetriableError as exc:
             return _refused(str(exc))
+        except RedisError:
+            raise  # infrastructure: the run is retried by another executor
+        except Exception as exc:  # a request the host cannot serve must not crash the worker
+            return _refused(f"the host could not serve {op!r}: {type(exc).__name__}: {exc}")
         return _refused(f"unknown request {op!r}")
 
     def _begin(self, name: str) -> dict[str, Any]:

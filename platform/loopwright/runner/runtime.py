@@ -135,7 +135,7 @@ class Runtime:
             cpu_seconds=st.sandbox_cpu_seconds,
             max_processes=st.sandbox_max_processes,
             open_files=st.sandbox_open_files,
-            message_max_bytes=2 * st.step_output_max_bytes + 64 * 1024,
+            message_max_bytes=6 * st.step_output_max_bytes + 64 * 1024,  # \uXXXX escapes
         )
         return make_backend(
             st.sandbox_backend,

@@ -12,7 +12,7 @@ from typing import Any
 
 from redis import Redis
 
-from loopwright.errors import NotFoundError, SkillLoadError
+from loopwright.errors import SkillLoadError
 from loopwright.keys import Keys
 from loopwright.sdk.errors import SkillDefinitionError
 from loopwright.sdk.manifest import ManifestError, read_declaration
@@ -100,26 +100,28 @@ class SourceStore:
         self._cache_size = cache_size
 
     def put(self, source: str, name: str) -> str:
-        """Store ``source`` (idempotent) and point ``name`` at it; returns the version."""
-        version = version_of(source)
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.set(self._keys.source(version), source, nx=True)
-        pipe.hset(self._keys.skills, name, version)
-        pipe.execute()
-        return version
+        """Register ``source`` as a version of ``name`` written by a person and return its
+        version (``loopwright run FILE``; the caller has policy-checked it, no sidecar tests).
+
+        It becomes the active version unless the active one was validated by the sidecar: a
+        local file never silently replaces a tested version (the run still uses the file's).
+        """
+        from loopwright.skills_registry.store import Registry
+
+        return Registry(self._redis, self._keys).register_direct(source, name).version
 
     def resolve(self, name: str) -> str:
-        """The version ``name`` points at."""
+        """The active version of ``name``; a clear error when it is unknown, paused, retired
+        or waiting for approval (the registry keeps ``{p}:skills`` to active skills only)."""
         version = self._redis.hget(self._keys.skills, name)
         if not version:
-            raise NotFoundError(
-                f"unknown skill {name!r}: run it once from its file "
-                f"(loopwright run path/to/skill.py)"
-            )
+            from loopwright.skills_registry.store import Registry
+
+            raise Registry(self._redis, self._keys).not_runnable(name)
         return str(version)
 
     def names(self) -> dict[str, str]:
-        """Every known skill name and its version."""
+        """Every active skill's name and active version (what triggers may start)."""
         return dict(self._redis.hgetall(self._keys.skills))  # type: ignore[arg-type]
 
     def declaration(self, version: str, name: str) -> tuple[str, SkillSpec]:

@@ -61,6 +61,12 @@ class Dispatcher:
         raw = self._rq_redis.hget(Job.key_for(job_id), "status")
         return raw.decode() if isinstance(raw, bytes) else None
 
+    def waiting_in_queue(self, job_id: str) -> bool:
+        """Whether the job really waits in the queue list. RQ's job hash says ``queued`` until
+        a worker marks it started, so a worker killed right after popping the id leaves a
+        ``queued`` job that no list holds any more: only the list tells the truth."""
+        return self._rq_redis.lpos(self.queue.key, job_id) is not None
+
 
 class RunStore:
     """The run history and the entry points that create or change runs."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from loopwright.runner.netguard import HttpPolicy, request_json
 from loopwright.runner.records import now_ms
@@ -19,15 +20,19 @@ if TYPE_CHECKING:
 
 INBOX_MAX = 10_000
 
-# Atomically: append a notice to the inbox unless this idempotency key already posted one.
-# KEYS: sent marker, inbox   ARGV: entry JSON, marker TTL seconds, inbox cap
+# Atomically: append a notice to the inbox unless this idempotency key already posted one, and
+# within the run's quota (one run must not flush every other run's notices out of the inbox).
+# KEYS: sent marker, inbox, run's notice counter
+# ARGV: entry JSON, marker TTL seconds, inbox cap, per-run quota
 NOTIFY_LUA = """
-if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then
-  redis.call('RPUSH', KEYS[2], ARGV[1])
-  redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
-  return 1
-end
-return 0
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local n = redis.call('INCR', KEYS[3])
+redis.call('EXPIRE', KEYS[3], ARGV[2])
+if n > tonumber(ARGV[4]) then return -1 end
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[2])
+redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
+return 1
 """
 
 
@@ -62,9 +67,20 @@ class NotifyTool:
             "idempotency_key": key,
         }
         keys = ex.runtime.keys
-        ex.runtime.redis.eval(
-            NOTIFY_LUA, 2, keys.inbox_sent(key), keys.inbox, json.dumps(entry), 7 * 86400, INBOX_MAX
+        quota = ex.runtime.settings.notify_max_per_run
+        res = ex.runtime.redis.eval(
+            NOTIFY_LUA,
+            3,
+            keys.inbox_sent(key),
+            keys.inbox,
+            keys.notices(ex.run_id),
+            json.dumps(entry),
+            7 * 86400,
+            INBOX_MAX,
+            quota,
         )
+        if int(res) < 0:
+            raise NonRetriableError(f"notify: this run posted its quota of {quota} notices")
 
     def _webhook(self, channel: str, message: str, title: str | None, key: str) -> None:
         kind, _, name = channel.partition(":")
@@ -106,37 +122,68 @@ class HttpTool:
             max_bytes=st.http_max_response_bytes,
         )
 
-    def _headers(self, headers: dict[str, Any] | None) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for key, value in (headers or {}).items():
-            out[str(key)] = SECRET_REF.sub(
-                lambda m: resolve_secret(self._ex, m.group(1)), str(value)
-            )
+    def _headers(self, url: str, headers: dict[str, Any] | None) -> tuple[dict[str, str], set[str]]:
+        host = urlsplit(url).hostname or ""
+        used: set[str] = set()
+
+        def substitute(m: re.Match[str]) -> str:
+            value = resolve_secret(self._ex, m.group(1), host=host)
+            used.add(value)
+            return value
+
+        out = {str(k): SECRET_REF.sub(substitute, str(v)) for k, v in (headers or {}).items()}
         out["Idempotency-Key"] = self._ex.idempotency_key()
-        return out
+        return out, used
 
     def get_json(
         self, url: str, params: dict[str, Any] | None = None, headers: dict[str, Any] | None = None
     ) -> Any:
         """GET ``url`` and decode the JSON body."""
-        return request_json(
-            "GET", url, self._policy(), headers=self._headers(headers), params=params
-        )
+        sent, used = self._headers(url, headers)
+        return redact(request_json("GET", url, self._policy(), headers=sent, params=params), used)
 
     def post_json(self, url: str, body: Any, headers: dict[str, Any] | None = None) -> Any:
         """POST ``body`` as JSON and decode the JSON answer."""
-        return request_json("POST", url, self._policy(), headers=self._headers(headers), body=body)
+        sent, used = self._headers(url, headers)
+        return redact(request_json("POST", url, self._policy(), headers=sent, body=body), used)
+
+
+REDACTED = "[redacted]"
+
+
+def redact(value: Any, secrets: set[str]) -> Any:
+    """``value`` with every occurrence of a secret replaced: an upstream that echoes a header
+    back must not hand the secret to the skill."""
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret:
+                value = value.replace(secret, REDACTED)
+        return value
+    if isinstance(value, list):
+        return [redact(v, secrets) for v in value]
+    if isinstance(value, dict):
+        return {redact(k, secrets): redact(v, secrets) for k, v in value.items()}
+    return value
 
 
 SECRET_REF = re.compile(r"\{\{secret:([A-Za-z0-9_.-]{1,64})\}\}")
 
 
-def resolve_secret(ex: Execution, name: str) -> str:
-    """A declared secret's value (host side only)."""
+def resolve_secret(ex: Execution, name: str, host: str | None = None) -> str:
+    """A declared secret's value (host side only), within the operator's grant for it."""
     if name not in ex.spec.secrets:
         raise NonRetriableError(
             f"secret {name!r} is not declared: add it to @skill(secrets=[...]) to use it"
         )
+    grant = ex.runtime.settings.secret_grants.get(name)
+    if grant is not None:
+        skills, hosts = grant.get("skills"), grant.get("hosts")
+        if skills is not None and ex.spec.name not in skills:
+            raise NonRetriableError(f"secret {name!r} is not granted to skill {ex.spec.name!r}")
+        if host is not None and hosts is not None and host not in hosts:
+            raise NonRetriableError(f"secret {name!r} may not be sent to {host!r}")
     value = ex.runtime.settings.secrets.get(name)
     if value is None:
         raise NonRetriableError(

@@ -24,8 +24,6 @@ from loopwright.scheduler.cron import CronFirer
 log = logging.getLogger(__name__)
 BATCH = 500
 SWEEP_INTERVAL_S = 2.0
-PENDING_JOB_STATES = frozenset({"queued", "deferred", "scheduled"})
-
 
 @dataclass(slots=True)
 class TickStats:
@@ -77,7 +75,11 @@ class Scheduler:
         for run_id in rt.redis.zrangebyscore(k.queued, "-inf", stale_before, start=0, num=100):
             rid = str(run_id)
             jid = str(rt.redis.hget(k.run(rid), "dispatch") or "")
-            if jid and rt.dispatcher.job_status(jid) in PENDING_JOB_STATES:
+            status = rt.dispatcher.job_status(jid) if jid else None
+            waiting = status in ("deferred", "scheduled") or (
+                status == "queued" and rt.dispatcher.waiting_in_queue(jid)
+            )
+            if waiting:
                 rt.redis.zadd(k.queued, {rid: now}, xx=True)  # still waiting in line: look later
                 continue
             new = rt.transitions.redispatch(rid, jid)

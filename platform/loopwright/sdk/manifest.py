@@ -91,6 +91,14 @@ def read_declaration(source: str) -> Declaration:
             f"syntax error: {exc.msg}",
             "fix the Python syntax",
         ) from None
+    except (MemoryError, RecursionError, ValueError):
+        raise ManifestError(
+            "too-complex",
+            1,
+            0,
+            "the source is nested too deeply to parse",
+            "flatten deeply nested expressions",
+        ) from None
     found: list[tuple[ast.FunctionDef, ast.Call]] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):

@@ -1,0 +1,344 @@
+"""``loopwright skills ...``: submit skills through the sidecar and manage the registry.
+
+``submit`` goes to the sidecar service when ``LOOPWRIGHT_SIDECAR_URL`` is set and runs the same
+pipeline in-process otherwise; the other commands read and change the registry in Redis.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.syntax import Syntax
+from rich.table import Table
+
+from loopwright.cli.common import (
+    JsonFlag,
+    console,
+    emit_json,
+    err_console,
+    fmt_ts,
+    open_runtime,
+)
+from loopwright.errors import UserError
+from loopwright.runner.runtime import Runtime
+
+skills_app = typer.Typer(help="Submit skills and manage the registry.", no_args_is_help=True)
+
+READ_CAP = 16 * 1024 * 1024  # larger files are refused unread; the pipeline caps far lower
+Author = Annotated[str, typer.Option("--author", help="Who wrote it: person, agent or review.")]
+
+
+def _registry(rt: Runtime) -> Any:
+    from loopwright.skills_registry.store import Registry
+
+    return Registry(rt.redis, rt.keys)
+
+
+def _read(path: Path, what: str) -> str:
+    try:
+        if not path.is_file():
+            raise UserError(f"{what} {path}: no such file")
+        if path.stat().st_size > READ_CAP:
+            raise UserError(f"{what} {path}: over {READ_CAP} bytes")
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{what} {path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise UserError(f"{what} {path}: cannot read: {exc.strerror}") from None
+
+
+def _submit(rt: Runtime, source: str, tests: str | None, author: str) -> Any:
+    st = rt.settings
+    if st.sidecar_url:
+        from loopwright.sidecar.client import SidecarClient
+
+        token = st.sidecar_token.get_secret_value() if st.sidecar_token else None
+        with SidecarClient(st.sidecar_url, token) as client:
+            return client.submit(source, tests, author)
+    from loopwright.sidecar.pipeline import Sidecar
+
+    return Sidecar(rt).submit(source, tests, author=author)
+
+
+def _show_verdict(verdict: Any) -> None:
+    if verdict.accepted:
+        console.print(f"[green]{verdict.summary}[/]")
+        for w in verdict.warnings:
+            console.print(f"  [yellow]warning[/] {w.one_line()} - {w.hint}")
+        for fire in verdict.next_fires:
+            console.print(f"  next fire {fire}")
+        return
+    console.print(f"[red]rejected at stage {verdict.stage}[/]")
+    for f in verdict.findings:
+        console.print(f"  {f.one_line()}")
+        if f.hint:
+            console.print(f"      hint: {f.hint}")
+    for case in verdict.cases:
+        if not case.passed:
+            steps = ", ".join(f"{s['name']}:{s['status']}" for s in case.steps)
+            console.print(f"  case {case.name}: steps [{steps}]")
+
+
+@skills_app.command("submit")
+def submit(
+    file: Annotated[Path, typer.Argument(help="The skill file (.py).")],
+    tests: Annotated[
+        Path | None,
+        typer.Option("--tests", help="Test cases (JSON); default: NAME.tests.json beside FILE."),
+    ] = None,
+    author: Author = "person",
+    as_json: JsonFlag = False,
+) -> None:
+    """Validate a skill (syntax, policy, manifest, capabilities, its tests in the sandbox) and
+    register it."""
+    from loopwright.skills_registry.files import tests_path
+
+    rt = open_runtime()
+    source = _read(file, "skill file")
+    tpath = tests or tests_path(file)
+    tests_text = _read(tpath, "tests file") if tests is not None or tpath.exists() else None
+    verdict = _submit(rt, source, tests_text, author)
+    if as_json:
+        emit_json(verdict.model_dump(mode="json"))
+    else:
+        _show_verdict(verdict)
+    if not verdict.accepted:
+        raise UserError(f"{file}: {verdict.first_line()}")
+
+
+@skills_app.command("list")
+def list_skills(as_json: JsonFlag = False) -> None:
+    """Every registered skill: status, active version, owner, versions."""
+    rt = open_runtime()
+    skills = _registry(rt).skills()
+    if as_json:
+        emit_json([s.model_dump() for s in skills])
+        return
+    table = Table("skill", "status", "active", "owner", "versions", "pending", "updated (UTC)")
+    for s in skills:
+        table.add_row(
+            s.name,
+            s.status,
+            (s.active or "-")[:12],
+            s.owner,
+            str(s.versions),
+            ", ".join(p[:12] for p in s.pending) or "-",
+            fmt_ts(s.updated_at),
+        )
+    console.print(table)
+
+
+@skills_app.command("show")
+def show(
+    name: Annotated[str, typer.Argument(help="Skill name.")],
+    version: Annotated[
+        str | None, typer.Option("--version", help="A version id or prefix (default: active).")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """One skill: its record, a version's manifest and report, and the source."""
+    from loopwright.sidecar.pipeline import Sidecar
+    from loopwright.sidecar.service import skill_view
+
+    rt = open_runtime()
+    view = skill_view(Sidecar(rt), name, version)
+    if as_json:
+        emit_json(view)
+        return
+    s, v = view["skill"], view["version"]
+    console.print(
+        f"[bold]{s['name']}[/]  {s['status']}  owner {s['owner']}  {s['versions']} version(s)"
+    )
+    console.print(
+        f"version {v['version']} ({v['state']})  author {v['author']}  "
+        f"parent {(v['parent'] or '-')[:12]}  created {fmt_ts(v['created_at'])}  "
+        f"{'validated by the sidecar' if v['validated'] else 'run from a file (no sidecar)'}"
+    )
+    m = v["manifest"] or {}
+    trig = m.get("trigger") or {}
+    if trig:
+        console.print(f"trigger {json.dumps(trig)}")
+    for fire in view["next_fires"]:
+        console.print(f"  next fire {fire}")
+    for key in ("tools", "http_allow", "secrets", "retries", "timeout", "concurrency"):
+        if m.get(key):
+            console.print(f"{key} {json.dumps(m[key])}")
+    if m.get("params"):
+        console.print(
+            "params " + ", ".join(f"{k}={p['default']!r}" for k, p in m["params"].items())
+        )
+    console.print(f"tests {len(v['tests'] or [])} case(s)")
+    console.print(Syntax(view["source"], "python", line_numbers=True))
+
+
+@skills_app.command("versions")
+def versions(name: Annotated[str, typer.Argument()], as_json: JsonFlag = False) -> None:
+    """A skill's versions, oldest first, with author, parent and state."""
+    from loopwright.skills_registry.store import version_state
+
+    rt = open_runtime()
+    reg = _registry(rt)
+    rec = reg.skill(name)
+    rows = [
+        {**v.model_dump(exclude={"tests", "manifest", "report"}), "state": version_state(rec, v)}
+        for v in reg.versions(name)
+    ]
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table("version", "state", "author", "parent", "created (UTC)", "validated")
+    for r in rows:
+        table.add_row(
+            r["version"][:12],
+            r["state"],
+            r["author"],
+            (r["parent"] or "-")[:12],
+            fmt_ts(r["created_at"]),
+            "yes" if r["validated"] else "no (run from a file)",
+        )
+    console.print(table)
+
+
+@skills_app.command("diff")
+def diff(
+    name: Annotated[str, typer.Argument()],
+    v1: Annotated[str, typer.Argument(help="From this version (id or prefix).")],
+    v2: Annotated[str, typer.Argument(help="To this version (id or prefix).")],
+    as_json: JsonFlag = False,
+) -> None:
+    """What changed between two versions: source, manifest fields, test cases."""
+    from loopwright.skills_registry.diff import diff_refs
+
+    rt = open_runtime()
+    d = diff_refs(_registry(rt), name, v1, v2)
+    if as_json:
+        emit_json({**d.model_dump(), "summary": d.summary()})
+        return
+    console.print(d.summary())
+    for key, change in d.manifest.items():
+        console.print(f"  {key}: {json.dumps(change['from'])} -> {json.dumps(change['to'])}")
+    if d.source_diff:
+        console.print(Syntax(d.source_diff, "diff"))
+
+
+def _change(action: str, name: str, version: str | None, as_json: bool) -> None:
+    rt = open_runtime()
+    reg = _registry(rt)
+    method = getattr(reg, action)
+    change = method(name, version) if version is not None else method(name)
+    if as_json:
+        emit_json(change.model_dump())
+        return
+    if change.action == "unchanged":
+        console.print(
+            f"{name}: nothing to do ({change.status}, version {str(change.version)[:12]})"
+        )
+    else:
+        console.print(
+            f"{name}: {change.action}; status {change.status}, active version "
+            f"{str(change.version)[:12]} (was {str(change.previous)[:12]})"
+        )
+
+
+@skills_app.command("approve")
+def approve(
+    name: Annotated[str, typer.Argument()],
+    version: Annotated[str, typer.Argument(help="The pending version (id or prefix).")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Approve a version waiting in pending_approval and make it active."""
+    _change("approve", name, version, as_json)
+
+
+@skills_app.command("rollback")
+def rollback(
+    name: Annotated[str, typer.Argument()],
+    version: Annotated[str, typer.Argument(help="An earlier version (id or prefix).")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Make an earlier version active again (runs in flight keep theirs)."""
+    _change("rollback", name, version, as_json)
+
+
+@skills_app.command("pause")
+def pause(name: Annotated[str, typer.Argument()], as_json: JsonFlag = False) -> None:
+    """Stop new runs (cron, events, run NAME); runs in flight go on."""
+    _change("pause", name, None, as_json)
+
+
+@skills_app.command("resume")
+def resume(name: Annotated[str, typer.Argument()], as_json: JsonFlag = False) -> None:
+    """Let a paused or retired skill run again (cron restarts from now)."""
+    _change("resume", name, None, as_json)
+
+
+@skills_app.command("retire")
+def retire(name: Annotated[str, typer.Argument()], as_json: JsonFlag = False) -> None:
+    """Take a skill out of service; its versions stay for history and rollback."""
+    _change("retire", name, None, as_json)
+
+
+@skills_app.command("export")
+def export(
+    directory: Annotated[Path, typer.Argument(help="Folder to write into.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Write every active (and paused) skill to a folder a person can review and commit."""
+    from loopwright.skills_registry.files import export_dir
+
+    rt = open_runtime()
+    result = export_dir(_registry(rt), directory)
+    if as_json:
+        emit_json(result)
+        return
+    console.print(
+        f"exported {len(result['skills'])} skill(s) to {directory}: "
+        f"{len(result['written'])} file(s) written, {len(result['removed'])} removed"
+    )
+    for name in result["untested"]:
+        err_console.print(
+            f"[yellow]{name}: its active version was run from a file and has no tests; add "
+            f"{name}.tests.json before importing it[/]"
+        )
+
+
+@skills_app.command("import")
+def import_(
+    directory: Annotated[Path, typer.Argument(help="A folder written by 'skills export'.")],
+    author: Author = "person",
+    as_json: JsonFlag = False,
+) -> None:
+    """Submit every NAME.py (with NAME.tests.json) in a folder through the sidecar pipeline."""
+    from loopwright.skills_registry.files import ExportedSkill, read_dir
+
+    rt = open_runtime()
+    reg = _registry(rt)
+    results: list[dict[str, Any]] = []
+    for item in read_dir(directory, READ_CAP):
+        if not isinstance(item, ExportedSkill):
+            results.append({"file": item[0].name, "accepted": False, "summary": item[1]})
+            continue
+        verdict = _submit(rt, item.source, item.tests, author)
+        entry = {
+            "file": item.path.name,
+            "accepted": verdict.accepted,
+            "name": verdict.name,
+            "version": verdict.version,
+            "summary": verdict.first_line(),
+        }
+        if verdict.accepted and item.status == "paused" and verdict.name:
+            entry["status"] = reg.pause(verdict.name).status
+        results.append(entry)
+    failed = [r for r in results if not r["accepted"]]
+    if as_json:
+        emit_json(results)
+    else:
+        for r in results:
+            colour = "green" if r["accepted"] else "red"
+            console.print(f"[{colour}]{r['file']}[/]: {r['summary']}")
+    if failed:
+        names = ", ".join(r["file"] for r in failed)
+        raise UserError(f"{len(failed)} of {len(results)} file(s) not imported: {names}")
