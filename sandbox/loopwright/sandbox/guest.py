@@ -89,8 +89,9 @@ def _describe(exc: BaseException) -> str:
 class GuestStep:
     """``ctx.step`` in the guest: bodies run here, checkpoints live on the host."""
 
-    def __init__(self, ch: Channel) -> None:
+    def __init__(self, ch: Channel, max_output_bytes: int = 1024 * 1024) -> None:
         self._ch = ch
+        self._cap = max_output_bytes
 
     def run(self, name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """Run ``fn`` once per the host's checkpoints and retry policy."""
@@ -124,6 +125,15 @@ class GuestStep:
                     retriable=False,
                 )
                 raise AssertionError("unreachable: the host fails the step") from None
+            if len(text) > self._cap:  # checked here so a huge output never crosses the pipe
+                self._ch.call(
+                    "step.fail",
+                    seq=seq,
+                    error=f"step {name!r} output is {len(text)} bytes, over the {self._cap}-byte "
+                    f"cap; store large data elsewhere and return a reference",
+                    retriable=False,
+                )
+                raise AssertionError("unreachable: the host fails the step")
             self._ch.call("step.done", seq=seq, output_json=text)
             return json.loads(text)
 
@@ -240,7 +250,7 @@ class GuestContext:
         self.run_id = str(start.get("run_id", ""))
         self.event = start.get("event") or {}
         self.params = start.get("params") or {}
-        self.step = GuestStep(ch)
+        self.step = GuestStep(ch, int(start.get("max_output_bytes") or 1024 * 1024))
         self.tools = GuestTools(ch)
         self.log = GuestLog(ch)
 
@@ -268,6 +278,16 @@ def serve(ch: Channel) -> int:
             text = json.dumps(value, separators=(",", ":"), allow_nan=False)
         except (TypeError, ValueError) as exc:
             ch.send({"op": "end", "error": f"the skill's return value is not JSON ({exc})"})
+            return 0
+        cap = int(start.get("max_output_bytes") or 1024 * 1024)
+        if len(text) > cap:
+            ch.send(
+                {
+                    "op": "end",
+                    "error": f"the skill's return value is {len(text)} bytes, "
+                    f"over the {cap}-byte cap",
+                }
+            )
             return 0
         ch.send({"op": "end", "output_json": text})
     except _Stop:

@@ -88,7 +88,19 @@ def run_session(
             except BaseException:
                 _best_effort(guest, {"id": msg.get("id"), "stop": "ended by the host"})
                 raise
-            guest.send(encode({"id": msg.get("id"), **reply}))
+            try:
+                data = encode({"id": msg.get("id"), **reply})
+            except ValueError as exc:  # e.g. NaN from an upstream: refuse it, keep the host up
+                data = encode(
+                    {
+                        "id": msg.get("id"),
+                        "error": {
+                            "type": "NonRetriableError",
+                            "message": f"the host's answer is not strict JSON ({exc})",
+                        },
+                    }
+                )
+            guest.send(data)
     except (BrokenPipeError, ConnectionError):
         raise SandboxError(f"the guest died: {guest.describe_exit()}") from None
     finally:

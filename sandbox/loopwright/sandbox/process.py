@@ -86,6 +86,9 @@ def bwrap_argv(bwrap: str, python: str, code_paths: list[str]) -> list[str]:
             argv += ["--ro-bind", top, top]
     for path in code_paths:
         argv += ["--ro-bind", path, path]
+    # The root bwrap builds is a tmpfs: make it read-only once every mount point exists, so
+    # only the size-capped /tmp is writable.
+    argv += ["--remount-ro", "/"]
     for key, value in GUEST_ENV.items():
         argv += ["--setenv", key, value]
     argv += ["--chdir", "/tmp", "--", python, "-I", "-m", GUEST_MODULE]
@@ -244,11 +247,18 @@ class ProcessGuest:
             code = self.proc.wait(timeout=2)
         except subprocess.TimeoutExpired:
             code = None
+        # bubblewrap reports a child killed by a signal as exit code 128 + signal.
+        signum = -code if code is not None and code < 0 else None
+        if code is not None and 128 < code < 128 + 65:
+            signum = code - 128
         if code is None:
             what = "still running"
-        elif code < 0:
-            sig = signal.Signals(-code)
-            what = f"killed by {sig.name}: {_SIGNAL_HINTS.get(sig, 'signal')}"
+        elif signum is not None:
+            try:
+                sig = signal.Signals(signum)
+                what = f"killed by {sig.name}: {_SIGNAL_HINTS.get(sig, 'signal')}"
+            except ValueError:
+                what = f"killed by signal {signum}"
         else:
             what = f"exit code {code}"
         self._drain.join(timeout=1)

@@ -27,13 +27,9 @@ class ProtocolError(Exception):
 
 
 def encode(message: dict[str, Any]) -> bytes:
-    """One message as a JSON line (strict JSON: no NaN/Infinity)."""
-    return (
-        json.dumps(message, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode(
-            "utf-8"
-        )
-        + b"\n"
-    )
+    """One message as a JSON line: strict JSON (no NaN/Infinity), ASCII only, so a lone
+    surrogate or any other unencodable text cannot break the channel."""
+    return json.dumps(message, separators=(",", ":"), allow_nan=False).encode("ascii") + b"\n"
 
 
 def decode(line: bytes) -> dict[str, Any]:
