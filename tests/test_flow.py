@@ -108,9 +108,12 @@ def test_rate_limit_delay_runs_everything_within_the_rate(cluster: Cluster) -> N
         cluster.rt.bus.send("ping", {"n": n})
     runs = _all_done(cluster, "paced", 5, timeout=60)
     assert sorted(r.output for r in runs) == [0, 1, 2, 3, 4]
-    starts = sorted(r.started_at for r in runs if r.started_at)
-    for i in range(len(starts) - 2):
-        assert starts[i + 2] - starts[i] >= 1900, starts  # at most 2 starts per 2 s
+    # The limiter admits starts now or at a reserved later time (admitted_at); a worker's
+    # pick-up adds queueing jitter on top, which the limit does not govern.
+    admitted = sorted(int(r.raw["admitted_at"]) for r in runs)
+    for i in range(len(admitted) - 2):
+        assert admitted[i + 2] - admitted[i] >= 2000, admitted  # at most 2 starts per 2 s
+    assert all(r.started_at and r.started_at >= int(r.raw["admitted_at"]) for r in runs)
 
 
 def test_debounce_starts_one_run_with_the_last_event_of_each_burst(

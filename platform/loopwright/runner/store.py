@@ -107,6 +107,7 @@ class RunStore:
         spec: SkillSpec | None = None,
         skipped: str | None = None,
         wake_at: int | None = None,
+        admitted_at: int | None = None,
     ) -> str:
         """Record a new queued run and dispatch it, in one round trip. Returns the run id.
 
@@ -159,6 +160,8 @@ class RunStore:
             mapping.update(status=RunStatus.SKIPPED.value, error=skipped, finished_at=ts)
         elif wake_at is not None:
             mapping.update(status=RunStatus.SLEEPING.value, wake_at=wake_at)
+        if admitted_at is not None:
+            mapping["admitted_at"] = admitted_at  # the rate limiter's own time for this start
         pipe = self._rq_redis.pipeline(transaction=True)
         pipe.multi()  # RQ joins an explicit transaction instead of starting its own
         pipe.hset(k.run(run_id), mapping=mapping)

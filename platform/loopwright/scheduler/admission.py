@@ -90,18 +90,19 @@ class Admission:
             return "started" if created else "duplicate"
         window = rt.keys.rate_window(entry.name, key_value(rl["key"], event))
         period_ms = int(rl["period"] * 1000)
+        now = now_ms()
         admitted, wait_ms = self._rate(
             keys=[window],
-            args=[now_ms(), period_ms, rl["limit"], source_id, int(rl["period"]) + 60],
+            args=[now, period_ms, rl["limit"], source_id, int(rl["period"]) + 60],
         )
         if int(admitted):
-            _, created = start_once(rt, entry, source_id, event, trigger)
+            _, created = start_once(rt, entry, source_id, event, trigger, admitted_at=now)
             return "started" if created else "duplicate"
         if rl["mode"] == "delay":
-            wake = now_ms() + int(wait_ms)
+            wake = now + int(wait_ms)
             # Reserve the slot at the time the run will start, so delayed runs keep the rate.
             rt.redis.zadd(window, {source_id: wake})
-            start_once(rt, entry, source_id, event, trigger, wake_at=wake)
+            start_once(rt, entry, source_id, event, trigger, wake_at=wake, admitted_at=wake)
             return "delayed"
         reason = f"rate limited: more than {rl['limit']} starts per {rl['period']:g}s"
         start_once(rt, entry, source_id, event, trigger, skipped=reason)

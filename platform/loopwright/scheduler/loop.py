@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 BATCH = 500
 SWEEP_INTERVAL_S = 2.0
 
+
 @dataclass(slots=True)
 class TickStats:
     """What one tick did."""

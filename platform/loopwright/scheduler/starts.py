@@ -18,6 +18,7 @@ def start_once(
     *,
     skipped: str | None = None,
     wake_at: int | None = None,
+    admitted_at: int | None = None,
 ) -> tuple[str, bool]:
     """Create the run for (``source_id``, skill) unless it exists; (run id, created now).
 
@@ -41,5 +42,6 @@ def start_once(
         spec=entry.spec,
         skipped=skipped,
         wake_at=wake_at,
+        admitted_at=admitted_at,
     )
     return run_id, True
