@@ -287,7 +287,9 @@ def test_orphaned_guest_exits_and_is_swept(
     guest._sock.shutdown(socket.SHUT_RDWR)  # the worker "dies": its attach connection goes
     wait_until(lambda: not engine.api.inspect_container(guest.id)["State"]["Running"], 20)
     assert guest.id in {c["Id"] for c in _guests(engine)}
-    assert sweep_leftovers(engine) >= 1
+    # Any backend starting on this host sweeps with the same function (another test process
+    # may get there first), so what matters is that the orphan is gone afterwards.
+    sweep_leftovers(engine)
     assert _gone(engine, guest.id)
     guest.kill()
 
