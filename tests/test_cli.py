@@ -328,3 +328,30 @@ def test_run_wait_warns_when_no_worker_is_consuming(cluster: Cluster) -> None:
     assert proc.returncode == 1
     assert "no worker is consuming queue" in proc.stderr
     wait_until(lambda: cluster.rt.runs.find(status="queued"), timeout=1)
+
+
+def test_worker_and_scheduler_started_during_an_outage_come_up_with_redis(
+    make_cluster: Callable[..., Cluster], tmp_path: Path
+) -> None:
+    from conftest import RedisProc
+
+    server = RedisProc(free_port(), tmp_path / "r", appendonly=True)
+    server.dir.mkdir()
+    server.start()
+    cluster = make_cluster(redis_url=server.url)
+    cluster.skill(GOOD)
+    server.stop()
+    try:
+        # Given a worker and a scheduler started while Redis is down
+        worker = cluster.spawn("worker")
+        scheduler = cluster.spawn("scheduler")
+        time.sleep(2.5)
+        assert worker.poll() is None and scheduler.poll() is None, "services must wait"
+        # When Redis comes back, they serve runs
+        server.start()
+        run = cluster.wait(cluster.start("greeter"), timeout=60)
+        assert run.status.value == "completed"
+        heartbeat = cluster.rt.keys.scheduler_heartbeat
+        wait_until(lambda: cluster.rt.redis.exists(heartbeat), timeout=45)  # its backoff ends
+    finally:
+        server.stop()

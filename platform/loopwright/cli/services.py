@@ -5,13 +5,18 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from typing import Annotated
 
 import typer
 
 from loopwright.cli.common import err_console, load_settings, open_runtime
+from loopwright.errors import RedisUnavailableError
 from loopwright.redis_server import ManagedRedis
+from loopwright.runner.runtime import Runtime
 from loopwright.supervisor import Child, Supervisor
+
+log = logging.getLogger("loopwright.services")
 
 
 def _logging(verbose: bool) -> None:
@@ -20,6 +25,24 @@ def _logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+
+
+def service_runtime() -> Runtime:
+    """A runtime for a long-running service: wait for Redis with backoff instead of exiting.
+
+    One-shot commands fail fast when Redis is down; a worker or scheduler started during an
+    outage (a restart, a deploy) must come up when Redis does.
+    """
+    rt = Runtime(load_settings())
+    wait = 0.5
+    while True:
+        try:
+            rt.ping()
+            return rt
+        except RedisUnavailableError as exc:
+            log.warning("%s; retrying in %.1fs", exc, wait)
+            time.sleep(wait)
+            wait = min(30.0, wait * 2)
 
 
 def _child(name: str, *args: str) -> Child:
@@ -70,7 +93,7 @@ def worker(
         raise typer.Exit(Supervisor(children).run())
     from loopwright.runner.worker import run_worker
 
-    rt = open_runtime()
+    rt = open_runtime() if burst else service_runtime()
     run_worker(rt, burst=burst)
 
 
@@ -79,4 +102,4 @@ def scheduler(verbose: Verbose = False) -> None:
     _logging(verbose)
     from loopwright.scheduler.loop import run_until_signalled
 
-    run_until_signalled(open_runtime())
+    run_until_signalled(service_runtime())
