@@ -17,7 +17,7 @@ The ``test_os_layer_*`` tests take the policy away: they run unrestricted Python
 the bubblewrap + rlimit + pids-cgroup configuration a guest gets, to show what the OS layer
 holds on its own.
 
-Tests marked ``xfail(strict=True)`` demonstrate holes that need a fix; each reason says what
+Holes this corpus found were fixed (see docs/security.md, "Holes found and fixed"); what
 fails and where.
 """
 
@@ -234,12 +234,6 @@ def strict_lab(make_cluster: Any, sandbox_backend: str) -> Lab:
     """A lab as configured in production: the http tool may not reach private addresses."""
     cluster = make_cluster(**sandbox_settings(sandbox_backend, http_allow_private=False))
     return start_lab(cluster, sandbox_backend)
-
-
-def xfail_on_process(request: pytest.FixtureRequest, backend: str, reason: str) -> None:
-    """Mark a hole that was observed on the process backend (the docker one is checked in CI)."""
-    if backend == "process":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
 
 
 @dataclass
@@ -1434,13 +1428,6 @@ def test_os_layer_alone_cannot_modify_the_host_filesystem(tmp_path: Path) -> Non
         assert not (place / name).exists(), place
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bubblewrap's root is a writable tmpfs with no size limit (only /tmp has "
-    "--size): an escaped guest can write /work, /root or / and, at 16 MiB per file "
-    "(RLIMIT_FSIZE), fill host RAM past the memory limit (768 MB observed). "
-    "Fix: '--remount-ro /' after the binds",
-)
 def test_os_layer_alone_refuses_writes_outside_tmp() -> None:
     escaped = run_unrestricted(
         """
