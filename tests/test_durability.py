@@ -252,13 +252,13 @@ def test_killed_worker_pool_supervisor_takes_its_workers_with_it(cluster: Cluste
 def test_run_whose_job_was_popped_by_a_dead_worker_is_redispatched(cluster: Cluster) -> None:
     # Given a queued run whose job id was popped from the queue list by a worker that died
     # before marking it started: RQ's job hash still says "queued"
-    name = cluster.skill('''
+    name = cluster.skill("""
         from loopwright.sdk import skill
 
         @skill(name="popped")
         def main(ctx):
             return ctx.step.run("s", lambda: "ran")
-    ''')
+    """)
     run_id = cluster.start(name)
     queue = cluster.rt.dispatcher.queue
     jid = str(cluster.rt.redis.hget(cluster.rt.keys.run(run_id), "dispatch"))
