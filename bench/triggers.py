@@ -77,7 +77,8 @@ def event_latencies(rt: Runtime, n: int) -> list[float]:
         assert run_id is not None
 
         def started(rid: str = run_id) -> int | None:
-            return rt.runs.get(rid).started_at
+            # The claim is written just before the run (claim-then-create): it may not exist yet.
+            return rt.runs.get(rid).started_at if rt.runs.exists(rid) else None
 
         started_at = wait_until(started, timeout=30, what="run started")
         assert started_at is not None
