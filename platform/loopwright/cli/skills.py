@@ -140,11 +140,10 @@ def show(
     as_json: JsonFlag = False,
 ) -> None:
     """One skill: its record, a version's manifest and report, and the source."""
-    from loopwright.sidecar.pipeline import Sidecar
     from loopwright.sidecar.service import skill_view
 
     rt = open_runtime()
-    view = skill_view(Sidecar(rt), name, version)
+    view = skill_view(_registry(rt), name, version)
     if as_json:
         emit_json(view)
         return

@@ -1,0 +1,490 @@
+"""The registry in Redis: immutable content-hashed versions and an atomically switched pointer.
+
+Every change to a skill (register, approve, rollback, pause, resume, retire) is one Lua script:
+it updates the skill's record, its version list, and the runnable index ``{p}:skills`` (name ->
+active version, for active skills only — what triggers and ``loopwright run NAME`` read) in one
+step, bumps the change counter and publishes a change notice. Two concurrent changes of one
+skill are therefore serialised by Redis and can never leave the pointer and the index apart.
+
+Runs are pinned to the version they were created with and load its source from
+``{p}:src:{version}``, which the registry writes: in-flight runs keep their version, new runs
+take the active one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel
+from redis import Redis
+
+from loopwright.errors import NotFoundError, UserError
+from loopwright.keys import Keys
+from loopwright.skills_registry.manifest import Manifest, manifest_or_none
+
+Author = Literal["agent", "person", "review"]
+Status = Literal["active", "paused", "pending_approval", "retired"]
+AUTHORS: tuple[str, ...] = ("agent", "person", "review")
+
+# Author policy, by (owner, author): the owner is the author of a skill's first version.
+# An agent may not take over a person's skill (a builder session picking a taken name must
+# choose another); the weekly review's rewrite of a person's skill always waits for approval.
+DENIED: frozenset[tuple[str, str]] = frozenset({("person", "agent")})
+NEEDS_REVIEW: frozenset[tuple[str, str]] = frozenset({("person", "review")})
+
+_SWITCH = """
+local function switch(version, validated)
+  redis.call('HSET', KEYS[3], 'active', version, 'validated', validated, 'updated_at', ARGV[5])
+  if status == '' or status == 'pending_approval' or status == 'retired' then
+    status = 'active'
+  end
+end
+local function finish(action, version, prev)
+  redis.call('HSET', KEYS[3], 'status', status)
+  local active = redis.call('HGET', KEYS[3], 'active')
+  if status == 'active' and active then
+    redis.call('HSET', KEYS[6], ARGV[1], active)
+  else
+    redis.call('HDEL', KEYS[6], ARGV[1])
+  end
+  local seq = redis.call('INCR', KEYS[7])
+  redis.call('PUBLISH', ARGV[12], cjson.encode({action = action, name = ARGV[1],
+    version = version, previous = prev, status = status, seq = seq, ts = tonumber(ARGV[5])}))
+  return seq
+end
+"""
+
+# Register a version. KEYS: src, version, skill, versions, names, runnable index, seq
+# ARGV: name, version, source, author, now_ms, manifest, tests, report, mode
+# (activate|pending|direct), denied pairs, review pairs, channel, validated
+REGISTER_LUA = (
+    "local status = redis.call('HGET', KEYS[3], 'status') or ''\n"
+    + _SWITCH
+    + """
+local owner = redis.call('HGET', KEYS[3], 'owner')
+local mode = ARGV[9]
+if owner then
+  local pair = ',' .. owner .. ':' .. ARGV[4] .. ','
+  if string.find(ARGV[10], pair, 1, true) then return {'denied', owner, status, 0} end
+  if mode == 'activate' and string.find(ARGV[11], pair, 1, true) then mode = 'pending' end
+end
+local prev = redis.call('HGET', KEYS[3], 'active') or ''
+local exists = redis.call('HGET', KEYS[2], 'name')
+if not exists then
+  redis.call('SET', KEYS[1], ARGV[3])
+  redis.call('HSET', KEYS[2], 'name', ARGV[1], 'author', ARGV[4], 'parent', prev,
+    'created_at', ARGV[5], 'manifest', ARGV[6], 'tests', ARGV[7], 'report', ARGV[8],
+    'validated', ARGV[13], 'approved', (mode == 'pending') and '0' or '1')
+  local n = redis.call('HINCRBY', KEYS[3], 'n', 1)
+  redis.call('ZADD', KEYS[4], n, ARGV[2])
+  redis.call('SADD', KEYS[5], ARGV[1])
+  if not owner then redis.call('HSET', KEYS[3], 'owner', ARGV[4], 'created_at', ARGV[5]) end
+end
+local outcome
+if prev == ARGV[2] then
+  outcome = 'unchanged'
+elseif mode == 'pending' then
+  outcome = 'pending'
+  if status == '' then status = 'pending_approval' end
+elseif mode == 'direct' and prev ~= '' and redis.call('HGET', KEYS[3], 'validated') == '1' then
+  outcome = 'stored'
+else
+  redis.call('HSET', KEYS[2], 'approved', '1')
+  switch(ARGV[2], redis.call('HGET', KEYS[2], 'validated') or '0')
+  outcome = 'activated'
+end
+local seq = finish(outcome, ARGV[2], prev)
+return {outcome, prev, status, seq}
+"""
+)
+
+# Point a skill at one of its versions. KEYS: src (unused), version, skill, -, -, index, seq
+# ARGV: name, version, action (approve|rollback), -, now_ms, ..., channel (12)
+SET_ACTIVE_LUA = (
+    "local status = redis.call('HGET', KEYS[3], 'status') or ''\n"
+    + _SWITCH
+    + """
+if redis.call('HGET', KEYS[2], 'name') ~= ARGV[1] then return {'unknown', '', status, 0} end
+if ARGV[3] == 'rollback' and redis.call('HGET', KEYS[2], 'approved') ~= '1' then
+  return {'not-approved', '', status, 0}
+end
+redis.call('HSET', KEYS[2], 'approved', '1')
+local prev = redis.call('HGET', KEYS[3], 'active') or ''
+local outcome = 'unchanged'
+if prev ~= ARGV[2] then
+  switch(ARGV[2], redis.call('HGET', KEYS[2], 'validated') or '0')
+  outcome = ARGV[3]
+end
+local seq = finish(outcome, ARGV[2], prev)
+return {outcome, prev, status, seq}
+"""
+)
+
+# Pause, resume or retire. KEYS: -, cron cursor, skill, -, -, index, seq
+# ARGV: name, -, action, -, now_ms, ..., channel (12)
+SET_STATUS_LUA = (
+    "local status = redis.call('HGET', KEYS[3], 'status') or ''\n"
+    + _SWITCH
+    + """
+if status == '' then return {'unknown', '', status, 0} end
+local active = redis.call('HGET', KEYS[3], 'active') or ''
+local want = ({pause = 'paused', resume = 'active', retire = 'retired'})[ARGV[3]]
+if status == want then return {'unchanged', active, status, 0} end
+if ARGV[3] == 'pause' and status ~= 'active' then return {'invalid', active, status, 0} end
+if ARGV[3] == 'resume' and (active == '' or status == 'pending_approval') then
+  return {'invalid', active, status, 0}
+end
+if ARGV[3] == 'resume' then
+  -- a resumed cron skill starts from now: ticks missed while paused are not caught up
+  redis.call('DEL', KEYS[2])
+end
+status = want
+redis.call('HSET', KEYS[3], 'updated_at', ARGV[5])
+local seq = finish(ARGV[3], active, active)
+return {ARGV[3], active, status, seq}
+"""
+)
+
+
+def content_version(source: str, manifest: dict[str, Any] | None, tests: Any) -> str:
+    """The version id: a hash of source, manifest and tests (the same content, the same id)."""
+    blob = json.dumps(
+        {"source": source, "manifest": manifest, "tests": tests},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds since the epoch."""
+    return int(time.time() * 1000)
+
+
+class SkillRecord(BaseModel):
+    """One skill: status, active pointer, owner (author of its first version), versions."""
+
+    name: str
+    status: Status
+    active: str | None
+    owner: str
+    created_at: int
+    updated_at: int
+    versions: int
+    pending: list[str]
+
+
+class VersionRecord(BaseModel):
+    """One immutable version: who wrote it, what it was derived from, how it was validated."""
+
+    name: str
+    version: str
+    author: str
+    parent: str | None
+    created_at: int
+    approved: bool
+    validated: bool
+    manifest: dict[str, Any] | None
+    tests: list[Any] | None
+    report: dict[str, Any] | None
+
+
+class Registration(BaseModel):
+    """What a register call did: ``activated``, ``unchanged``, ``pending`` (waits for approval),
+    ``stored`` (kept, not activated) or ``denied`` (author policy)."""
+
+    outcome: Literal["activated", "unchanged", "pending", "stored", "denied"]
+    name: str
+    version: str
+    previous: str | None
+    status: str
+    seq: int
+    owner: str | None = None
+
+
+class Change(BaseModel):
+    """What a pointer or status change did."""
+
+    action: str
+    name: str
+    version: str | None
+    previous: str | None
+    status: str
+
+
+class SkillStateError(UserError):
+    """The skill exists but cannot run now (paused, retired, waiting for approval)."""
+
+
+class Registry:
+    """Versioned skills in Redis (see the module docstring for the guarantees)."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+        self._register = redis.register_script(REGISTER_LUA)
+        self._set_active = redis.register_script(SET_ACTIVE_LUA)
+        self._set_status = redis.register_script(SET_STATUS_LUA)
+
+    # Writing ---------------------------------------------------------------
+
+    def register(
+        self,
+        source: str,
+        manifest: Manifest | None,
+        tests: list[Any] | None,
+        *,
+        name: str | None = None,
+        author: str = "agent",
+        report: dict[str, Any] | None = None,
+        mode: Literal["activate", "pending", "direct"] = "activate",
+    ) -> Registration:
+        """Store a version (idempotent by content) and, per ``mode``, make it active.
+
+        ``activate`` switches the pointer; ``pending`` waits for :meth:`approve`; ``direct``
+        (a person's ``loopwright run FILE``) switches it only while the active version was not
+        validated by the sidecar, so a local file never silently replaces a tested version.
+        """
+        if author not in AUTHORS:
+            raise UserError(f"author must be one of {list(AUTHORS)}, not {author!r}")
+        skill_name = manifest.name if manifest is not None else name
+        if not skill_name:
+            raise UserError("a version needs a skill name")
+        identity = manifest.identity() if manifest is not None else None
+        version = content_version(source, identity, tests)
+        k = self.keys
+        raw = self._register(
+            keys=[
+                k.source(version),
+                k.registry_version(version),
+                k.registry_skill(skill_name),
+                k.registry_versions(skill_name),
+                k.registry_names,
+                k.skills,
+                k.registry_seq,
+            ],
+            args=[
+                skill_name,
+                version,
+                source,
+                author,
+                now_ms(),
+                json.dumps(identity),
+                json.dumps(tests),
+                json.dumps(report),
+                mode,
+                "," + ",".join(f"{o}:{a}" for o, a in sorted(DENIED)) + ",",
+                "," + ",".join(f"{o}:{a}" for o, a in sorted(NEEDS_REVIEW)) + ",",
+                k.registry_channel,
+                "0" if mode == "direct" else "1",
+            ],
+        )
+        outcome, prev, status, seq = (str(x) for x in raw)
+        return Registration(
+            outcome=outcome,  # type: ignore[arg-type]
+            name=skill_name,
+            version=version,
+            previous=None if outcome == "denied" else prev or None,
+            status=status,
+            seq=int(seq),
+            owner=prev if outcome == "denied" else None,
+        )
+
+    def register_direct(self, source: str, name: str, author: str = "person") -> Registration:
+        """A source run straight from a file (policy-checked by the caller, no sidecar tests)."""
+        manifest = manifest_or_none(source)
+        if manifest is not None and manifest.name != name:
+            manifest = None
+        report = {"mode": "direct", "stages": ["policy"], "note": "run from a file"}
+        return self.register(
+            source, manifest, None, name=name, author=author, report=report, mode="direct"
+        )
+
+    def _change(self, script: Any, name: str, version: str, key: str, action: str) -> Change:
+        k = self.keys
+        raw = script(
+            keys=[k.source(version), key, k.registry_skill(name), "", "", k.skills, k.registry_seq],
+            args=[name, version, action, "", now_ms(), "", "", "", "", "", "", k.registry_channel],
+        )
+        outcome, prev, status, _seq = (str(x) for x in raw)
+        if outcome == "unknown":
+            raise NotFoundError(self._unknown(name, version if action != "status" else None))
+        if outcome == "not-approved":
+            raise SkillStateError(
+                f"version {version[:12]} of {name!r} was never approved: approve it with "
+                f"'loopwright skills approve {name} {version[:12]}'"
+            )
+        if outcome == "invalid":
+            raise SkillStateError(f"cannot {action} skill {name!r}: it is {status}")
+        active = self.redis.hget(k.registry_skill(name), "active")
+        return Change(
+            action=outcome,
+            name=name,
+            version=str(active) if active else None,
+            previous=prev or None,
+            status=status,
+        )
+
+    def approve(self, name: str, ref: str) -> Change:
+        """Approve a version (``review`` mode) and make it active."""
+        version = self.resolve_ref(name, ref)
+        return self._change(
+            self._set_active, name, version, self.keys.registry_version(version), "approve"
+        )
+
+    def rollback(self, name: str, ref: str) -> Change:
+        """Make an earlier (approved) version active again."""
+        version = self.resolve_ref(name, ref)
+        return self._change(
+            self._set_active, name, version, self.keys.registry_version(version), "rollback"
+        )
+
+    def _status(self, name: str, action: str) -> Change:
+        self.skill(name)  # unknown names fail here with a clear message
+        return self._change(self._set_status, name, "", self.keys.cron_last(name), action)
+
+    def pause(self, name: str) -> Change:
+        """Stop new runs (triggers and ``run NAME``); runs in flight go on."""
+        return self._status(name, "pause")
+
+    def resume(self, name: str) -> Change:
+        """Let a paused (or retired) skill run again from its active version."""
+        return self._status(name, "resume")
+
+    def retire(self, name: str) -> Change:
+        """Take a skill out of service; its versions stay for history and rollback."""
+        return self._status(name, "retire")
+
+    # Reading ---------------------------------------------------------------
+
+    def _unknown(self, name: str, version: str | None = None) -> str:
+        if version:
+            return f"skill {name!r} has no version {version!r} (see 'loopwright skills versions')"
+        return f"unknown skill {name!r} (see 'loopwright skills list')"
+
+    def names(self) -> list[str]:
+        """Every registered skill name, sorted."""
+        return sorted(str(n) for n in self.redis.smembers(self.keys.registry_names))
+
+    def skill(self, name: str) -> SkillRecord:
+        """The record of ``name``; ``NotFoundError`` when it was never registered."""
+        raw: dict[str, str] = self.redis.hgetall(self.keys.registry_skill(name))  # type: ignore[assignment]
+        if not raw or "status" not in raw:
+            raise NotFoundError(self._unknown(name))
+        versions = [str(v) for v in self.redis.zrange(self.keys.registry_versions(name), 0, -1)]
+        pipe = self.redis.pipeline(transaction=False)
+        for v in versions:
+            pipe.hget(self.keys.registry_version(v), "approved")
+        approved = pipe.execute()
+        return SkillRecord(
+            name=name,
+            status=raw["status"],  # type: ignore[arg-type]
+            active=raw.get("active") or None,
+            owner=raw.get("owner", "?"),
+            created_at=int(raw.get("created_at", 0)),
+            updated_at=int(raw.get("updated_at", raw.get("created_at", 0))),
+            versions=len(versions),
+            pending=[v for v, a in zip(versions, approved, strict=True) if a == "0"],
+        )
+
+    def skills(self) -> list[SkillRecord]:
+        """Every registered skill."""
+        out = []
+        for name in self.names():
+            try:
+                out.append(self.skill(name))
+            except NotFoundError:  # registered but its record is half-written: skip
+                continue
+        return out
+
+    def version_ids(self, name: str) -> list[str]:
+        """The skill's version ids, oldest first."""
+        return [str(v) for v in self.redis.zrange(self.keys.registry_versions(name), 0, -1)]
+
+    def resolve_ref(self, name: str, ref: str) -> str:
+        """A full version id from ``ref`` (a full id or a unique prefix of at least 4 chars)."""
+        ids = self.version_ids(name)
+        if not ids and not self.redis.exists(self.keys.registry_skill(name)):
+            raise NotFoundError(self._unknown(name))
+        if ref in ids:
+            return ref
+        hits = [v for v in ids if len(ref) >= 4 and v.startswith(ref)]
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            raise UserError(f"version prefix {ref!r} of {name!r} is ambiguous: {hits}")
+        raise NotFoundError(self._unknown(name, ref))
+
+    def version(self, name: str, ref: str | None = None) -> VersionRecord:
+        """One version of ``name`` (the active one when ``ref`` is None)."""
+        if ref is None:
+            active = self.skill(name).active
+            if active is None:
+                raise SkillStateError(
+                    f"skill {name!r} has no active version yet (its versions: "
+                    f"'loopwright skills versions {name}')"
+                )
+            ref = active
+        version = self.resolve_ref(name, ref)
+        raw: dict[str, str] = self.redis.hgetall(self.keys.registry_version(version))  # type: ignore[assignment]
+        return VersionRecord(
+            name=raw["name"],
+            version=version,
+            author=raw.get("author", "?"),
+            parent=raw.get("parent") or None,
+            created_at=int(raw.get("created_at", 0)),
+            approved=raw.get("approved") == "1",
+            validated=raw.get("validated") == "1",
+            manifest=json.loads(raw.get("manifest") or "null"),
+            tests=json.loads(raw.get("tests") or "null"),
+            report=json.loads(raw.get("report") or "null"),
+        )
+
+    def versions(self, name: str) -> list[VersionRecord]:
+        """Every version of ``name``, oldest first."""
+        self.skill(name)
+        return [self.version(name, v) for v in self.version_ids(name)]
+
+    def source(self, version: str) -> str:
+        """The stored source of a version."""
+        text = self.redis.get(self.keys.source(version))
+        if text is None:
+            raise NotFoundError(f"version {version} has no stored source")
+        return str(text)
+
+    @property
+    def seq(self) -> int:
+        """The change counter (bumped by every change; cheap to poll)."""
+        return int(self.redis.get(self.keys.registry_seq) or 0)
+
+    def not_runnable(self, name: str) -> UserError:
+        """The error for ``run NAME`` / ``invoke`` of a skill that is not in the runnable index."""
+        status = self.redis.hget(self.keys.registry_skill(name), "status")
+        if status == "paused":
+            return SkillStateError(
+                f"skill {name!r} is paused: resume it with 'loopwright skills resume {name}'"
+            )
+        if status == "retired":
+            return SkillStateError(
+                f"skill {name!r} is retired: resume it with 'loopwright skills resume {name}'"
+            )
+        if status == "pending_approval":
+            return SkillStateError(
+                f"skill {name!r} is waiting for approval: 'loopwright skills versions {name}' "
+                f"lists its versions, 'loopwright skills approve {name} VERSION' activates one"
+            )
+        return NotFoundError(
+            f"unknown skill {name!r}: submit it (loopwright skills submit FILE) or run it once "
+            f"from its file (loopwright run path/to/skill.py)"
+        )
+
+
+def version_state(skill: SkillRecord, version: VersionRecord) -> str:
+    """How a version stands: active/paused/retired (the pointer), pending_approval, inactive."""
+    if skill.active == version.version:
+        return skill.status if skill.status != "pending_approval" else "active"
+    return "pending_approval" if not version.approved else "inactive"
