@@ -24,6 +24,7 @@ bench: setup
 	$(BIN)/python bench/run.py --out docs/benchmarks.md
 	$(BIN)/python bench/sandbox.py --out docs/benchmarks.md
 	$(BIN)/python bench/triggers.py --out docs/benchmarks.md
+	$(BIN)/python bench/registry.py --out docs/benchmarks.md
 
 up: setup
 	$(BIN)/loopwright up
