@@ -16,20 +16,10 @@ from redis.exceptions import RedisError
 from loopwright.runner.context import Execution, LocalStep, RunLogger
 from loopwright.runner.records import now_ms
 from loopwright.runner.tools import HostTools
+from loopwright.sandbox.host import RequestHandler
 from loopwright.sdk.errors import NonRetriableError, StepFailedError
 
 LOG_LEVELS = frozenset({"info", "warning", "error"})
-
-
-def _failed(exc: StepFailedError) -> dict[str, Any]:
-    return {
-        "error": {
-            "type": "StepFailedError",
-            "step": exc.step,
-            "reason": exc.reason,
-            "message": str(exc),
-        }
-    }
 
 
 def _duration(value: Any) -> float | str | None:
@@ -39,12 +29,10 @@ def _duration(value: Any) -> float | str | None:
     return value if isinstance(value, str) else None
 
 
-def _refused(message: str) -> dict[str, Any]:
-    return {"error": {"type": "NonRetriableError", "message": message}}
-
-
-class GuestHost:
+class GuestHost(RequestHandler):
     """Handles one guest's requests for one execution."""
+
+    passthrough = (RedisError,)  # infrastructure: the run is retried by another executor
 
     def __init__(self, ex: Execution) -> None:
         self.ex = ex
@@ -53,36 +41,11 @@ class GuestHost:
         self.tools = HostTools(ex)
         self._open: dict[int, tuple[str, int, int]] = {}  # seq -> (name, attempt, started)
 
-    def handle(self, msg: dict[str, Any]) -> dict[str, Any]:
-        """One request -> one reply (``{"ok": ...}`` or ``{"error": ...}``)."""
-        op = msg.get("op")
-        try:
-            if op == "step.begin":
-                return self._begin(str(msg.get("name", "")))
-            if op == "step.done":
-                return self._done(msg)
-            if op == "step.fail":
-                return self._fail(msg)
-            if op == "step.sleep":
-                return self._sleep(msg)
-            if op == "step.other":
-                return self._other(msg)
-            if op == "tool":
-                return self._tool(msg)
-            if op == "log":
-                level = str(msg.get("level"))
-                if level in LOG_LEVELS:
-                    getattr(self.log, level)(str(msg.get("message", ""))[:4000])
-                return {"ok": {}}
-        except StepFailedError as exc:
-            return _failed(exc)
-        except NonRetriableError as exc:
-            return _refused(str(exc))
-        except RedisError:
-            raise  # infrastructure: the run is retried by another executor
-        except Exception as exc:  # a request the host cannot serve must not crash the worker
-            return _refused(f"the host could not serve {op!r}: {type(exc).__name__}: {exc}")
-        return _refused(f"unknown request {op!r}")
+    def _log(self, msg: dict[str, Any]) -> dict[str, Any]:
+        level = str(msg.get("level"))
+        if level in LOG_LEVELS:
+            getattr(self.log, level)(str(msg.get("message", ""))[:4000])
+        return {"ok": {}}
 
     def _begin(self, name: str) -> dict[str, Any]:
         ex = self.ex

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from loopwright.sandbox.protocol import ProtocolError, decode, encode
+from loopwright.sdk.errors import NonRetriableError, StepFailedError
 
 
 class SandboxError(Exception):
@@ -110,3 +112,94 @@ def run_session(
 def _best_effort(guest: Guest, message: dict[str, Any]) -> None:
     with contextlib.suppress(OSError, ValueError):
         guest.send(encode(message))
+
+
+def failed_reply(exc: StepFailedError) -> dict[str, Any]:
+    """The reply that raises ``StepFailedError`` in the guest."""
+    return {
+        "error": {
+            "type": "StepFailedError",
+            "step": exc.step,
+            "reason": exc.reason,
+            "message": str(exc),
+        }
+    }
+
+
+def refused_reply(message: str) -> dict[str, Any]:
+    """The reply that raises ``NonRetriableError`` in the guest."""
+    return {"error": {"type": "NonRetriableError", "message": message}}
+
+
+class RequestHandler(ABC):
+    """Routes one guest request to its operation and turns skill-level errors into replies.
+
+    Subclasses implement the operations (``_begin`` takes the step name; the others the whole
+    message). Exceptions listed in ``passthrough`` (infrastructure) propagate; ``_translate``
+    may map other exceptions to a reply; anything else becomes a refusal, so a request the host
+    cannot serve never crashes it. Control flow (``BaseException``) always propagates.
+    """
+
+    passthrough: tuple[type[Exception], ...] = ()
+
+    def handle(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """One request -> one reply (``{"ok": ...}`` or ``{"error": ...}``)."""
+        op = msg.get("op")
+        routes: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+            "step.done": self._done,
+            "step.fail": self._fail,
+            "step.sleep": self._sleep,
+            "step.other": self._other,
+            "tool": self._tool,
+            "log": self._log,
+        }
+        try:
+            if op == "step.begin":
+                return self._begin(str(msg.get("name", "")))
+            route = routes.get(str(op))
+            if route is not None:
+                return route(msg)
+        except StepFailedError as exc:
+            return failed_reply(exc)
+        except NonRetriableError as exc:
+            return refused_reply(str(exc))
+        except self.passthrough:
+            raise
+        except Exception as exc:
+            reply = self._translate(exc)
+            if reply is not None:
+                return reply
+            return refused_reply(f"the host could not serve {op!r}: {type(exc).__name__}: {exc}")
+        return refused_reply(f"unknown request {op!r}")
+
+    def _translate(self, exc: Exception) -> dict[str, Any] | None:
+        """A reply for an exception this host understands, or None."""
+        return None
+
+    @abstractmethod
+    def _begin(self, name: str) -> dict[str, Any]:
+        """Start (or replay) the step named ``name``."""
+
+    @abstractmethod
+    def _done(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Checkpoint a step's output."""
+
+    @abstractmethod
+    def _fail(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Decide what follows a failed attempt."""
+
+    @abstractmethod
+    def _sleep(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """A durable sleep."""
+
+    @abstractmethod
+    def _other(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """invoke, send_event, wait_for_event, llm."""
+
+    @abstractmethod
+    def _tool(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """A host tool call inside a step."""
+
+    @abstractmethod
+    def _log(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """A ``ctx.log`` line."""

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from loopwright.runner.netguard import host_allowed
 from loopwright.runner.tools import SECRET_REF
 from loopwright.sandbox.backend import SandboxBackend
-from loopwright.sandbox.host import GuestTimeoutError, SandboxError, run_session
+from loopwright.sandbox.host import GuestTimeoutError, RequestHandler, SandboxError, run_session
 from loopwright.sdk.durations import parse_duration
 from loopwright.sdk.errors import NonRetriableError, StepFailedError
 from loopwright.sidecar.cases import HttpMock, TestCase
@@ -35,7 +35,7 @@ class MockToolError(Exception):
     """A mocked tool failure worth retrying (the guest's retry policy applies)."""
 
 
-class CaseHost:
+class CaseHost(RequestHandler):
     """Answers one guest's requests for one test case, in memory."""
 
     def __init__(self, case: TestCase, manifest: Manifest, max_output_bytes: int) -> None:
@@ -51,44 +51,16 @@ class CaseHost:
         self._llm = list(case.mocks.llm)
         self._http_used: dict[int, int] = {}
 
-    def handle(self, msg: dict[str, Any]) -> dict[str, Any]:
-        """One request -> one reply, as ``GuestHost.handle`` would answer it."""
-        op = msg.get("op")
-        try:
-            if op == "step.begin":
-                return self._begin(str(msg.get("name", "")))
-            if op == "step.done":
-                return self._done(msg)
-            if op == "step.fail":
-                return self._fail(msg)
-            if op == "step.sleep":
-                return self._sleep(msg)
-            if op == "step.other":
-                return self._other(msg)
-            if op == "tool":
-                return self._tool(msg)
-            if op == "log":
-                self.logs.append(
-                    {"level": str(msg.get("level")), "message": str(msg.get("message"))[:4000]}
-                )
-                return {"ok": {}}
-        except StepFailedError as exc:
-            return {
-                "error": {
-                    "type": "StepFailedError",
-                    "step": exc.step,
-                    "reason": exc.reason,
-                    "message": str(exc),
-                }
-            }
-        except NonRetriableError as exc:
-            return {"error": {"type": "NonRetriableError", "message": str(exc)}}
-        except MockToolError as exc:
+    def _log(self, msg: dict[str, Any]) -> dict[str, Any]:
+        self.logs.append(
+            {"level": str(msg.get("level")), "message": str(msg.get("message"))[:4000]}
+        )
+        return {"ok": {}}
+
+    def _translate(self, exc: Exception) -> dict[str, Any] | None:
+        if isinstance(exc, MockToolError):  # a mocked transient failure: retried like a real one
             return {"error": {"type": "HostToolError", "message": str(exc)}}
-        except Exception as exc:  # a malformed request fails the case, never the sidecar
-            message = f"the host could not serve {op!r}: {type(exc).__name__}: {exc}"
-            return {"error": {"type": "NonRetriableError", "message": message}}
-        return {"error": {"type": "NonRetriableError", "message": f"unknown request {op!r}"}}
+        return None
 
     def _record(self, name: str, kind: str, **fields: Any) -> dict[str, Any]:
         self.seq += 1
