@@ -81,6 +81,50 @@ def test_paused_worker_cannot_write_into_a_run_another_worker_took_over(cluster:
     assert a.poll() is None, "the paused worker must survive being fenced out"
 
 
+STOPS_BETWEEN_STEPS = """
+from loopwright.sdk import skill
+import os, signal, time
+
+def work(fx, name):
+    with open(fx, "a") as f:
+        f.write(f"{name} {os.getpid()} {int(time.time() * 1000)}\\n")
+    return os.getpid()
+
+@skill(name="stops-between-steps")
+def main(ctx):
+    d = ctx.event["data"]
+    first = ctx.step.run("s1", work, d["fx"], "s1")
+    if not os.path.exists(d["marker"]):  # the first executor stops itself between two steps
+        open(d["marker"], "w").close()
+        os.kill(os.getpid(), signal.SIGSTOP)
+    return [first, ctx.step.run("s2", work, d["fx"], "s2")]
+"""
+
+
+def test_worker_paused_between_steps_does_not_start_a_step_finished_meanwhile(
+    cluster: Cluster,
+) -> None:
+    # Given worker A that stops (SIGSTOP) right after step 1's checkpoint, before step 2
+    cluster.scheduler()
+    a = cluster.worker()
+    fx, marker = cluster.tmp / "fx", cluster.tmp / "marker"
+    name = cluster.skill(STOPS_BETWEEN_STEPS)
+    run_id = cluster.start(name, {"fx": str(fx), "marker": str(marker)})
+    wait_until(marker.exists, timeout=15)
+    try:
+        # When worker B takes the run over after A's lease expired and finishes step 2
+        b = cluster.worker()
+        run = cluster.wait(run_id, timeout=30)
+        assert run.status.value == "completed" and run.output == [a.pid, b.pid]
+    finally:
+        os.kill(a.pid, signal.SIGCONT)
+    # Then A, resumed, finds its lease gone before starting step 2's body: it never runs it
+    time.sleep(1.5)
+    assert [(line[0], line[1]) for line in effects(fx)] == [("s1", str(a.pid)), ("s2", str(b.pid))]
+    assert cluster.rt.runs.get(run_id).output == [a.pid, b.pid]
+    assert a.poll() is None
+
+
 def test_run_completes_when_redis_restarts_mid_run(
     make_cluster: Callable[..., Cluster], tmp_path: Path
 ) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -27,6 +26,7 @@ from loopwright.sdk.errors import (
 from loopwright.sdk.skill import SkillSpec
 
 if TYPE_CHECKING:
+    from loopwright.runner.lease import HeldLease
     from loopwright.runner.runtime import Runtime
     from loopwright.runner.tools import HostTools
 
@@ -74,7 +74,7 @@ class Execution:
         token: str,
         spec: SkillSpec,
         recorded: dict[str, str],
-        lost: threading.Event,
+        lease: HeldLease,
         deadline: float,
         trusted: bool = False,
     ) -> None:
@@ -83,7 +83,7 @@ class Execution:
         self.run_id = run_id
         self.token = token
         self.spec = spec
-        self.lost = lost
+        self.lease = lease
         self.deadline = deadline
         self._raw = recorded
         self._max_recorded = max((int(s) for s in recorded), default=0)
@@ -118,7 +118,7 @@ class Execution:
 
     def check_alive(self) -> None:
         """Raise when this executor must stop: lease lost, cancelled or out of time."""
-        if self.lost.is_set():
+        if not self.lease.ensure():
             raise LeaseLostError(f"run {self.run_id}: lease lost")
         if time.monotonic() > self.deadline:
             raise RunTimeoutError()

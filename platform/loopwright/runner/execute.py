@@ -20,7 +20,7 @@ from typing import Any
 from loopwright.errors import SkillLoadError
 from loopwright.runner.checkpoint import LeaseLostError
 from loopwright.runner.context import Execution, LocalContext, RunTimeoutError, Suspend
-from loopwright.runner.lease import AcquireRefused
+from loopwright.runner.lease import AcquireRefused, HeldLease
 from loopwright.runner.records import Run, RunStatus, encode_json, now_ms
 from loopwright.runner.remote import GuestHost
 from loopwright.runner.runtime import Runtime
@@ -88,14 +88,15 @@ class Executor:
     def execute(self, run_id: str) -> str:
         """Take the lease and run; returns the outcome (completed, failed, parked, skipped...)."""
         rt = self.rt
+        asked = time.monotonic()
         acq = rt.leases.acquire(run_id, rt.owner)
         if isinstance(acq, AcquireRefused):
             log.debug("run %s not taken: %s %s", run_id, acq.reason, acq.status or "")
             return f"skipped:{acq.reason}"
         started = time.monotonic()
-        lost = rt.keeper.hold(run_id, acq.token)
+        lease = rt.keeper.hold(run_id, acq.token, asked)
         try:
-            return self._run(run_id, acq.token, Run.from_hash(acq.run), acq.steps, lost, started)
+            return self._run(run_id, acq.token, Run.from_hash(acq.run), acq.steps, lease, started)
         except LeaseLostError:
             log.info("run %s: lease lost; another executor or a cancel took over", run_id)
             return "lease-lost"
@@ -119,7 +120,7 @@ class Executor:
         token: str,
         run: Run,
         steps: dict[str, str],
-        lost: threading.Event,
+        lease: HeldLease,
         started: float,
     ) -> str:
         rt = self.rt
@@ -137,7 +138,7 @@ class Executor:
         if remaining <= 0:
             return self._fail(run, token, started, f"run exceeded its {budget:g}s timeout")
         ex = Execution(
-            rt, run_id, token, spec, steps, lost, time.monotonic() + remaining, run.trusted
+            rt, run_id, token, spec, steps, lease, time.monotonic() + remaining, run.trusted
         )
         params = {**spec.params, **run.params}
         try:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
@@ -132,30 +133,80 @@ class Leases:
         return bool(self._renew(keys=[k.run(run_id), k.leases], args=[run_id, token, self.ttl_ms]))
 
 
-@dataclass(slots=True)
-class _Held:
-    token: str
-    lost: threading.Event = field(default_factory=threading.Event)
+# A lease confirmed less than this fraction of its TTL ago is trusted without asking Redis. The
+# keeper renews at TTL/2, so in normal operation no step pays a round trip; an executor that was
+# paused (SIGSTOP, a long GC, a stalled VM) finds its confirmation stale and asks first.
+TRUST_FRACTION = 0.6
+
+
+class HeldLease:
+    """A lease this process holds: its token, when it was last known valid, and a lost flag.
+
+    ``confirmed`` is a monotonic time taken *before* the Redis call that proved the lease, so
+    the lease was valid until at least ``confirmed + ttl`` (the server adds the TTL to its own,
+    later, clock). Another executor can only take the run after that, which is what makes
+    :meth:`ensure` before a step body a guarantee that no finished step starts again.
+    """
+
+    def __init__(self, leases: Leases, run_id: str, token: str, confirmed: float) -> None:
+        self._leases = leases
+        self.run_id = run_id
+        self.token = token
+        self.confirmed = confirmed
+        self.lost = threading.Event()
+
+    def renew(self) -> bool:
+        """Extend the lease now; False once it is lost. Raises ``RedisError`` when unreachable."""
+        if self.lost.is_set():
+            return False
+        t0 = time.monotonic()
+        if self._leases.renew(self.run_id, self.token):
+            self.confirmed = max(self.confirmed, t0)
+            return True
+        self.lost.set()
+        return False
+
+    def ensure(self) -> bool:
+        """True when the lease is held right now, asking Redis if the last proof is stale.
+
+        An unreachable Redis counts as held while the last proof is younger than the TTL, and as
+        lost after: past that point another executor may legitimately own the run.
+        """
+        if self.lost.is_set():
+            return False
+        ttl_s = self._leases.ttl_ms / 1000.0
+        age = time.monotonic() - self.confirmed
+        if age < ttl_s * TRUST_FRACTION:
+            return True
+        try:
+            return self.renew()
+        except RedisError as exc:
+            if time.monotonic() - self.confirmed < ttl_s:
+                return True
+            log.warning("run %s: lease cannot be confirmed (%s); stopping", self.run_id, exc)
+            self.lost.set()
+            return False
 
 
 class LeaseKeeper:
     """One daemon thread per worker process that renews every held lease at half its TTL.
 
-    A renewal refused by the fence marks the lease lost; the executor checks that flag at each
-    step boundary and stops. A renewal that fails because Redis is down is retried on the next
-    tick; if the lease expires meanwhile, the fence keeps the late writer out.
+    A renewal refused by the fence marks the lease lost; the executor checks the lease (see
+    :meth:`HeldLease.ensure`) before each step body and stops. A renewal that fails because
+    Redis is down is retried on the next tick; if the lease expires meanwhile, the fence keeps
+    the late writer out.
     """
 
     def __init__(self, leases: Leases) -> None:
         self._leases = leases
-        self._held: dict[str, _Held] = {}
+        self._held: dict[str, HeldLease] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def hold(self, run_id: str, token: str) -> threading.Event:
-        """Start renewing ``run_id``; returns the event set when the lease is lost."""
-        held = _Held(token)
+    def hold(self, run_id: str, token: str, confirmed: float) -> HeldLease:
+        """Start renewing ``run_id``, acquired by a call that began at monotonic ``confirmed``."""
+        held = HeldLease(self._leases, run_id, token, confirmed)
         with self._lock:
             self._held[run_id] = held
             if self._thread is None or not self._thread.is_alive():
@@ -163,7 +214,7 @@ class LeaseKeeper:
                     target=self._loop, name="loopwright-lease-keeper", daemon=True
                 )
                 self._thread.start()
-        return held.lost
+        return held
 
     def release(self, run_id: str) -> None:
         """Stop renewing ``run_id``."""
@@ -178,10 +229,9 @@ class LeaseKeeper:
         interval = self._leases.ttl_ms / 2000.0
         while not self._stop.wait(interval):
             with self._lock:
-                items = list(self._held.items())
-            for run_id, held in items:
+                items = list(self._held.values())
+            for held in items:
                 try:
-                    if not self._leases.renew(run_id, held.token):
-                        held.lost.set()
+                    held.renew()
                 except RedisError as exc:
-                    log.warning("lease renewal for run %s failed: %s", run_id, exc)
+                    log.warning("lease renewal for run %s failed: %s", held.run_id, exc)
