@@ -58,6 +58,19 @@ def test_a_valid_skill_is_accepted_and_runs_on_a_worker_started_before_it(
     assert run.version == verdict.version
 
 
+def test_dry_run_checks_every_stage_but_registers_nothing(cluster: Cluster) -> None:
+    registry = Registry(cluster.rt.redis, cluster.rt.keys)
+    verdict = submit(cluster, good(), dry_run=True)
+    assert verdict.accepted and verdict.registration == "dry-run", verdict.findings
+    assert verdict.cases[0].passed and verdict.cases[0].output == 2
+    assert registry.names() == []
+    real = submit(cluster, good())
+    assert real.accepted and real.version == verdict.version  # the same content, the same id
+    bad = submit(cluster, good().replace("n * ctx", "n / 0 * ctx"), dry_run=True)
+    assert not bad.accepted and bad.stage == "tests"
+    assert registry.version("doubler").version == real.version
+
+
 TOOL_SKILL = """
 from loopwright.sdk import skill
 
@@ -305,6 +318,8 @@ def test_service_and_client_submit_and_manage_skills(cluster: Cluster) -> None:
         assert client.health()["approval_mode"] == "auto"
         accepted = client.submit(good(), json.dumps(SMOKE))
         assert accepted.accepted and accepted.version
+        dry = client.submit(good("dry"), SMOKE, dry_run=True)
+        assert dry.accepted and dry.registration == "dry-run"
         rejected = client.submit("import os\n" + good(), SMOKE)
         assert not rejected.accepted and rejected.findings[0].rule == "import-not-allowed"
         v2 = client.submit(good().replace('"factor": 2', '"factor": 3'), SMOKE)

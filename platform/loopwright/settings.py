@@ -105,3 +105,51 @@ class Settings(BaseSettings):
         default=30.0, gt=0, le=600, description="Wall-clock limit of one sandboxed test case."
     )
     sidecar_tests_max_bytes: int = Field(default=256 * 1024, ge=1024)
+
+    # Models (loopwright.llm). ``model`` unset: Anthropic when its key is set, else OpenAI when
+    # its key is set, else the offline template model.
+    model: str | None = Field(
+        default=None,
+        description="Builder model: openai:gpt-4.1, anthropic:claude-sonnet-4-5, "
+        "ollama:qwen2.5-coder, vllm:NAME, llamacpp:NAME, lmstudio:NAME or offline.",
+    )
+    critic_model: str | None = Field(
+        default=None, description="Optional verifier-critic model (a different model)."
+    )
+    critic_threshold: float = Field(default=0.7, ge=0, le=1)
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str = "https://api.openai.com/v1"
+    anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: str = "https://api.anthropic.com"
+    ollama_base_url: str = "http://127.0.0.1:11434/v1"
+    vllm_base_url: str = "http://127.0.0.1:8000/v1"
+    llamacpp_base_url: str = "http://127.0.0.1:8080/v1"
+    lmstudio_base_url: str = "http://127.0.0.1:1234/v1"
+    llm_timeout: float = Field(default=120.0, gt=0, le=3600)
+    llm_max_retries: int = Field(default=4, ge=0, le=20)
+    llm_max_retry_wait: float = Field(
+        default=60.0, gt=0, description="Longest retry-after the client honours before failing."
+    )
+    llm_max_output_tokens: int = Field(default=4096, ge=16, le=200_000)
+    llm_pricing: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description='USD per million tokens, e.g. {"openai:gpt-4.1": {"input": 2, "output": 8, '
+        '"cached": 0.5}}; overrides and extends the built-in table.',
+    )
+
+    # Builder agent (loopwright.agent).
+    agent_max_steps_per_turn: int = Field(default=40, ge=1, le=10_000)
+    agent_max_tokens_per_session: int = Field(default=2_000_000, ge=1000)
+    agent_max_cost_per_session: float = Field(default=5.0, ge=0)
+    agent_reanchor_steps: int = Field(
+        default=30, ge=4, description="Model+tool steps after which the context is re-anchored."
+    )
+    agent_reanchor_tokens: int = Field(
+        default=60_000, ge=1000, description="Prompt size (tokens) that also triggers it."
+    )
+    agent_keep_turns: int = Field(
+        default=4, ge=1, description="Most recent exchanges kept verbatim after re-anchoring."
+    )
+    agent_max_submissions: int = Field(default=3, ge=1, le=10)
+    agent_tool_result_max_chars: int = Field(default=12_000, ge=500)
+    agent_message_max_bytes: int = Field(default=64 * 1024, ge=1024)

@@ -74,9 +74,16 @@ class SidecarClient:
         """Service status: approval mode and sandbox protections."""
         return dict(self._call("GET", "/v1/health"))
 
-    def submit(self, source: str, tests: str | list[Any] | None, author: str = "agent") -> Verdict:
+    def submit(
+        self,
+        source: str,
+        tests: str | list[Any] | None,
+        author: str = "agent",
+        *,
+        dry_run: bool = False,
+    ) -> Verdict:
         """Run the pipeline on ``source`` with its test cases; the verdict, accepted or not."""
-        body = {"source": source, "tests": tests, "author": author}
+        body = {"source": source, "tests": tests, "author": author, "dry_run": dry_run}
         return Verdict.model_validate(self._call("POST", "/v1/skills", json=body))
 
     def skills(self) -> list[dict[str, Any]]:

@@ -29,7 +29,7 @@ from loopwright.sidecar.harness import failure_line, run_cases
 from loopwright.sidecar.verdict import Finding, Verdict, rejected
 from loopwright.skills_registry.diff import diff_versions
 from loopwright.skills_registry.manifest import Manifest, ManifestInvalid, read_manifest
-from loopwright.skills_registry.store import AUTHORS, Registry
+from loopwright.skills_registry.store import AUTHORS, Registry, content_version
 
 MAX_DIFF_CHARS = 20_000
 _BACKEND_LOCK = threading.Lock()  # the runtime makes its sandbox backend on first use
@@ -56,8 +56,13 @@ class Sidecar:
         *,
         author: str = "agent",
         approval: Literal["auto", "review"] | None = None,
+        dry_run: bool = False,
     ) -> Verdict:
-        """Validate ``source`` with its test cases and register it; never raises for bad input."""
+        """Validate ``source`` with its test cases and register it; never raises for bad input.
+
+        ``dry_run`` runs every stage but registration: the verdict says whether the skill
+        would be accepted (``registration="dry-run"``) and the registry is not touched.
+        """
         if author not in AUTHORS:
             raise UserError(f"author must be one of {list(AUTHORS)}, not {author!r}")
         timings: dict[str, float] = {}
@@ -119,6 +124,19 @@ class Sidecar:
             "timings_ms": dict(timings),
             "checked_at": int(time.time() * 1000),
         }
+        if dry_run:
+            timings["total"] = round((time.perf_counter() - began) * 1000, 3)
+            return Verdict(
+                accepted=True,
+                name=manifest.name,
+                version=content_version(source, manifest.identity(), raw_tests),
+                registration="dry-run",
+                warnings=warnings,
+                cases=results,
+                timings_ms=timings,
+                summary=f"{manifest.name} passes every stage ({len(results)} test cases); "
+                "not registered (dry run)",
+            )
         mode = approval or self.settings.approval_mode
         reg = self.registry.register(
             source,

@@ -46,6 +46,7 @@ class SubmitRequest(BaseModel):
     source: str
     tests: str | list[Any] | None = None
     author: Literal["agent", "person", "review"] = "agent"
+    dry_run: bool = False
 
 
 class VersionRequest(BaseModel):
@@ -142,7 +143,8 @@ def create_app(runtime: Runtime, watcher: Watcher | None = None) -> FastAPI:
 
     @app.post("/v1/skills")
     def submit(body: SubmitRequest) -> dict[str, Any]:
-        return sidecar.submit(body.source, body.tests, author=body.author).model_dump(mode="json")
+        verdict = sidecar.submit(body.source, body.tests, author=body.author, dry_run=body.dry_run)
+        return verdict.model_dump(mode="json")
 
     @app.get("/v1/skills")
     def skills() -> list[dict[str, Any]]:
