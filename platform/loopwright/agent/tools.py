@@ -1,0 +1,396 @@
+"""The orchestration SDK as tools: what the builder agent (and any MCP client) can do.
+
+Every tool has a pydantic model for its arguments; the JSON schema the model sees is generated
+from it once, deterministically, so the tool definitions stay byte-identical across requests
+(the provider's prompt-prefix cache depends on it). A call never raises for bad input: wrong
+arguments, unknown skills or a rejected submission come back as a :class:`ToolResult` with
+``ok=False`` and a message written for the model to act on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from redis.exceptions import RedisError
+
+from loopwright.agent.reference import SDK_REFERENCE
+from loopwright.errors import LoopwrightError
+from loopwright.llm.types import ToolSpec
+from loopwright.runner.runtime import Runtime
+from loopwright.sidecar.verdict import Verdict
+from loopwright.skills_registry.store import Registry
+
+log = logging.getLogger(__name__)
+
+BUILTIN_SKILLS = frozenset({"builder-session"})
+MAX_WAIT_S = 300.0
+
+
+class SidecarPort(Protocol):
+    """What the tools need from the sidecar: the in-process pipeline or the HTTP client."""
+
+    def submit(
+        self, source: str, tests: str | list[Any] | None, author: str = ..., *, dry_run: bool = ...
+    ) -> Verdict: ...
+
+
+class LocalSidecar:
+    """The sidecar pipeline in this process (when no ``sidecar_url`` is configured)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        from loopwright.sidecar.pipeline import Sidecar
+
+        self._sidecar = Sidecar(runtime)
+
+    def submit(
+        self,
+        source: str,
+        tests: str | list[Any] | None,
+        author: str = "agent",
+        *,
+        dry_run: bool = False,
+    ) -> Verdict:
+        return self._sidecar.submit(source, tests, author=author, dry_run=dry_run)
+
+
+def make_sidecar(runtime: Runtime) -> SidecarPort:
+    """The sidecar service at ``sidecar_url`` when set, else the pipeline in-process."""
+    s = runtime.settings
+    if s.sidecar_url:
+        from loopwright.sidecar.client import SidecarClient
+
+        token = s.sidecar_token.get_secret_value() if s.sidecar_token else None
+        return SidecarClient(s.sidecar_url, token=token)
+    return LocalSidecar(runtime)
+
+
+class _Args(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NoArgs(_Args):
+    pass
+
+
+class ReadSkillArgs(_Args):
+    name: str = Field(min_length=1, max_length=64, description="Skill name.")
+    version: str | None = Field(
+        default=None, max_length=64, description="Version id or prefix; default the active one."
+    )
+
+
+class WriteSkillArgs(_Args):
+    source: str = Field(
+        min_length=1, max_length=256 * 1024, description="The whole Python module of the skill."
+    )
+    tests: list[dict[str, Any]] = Field(
+        min_length=1,
+        max_length=50,
+        description="Test cases (see sdk_reference): at least the main path with mocks.",
+    )
+
+
+class RunSkillArgs(_Args):
+    name: str = Field(min_length=1, max_length=64)
+    data: dict[str, Any] = Field(default_factory=dict, description="The event data.")
+    wait: bool = Field(default=True, description="Wait for the run to end.")
+    timeout: float = Field(default=60.0, gt=0, le=MAX_WAIT_S, description="Seconds to wait.")
+
+
+class ListRunsArgs(_Args):
+    skill: str | None = Field(default=None, max_length=64)
+    status: str | None = Field(default=None, max_length=16)
+    limit: int = Field(default=20, ge=1, le=100)
+
+
+class GetRunArgs(_Args):
+    run_id: str = Field(min_length=1, max_length=64)
+
+
+class SendEventArgs(_Args):
+    name: str = Field(min_length=1, max_length=128, description="Event name, e.g. order.created")
+    data: dict[str, Any] = Field(default_factory=dict)
+    id: str | None = Field(default=None, max_length=200, description="Dedupe id.")
+
+
+class NameArgs(_Args):
+    name: str = Field(min_length=1, max_length=64)
+
+
+class RollbackArgs(_Args):
+    name: str = Field(min_length=1, max_length=64)
+    version: str = Field(min_length=4, max_length=64, description="Version id or unique prefix.")
+
+
+@dataclass(slots=True)
+class ToolResult:
+    """The outcome of one call: ``content`` is what the model reads (JSON text, capped)."""
+
+    ok: bool
+    content: str
+    data: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "content": self.content, "data": self.data}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ToolResult:
+        return cls(ok=bool(d["ok"]), content=str(d["content"]), data=d.get("data"))
+
+
+@dataclass(frozen=True, slots=True)
+class _Tool:
+    name: str
+    description: str
+    args: type[_Args]
+    fn: Callable[[Any, str | None], Any]
+
+
+def _dump(value: Any, limit: int) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str, sort_keys=False)
+    if len(text) > limit:
+        text = text[: limit - 60] + f"... [truncated {len(text) - limit + 60} chars]"
+    return text
+
+
+def verdict_view(v: Verdict) -> dict[str, Any]:
+    """What the model needs from a verdict: the outcome, findings with hints, failing cases."""
+    view: dict[str, Any] = {
+        "accepted": v.accepted,
+        "name": v.name,
+        "version": v.version,
+        "summary": v.summary if v.accepted else v.first_line(),
+    }
+    if v.accepted:
+        view.update(status=v.status, registration=v.registration, next_fires=v.next_fires)
+        if v.warnings:
+            view["warnings"] = [w.one_line() for w in v.warnings]
+    else:
+        view["stage"] = v.stage
+        view["findings"] = [f.model_dump() for f in v.findings]
+        failing = [c for c in v.cases if not c.passed]
+        if failing:
+            view["failing_cases"] = [
+                {"name": c.name, "status": c.status, "problems": c.problems, "error": c.error}
+                for c in failing
+            ]
+    return view
+
+
+def derived_run_id(key: str) -> str:
+    """A run id derived from an idempotency key: a replayed tool call finds its run again."""
+    return hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
+class ToolBox:
+    """The builder's tools bound to a runtime and a sidecar."""
+
+    def __init__(self, runtime: Runtime, sidecar: SidecarPort, *, author: str = "agent") -> None:
+        self.rt = runtime
+        self.sidecar = sidecar
+        self.author = author
+        self.registry = Registry(runtime.redis, runtime.keys)
+        self.max_chars = runtime.settings.agent_tool_result_max_chars
+        tools = [
+            _Tool("sdk_reference", "The skill SDK, sandbox rules and test-case format. "
+                  "Read it before writing a skill.", NoArgs, self._sdk_reference),
+            _Tool("list_skills", "Registered skills: name, status, active version, trigger.",
+                  NoArgs, self._list_skills),
+            _Tool("read_skill", "Source, test cases and manifest of a skill version.",
+                  ReadSkillArgs, self._read_skill),
+            _Tool("write_skill", "Submit a skill with its test cases to the sidecar: it is "
+                  "validated, tested in the sandbox and registered when accepted. A rejection "
+                  "lists findings with hints.", WriteSkillArgs, self._write_skill),
+            _Tool("test_skill", "Validate and run a skill's test cases without registering it.",
+                  WriteSkillArgs, self._test_skill),
+            _Tool("run_skill", "Start a run of a registered skill (sandboxed) and optionally "
+                  "wait for its result.", RunSkillArgs, self._run_skill),
+            _Tool("list_runs", "Recent runs, newest first.", ListRunsArgs, self._list_runs),
+            _Tool("get_run", "One run with its steps and logs.", GetRunArgs, self._get_run),
+            _Tool("send_event", "Send an event; skills triggered by it start.", SendEventArgs,
+                  self._send_event),
+            _Tool("pause_skill", "Pause a skill: its triggers stop starting runs.", NameArgs,
+                  self._pause_skill),
+            _Tool("rollback_skill", "Make an earlier version of a skill the active one.",
+                  RollbackArgs, self._rollback_skill),
+        ]  # fmt: skip
+        self._tools = {t.name: t for t in tools}
+        self._specs = [ToolSpec(t.name, t.description, _schema(t.args)) for t in tools]
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._tools)
+
+    def specs(self) -> list[ToolSpec]:
+        """The tool definitions, identical on every call."""
+        return list(self._specs)
+
+    def call(self, name: str, arguments: Any, key: str | None = None) -> ToolResult:
+        """Run tool ``name``; ``key`` makes effects idempotent when a step is replayed."""
+        tool = self._tools.get(name)
+        if tool is None:
+            return ToolResult(
+                False, f"unknown tool {str(name)[:80]!r}; the tools are: {', '.join(self._tools)}"
+            )
+        if not isinstance(arguments, dict):
+            return ToolResult(False, f"{name}: arguments must be a JSON object")
+        try:
+            args = tool.args.model_validate(arguments)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}"
+                for e in exc.errors()[:10]
+            )
+            return ToolResult(False, f"invalid arguments for {name}: {problems}")
+        try:
+            out = tool.fn(args, key)
+        except (LoopwrightError, RedisError) as exc:
+            return ToolResult(False, f"{name} failed: {exc}")
+        if isinstance(out, ToolResult):
+            return out
+        return ToolResult(True, _dump(out, self.max_chars), out)
+
+    # The tools.
+
+    def _sdk_reference(self, args: NoArgs, key: str | None) -> ToolResult:
+        return ToolResult(True, SDK_REFERENCE)
+
+    def _list_skills(self, args: NoArgs, key: str | None) -> list[dict[str, Any]]:
+        out = []
+        for rec in self.registry.skills():
+            if rec.name in BUILTIN_SKILLS:
+                continue
+            item: dict[str, Any] = {
+                "name": rec.name,
+                "status": rec.status,
+                "active": rec.active,
+                "versions": rec.versions,
+            }
+            if rec.active:
+                manifest = self.registry.version(rec.name, rec.active).manifest or {}
+                item["description"] = manifest.get("description", "")
+                item["trigger"] = manifest.get("trigger")
+            out.append(item)
+        return out
+
+    def _read_skill(self, args: ReadSkillArgs, key: str | None) -> dict[str, Any]:
+        v = self.registry.version(args.name, args.version)
+        return {
+            "name": v.name,
+            "version": v.version,
+            "author": v.author,
+            "source": self.registry.source(v.version),
+            "tests": v.tests,
+            "manifest": v.manifest,
+        }
+
+    def _submit(self, args: WriteSkillArgs, dry_run: bool) -> ToolResult:
+        verdict = self.sidecar.submit(args.source, args.tests, self.author, dry_run=dry_run)
+        if verdict.name in BUILTIN_SKILLS:
+            return ToolResult(False, f"{verdict.name!r} is a built-in skill; choose another name")
+        view = verdict_view(verdict)
+        return ToolResult(verdict.accepted, _dump(view, self.max_chars), view)
+
+    def _write_skill(self, args: WriteSkillArgs, key: str | None) -> ToolResult:
+        return self._submit(args, dry_run=False)
+
+    def _test_skill(self, args: WriteSkillArgs, key: str | None) -> ToolResult:
+        return self._submit(args, dry_run=True)
+
+    def _guard(self, name: str) -> None:
+        if name in BUILTIN_SKILLS:
+            raise LoopwrightError(f"{name!r} is built in; the agent cannot change or run it")
+
+    def _run_skill(self, args: RunSkillArgs, key: str | None) -> dict[str, Any]:
+        self._guard(args.name)
+        rt = self.rt
+        run_id = derived_run_id(key) if key else None
+        if run_id is None or not rt.runs.exists(run_id):
+            version = rt.sources.resolve(args.name)
+            run_id = rt.runs.create(skill=args.name, version=version, data=args.data, run_id=run_id)
+        if not args.wait:
+            return {"run_id": run_id, "status": rt.runs.get(run_id).status.value}
+        run = rt.runs.wait(run_id, timeout=args.timeout)
+        out: dict[str, Any] = {"run_id": run_id, "status": run.status.value}
+        if run.status.value == "completed":
+            out["output"] = run.output
+        elif run.error:
+            out["error"] = run.error
+        if not run.status.terminal:
+            out["note"] = (
+                f"still {run.status.value} after {args.timeout:g}s; check later with get_run "
+                "(is a worker running?)"
+            )
+        return out
+
+    def _list_runs(self, args: ListRunsArgs, key: str | None) -> list[dict[str, Any]]:
+        runs = self.rt.runs.find(skill=args.skill, status=args.status, limit=args.limit)
+        return [
+            {
+                "run_id": r.id,
+                "skill": r.skill,
+                "version": r.version[:12],
+                "status": r.status.value,
+                "created_at": r.created_at,
+                "error": (r.error or "")[:300] or None,
+            }
+            for r in runs
+            if r.skill not in BUILTIN_SKILLS
+        ]
+
+    def _get_run(self, args: GetRunArgs, key: str | None) -> dict[str, Any]:
+        run = self.rt.runs.get(args.run_id)
+        return {
+            "run_id": run.id,
+            "skill": run.skill,
+            "version": run.version,
+            "status": run.status.value,
+            "output": run.output,
+            "error": run.error,
+            "attempts": run.attempts,
+            "steps": [
+                {"name": s.name, "status": s.status, "attempts": s.attempts, "error": s.error}
+                for s in self.rt.runs.steps(run.id)
+            ],
+            "logs": self.rt.runs.logs(run.id)[-20:],
+        }
+
+    def _send_event(self, args: SendEventArgs, key: str | None) -> dict[str, Any]:
+        eid = args.id or (derived_run_id(key) if key else None)
+        sent = self.rt.bus.send(args.name, args.data, event_id=eid)
+        return {"event_id": sent.id, "accepted": sent.accepted}
+
+    def _pause_skill(self, args: NameArgs, key: str | None) -> dict[str, Any]:
+        self._guard(args.name)
+        return self.registry.pause(args.name).model_dump()
+
+    def _rollback_skill(self, args: RollbackArgs, key: str | None) -> dict[str, Any]:
+        self._guard(args.name)
+        return self.registry.rollback(args.name, args.version).model_dump()
+
+
+def _schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A compact, deterministic JSON schema (no titles) for a tool's arguments."""
+    schema = model.model_json_schema()
+
+    def strip(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if k != "title"}
+        if isinstance(node, list):
+            return [strip(v) for v in node]
+        return node
+
+    out: dict[str, Any] = strip(schema)
+    out.setdefault("properties", {})
+    return out
+
+
+def make_toolbox(runtime: Runtime, author: str = "agent") -> ToolBox:
+    """The toolbox with the configured sidecar."""
+    return ToolBox(runtime, make_sidecar(runtime), author=author)
