@@ -34,6 +34,8 @@ The keyspace is a small state machine (see ``docs/runner.md``):
 * ``{p}:conc:{skill}:{key}``  zset   runs holding a concurrency slot -> lease expiry
 * ``{p}:rate:{skill}:{key}``  zset   starts inside the rate-limit window
 * ``{p}:idem:{skill}:{key}``  string idempotency marker; ``{p}:debounce:*`` debounced bursts
+* ``{p}:session:{id}``        hash   builder chat session: state JSON, turns, pending turn run
+* ``{p}:sessions``            zset   session ids by last update
 """
 
 from __future__ import annotations
@@ -139,6 +141,15 @@ class Keys:
     def registry_channel(self) -> str:
         """Pub/sub channel of registry change notices (JSON)."""
         return f"{self.prefix}:reg:changes"
+
+    def session(self, session_id: str) -> str:
+        """One builder chat session."""
+        return f"{self.prefix}:session:{session_id}"
+
+    @property
+    def sessions(self) -> str:
+        """Builder sessions by last update."""
+        return f"{self.prefix}:sessions"
 
     @property
     def inbox(self) -> str:

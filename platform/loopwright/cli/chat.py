@@ -1,0 +1,202 @@
+"""``loopwright chat``: talk to the builder agent.
+
+Each message is one durable turn (a run of the built-in ``builder-session`` skill). This
+process executes the turn itself when no worker took it first, and renders the steps as they
+are checkpointed: model answers, tool calls, sidecar verdicts. A turn interrupted by a crash is
+resumed by the next ``loopwright chat --session ID`` (or by any worker).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Annotated, Any
+
+import typer
+from rich.markdown import Markdown
+from rich.markup import escape
+from rich.panel import Panel
+
+from loopwright.agent.session import SessionStore, ensure_builtin
+from loopwright.cli.common import JsonFlag, console, emit_json, open_runtime
+from loopwright.errors import UserError
+from loopwright.llm.factory import default_model_spec, make_model
+from loopwright.runner.execute import Executor, install_runtime
+from loopwright.runner.runtime import Runtime
+
+EXIT_WORDS = {"/exit", "/quit", "exit", "quit"}
+
+
+class StepPrinter:
+    """Polls a turn's checkpoints and prints each new one (works wherever the turn runs)."""
+
+    def __init__(self, rt: Runtime, run_id: str) -> None:
+        self.rt = rt
+        self.run_id = run_id
+        self.seen: set[int] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="chat-printer", daemon=True)
+
+    def __enter__(self) -> StepPrinter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.flush()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.15):
+            try:
+                self.flush()
+            except Exception:
+                continue
+
+    def flush(self) -> None:
+        for s in self.rt.runs.steps(self.run_id):
+            if s.seq in self.seen or s.status not in ("done", "failed"):
+                continue
+            self.seen.add(s.seq)
+            render_step(s.name, s.status, s.output, s.error)
+
+
+def render_step(name: str, status: str, output: Any, error: str | None) -> None:
+    if status == "failed":
+        console.print(f"  [red]✗ {escape(name)}: {escape(error or '')}[/]")
+        return
+    if name.startswith("model-") and isinstance(output, dict):
+        text = (output.get("text") or "").strip()
+        if text and output.get("tool_calls"):
+            console.print(f"  [dim]{escape(text[:300])}[/]")
+        for call in output.get("tool_calls") or []:
+            args = call.get("arguments") or {}
+            shown = {k: v for k, v in args.items() if k not in ("source", "tests")}
+            if "source" in args:
+                shown["source"] = f"<{len(str(args['source']))} chars>"
+            if "tests" in args:
+                shown["tests"] = (
+                    f"<{len(args['tests']) if isinstance(args['tests'], list) else '?'} cases>"
+                )
+            console.print(
+                f"  [cyan]→ {escape(call.get('name', '?'))}[/] {escape(json.dumps(shown)[:200])}"
+            )
+    elif name.startswith("tool-") and isinstance(output, dict):
+        data = output.get("data")
+        if isinstance(data, dict) and "accepted" in data:
+            mark = "[green]✓ accepted[/]" if data["accepted"] else "[red]✗ rejected[/]"
+            console.print(f"    {mark} {escape(str(data.get('summary', ''))[:300])}")
+        elif output.get("ok"):
+            console.print(f"    [green]✓[/] {escape(str(output.get('content', ''))[:200])}")
+        else:
+            console.print(f"    [red]✗ {escape(str(output.get('content', ''))[:300])}[/]")
+    elif name.startswith("critic-") and isinstance(output, dict):
+        mark = "[green]passed[/]" if output.get("passed") else "[red]failed[/]"
+        console.print(
+            f"    critic {mark} score {output.get('score')}: "
+            + escape(str(output.get("notes", ""))[:200])
+        )
+
+
+def drive(rt: Runtime, run_id: str, timeout: float, show: bool) -> dict[str, Any]:
+    """Execute (or wait for) a turn's run; returns the turn report."""
+    printer = StepPrinter(rt, run_id) if show else None
+    if printer is not None:
+        printer.__enter__()
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            Executor(rt).execute(run_id)  # a no-op when a worker holds it or it has ended
+            run = rt.runs.get(run_id)
+            if run.status.terminal or time.monotonic() > deadline:
+                break
+            rt.runs.wait(run_id, timeout=min(1.0, max(0.05, deadline - time.monotonic())))
+    finally:
+        if printer is not None:
+            printer.__exit__(None, None, None)
+    if run.status.value != "completed":
+        raise UserError(
+            f"turn {run_id} ended {run.status.value}: {run.error or 'no error recorded'}"
+        )
+    return dict(run.output)
+
+
+def render_report(report: dict[str, Any]) -> None:
+    reply = report.get("reply") or ""
+    style = "yellow" if report.get("stopped") else "green"
+    console.print(Panel(Markdown(reply), title="builder", border_style=style))
+    m = report.get("metrics") or {}
+    console.print(
+        f"[dim]steps {m.get('model_calls', 0) + m.get('tool_calls', 0)} · tool calls "
+        f"{m.get('tool_calls', 0)} ({m.get('tool_errors', 0)} errors) · tokens "
+        f"{m.get('input_tokens', 0)} in / {m.get('output_tokens', 0)} out / "
+        f"{m.get('cached_tokens', 0)} cached · ${m.get('cost_usd', 0):.4f} · rejections "
+        f"{m.get('rejections', 0)} · {m.get('wall_ms', 0) / 1000:.1f}s[/]"
+    )
+
+
+def chat(
+    message: Annotated[
+        str | None, typer.Option("--message", "-m", help="Send one message and exit.")
+    ] = None,
+    session: Annotated[
+        str | None,
+        typer.Option("--session", help="Continue this session (resumes a crashed turn)."),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="Model of a new session, e.g. anthropic:claude-sonnet-4-5."),
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for one turn.")] = 1800.0,
+    json_out: JsonFlag = False,
+) -> None:
+    """Chat with the builder agent: ask for a capability, get tested, registered skills."""
+    rt = open_runtime()
+    install_runtime(rt)
+    try:
+        ensure_builtin(rt)
+        store = SessionStore(rt.redis, rt.keys)
+        if session:
+            sid = store.get(session).id
+        else:
+            spec = model or default_model_spec(rt.settings)
+            make_model(spec, rt.settings)  # a bad model string fails here, not mid-turn
+            sid = store.create(spec)
+        show = not json_out
+        if show:
+            console.print(f"[dim]session {sid} · model {store.get(sid).model}[/]")
+        pending = store.pending(rt, sid)
+        if pending:
+            if show:
+                console.print(f"[yellow]resuming the unfinished turn (run {pending})[/]")
+            report = drive(rt, pending, timeout, show)
+            if show:
+                render_report(report)
+        if message is not None:
+            run_id = store.start_turn(rt, sid, message)
+            report = drive(rt, run_id, timeout, show)
+            if json_out:
+                emit_json({"session": sid, "run_id": run_id, **report})
+            else:
+                render_report(report)
+            return
+        while True:
+            try:
+                line = console.input("[bold]you>[/] ")
+            except (EOFError, KeyboardInterrupt):
+                console.print()
+                break
+            if line.strip() in EXIT_WORDS:
+                break
+            if not line.strip():
+                continue
+            try:
+                run_id = store.start_turn(rt, sid, line)
+                render_report(drive(rt, run_id, timeout, True))
+            except UserError as exc:
+                console.print(f"[red]{escape(str(exc))}[/]")
+        console.print(f"[dim]continue later with: loopwright chat --session {sid}[/]")
+    finally:
+        install_runtime(None)
+        rt.close()
