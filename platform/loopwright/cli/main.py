@@ -14,6 +14,7 @@ from rich.table import Table
 from loopwright.cli.common import JsonFlag, console, emit_json, fmt_ts, open_runtime
 from loopwright.cli.doctor import doctor
 from loopwright.cli.events import events_app
+from loopwright.cli.mcp import mcp
 from loopwright.cli.runs import run_command, runs_app
 from loopwright.cli.services import scheduler, up, worker
 from loopwright.cli.sidecar import sidecar
@@ -32,6 +33,7 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(events_app, name="events")
 app.add_typer(skills_app, name="skills")
 app.command()(sidecar)
+app.command()(mcp)
 app.command()(up)
 app.command()(worker)
 app.command()(scheduler)
