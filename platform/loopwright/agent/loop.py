@@ -223,7 +223,8 @@ class Agent:
             i += 1
             try:
                 raw = steps.run(f"model-{i}", self._complete, [x.to_dict() for x in messages])
-            except StepFailedError as exc:
+            except (StepFailedError, NonRetriableError, ModelError) as exc:
+                # Durable steps turn a failed call into StepFailedError; inline steps raise.
                 return done(f"The model call failed, so I stopped: {exc}", "model-error", True)
             comp = Completion.from_dict(raw)
             self._account(m, comp.usage, self.model.name)
@@ -254,6 +255,24 @@ class Agent:
             notes: list[str] = []
             final: tuple[str, str] | None = None
             for j, call in enumerate(comp.tool_calls, 1):
+                if turn_steps >= s.agent_max_steps_per_turn:
+                    # Every call still gets a result, so the conversation stays well-formed.
+                    messages.append(
+                        Message(
+                            "tool",
+                            "not run: the step budget of this turn is used up",
+                            tool_call_id=call.id,
+                            name=call.name,
+                            is_error=True,
+                        )
+                    )
+                    final = final or (
+                        self._stop_report(
+                            self._budget_stop(m, turn_steps) or "steps: budget", activity
+                        ),
+                        "steps",
+                    )
+                    continue
                 result = self._run_call(steps, call.name, call.arguments, call.error, i, j, key, m)
                 turn_steps += 1
                 state["since_anchor"] += 1
