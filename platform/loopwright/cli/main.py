@@ -11,6 +11,7 @@ import typer
 from redis.exceptions import RedisError
 from rich.table import Table
 
+from loopwright.cli.chat import chat
 from loopwright.cli.common import JsonFlag, console, emit_json, fmt_ts, open_runtime
 from loopwright.cli.doctor import doctor
 from loopwright.cli.events import events_app
@@ -32,6 +33,7 @@ app.command("run")(run_command)
 app.add_typer(runs_app, name="runs")
 app.add_typer(events_app, name="events")
 app.add_typer(skills_app, name="skills")
+app.command()(chat)
 app.command()(sidecar)
 app.command()(mcp)
 app.command()(up)
