@@ -1,0 +1,112 @@
+"""``loopwright chat`` as a person uses it: one-turn JSON mode, resumed sessions, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from conftest import Cluster
+
+from loopwright.agent.session import SessionStore
+from loopwright.llm.scripted import ScriptedServer
+
+GOOD = """
+from loopwright.sdk import skill
+
+
+@skill(name="doubler", description="doubles n")
+def main(ctx):
+    return ctx.step.run("double", lambda: ctx.event["data"].get("n", 1) * 2)
+"""
+SMOKE = [{"name": "smoke", "event": {"data": {"n": 2}}, "expect": {"output": 4}}]
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedServer]:
+    with ScriptedServer() as srv:
+        yield srv
+
+
+def chat(
+    cluster: Cluster, srv: ScriptedServer, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **cluster.env,
+        "LOOPWRIGHT_OPENAI_API_KEY": "k",
+        "LOOPWRIGHT_OPENAI_BASE_URL": srv.openai_base_url,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "loopwright.cli", "chat", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cluster.tmp,
+        input=stdin,
+        check=False,
+    )
+
+
+def as_json(proc: subprocess.CompletedProcess[str]) -> Any:
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_one_turn_in_json_then_the_session_continues(
+    cluster: Cluster, server: ScriptedServer
+) -> None:
+    server.push(
+        {"tool_calls": [{"name": "write_skill", "arguments": {"source": GOOD, "tests": SMOKE}}]},
+        {"text": "Registered doubler."},
+        {"text": "You asked for a doubler earlier."},
+    )
+    first = as_json(chat(cluster, server, "--model", "openai:gpt-4.1", "-m", "doubler", "--json"))
+    assert first["reply"] == "Registered doubler." and first["stopped"] is None
+    assert first["activity"][0]["verdict"]["accepted"] is True
+    assert first["metrics"]["model_calls"] == 2 and first["metrics"]["wall_ms"] > 0
+    sid = first["session"]
+    second = as_json(chat(cluster, server, "--session", sid, "-m", "what did I ask?", "--json"))
+    assert second["reply"] == "You asked for a doubler earlier." and second["turn"] == 2
+    # The second turn's request carried the first turn's conversation.
+    texts = json.dumps(server.requests[-1].body["messages"])
+    assert "doubler" in texts and "Registered doubler." in texts
+    assert SessionStore(cluster.rt.redis, cluster.rt.keys).get(sid).turns == 2
+
+
+def test_interactive_chat_renders_tool_calls_and_verdicts(
+    cluster: Cluster, server: ScriptedServer
+) -> None:
+    server.push(
+        {"tool_calls": [{"name": "write_skill", "arguments": {"source": GOOD, "tests": SMOKE}}]},
+        {"text": "Done: **doubler** is registered."},
+    )
+    proc = chat(cluster, server, "--model", "openai:gpt-4.1", stdin="make a doubler\n/exit\n")
+    assert proc.returncode == 0, proc.stderr
+    assert "→ write_skill" in proc.stdout and "✓ accepted" in proc.stdout
+    assert "doubler is registered" in proc.stdout
+    assert "continue later with: loopwright chat --session s-" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("-m", "  "), "the message is empty"),
+        (("-m", "x" * 70_000), "the message is over"),
+        (("--session", "../../etc", "-m", "hi"), "a session id is"),
+        (("--session", "s-nope", "-m", "hi"), "unknown session 's-nope'"),
+        (("--model", "gpt5", "-m", "hi"), "gpt5"),
+        (("--model", "anthropic:claude-sonnet-4-5", "-m", "hi"), "LOOPWRIGHT_ANTHROPIC_API_KEY"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_loses_nothing(
+    cluster: Cluster, server: ScriptedServer, args: tuple[str, ...], message: str
+) -> None:
+    proc = chat(cluster, server, *args)
+    assert proc.returncode != 0
+    assert message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(server.requests) == 0
