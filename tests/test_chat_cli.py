@@ -86,7 +86,7 @@ def test_interactive_chat_renders_tool_calls_and_verdicts(
     )
     proc = chat(cluster, server, "--model", "openai:gpt-4.1", stdin="make a doubler\n/exit\n")
     assert proc.returncode == 0, proc.stderr
-    assert "→ write_skill" in proc.stdout and "✓ accepted" in proc.stdout
+    assert "→ write_skill" in proc.stdout and "✓ accepted doubler@" in proc.stdout
     assert "doubler is registered" in proc.stdout
     assert "continue later with: loopwright chat --session s-" in proc.stdout
 

@@ -85,7 +85,7 @@ def render_step(name: str, status: str, output: Any, error: str | None) -> None:
     elif name.startswith("tool-") and isinstance(output, dict):
         data = output.get("data")
         if isinstance(data, dict) and "accepted" in data:
-            mark = "[green]✓ accepted[/]" if data["accepted"] else "[red]✗ rejected[/]"
+            mark = "[green]✓[/]" if data["accepted"] else "[red]✗[/]"
             console.print(f"    {mark} {escape(str(data.get('summary', ''))[:300])}")
         elif output.get("ok"):
             console.print(f"    [green]✓[/] {escape(str(output.get('content', ''))[:200])}")

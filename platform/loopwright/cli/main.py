@@ -65,12 +65,24 @@ def demo(
     workdir: Annotated[
         str | None, typer.Option(help="Where the demo keeps its files (default: a temp dir).")
     ] = None,
-    examples: Annotated[str, typer.Option(help="Folder with the example skills.")] = "examples",
+    examples: Annotated[
+        str, typer.Option(help="Folder with the example skills (--runner).")
+    ] = "examples",
+    runner: Annotated[
+        bool,
+        typer.Option(
+            "--runner", help="The runner tour instead: example skills and a killed worker."
+        ),
+    ] = False,
 ) -> None:
-    """Run the example skills end to end and show a killed worker's run resuming."""
-    from loopwright.cli.demo import run_demo
+    """The seed scenario: the builder writes, tests and registers skills that then run."""
+    if runner:
+        from loopwright.cli.demo import run_demo
 
-    raise typer.Exit(run_demo(workdir, examples))
+        raise typer.Exit(run_demo(workdir, examples))
+    from loopwright.cli.scenario import run_scenario
+
+    raise typer.Exit(run_scenario(workdir))
 
 
 def _fail(message: str, code: int = 1) -> None:
