@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import Cluster
 
+from conftest import Cluster
 from loopwright.agent.session import SessionStore
 from loopwright.llm.scripted import ScriptedServer
 
