@@ -332,3 +332,15 @@ def test_killed_worker_resumes_the_turn_without_repeating_finished_model_calls(
     info = store.get(sid)
     assert info.turns == 1 and info.pending_run is None
     assert [m["role"] for m in info.state["messages"]] == ["user", "assistant", "tool", "assistant"]
+
+
+def test_an_empty_answer_keeps_the_next_request_valid(
+    cluster: Cluster, server: ScriptedServer
+) -> None:
+    server.push({"text": ""}, {"text": "Now with words."})
+    agent = agent_for(cluster, server, "anthropic")
+    first = turn(agent, "hi")
+    assert first.reply == "(the model gave an empty answer)"
+    second = agent.turn(InlineSteps(), first.state, "say something", key="s-test:2")
+    assert second.reply == "Now with words."  # the scripted server accepted the history
+    assert server.requests[-1].body["messages"][1]["role"] == "assistant"

@@ -40,6 +40,7 @@ from loopwright.settings import Settings
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+EMPTY_ANSWER = "(the model gave an empty answer)"
 SKILL_NAME = re.compile(r"""name\s*=\s*["']([a-z][a-z0-9-]{0,63})["']""")
 
 
@@ -233,7 +234,12 @@ class Agent:
             state["since_anchor"] += 1
             messages.append(comp.message())
             if not comp.tool_calls:
-                if not ANNOUNCES_ACTION.search(comp.text or ""):
+                if not comp.text.strip():
+                    # An empty final answer would make the next request invalid for providers
+                    # that refuse empty text blocks; keep a visible placeholder instead.
+                    messages[-1].content = EMPTY_ANSWER
+                    return done(EMPTY_ANSWER, None, False)
+                if not ANNOUNCES_ACTION.search(comp.text):
                     return done(comp.text, None, False)
                 det = detector.on_text(comp.text)
                 if det is None:
