@@ -251,8 +251,8 @@ def section(r: dict[str, Any], command: str) -> str:
         f"Redis {m['redis_server']}, scripted model server on 127.0.0.1.",
         "",
         f"A session of {r['model_calls']} model answers, each with ~300 characters of reasoning "
-        f"and one `get_run` call (~0.6 KB result), then a final answer: "
-        f"{2 * r['model_calls']} steps. Token counts are the scripted server's (prompt bytes / 4, "
+        f"and one `get_run` call (~0.6 KB result): {2 * r['model_calls']} steps, then a final "
+        "answer. Token counts are the scripted server's (prompt bytes / 4, "
         "cached = byte-identical prefix shared with an earlier request, reported the way each "
         "provider does); money at list prices (cache writes not charged extra).",
         "",

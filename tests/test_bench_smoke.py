@@ -10,14 +10,15 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from conftest import REPO
 
 
-def test_bench_quick_profile_reports_every_measurement(tmp_path: Path) -> None:
-    out = tmp_path / "results.json"
+def quick(script: str, out: Path) -> dict[str, object]:
+    """Run ``bench/SCRIPT --quick`` and return the JSON results it wrote."""
     proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--json", str(out)],
+        [sys.executable, str(REPO / "bench" / script), "--quick", "--json", str(out)],
         check=False,
         capture_output=True,
         text=True,
@@ -25,7 +26,21 @@ def test_bench_quick_profile_reports_every_measurement(tmp_path: Path) -> None:
         cwd=REPO,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    results = json.loads(out.read_text())
+    return json.loads(out.read_text())  # type: ignore[no-any-return]
+
+
+def test_bench_quick_profile_reports_every_measurement(tmp_path: Path) -> None:
+    results = quick("run.py", tmp_path / "results.json")
     text = json.dumps(results)
     for key in ("ping", "fresh", "replay", "dbos", "throughput", "resume", "memory"):
         assert key in text, f"benchmark item {key!r} missing from {sorted(results)}"
+
+
+def test_agent_bench_quick_profile_reports_every_measurement(tmp_path: Path) -> None:
+    results: Any = quick("agent.py", tmp_path / "agent.json")
+    for protocol in ("anthropic", "openai"):
+        for mode in ("reanchor", "no-reanchor"):
+            item = results[protocol][mode]
+            assert item["steps"] == 2 * results["model_calls"] + 1  # + the final answer
+            assert item["prompt_tokens"] > 0 and item["overhead_ms_per_step"] > 0
+    assert results["durable"]["checkpoints"] >= results["durable"]["steps"]
