@@ -223,6 +223,15 @@ def main(ctx):
     checks = json.loads(doctor.stdout)
     assert doctor.returncode == 0, checks
     assert checks["redis"]["ok"] and "1 on queue" in checks["workers"]["detail"]
+    assert "offline template model" in checks["builder model"]["detail"]
+    broken = {**cluster.env, "LOOPWRIGHT_MODEL": "openai:gpt-4.1"}  # no key configured
+    proc = subprocess.run(
+        [sys.executable, "-m", "loopwright.cli", "doctor", "--json"],
+        env=broken, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    model = json.loads(proc.stdout)["builder model"]
+    assert proc.returncode == 1 and not model["ok"]
+    assert "LOOPWRIGHT_OPENAI_API_KEY" in model["detail"]
 
 
 def test_up_with_managed_redis_runs_skills_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:

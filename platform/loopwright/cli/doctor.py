@@ -64,6 +64,27 @@ def _sandbox_check(settings: Settings) -> dict[str, Any]:
     return {"ok": True, "detail": detail, "protections": prot}
 
 
+def _model_check(settings: Settings) -> dict[str, Any]:
+    """Which model the builder will use, and whether it can be built (key, model string)."""
+    from loopwright.llm.errors import ModelConfigError
+    from loopwright.llm.factory import default_model_spec, make_model
+    from loopwright.llm.pricing import known_price
+
+    spec = default_model_spec(settings)
+    try:
+        make_model(spec, settings)
+    except ModelConfigError as exc:
+        return {"ok": False, "detail": f"{spec}: {exc}"}
+    if spec == "offline":
+        detail = "offline template model (set LOOPWRIGHT_MODEL and an API key for a real one)"
+    else:
+        price = "priced" if known_price(spec, settings) else "no price known (set LLM_PRICING)"
+        detail = f"{spec} ({price})"
+    if settings.critic_model:
+        detail += f"; critic {settings.critic_model}"
+    return {"ok": True, "detail": detail}
+
+
 def collect() -> dict[str, Any]:
     """Every check as a dict of name -> {ok, detail}."""
     settings = load_settings()
@@ -109,6 +130,7 @@ def collect() -> dict[str, Any]:
     except (LoopwrightError, RedisError) as exc:
         checks["redis"] = {"ok": False, "detail": str(exc)}
     checks["sandbox"] = _sandbox_check(settings)
+    checks["builder model"] = _model_check(settings)
     docker = shutil.which("docker")
     checks["docker client"] = {"ok": True, "detail": docker or "not found"}
     return checks
