@@ -344,3 +344,22 @@ def test_an_empty_answer_keeps_the_next_request_valid(
     second = agent.turn(InlineSteps(), first.state, "say something", key="s-test:2")
     assert second.reply == "Now with words."  # the scripted server accepted the history
     assert server.requests[-1].body["messages"][1]["role"] == "assistant"
+
+
+@pytest.mark.parametrize(
+    ("text", "announces"),
+    [
+        ("I'll write the skill next.", True),
+        ("Let me check the runs.", True),
+        ("Done. I'll keep an eye on it.\n\nThe skill is registered as doubler@abc.", False),
+        ("Shall I write the skill now?", False),
+        ("I'll explain: " + "x" * 700, False),
+        ("The skill is registered.", False),
+    ],
+)
+def test_only_a_final_sentence_promising_action_counts_as_talk_without_action(
+    text: str, announces: bool
+) -> None:
+    from loopwright.agent.detect import announces_action
+
+    assert announces_action(text) is announces

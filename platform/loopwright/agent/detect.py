@@ -31,6 +31,16 @@ ANNOUNCES_ACTION = re.compile(
 )
 
 
+def announces_action(text: str) -> bool:
+    """True for a short answer whose last sentence promises an action ("Let me check the
+    runs.") rather than concluding; a question to the person never counts."""
+    body = (text or "").strip()
+    if not body or len(body) > 600 or body.endswith("?"):
+        return False
+    sentences = [x for x in re.split(r"(?<=[.!\n])\s+", body) if x.strip()]
+    return bool(sentences) and bool(ANNOUNCES_ACTION.search(sentences[-1]))
+
+
 def call_signature(name: str, arguments: Any) -> str:
     """A stable identity for a tool call: its name and canonical arguments."""
     blob = json.dumps(arguments, sort_keys=True, separators=(",", ":"), default=str)
@@ -63,7 +73,7 @@ class LoopDetector:
 
     def on_text(self, text: str) -> Detection | None:
         """A text-only answer; ``None`` unless it is the third announcement without action."""
-        if not ANNOUNCES_ACTION.search(text or ""):
+        if not announces_action(text):
             self.idle = 0
             return None
         self.idle += 1

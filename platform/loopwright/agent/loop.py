@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from loopwright.agent.detect import ANNOUNCES_ACTION, Detection, LoopDetector
+from loopwright.agent.detect import Detection, LoopDetector, announces_action
 from loopwright.agent.prompts import BUILDER_SYSTEM, CRITERIA, CRITIC_SYSTEM, NOTE
 from loopwright.agent.tools import ToolBox, ToolResult
 from loopwright.llm.errors import ModelError
@@ -239,7 +239,7 @@ class Agent:
                     # that refuse empty text blocks; keep a visible placeholder instead.
                     messages[-1].content = EMPTY_ANSWER
                     return done(EMPTY_ANSWER, None, False)
-                if not ANNOUNCES_ACTION.search(comp.text):
+                if not announces_action(comp.text):
                     return done(comp.text, None, False)
                 det = detector.on_text(comp.text)
                 if det is None:
@@ -253,6 +253,7 @@ class Agent:
                     )
                     continue
                 detections += 1
+                m["loops_detected"] += 1
                 if detections >= 2:
                     return done(self._loop_report(det, activity), "loop", True)
                 messages.append(Message("user", self._corrective(det)))
