@@ -117,6 +117,9 @@ class Settings(BaseSettings):
         default=None, description="Optional verifier-critic model (a different model)."
     )
     critic_threshold: float = Field(default=0.7, ge=0, le=1)
+    skill_model: str | None = Field(
+        default=None, description="Model behind ctx.step.llm in skills (default: ``model``)."
+    )
     openai_api_key: SecretStr | None = None
     openai_base_url: str = "https://api.openai.com/v1"
     anthropic_api_key: SecretStr | None = None

@@ -24,7 +24,6 @@ from loopwright.sandbox.backend import SandboxBackend
 if TYPE_CHECKING:
     from loopwright.events.bus import EventBus
 from loopwright.sandbox.limits import GuestLimits
-from loopwright.sdk.errors import NonRetriableError
 from loopwright.settings import Settings
 
 
@@ -146,10 +145,16 @@ class Runtime:
         )
 
     def llm_complete(self, prompt: str, schema: dict[str, Any] | None = None) -> Any:
-        """The model behind ``ctx.step.llm``. No provider is wired into the runner yet."""
-        raise NonRetriableError(
-            "ctx.step.llm: no model provider is configured in this Loopwright version"
-        )
+        """The model behind ``ctx.step.llm`` (``skill_model``, else the builder's model).
+
+        Returns the answer's text, or with ``schema`` the JSON value it parsed to (checked for
+        the schema's top-level ``type`` and ``required`` keys). Retryable provider failures and
+        an answer that is not the JSON asked for raise ordinary errors, so the step's retry
+        policy applies; a missing model or key fails the step for good.
+        """
+        from loopwright.llm.skill_calls import complete_for_skill
+
+        return complete_for_skill(self, prompt, schema)
 
     def close(self) -> None:
         """Stop the lease thread and close the connection pools."""

@@ -1,0 +1,102 @@
+"""``ctx.step.llm`` on the host: one model call for a skill, with an optional JSON schema.
+
+The model is ``skill_model`` (else the builder's model). The offline template model only builds
+skills, so a skill that calls the LLM without a real model configured fails its step with a
+message saying what to set. The model object is built once per runtime and reused.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from typing import TYPE_CHECKING, Any
+
+from loopwright.llm.errors import ModelConfigError, ModelError
+from loopwright.llm.factory import default_model_spec, make_model
+from loopwright.llm.types import Message, Model
+from loopwright.sdk.errors import NonRetriableError
+
+if TYPE_CHECKING:
+    from loopwright.runner.runtime import Runtime
+
+MAX_PROMPT_CHARS = 200_000
+SYSTEM = (
+    "You are called from an automated workflow step. Answer the prompt directly and briefly, "
+    "without preamble."
+)
+_lock = threading.Lock()
+
+
+def _model(rt: Runtime) -> Model:
+    with _lock:
+        cached = rt.__dict__.get("_skill_model")
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        s = rt.settings
+        spec = s.skill_model or default_model_spec(s)
+        if spec == "offline":
+            raise NonRetriableError(
+                "ctx.step.llm needs a real model: set LOOPWRIGHT_SKILL_MODEL (or LOOPWRIGHT_MODEL) "
+                "and its API key; the offline template model only builds skills"
+            )
+        try:
+            model = make_model(spec, s)
+        except ModelConfigError as exc:
+            raise NonRetriableError(f"ctx.step.llm: {exc}") from None
+        rt.__dict__["_skill_model"] = model
+        return model
+
+
+def _parse(text: str, schema: dict[str, Any]) -> Any:
+    fenced = re.search(r"```(?:json)?\s*(.*?)```", text, re.DOTALL)
+    body = fenced.group(1) if fenced else text
+    try:
+        value = json.loads(body.strip())
+    except ValueError:
+        match = re.search(r"[\[{].*[\]}]", body, re.DOTALL)
+        if match is None:
+            raise ValueError(f"the model's answer is not JSON: {text[:200]!r}") from None
+        try:
+            value = json.loads(match.group(0))
+        except ValueError:
+            raise ValueError(f"the model's answer is not JSON: {text[:200]!r}") from None
+    kind = schema.get("type")
+    types = {"object": dict, "array": list, "string": str, "boolean": bool}
+    if kind in types and not isinstance(value, types[kind]):
+        raise ValueError(f"the model answered {type(value).__name__}, the schema asks for {kind}")
+    if kind in ("number", "integer") and (
+        isinstance(value, bool) or not isinstance(value, int | float)
+    ):
+        raise ValueError(f"the model answered {type(value).__name__}, the schema asks for {kind}")
+    if isinstance(value, dict):
+        missing = [k for k in schema.get("required") or [] if k not in value]
+        if missing:
+            raise ValueError(f"the model's answer lacks required keys {missing}")
+    return value
+
+
+def complete_for_skill(rt: Runtime, prompt: str, schema: dict[str, Any] | None) -> Any:
+    """One call for ``ctx.step.llm`` (see the module doc)."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise NonRetriableError("ctx.step.llm: the prompt must be a non-empty string")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise NonRetriableError(
+            f"ctx.step.llm: the prompt is {len(prompt)} characters (limit {MAX_PROMPT_CHARS})"
+        )
+    if schema is not None and not isinstance(schema, dict):
+        raise NonRetriableError("ctx.step.llm: schema must be a JSON schema object")
+    model = _model(rt)
+    text = prompt
+    if schema is not None:
+        text += (
+            "\n\nAnswer with one JSON value only, no prose, matching this JSON schema:\n"
+            + json.dumps(schema)
+        )
+    try:
+        comp = model.complete(SYSTEM, [Message("user", text)], [])
+    except ModelError as exc:
+        if exc.retryable:
+            raise
+        raise NonRetriableError(f"ctx.step.llm: {exc}") from None
+    return comp.text if schema is None else _parse(comp.text, schema)
