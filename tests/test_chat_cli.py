@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Cluster
+from conftest import Cluster, wait_until
 from loopwright.agent.session import SessionStore
 from loopwright.llm.scripted import ScriptedServer
 
@@ -110,3 +110,42 @@ def test_bad_input_is_one_clear_line_and_loses_nothing(
     assert message in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(server.requests) == 0
+
+
+def test_a_chat_killed_mid_turn_is_resumed_by_the_next_chat(
+    cluster: Cluster, server: ScriptedServer
+) -> None:
+    # Given a chat process killed while its second model call is in flight
+    server.push(
+        {"tool_calls": [{"name": "write_skill", "arguments": {"source": GOOD, "tests": SMOKE}}]},
+        {"delay": 30, "text": "never delivered"},
+        {"text": "Registered doubler after the crash."},
+    )
+    env = {
+        **cluster.env,
+        "LOOPWRIGHT_OPENAI_API_KEY": "k",
+        "LOOPWRIGHT_OPENAI_BASE_URL": server.openai_base_url,
+    }
+    store = SessionStore(cluster.rt.redis, cluster.rt.keys)
+    sid = store.create("openai:gpt-4.1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loopwright.cli", "chat", "--session", sid, "-m", "doubler"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=cluster.tmp,
+    )
+    wait_until(lambda: len(server.requests) >= 2, timeout=60)
+    proc.kill()
+    proc.wait()
+    pending = store.get(sid).pending_run
+    assert pending is not None
+    # When the person opens the session again (no worker, no scheduler anywhere)
+    out = as_json(chat(cluster, server, "--session", sid, "--json"))
+    # Then the turn resumed at the unfinished model call and completed
+    assert out["resumed"]["run_id"] == pending
+    assert out["resumed"]["reply"] == "Registered doubler after the crash."
+    assert [len(r.body["messages"]) for r in server.requests] == [2, 4, 4]
+    steps = {s.name: s.attempts for s in cluster.rt.runs.steps(pending)}
+    assert steps["tool-1-1-write_skill"] == 1 and steps["model-1"] == 1
+    assert store.get(sid).turns == 1 and store.get(sid).pending_run is None

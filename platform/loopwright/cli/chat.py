@@ -166,20 +166,25 @@ def chat(
         show = not json_out
         if show:
             console.print(f"[dim]session {sid} · model {store.get(sid).model}[/]")
+        resumed: dict[str, Any] | None = None
         pending = store.pending(rt, sid)
         if pending:
             if show:
                 console.print(f"[yellow]resuming the unfinished turn (run {pending})[/]")
-            report = drive(rt, pending, timeout, show)
+            resumed = {"run_id": pending, **drive(rt, pending, timeout, show)}
             if show:
-                render_report(report)
+                render_report(resumed)
         if message is not None:
             run_id = store.start_turn(rt, sid, message)
             report = drive(rt, run_id, timeout, show)
             if json_out:
-                emit_json({"session": sid, "run_id": run_id, **report})
+                extra = {"resumed": resumed} if resumed else {}
+                emit_json({"session": sid, "run_id": run_id, **report, **extra})
             else:
                 render_report(report)
+            return
+        if json_out:  # no message: report the resumed turn (if any) and stop
+            emit_json({"session": sid, "resumed": resumed})
             return
         while True:
             try:
