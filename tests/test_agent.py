@@ -363,3 +363,21 @@ def test_only_a_final_sentence_promising_action_counts_as_talk_without_action(
     from loopwright.agent.detect import announces_action
 
     assert announces_action(text) is announces
+
+
+def test_a_large_context_reanchors_before_the_step_threshold(
+    cluster: Cluster, server: ScriptedServer
+) -> None:
+    def answer(protocol: str, body: dict[str, Any]) -> dict[str, Any]:
+        n = len(server.requests)
+        thinking = f"step {n}: " + "considering the run history in detail. " * 60  # ~2.4 KB
+        return {"text": "done"} if n > 6 else {"text": thinking, **call("list_runs", limit=n)}
+
+    server.responder = answer
+    # Each answer carries ~600 tokens of text: the 1000-token threshold passes every 2 steps.
+    agent = agent_for(cluster, server, "openai", agent_reanchor_tokens=1000, agent_keep_turns=1)
+    result = turn(agent, "read the reference a few times")
+    assert result.reply == "done"
+    assert result.state["metrics"]["reanchors"] >= 2
+    assert result.state["since_anchor"] < 30
+    assert max(len(r.body["messages"]) for r in server.requests) <= 6

@@ -149,3 +149,14 @@ def test_a_chat_killed_mid_turn_is_resumed_by_the_next_chat(
     steps = {s.name: s.attempts for s in cluster.rt.runs.steps(pending)}
     assert steps["tool-1-1-write_skill"] == 1 and steps["model-1"] == 1
     assert store.get(sid).turns == 1 and store.get(sid).pending_run is None
+
+
+def test_sessions_are_listed_newest_first(cluster: Cluster, server: ScriptedServer) -> None:
+    server.push({"text": "one"}, {"text": "two"})
+    a = as_json(chat(cluster, server, "--model", "openai:gpt-4.1", "-m", "first", "--json"))
+    b = as_json(chat(cluster, server, "--model", "openai:gpt-4.1", "-m", "second", "--json"))
+    listed = as_json(chat(cluster, server, "--list", "--json"))
+    assert [r["session"] for r in listed] == [b["session"], a["session"]]
+    assert listed[0]["turns"] == 1 and listed[0]["tokens"] > 0 and listed[0]["pending_run"] is None
+    table = chat(cluster, server, "--list")
+    assert table.returncode == 0 and a["session"] in table.stdout

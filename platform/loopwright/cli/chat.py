@@ -17,9 +17,10 @@ import typer
 from rich.markdown import Markdown
 from rich.markup import escape
 from rich.panel import Panel
+from rich.table import Table
 
 from loopwright.agent.session import SessionStore, ensure_builtin
-from loopwright.cli.common import JsonFlag, console, emit_json, open_runtime
+from loopwright.cli.common import JsonFlag, console, emit_json, fmt_ts, open_runtime
 from loopwright.errors import UserError
 from loopwright.llm.factory import default_model_spec, make_model
 from loopwright.runner.execute import Executor, install_runtime
@@ -136,6 +137,38 @@ def render_report(report: dict[str, Any]) -> None:
     )
 
 
+def show_sessions(store: SessionStore, json_out: bool) -> None:
+    rows = []
+    for info in store.list(50):
+        m = info.state.get("metrics") or {}
+        rows.append(
+            {
+                "session": info.id,
+                "model": info.model,
+                "turns": info.turns,
+                "updated_at": info.updated_at,
+                "tokens": m.get("input_tokens", 0) + m.get("output_tokens", 0),
+                "cost_usd": m.get("cost_usd", 0.0),
+                "accepted": m.get("accepted", 0),
+                "pending_run": info.pending_run,
+            }
+        )
+    if json_out:
+        emit_json(rows)
+        return
+    table = Table()
+    table.add_column("session", no_wrap=True)
+    table.add_column("model", no_wrap=True)
+    for name in ("turns", "updated", "tokens", "cost", "skills", "pending"):
+        table.add_column(name)
+    for r in rows:
+        table.add_row(
+            r["session"], r["model"], str(r["turns"]), fmt_ts(r["updated_at"]),
+            str(r["tokens"]), f"${r['cost_usd']:.4f}", str(r["accepted"]), r["pending_run"] or "",
+        )  # fmt: skip
+    console.print(table)
+
+
 def chat(
     message: Annotated[
         str | None, typer.Option("--message", "-m", help="Send one message and exit.")
@@ -149,14 +182,20 @@ def chat(
         typer.Option("--model", help="Model of a new session, e.g. anthropic:claude-sonnet-4-5."),
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for one turn.")] = 1800.0,
+    list_sessions: Annotated[
+        bool, typer.Option("--list", help="List recent sessions and exit.")
+    ] = False,
     json_out: JsonFlag = False,
 ) -> None:
     """Chat with the builder agent: ask for a capability, get tested, registered skills."""
     rt = open_runtime()
     install_runtime(rt)
     try:
-        ensure_builtin(rt)
         store = SessionStore(rt.redis, rt.keys)
+        if list_sessions:
+            show_sessions(store, json_out)
+            return
+        ensure_builtin(rt)
         if session:
             sid = store.get(session).id
         else:
