@@ -381,3 +381,35 @@ def test_a_large_context_reanchors_before_the_step_threshold(
     assert result.state["metrics"]["reanchors"] >= 2
     assert result.state["since_anchor"] < 30
     assert max(len(r.body["messages"]) for r in server.requests) <= 6
+
+
+def test_a_sidecar_outage_is_retried_by_the_step_then_reported_not_blamed_on_the_model(
+    cluster: Cluster, server: ScriptedServer
+) -> None:
+    from conftest import free_port
+    from loopwright.cli.chat import drive
+    from loopwright.runner.execute import install_runtime
+    from loopwright.runner.runtime import Runtime
+
+    server.push(call("write_skill", source=GOOD, tests=SMOKE), {"text": "The sidecar is down."})
+    # Every retry parks the turn (no inline waits): chat must wake it without a scheduler.
+    dead = f"http://127.0.0.1:{free_port()}"
+    s = settings_for(cluster, server, sidecar_url=dead, inline_retry_max_delay=0.0)
+    rt = Runtime(s)
+    install_runtime(rt)
+    try:
+        store = SessionStore(rt.redis, rt.keys)
+        sid = store.create("openai:gpt-4.1")
+        run_id = store.start_turn(rt, sid, "doubler")
+        report = drive(rt, run_id, 60, show=False)  # what loopwright chat does
+        run = rt.runs.get(run_id)
+    finally:
+        install_runtime(None)
+        rt.close()
+    assert run.status.value == "completed", run.error
+    assert run.output["reply"] == report["reply"] == "The sidecar is down."
+    assert run.attempts == 3  # parked twice for the retries, woken by chat each time
+    tool = {st.name: st for st in cluster.rt.runs.steps(run_id)}["tool-1-1-write_skill"]
+    assert tool.status == "failed" and tool.attempts == 3  # the skill's retries=2
+    fed_back = tool_results(server.requests[-1].body, "openai")[0]
+    assert "platform problem" in fed_back and "cannot reach the sidecar" in fed_back

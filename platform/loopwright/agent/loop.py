@@ -28,9 +28,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from redis.exceptions import RedisError
+
 from loopwright.agent.detect import Detection, LoopDetector, announces_action
 from loopwright.agent.prompts import BUILDER_SYSTEM, CRITERIA, CRITIC_SYSTEM, NOTE
 from loopwright.agent.tools import ToolBox, ToolResult
+from loopwright.errors import InfrastructureError
 from loopwright.llm.errors import ModelError
 from loopwright.llm.pricing import cost_usd
 from loopwright.llm.types import Completion, Message, Model, ToolSpec, Usage
@@ -364,7 +367,11 @@ class Agent:
                     "findings": [{"rule": "critic", "message": review["notes"]}],
                 }
                 return ToolResult(False, json.dumps(view), view)
-        raw = steps.run(f"tool-{i}-{j}-{name}", self._tool, name, arguments, f"{key}:{i}:{j}")
+        try:
+            raw = steps.run(f"tool-{i}-{j}-{name}", self._tool, name, arguments, f"{key}:{i}:{j}")
+        except (StepFailedError, InfrastructureError, RedisError) as exc:
+            # An outage that outlasted the step's retries: tell the model (and the person).
+            return ToolResult(False, f"{name} could not run (platform problem, retried): {exc}")
         return ToolResult.from_dict(raw)
 
     def _account(self, m: dict[str, Any], usage: Usage, model: str) -> None:

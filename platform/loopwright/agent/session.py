@@ -42,7 +42,7 @@ from loopwright.sdk import skill
 
 
 @skill(name="builder-session", description="One turn of a builder-agent chat session",
-       retries=2, backoff=1.0, timeout="30m")
+       retries=2, backoff=0.5, timeout="30m")
 def main(ctx):
     return run_turn(ctx)
 '''

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.exceptions import RedisError
 
 from loopwright.agent.reference import SDK_REFERENCE
-from loopwright.errors import LoopwrightError
+from loopwright.errors import InfrastructureError, LoopwrightError
 from loopwright.llm.types import ToolSpec
 from loopwright.runner.runtime import Runtime
 from loopwright.sidecar.verdict import Verdict
@@ -232,7 +232,12 @@ class ToolBox:
         return list(self._specs)
 
     def call(self, name: str, arguments: Any, key: str | None = None) -> ToolResult:
-        """Run tool ``name``; ``key`` makes effects idempotent when a step is replayed."""
+        """Run tool ``name``; ``key`` makes effects idempotent when a step is replayed.
+
+        Mistakes (bad arguments, unknown names, rejections) come back as a result; an outage
+        (Redis, the sidecar service) raises ``InfrastructureError``/``RedisError`` so a durable
+        step retries it instead of blaming the model.
+        """
         tool = self._tools.get(name)
         if tool is None:
             return ToolResult(
@@ -250,7 +255,9 @@ class ToolBox:
             return ToolResult(False, f"invalid arguments for {name}: {problems}")
         try:
             out = tool.fn(args, key)
-        except (LoopwrightError, RedisError) as exc:
+        except (InfrastructureError, RedisError):
+            raise  # transient: the caller's step retries it (the model cannot fix an outage)
+        except LoopwrightError as exc:
             return ToolResult(False, f"{name} failed: {exc}")
         if isinstance(out, ToolResult):
             return out

@@ -24,6 +24,7 @@ from loopwright.cli.common import JsonFlag, console, emit_json, fmt_ts, open_run
 from loopwright.errors import UserError
 from loopwright.llm.factory import default_model_spec, make_model
 from loopwright.runner.execute import Executor, install_runtime
+from loopwright.runner.records import now_ms
 from loopwright.runner.runtime import Runtime
 
 EXIT_WORDS = {"/exit", "/quit", "exit", "quit"}
@@ -112,7 +113,14 @@ def drive(rt: Runtime, run_id: str, timeout: float, show: bool) -> dict[str, Any
             run = rt.runs.get(run_id)
             if run.status.terminal or time.monotonic() > deadline:
                 break
-            rt.runs.wait(run_id, timeout=min(1.0, max(0.05, deadline - time.monotonic())))
+            if run.status.value == "sleeping" and (run.wake_at or 0) <= now_ms():
+                # A retry parked the turn: wake it here, no scheduler needed to chat (the wake
+                # is the scheduler's own state-checked script, so racing one is harmless).
+                jid = rt.transitions.wake(run_id)
+                if jid:
+                    rt.dispatcher.enqueue(run_id, jid)
+                continue
+            rt.runs.wait(run_id, timeout=min(0.5, max(0.05, deadline - time.monotonic())))
     finally:
         if printer is not None:
             printer.__exit__(None, None, None)
