@@ -127,6 +127,7 @@ def test_scripted_session_writes_and_registers_a_skill(
     assert verdict["accepted"] is True and verdict["name"] == "doubler"
     m = result.state["metrics"]
     assert (m["model_calls"], m["tool_calls"], m["tool_errors"], m["accepted"]) == (3, 2, 0, 1)
+    assert m["steps"] == 5
     assert m["input_tokens"] > 0 and m["output_tokens"] > 0
     assert [a["tool"] for a in result.activity] == ["sdk_reference", "write_skill"]
 
@@ -413,3 +414,19 @@ def test_a_sidecar_outage_is_retried_by_the_step_then_reported_not_blamed_on_the
     assert tool.status == "failed" and tool.attempts == 3  # the skill's retries=2
     fed_back = tool_results(server.requests[-1].body, "openai")[0]
     assert "platform problem" in fed_back and "cannot reach the sidecar" in fed_back
+
+
+def test_the_critic_must_be_a_different_model(cluster: Cluster, server: ScriptedServer) -> None:
+    from loopwright.agent.session import build_agent
+    from loopwright.llm.errors import ModelConfigError
+    from loopwright.runner.runtime import Runtime
+
+    s = settings_for(cluster, server, critic_model="openai:gpt-4.1")
+    rt = Runtime(s)
+    try:
+        with pytest.raises(ModelConfigError, match="must be a different model"):
+            build_agent(rt, "openai:gpt-4.1")
+        agent = build_agent(rt, "anthropic:claude-sonnet-4-5")
+        assert agent.critic is not None and agent.critic.model.name == "openai:gpt-4.1"
+    finally:
+        rt.close()

@@ -234,6 +234,7 @@ class Agent:
             self._account(m, comp.usage, self.model.name)
             m["model_calls"] += 1
             turn_steps += 1
+            m["steps"] += 1
             state["since_anchor"] += 1
             messages.append(comp.message())
             if not comp.tool_calls:
@@ -285,6 +286,7 @@ class Agent:
                     continue
                 result = self._run_call(steps, call.name, call.arguments, call.error, i, j, key, m)
                 turn_steps += 1
+                m["steps"] += 1
                 state["since_anchor"] += 1
                 m["tool_calls"] += 1
                 if not result.ok:

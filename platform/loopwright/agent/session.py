@@ -27,6 +27,7 @@ from loopwright.agent.loop import Agent, Critic, new_state
 from loopwright.agent.tools import make_toolbox
 from loopwright.errors import NotFoundError, UserError
 from loopwright.keys import Keys
+from loopwright.llm.errors import ModelConfigError
 from loopwright.llm.factory import default_model_spec, make_model
 from loopwright.runner.runtime import Runtime
 from loopwright.runner.store import new_run_id
@@ -213,6 +214,11 @@ def build_agent(rt: Runtime, model_spec: str | None) -> Agent:
     model = make_model(model_spec, s)
     critic = None
     if s.critic_model:
+        if s.critic_model == model.name:
+            raise ModelConfigError(
+                f"LOOPWRIGHT_CRITIC_MODEL is the builder's own model ({model.name}); a critic "
+                "must be a different model (or unset it)"
+            )
         critic = Critic(make_model(s.critic_model, s), s.critic_threshold)
     return Agent(model, make_toolbox(rt), s, critic)
 

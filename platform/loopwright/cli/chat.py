@@ -19,10 +19,10 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from loopwright.agent.session import SessionStore, ensure_builtin
+from loopwright.agent.session import SessionStore, build_agent, ensure_builtin
 from loopwright.cli.common import JsonFlag, console, emit_json, fmt_ts, open_runtime
 from loopwright.errors import UserError
-from loopwright.llm.factory import default_model_spec, make_model
+from loopwright.llm.factory import default_model_spec
 from loopwright.runner.execute import Executor, install_runtime
 from loopwright.runner.records import now_ms
 from loopwright.runner.runtime import Runtime
@@ -206,9 +206,10 @@ def chat(
         ensure_builtin(rt)
         if session:
             sid = store.get(session).id
+            build_agent(rt, store.get(sid).model)  # a broken configuration fails here
         else:
             spec = model or default_model_spec(rt.settings)
-            make_model(spec, rt.settings)  # a bad model string fails here, not mid-turn
+            build_agent(rt, spec)  # a bad model string, key or critic fails here, not mid-turn
             sid = store.create(spec)
         show = not json_out
         if show:
