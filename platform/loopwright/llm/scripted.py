@@ -46,7 +46,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, Literal, cast
+from typing import Any, Literal
+
+from loopwright.llm.scripted_checks import BadRequestError, check_request
 
 WireProtocol = Literal["openai", "anthropic"]
 Reply = dict[str, Any]
@@ -94,15 +96,6 @@ class _Answer:
     body: bytes
     headers: dict[str, str]
     completion: bool = False
-
-
-class _BadRequestError(Exception):
-    """A request the real provider would refuse before running the model."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class ScriptedServer:
@@ -220,8 +213,8 @@ class ScriptedServer:
     def _answer(self, protocol: WireProtocol, req: RecordedRequest) -> tuple[_Answer, float]:
         """The answer to a request and how long to wait before sending it."""
         try:
-            body = _check_request(protocol, req, self.require_key)
-        except _BadRequestError as bad:
+            body = check_request(protocol, req.headers, req.body, self.require_key)
+        except BadRequestError as bad:
             return _error(protocol, bad.status, bad.message), 0.0
         with self._lock:
             reply = self._script.popleft() if self._script else None
@@ -323,156 +316,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return False
         return True
-
-
-# -- request checks ----------------------------------------------------------------------------
-
-
-def _check_request(
-    protocol: WireProtocol, req: RecordedRequest, require_key: str | None
-) -> dict[str, Any]:
-    if protocol == "openai":
-        _check_openai_auth(req.headers, require_key)
-    else:
-        _check_anthropic_auth(req.headers, require_key)
-        if "anthropic-version" not in req.headers:
-            raise _BadRequestError(400, "anthropic-version: header is required")
-    if not isinstance(req.body, dict):
-        raise _BadRequestError(400, "the request body is not a JSON object")
-    body = cast(dict[str, Any], req.body)
-    if not isinstance(body.get("model"), str) or not body["model"]:
-        raise _BadRequestError(400, "model: field required")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise _BadRequestError(400, "messages: a non-empty list is required")
-    if not all(isinstance(m, dict) for m in messages):
-        raise _BadRequestError(400, "messages: every message must be an object")
-    if protocol == "openai":
-        _check_openai_body(body)
-    else:
-        _check_anthropic_body(body)
-    return body
-
-
-def _check_openai_auth(headers: dict[str, str], require_key: str | None) -> None:
-    if require_key is None:
-        return
-    auth = headers.get("authorization", "")
-    if not auth.startswith("Bearer ") or not auth[7:].strip():
-        raise _BadRequestError(
-            401,
-            "You didn't provide an API key. You need to provide your API key in an "
-            "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
-        )
-    if auth[7:].strip() != require_key:
-        raise _BadRequestError(401, "Incorrect API key provided.")
-
-
-def _check_anthropic_auth(headers: dict[str, str], require_key: str | None) -> None:
-    if require_key is None:
-        return
-    key = headers.get("x-api-key")
-    if not key:
-        raise _BadRequestError(401, "x-api-key header is required")
-    if key != require_key:
-        raise _BadRequestError(401, "invalid x-api-key")
-
-
-def _check_openai_body(body: dict[str, Any]) -> None:
-    for i, tool in enumerate(body.get("tools") or []):
-        fn = tool.get("function") if isinstance(tool, dict) else None
-        if not isinstance(fn, dict) or tool.get("type") != "function" or not fn.get("name"):
-            raise _BadRequestError(
-                400, f"tools[{i}]: expected {{type: function, function: {{name}}}}"
-            )
-    pending: set[str] = set()
-    for i, m in enumerate(body["messages"]):
-        role = m.get("role")
-        if role not in ("system", "developer", "user", "assistant", "tool"):
-            raise _BadRequestError(400, f"messages[{i}].role: invalid value {role!r}")
-        if role == "tool":
-            call_id = m.get("tool_call_id")
-            if call_id not in pending:
-                raise _BadRequestError(
-                    400,
-                    f"messages[{i}]: messages with role 'tool' must be a response to a "
-                    f"preceding message with 'tool_calls' (unknown tool_call_id {call_id!r})",
-                )
-            pending.discard(call_id)
-            continue
-        if pending:
-            raise _BadRequestError(
-                400,
-                "An assistant message with 'tool_calls' must be followed by tool messages "
-                f"responding to each 'tool_call_id'; missing: {sorted(pending)}",
-            )
-        calls = (m.get("tool_calls") or []) if role == "assistant" else []
-        for j, call in enumerate(calls):
-            fn = call.get("function") if isinstance(call, dict) else None
-            if not isinstance(fn, dict) or not isinstance(fn.get("arguments"), str):
-                raise _BadRequestError(
-                    400, f"messages[{i}].tool_calls[{j}].function.arguments must be a string"
-                )
-            pending.add(str(call.get("id")))
-
-
-def _check_anthropic_body(body: dict[str, Any]) -> None:
-    max_tokens = body.get("max_tokens")
-    if not isinstance(max_tokens, int) or max_tokens < 1:
-        raise _BadRequestError(400, "max_tokens: field required (a positive integer)")
-    system = body.get("system")
-    if system is not None and not isinstance(system, str | list):
-        raise _BadRequestError(400, "system: a string or a list of text blocks")
-    for i, tool in enumerate(body.get("tools") or []):
-        if not isinstance(tool, dict) or not tool.get("name") or "input_schema" not in tool:
-            raise _BadRequestError(400, f"tools.{i}: name and input_schema are required")
-    if _count_cache_control(body) > 4:
-        raise _BadRequestError(400, "A maximum of 4 blocks with cache_control may be provided.")
-    expected: set[str] = set()
-    for i, m in enumerate(body["messages"]):
-        role, content = m.get("role"), m.get("content")
-        if role not in ("user", "assistant"):
-            raise _BadRequestError(400, f"messages.{i}.role: Input should be 'user' or 'assistant'")
-        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
-        if not isinstance(blocks, list) or not blocks:
-            raise _BadRequestError(400, f"messages.{i}: content must be a non-empty string or list")
-        if not all(isinstance(b, dict) and isinstance(b.get("type"), str) for b in blocks):
-            raise _BadRequestError(400, f"messages.{i}: every content block needs a type")
-        answered = {b.get("tool_use_id") for b in blocks if b.get("type") == "tool_result"}
-        if answered - expected:
-            raise _BadRequestError(
-                400,
-                f"messages.{i}: unexpected `tool_use_id` found in `tool_result` blocks: "
-                f"{sorted(map(str, answered - expected))}. Each `tool_result` block must have a "
-                "corresponding `tool_use` block in the previous message.",
-            )
-        if expected - answered:
-            raise _BadRequestError(
-                400,
-                f"messages.{i}: `tool_use` ids were found without `tool_result` blocks "
-                f"immediately after: {sorted(expected - answered)}",
-            )
-        for j, b in enumerate(blocks):
-            if b.get("type") == "text" and not str(b.get("text") or "").strip():
-                raise _BadRequestError(
-                    400, f"messages.{i}.content.{j}: text blocks must be non-empty"
-                )
-        uses = [b for b in blocks if b.get("type") == "tool_use"]
-        if role == "assistant" and any(not isinstance(b.get("input"), dict) for b in uses):
-            raise _BadRequestError(400, f"messages.{i}: tool_use.input must be an object")
-        expected = {str(b.get("id")) for b in uses} if role == "assistant" else set()
-
-
-def _count_cache_control(value: Any) -> int:
-    if isinstance(value, dict):
-        own = 1 if "cache_control" in value else 0
-        return own + sum(_count_cache_control(v) for v in value.values())
-    if isinstance(value, list):
-        return sum(_count_cache_control(v) for v in value)
-    return 0
-
-
-# -- answers -----------------------------------------------------------------------------------
 
 
 def _json(value: Any) -> bytes:
