@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 import uuid
 from pathlib import Path
 
+STALE_AFTER_S = 600.0  # a guest's cgroup is joined milliseconds after it is made
 V1_ROOT = Path("/sys/fs/cgroup/pids")
 V2_ROOT = Path("/sys/fs/cgroup")
 PARENT = "loopwright"
@@ -49,3 +51,20 @@ class PidsCgroup:
         """Remove the cgroup (it must be empty: the guest was killed and reaped)."""
         with contextlib.suppress(OSError):
             self.path.rmdir()
+
+
+def sweep_stale(root: Path, older_than: float = STALE_AFTER_S) -> int:
+    """Remove empty ``guest-*`` cgroups left by hosts that died before cleaning up; returns how
+    many went. A cgroup with a process in it, or younger than ``older_than`` seconds (another
+    host may be about to start its guest in it), is left alone."""
+    removed = 0
+    if not root.is_dir():
+        return 0
+    cutoff = time.time() - older_than
+    for path in root.glob("guest-*"):
+        with contextlib.suppress(OSError):
+            if path.stat().st_mtime > cutoff or (path / "cgroup.procs").read_text().strip():
+                continue
+            path.rmdir()
+            removed += 1
+    return removed

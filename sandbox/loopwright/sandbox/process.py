@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import logging
 import os
 import resource
 import shutil
@@ -26,10 +27,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from loopwright.sandbox.cgroup import PidsCgroup, pids_root
+from loopwright.sandbox.cgroup import PidsCgroup, pids_root, sweep_stale
 from loopwright.sandbox.host import SandboxError, wait_ready
 from loopwright.sandbox.limits import GuestLimits
 from loopwright.sandbox.protocol import LineReader
+
+log = logging.getLogger(__name__)
 
 GUEST_MODULE = "loopwright.sandbox.guest"
 GUEST_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
@@ -297,6 +300,8 @@ class ProcessBackend:
             raise SandboxError("bubblewrap (bwrap) is required but not installed")
         root = pids_root() if use_cgroup is None or use_cgroup else None
         self.cgroup_root = root
+        if root is not None and sweep_stale(root):
+            log.info("removed stale guest cgroups under %s", root)
         python = sys.executable
         if self.bwrap:
             self.argv = bwrap_argv(self.bwrap, python, _guest_code_paths())
