@@ -75,6 +75,9 @@ def test_one_turn_in_json_then_the_session_continues(
     texts = json.dumps(server.requests[-1].body["messages"])
     assert "doubler" in texts and "Registered doubler." in texts
     assert SessionStore(cluster.rt.redis, cluster.rt.keys).get(sid).turns == 2
+    listed = cluster.cli("skills", "list")
+    builtin = next(line for line in listed.stdout.splitlines() if "builder-session" in line)
+    assert "built-in" in builtin
 
 
 def test_interactive_chat_renders_tool_calls_and_verdicts(

@@ -14,6 +14,7 @@ import typer
 from rich.syntax import Syntax
 from rich.table import Table
 
+from loopwright.agent.tools import BUILTIN_SKILLS
 from loopwright.cli.common import (
     JsonFlag,
     console,
@@ -123,7 +124,7 @@ def list_skills(as_json: JsonFlag = False) -> None:
             s.name,
             s.status,
             (s.active or "-")[:12],
-            s.owner,
+            "built-in" if s.name in BUILTIN_SKILLS else s.owner,
             str(s.versions),
             ", ".join(p[:12] for p in s.pending) or "-",
             fmt_ts(s.updated_at),
