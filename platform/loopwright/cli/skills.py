@@ -118,7 +118,10 @@ def list_skills(as_json: JsonFlag = False) -> None:
     if as_json:
         emit_json([s.model_dump() for s in skills])
         return
-    table = Table("skill", "status", "active", "owner", "versions", "pending", "updated (UTC)")
+    table = Table()
+    table.add_column("skill", no_wrap=True)
+    for col in ("status", "active", "owner", "versions", "pending", "updated (UTC)"):
+        table.add_column(col, no_wrap=col in ("active", "owner"))
     for s in skills:
         table.add_row(
             s.name,
