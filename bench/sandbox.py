@@ -128,7 +128,8 @@ def added_by_sandbox(rt: Runtime, rounds: int) -> dict[str, list[float]]:
 def docker_numbers(n: int) -> dict[str, Any]:
     """Docker backend cold/warm starts, or why they were not measured."""
     try:
-        from loopwright.sandbox.docker import DockerBackend, ensure_image
+        from loopwright.sandbox.docker import DockerBackend
+        from loopwright.sandbox.docker_image import ensure_image
     except ImportError as exc:
         return {"skipped": f"docker backend not importable: {exc}"}
     try:

@@ -271,7 +271,7 @@ def docker_engine_reachable() -> bool:
 @pytest.fixture(scope="session")
 def docker_guest_image() -> str:
     """The guest image, built locally once per session (no registry is reachable)."""
-    from loopwright.sandbox.docker import ensure_image
+    from loopwright.sandbox.docker_image import ensure_image
 
     return ensure_image(DOCKER_IMAGE)
 

@@ -11,7 +11,7 @@
 #    run as uid 65534. The image is labelled with a hash of that code and rebuilt when it
 #    changes; an up-to-date image is left alone.
 #
-# The steps live in loopwright.sandbox.docker.ensure_image, which the docker backend and the
+# The steps live in loopwright.sandbox.docker_image.ensure_image, which the docker backend and the
 # tests call too, so there is one definition of the image. Python: $PYTHON, else the repo's
 # .venv, else python3 (Loopwright must be installed in it).
 set -euo pipefail
