@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from conftest import Cluster, effects, wait_until
 
 FX_SKILL = """
@@ -209,6 +211,65 @@ def test_large_output_is_stored_in_its_own_key_and_replays(
     assert cluster.rt.redis.exists(cluster.rt.keys.step_output(run.id, 2)) == 1
     steps = cluster.rt.runs.steps(run.id)
     assert steps[0].output == ["row"] * 2000 and steps[1].output == {"cells": list(range(3000))}
+
+
+HOARDER = """
+from loopwright.sdk import skill
+
+
+@skill(name="hoarder", retries=0)
+def main(ctx):
+    kept = 0
+    for i in range(1000):
+        try:
+            ctx.step.run(f"chunk-{i}", lambda: "x" * 10000)
+            kept += 1
+        except Exception:  # a skill cannot swallow the quota: it is not an Exception
+            pass
+    return kept
+"""
+
+
+@pytest.mark.parametrize("trusted", [True, False], ids=["in-process", "sandboxed"])
+def test_a_run_cannot_store_more_checkpoints_than_its_quota(
+    make_cluster: Callable[..., Cluster], trusted: bool
+) -> None:
+    cluster = make_cluster(run_storage_max_bytes=64 * 1024, step_output_inline_bytes=4096)
+    cluster.worker()
+    name = cluster.skill(HOARDER)
+    run = cluster.wait(cluster.start(name, trusted=trusted), timeout=60)
+    assert run.status.value == "failed"
+    assert "checkpoint storage quota of 65536 bytes" in (run.error or "")
+    assert "RUN_STORAGE_MAX_BYTES" in (run.error or "")
+    steps = cluster.rt.runs.steps(run.id)
+    assert 4 <= len(steps) <= 7  # ~10 KB each under a 64 KB quota
+    stored = int(cluster.rt.redis.hget(cluster.rt.keys.run(run.id), "stored") or 0)
+    assert stored <= 64 * 1024
+
+
+def test_stored_bytes_count_each_checkpoint_once_across_retries(cluster: Cluster) -> None:
+    cluster.worker()
+    name = cluster.skill("""
+        from loopwright.sdk import skill
+
+        seen = {"n": 0}
+
+        def flaky():
+            seen["n"] += 1
+            if seen["n"] < 3:
+                raise ValueError("not yet")
+            return "y" * 20000
+
+        @skill(name="flaky-big", retries=3, backoff=0.01)
+        def main(ctx):
+            return len(ctx.step.run("flaky", flaky)) + len(ctx.step.run("small", lambda: "ok"))
+    """)
+    run = cluster.wait(cluster.start(name))
+    assert run.status.value == "completed" and run.output == 20002
+    r, k = cluster.rt.redis, cluster.rt.keys
+    on_disk = sum(r.hstrlen(k.steps(run.id), str(seq)) for seq in (1, 2))
+    on_disk += sum(r.strlen(k.step_output(run.id, seq)) for seq in (1, 2))
+    assert int(r.hget(k.run(run.id), "stored") or 0) == on_disk
 
 
 def test_replay_divergence_fails_with_a_non_determinism_error(cluster: Cluster) -> None:

@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     step_output_inline_bytes: int = Field(default=16 * 1024, ge=256)
     step_output_max_bytes: int = Field(default=1024 * 1024, ge=1024)
     run_input_max_bytes: int = Field(default=1024 * 1024, ge=1024)
+    run_storage_max_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=16 * 1024,
+        description="Bytes of checkpoints one run may store; beyond it the run fails.",
+    )
     skill_source_max_bytes: int = Field(default=256 * 1024, ge=1024)
     run_log_max_entries: int = Field(default=1000, ge=10)
     inline_retry_max_delay: float = Field(

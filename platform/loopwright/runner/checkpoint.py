@@ -11,15 +11,30 @@ from loopwright.keys import Keys
 from loopwright.runner.records import StepRecord
 
 # Atomically: write one step record (and its large output, when separate) only if the caller
-# still holds the run's fence and the run is running. Returns 1, or 0 when fenced out.
-# KEYS: run, steps, out   ARGV: token, seq, record, big_output ('' when inline)
+# still holds the run's fence and the run is running, and only while the run's checkpoints stay
+# within its storage quota (``stored`` counts their bytes; a rewritten record replaces its old
+# size). Returns 1, 0 when fenced out, -1 over the quota.
+# KEYS: run, steps, out   ARGV: token, seq, record, big_output ('' when inline), quota_bytes
 COMMIT_LUA = """
-local cur = redis.call('HMGET', KEYS[1], 'fence', 'status')
+local cur = redis.call('HMGET', KEYS[1], 'fence', 'status', 'stored')
 if cur[1] ~= ARGV[1] or cur[2] ~= 'running' then return 0 end
+local old = redis.call('HSTRLEN', KEYS[2], ARGV[2]) + redis.call('STRLEN', KEYS[3])
+local delta = string.len(ARGV[3]) + string.len(ARGV[4]) - old
+local used = tonumber(cur[3] or '0')
+if delta > 0 and used + delta > tonumber(ARGV[5]) then return -1 end
+redis.call('HINCRBY', KEYS[1], 'stored', delta)
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 if ARGV[4] ~= '' then redis.call('SET', KEYS[3], ARGV[4]) end
 return 1
 """
+
+
+class StorageQuotaError(BaseException):
+    """The run's checkpoints would exceed ``run_storage_max_bytes``: the run fails.
+
+    A ``BaseException`` so that skill code's ``except Exception`` cannot swallow it and keep
+    writing.
+    """
 
 
 class LeaseLostError(BaseException):
@@ -32,10 +47,13 @@ class LeaseLostError(BaseException):
 class Checkpoints:
     """Read and write a run's checkpoints. Reads happen once per execution (in the acquire)."""
 
-    def __init__(self, redis: Redis, keys: Keys, inline_bytes: int) -> None:
+    def __init__(
+        self, redis: Redis, keys: Keys, inline_bytes: int, quota_bytes: int = 2**62
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._inline = inline_bytes
+        self._quota = quota_bytes
         self._commit = redis.register_script(COMMIT_LUA)
 
     def commit(self, run_id: str, token: str, rec: StepRecord, output_json: str | None) -> None:
@@ -52,8 +70,13 @@ class Checkpoints:
         k = self._keys
         ok = self._commit(
             keys=[k.run(run_id), k.steps(run_id), k.step_output(run_id, rec.seq)],
-            args=[token, rec.seq, raw, big],
+            args=[token, rec.seq, raw, big, self._quota],
         )
+        if ok == -1:
+            raise StorageQuotaError(
+                f"run exceeded its checkpoint storage quota of {self._quota} bytes at step "
+                f"#{rec.seq} {rec.name!r} (LOOPWRIGHT_RUN_STORAGE_MAX_BYTES)"
+            )
         if not ok:
             raise LeaseLostError(f"run {run_id}: checkpoint #{rec.seq} rejected by the fence")
 

@@ -18,7 +18,7 @@ from types import FrameType
 from typing import Any
 
 from loopwright.errors import SkillLoadError
-from loopwright.runner.checkpoint import LeaseLostError
+from loopwright.runner.checkpoint import LeaseLostError, StorageQuotaError
 from loopwright.runner.context import Execution, LocalContext, RunTimeoutError, Suspend
 from loopwright.runner.lease import AcquireRefused, HeldLease
 from loopwright.runner.records import Run, RunStatus, encode_json, now_ms
@@ -155,6 +155,8 @@ class Executor:
                 output = self._run_sandboxed(ex, run, source, params, remaining)
         except Suspend as s:
             return self._park(run, token, started, s)
+        except StorageQuotaError as exc:
+            return self._fail(run, token, started, str(exc))
         except (RunTimeoutError, GuestTimeoutError):
             return self._fail(
                 run, token, started, f"run exceeded its {budget:g}s timeout (at step #{ex.seq})"

@@ -79,7 +79,10 @@ class Runtime:
     @cached_property
     def checkpoints(self) -> Checkpoints:
         """Step checkpoints."""
-        return Checkpoints(self.redis, self.keys, self.settings.step_output_inline_bytes)
+        st = self.settings
+        return Checkpoints(
+            self.redis, self.keys, st.step_output_inline_bytes, st.run_storage_max_bytes
+        )
 
     @cached_property
     def transitions(self) -> Transitions:
