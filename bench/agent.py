@@ -18,8 +18,6 @@ protocols). The session: 50 model answers, each with ~300 characters of reasonin
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import tempfile
 import time
@@ -34,7 +32,7 @@ from bench.common import (
     RedisServer,
     machine_info,
     make_settings,
-    write_doc_section,
+    run_benchmark,
 )
 
 import loopwright.agent.session as session_mod
@@ -297,22 +295,8 @@ def section(r: dict[str, Any], command: str) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a 20-step session (smoke test)")
-    parser.add_argument("--out", type=Path, help="write the section into this Markdown file")
-    parser.add_argument("--json", type=Path, default=Path(".bench/agent.json"))
-    args = parser.parse_args()
-    results = measure(args.quick)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2, default=str))
-    command = ".venv/bin/python bench/agent.py" + (" --quick" if args.quick else "")
-    if args.out:
-        command += f" --out {args.out}"
-    text = section(results, command)
-    print(text)
-    if args.out:
-        write_doc_section(args.out, "agent", text)
-    return 0
+    """Command line entry point."""
+    return run_benchmark("agent", __doc__ or "", measure, section, "a 20-step session (smoke test)")
 
 
 if __name__ == "__main__":

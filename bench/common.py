@@ -303,3 +303,47 @@ def write_doc_section(path: Path, name: str, section: str) -> None:
         text = text.rstrip("\n") + "\n\n" + block
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+def bench_parser(name: str, doc: str, quick_help: str = "few repetitions (smoke test)") -> Any:
+    """The command line every benchmark takes: ``--quick``, ``--out FILE.md``, ``--json``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--out", type=Path, help="write the section into this Markdown file")
+    parser.add_argument("--json", type=Path, default=Path(f".bench/{name}.json"))
+    return parser
+
+
+def report(
+    name: str, results: dict[str, Any], section: Callable[[dict[str, Any], str], str], args: Any
+) -> int:
+    """Write the JSON results, print the Markdown section and put it into ``--out``."""
+    import json
+
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2, default=str))
+    command = f".venv/bin/python bench/{name}.py" + (" --quick" if args.quick else "")
+    if args.out:
+        command += f" --out {args.out}"
+    text = section(results, command)
+    print(text)
+    if args.out:
+        write_doc_section(args.out, name, text)
+    return 0
+
+
+def run_benchmark(
+    name: str,
+    doc: str,
+    measure: Callable[[bool], dict[str, Any]],
+    section: Callable[[dict[str, Any], str], str],
+    quick_help: str = "few repetitions (smoke test)",
+) -> int:
+    """A benchmark's whole command line: parse, check redis-server, measure, report."""
+    args = bench_parser(name, doc, quick_help).parse_args()
+    if not shutil.which("redis-server"):
+        print("bench: redis-server is required", file=sys.stderr)
+        return 1
+    return report(name, measure(args.quick), section, args)

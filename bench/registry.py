@@ -32,14 +32,15 @@ from bench.common import (
     REPO,
     Processes,
     RedisServer,
+    bench_parser,
     child_env,
     cli_argv,
     load_average,
     machine_info,
     make_settings,
+    report,
     summary,
     wait_until,
-    write_doc_section,
 )
 from redis import Redis
 
@@ -328,10 +329,7 @@ def section(r: dict[str, Any], command: str) -> str:
 
 def main() -> int:
     """Command line entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="few repetitions (smoke test)")
-    parser.add_argument("--out", type=Path, help="write the section into this Markdown file")
-    parser.add_argument("--json", type=Path, default=Path(".bench/registry.json"))
+    parser = bench_parser("registry", __doc__ or "")
     parser.add_argument("--observe", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--redis", help=argparse.SUPPRESS)
     parser.add_argument("--prefix", help=argparse.SUPPRESS)
@@ -345,17 +343,7 @@ def main() -> int:
     except (OSError, subprocess.CalledProcessError):
         print("bench: redis-server is required", file=sys.stderr)
         return 1
-    results = measure(args.quick)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2, default=str))
-    command = ".venv/bin/python bench/registry.py" + (" --quick" if args.quick else "")
-    if args.out:
-        command += f" --out {args.out}"
-    text = section(results, command)
-    print(text)
-    if args.out:
-        write_doc_section(args.out, "registry", text)
-    return 0
+    return report("registry", measure(args.quick), section, args)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,6 @@ Measured in one run, against baselines taken in the same run:
 
 from __future__ import annotations
 
-import argparse
-import json
-import shutil
 import sys
 import tempfile
 import time
@@ -32,8 +29,8 @@ from bench.common import (
     load_average,
     machine_info,
     make_settings,
+    run_benchmark,
     summary,
-    write_doc_section,
 )
 
 from loopwright.runner.execute import Executor
@@ -282,23 +279,7 @@ def section(r: dict[str, Any], command: str) -> str:
 
 def main() -> int:
     """Command line entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="few repetitions (smoke test)")
-    parser.add_argument("--out", type=Path, help="write the section into this Markdown file")
-    parser.add_argument("--json", type=Path, default=Path(".bench/sandbox.json"))
-    args = parser.parse_args()
-    if not shutil.which("redis-server"):
-        print("bench: redis-server is required", file=sys.stderr)
-        return 1
-    results = measure(args.quick)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2, default=str))
-    command = "python bench/sandbox.py" + (" --quick" if args.quick else "")
-    text = section(results, command)
-    print(text)
-    if args.out:
-        write_doc_section(args.out, "sandbox", text)
-    return 0
+    return run_benchmark("sandbox", __doc__ or "", measure, section)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,6 @@ second, how late each tick's run was created after the tick time.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import tempfile
 import time
@@ -30,9 +28,9 @@ from bench.common import (
     load_average,
     machine_info,
     make_settings,
+    run_benchmark,
     summary,
     wait_until,
-    write_doc_section,
 )
 
 from loopwright.runner.runtime import Runtime
@@ -160,19 +158,7 @@ def section(r: dict[str, Any], command: str) -> str:
 
 def main() -> int:
     """Command line entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="few repetitions (smoke test)")
-    parser.add_argument("--out", type=Path, help="write the section into this Markdown file")
-    parser.add_argument("--json", type=Path, default=Path(".bench/triggers.json"))
-    args = parser.parse_args()
-    results = measure(args.quick)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2, default=str))
-    text = section(results, "python bench/triggers.py" + (" --quick" if args.quick else ""))
-    print(text)
-    if args.out:
-        write_doc_section(args.out, "triggers", text)
-    return 0
+    return run_benchmark("triggers", __doc__ or "", measure, section)
 
 
 if __name__ == "__main__":
