@@ -251,7 +251,8 @@ def cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
     return make_cluster()
 
 
-DOCKER_IMAGE = "loopwright-guest:test"
+# Overridable so that several checkouts on one machine do not rebuild one shared tag.
+DOCKER_IMAGE = os.environ.get("LOOPWRIGHT_TEST_DOCKER_IMAGE", "loopwright-guest:test")
 
 
 def docker_engine_reachable() -> bool:
