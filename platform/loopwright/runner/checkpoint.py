@@ -9,6 +9,7 @@ from redis import Redis
 
 from loopwright.keys import Keys
 from loopwright.runner.records import StepRecord
+from loopwright.sdk.errors import RunInterrupt
 
 # Atomically: write one step record (and its large output, when separate) only if the caller
 # still holds the run's fence and the run is running, and only while the run's checkpoints stay
@@ -29,7 +30,7 @@ return 1
 """
 
 
-class StorageQuotaError(BaseException):
+class StorageQuotaError(RunInterrupt):
     """The run's checkpoints would exceed ``run_storage_max_bytes``: the run fails.
 
     A ``BaseException`` so that skill code's ``except Exception`` cannot swallow it and keep
@@ -37,7 +38,7 @@ class StorageQuotaError(BaseException):
     """
 
 
-class LeaseLostError(BaseException):
+class LeaseLostError(RunInterrupt):
     """This executor no longer owns the run (taken over, reaped or cancelled): stop quietly.
 
     A ``BaseException`` so that skill code's ``except Exception`` cannot swallow it.

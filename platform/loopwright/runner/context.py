@@ -20,6 +20,7 @@ from loopwright.sdk.errors import (
     NonDeterminismError,
     NonRetriableError,
     RetryAfterError,
+    RunInterrupt,
     StepFailedError,
     StepOutputError,
 )
@@ -35,7 +36,7 @@ MAX_BACKOFF_S = 300.0
 MAX_PARK_S = 366 * 86400.0  # a sleep, wait or retry delay longer than a year is a bug
 
 
-class Suspend(BaseException):
+class Suspend(RunInterrupt):
     """Control flow: end this execution and park the run until ``wake_ms``.
 
     ``waiting`` parks it in the waiting state instead (an event or a child run resolves it;
@@ -60,7 +61,7 @@ class Suspend(BaseException):
         self.child = child
 
 
-class RunTimeoutError(BaseException):
+class RunTimeoutError(RunInterrupt):
     """Control flow: the run used up its active-time budget."""
 
 

@@ -4,8 +4,9 @@
 * ``StepFailedError``: raised *to skill code* when a step exhausted its retries; catch it to
   run a fallback. A replay raises it again at the same step, so the run stays deterministic.
 * ``StepOutputError``: a step returned something that is not JSON or is too large.
-* ``NonDeterminismError``, ``SkillDefinitionError``: for the skill's author; the first derives
-  from ``BaseException`` so a broad ``except Exception`` in a skill cannot swallow it.
+* ``NonDeterminismError``, ``SkillDefinitionError``: for the skill's author.
+* ``RunInterrupt``: the one ``BaseException`` root of what skill code must not catch
+  (``NonDeterminismError`` and the runner's suspension, timeout, quota and lease-lost signals).
 """
 
 from __future__ import annotations
@@ -44,7 +45,16 @@ class SkillDefinitionError(TypeError):
     """The ``@skill(...)`` arguments are invalid; raised when the module is loaded."""
 
 
-class NonDeterminismError(BaseException):
+class RunInterrupt(BaseException):
+    """Root of the exceptions skill code must not catch.
+
+    The platform raises them through skill code to park, stop or fail a run (a lease lost, a
+    quota or timeout reached, a non-deterministic replay, a suspension). They derive from
+    ``BaseException`` so that ``except Exception`` in a skill cannot swallow them.
+    """
+
+
+class NonDeterminismError(RunInterrupt):
     """Replay reached a step whose name differs from the checkpoint recorded at that position.
 
     Code between steps must be deterministic: the same inputs and step results must lead to the
