@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
-from loopwright.events.router import Router
 from loopwright.runner.execute import child_outcome, notify_parent
 from loopwright.runner.runtime import Runtime
 from loopwright.scheduler.catalog import Catalog
 from loopwright.scheduler.cron import CronFirer
+from loopwright.scheduler.router import Router
 
 log = logging.getLogger(__name__)
 BATCH = 500
