@@ -41,11 +41,11 @@ from loopwright.agent.session import SessionStore
 from loopwright.agent.tools import LocalSidecar, ToolBox, ToolResult
 from loopwright.llm.factory import make_model
 from loopwright.llm.pricing import cost_usd
-from loopwright.llm.scripted import ScriptedServer
 from loopwright.llm.types import Completion, Model, ToolSpec, Usage
 from loopwright.runner.execute import Executor, install_runtime
 from loopwright.runner.runtime import Runtime
 from loopwright.settings import Settings
+from loopwright.testing.scripted import ScriptedServer
 
 SKILL = """
 from loopwright.sdk import skill

@@ -17,9 +17,9 @@ from loopwright.agent.loop import Agent, Critic, InlineSteps, new_state
 from loopwright.agent.session import SessionStore
 from loopwright.agent.tools import LocalSidecar, ToolBox
 from loopwright.llm.factory import make_model
-from loopwright.llm.scripted import ScriptedServer
 from loopwright.settings import Settings
 from loopwright.skills_registry.store import Registry
+from loopwright.testing.scripted import ScriptedServer
 
 GOOD = """
 from loopwright.sdk import skill

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import Cluster, wait_until
 from loopwright.agent.session import SessionStore
-from loopwright.llm.scripted import ScriptedServer
+from loopwright.testing.scripted import ScriptedServer
 
 GOOD = """
 from loopwright.sdk import skill

@@ -29,9 +29,9 @@ from loopwright.llm.factory import default_model_spec, make_model
 from loopwright.llm.http import Backoff, JsonHttpClient, parse_retry_after
 from loopwright.llm.openai import OpenAIChatModel
 from loopwright.llm.pricing import cost_usd, known_price
-from loopwright.llm.scripted import ScriptedServer, canonical_prompt
 from loopwright.llm.types import Message, ToolCall, ToolSpec, Usage
 from loopwright.settings import Settings
+from loopwright.testing.scripted import ScriptedServer, canonical_prompt
 
 FAST = Backoff(base=0.01, cap=0.05)
 KEY = "sk-test-0123456789abcdef"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 from conftest import Cluster
-from loopwright.llm.scripted import ScriptedServer
+from loopwright.testing.scripted import ScriptedServer
 
 LABELLER = """
 from loopwright.sdk import skill

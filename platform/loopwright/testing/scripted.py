@@ -48,7 +48,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Literal
 
-from loopwright.llm.scripted_checks import BadRequestError, check_request
+from loopwright.testing.scripted_checks import BadRequestError, check_request
 
 WireProtocol = Literal["openai", "anthropic"]
 Reply = dict[str, Any]
