@@ -36,8 +36,9 @@ from bench.common import (
 )
 
 import loopwright.agent.session as session_mod
-from loopwright.agent.loop import Agent, InlineSteps, new_state
+from loopwright.agent.loop import Agent, InlineSteps
 from loopwright.agent.session import SessionStore
+from loopwright.agent.state import new_state
 from loopwright.agent.tools import LocalSidecar, ToolBox, ToolResult
 from loopwright.llm.factory import make_model
 from loopwright.llm.pricing import cost_usd

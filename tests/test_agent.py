@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 
 from conftest import Cluster, wait_until
-from loopwright.agent.loop import Agent, Critic, InlineSteps, new_state
+from loopwright.agent.critic import Critic
+from loopwright.agent.loop import Agent, InlineSteps
 from loopwright.agent.session import SessionStore
+from loopwright.agent.state import new_state
 from loopwright.agent.tools import LocalSidecar, ToolBox
 from loopwright.llm.factory import make_model
 from loopwright.settings import Settings

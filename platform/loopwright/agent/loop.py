@@ -5,37 +5,48 @@ calls and tool calls that finished come back from their checkpoints, the code be
 recomputes the same conversation, and execution continues at the first unfinished step.
 Around the loop sits the engineering that makes it dependable:
 
-- **budgets**: steps per turn, tokens and money per session; hitting one ends the turn with a
-  summary of what was done;
-- **re-anchoring**: past a step or prompt-size threshold the conversation is compacted into a
-  summary plus the most recent exchanges; the system prompt and the tool definitions are never
-  touched, so the provider's prefix cache keeps hitting;
+- **budgets** (:mod:`loopwright.agent.budgets`): steps per turn, tokens and money per session;
+  hitting one ends the turn with a summary of what was done;
+- **re-anchoring** (:mod:`loopwright.agent.reanchor`): past a step or prompt-size threshold the
+  conversation is compacted into a summary plus the most recent exchanges; the system prompt
+  and the tool definitions are never touched, so the provider's prefix cache keeps hitting;
 - **loop detection** (:mod:`loopwright.agent.detect`): a first detection adds a corrective
   note, a second ends the turn with a report;
-- **Reflexion**: a rejected submission comes back with its findings and a request for a short
-  self-critique; after ``agent_max_submissions`` rejections of one skill the turn ends with an
-  honest report;
-- an optional **verifier-critic** (a different model) scores each submission first; a score
-  under the threshold counts as a rejection.
+- **Reflexion** (:mod:`loopwright.agent.notes`): a rejected submission comes back with its
+  findings and a request for a short self-critique; after ``agent_max_submissions`` rejections
+  of one skill the turn ends with an honest report;
+- an optional **verifier-critic** (:mod:`loopwright.agent.critic`, a different model) scores
+  each submission first; a score under the threshold counts as a rejection.
+
+The session's state and ledger live in :mod:`loopwright.agent.state`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from redis.exceptions import RedisError
 
-from loopwright.agent.detect import Detection, LoopDetector, announces_action
-from loopwright.agent.prompts import BUILDER_SYSTEM, CRITERIA, CRITIC_SYSTEM, NOTE
+from loopwright.agent.budgets import account, budget_stop
+from loopwright.agent.critic import Critic
+from loopwright.agent.detect import LoopDetector, announces_action
+from loopwright.agent.notes import (
+    corrective,
+    loop_report,
+    reflexion,
+    reflexion_report,
+    stop_report,
+)
+from loopwright.agent.prompts import BUILDER_SYSTEM, NOTE
+from loopwright.agent.reanchor import due as reanchor_due
+from loopwright.agent.reanchor import reanchor
+from loopwright.agent.state import TurnResult, activity_item, record, skill_name
 from loopwright.agent.tools import ToolBox, ToolResult
 from loopwright.errors import InfrastructureError
 from loopwright.llm.errors import ModelError
-from loopwright.llm.pricing import cost_usd
 from loopwright.llm.types import Completion, Message, Model, ToolSpec, Usage
 from loopwright.sdk.errors import NonRetriableError, StepFailedError
 from loopwright.settings import Settings
@@ -44,7 +55,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 EMPTY_ANSWER = "(the model gave an empty answer)"
-SKILL_NAME = re.compile(r"""name\s*=\s*["']([a-z][a-z0-9-]{0,63})["']""")
 
 
 class Steps(Protocol):
@@ -58,105 +68,6 @@ class InlineSteps:
 
     def run(self, name: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         return fn(*args, **kwargs)
-
-
-def new_metrics() -> dict[str, Any]:
-    return {
-        "turns": 0,
-        "steps": 0,
-        "model_calls": 0,
-        "tool_calls": 0,
-        "tool_errors": 0,
-        "input_tokens": 0,
-        "output_tokens": 0,
-        "cached_tokens": 0,
-        "cost_usd": 0.0,
-        "rejections": 0,
-        "accepted": 0,
-        "loops_detected": 0,
-        "reanchors": 0,
-        "wall_ms": 0,
-    }
-
-
-def new_state(session_id: str, model: str) -> dict[str, Any]:
-    """A fresh session state (what the session store keeps between turns)."""
-    return {
-        "id": session_id,
-        "model": model,
-        "messages": [],
-        "since_anchor": 0,
-        "metrics": new_metrics(),
-        "ledger": {"skills": {}, "runs": [], "requests": []},
-    }
-
-
-def estimate_tokens(messages: list[Message]) -> int:
-    return (
-        sum(len(m.content) + len(json.dumps([c.arguments for c in m.tool_calls])) for m in messages)
-        // 4
-    )
-
-
-@dataclass(slots=True)
-class TurnResult:
-    """How a turn ended: the reply for the person, why it stopped early (if it did), the
-    session state to save, and this turn's tool activity (for rendering)."""
-
-    reply: str
-    stopped: str | None
-    state: dict[str, Any]
-    activity: list[dict[str, Any]] = field(default_factory=list)
-
-    def report(self) -> dict[str, Any]:
-        return {
-            "reply": self.reply,
-            "stopped": self.stopped,
-            "metrics": self.state["metrics"],
-            "activity": self.activity,
-        }
-
-
-class Critic:
-    """A second model that scores a submission against the rubric in ``CRITIC_SYSTEM``."""
-
-    def __init__(self, model: Model, threshold: float) -> None:
-        self.model = model
-        self.threshold = threshold
-
-    def review(self, source: str, tests: Any) -> dict[str, Any]:
-        """Scores, mean score and notes; an unusable answer fails the review (fail closed)."""
-        prompt = (
-            f"Skill source:\n```python\n{source}\n```\nTest cases:\n```json\n"
-            + json.dumps(tests, indent=1)[:20000]
-            + "\n```"
-        )
-        try:
-            comp = self.model.complete(CRITIC_SYSTEM, [Message("user", prompt)], [], max_tokens=800)
-        except ModelError as exc:
-            return {
-                "passed": False,
-                "score": 0.0,
-                "notes": f"critic unavailable: {exc}",
-                "usage": Usage().to_dict(),
-                "model": self.model.name,
-            }
-        out: dict[str, Any] = {"usage": comp.usage.to_dict(), "model": self.model.name}
-        match = re.search(r"\{.*\}", comp.text, re.DOTALL)
-        try:
-            raw = json.loads(match.group(0)) if match else None
-            scores = {c: max(0.0, min(1.0, float(raw[c]))) for c in CRITERIA}  # type: ignore[index]
-        except (ValueError, TypeError, KeyError):
-            out.update(passed=False, score=0.0, notes="critic answer was not the JSON asked for")
-            return out
-        score = sum(scores.values()) / len(scores)
-        out.update(
-            passed=score >= self.threshold,
-            score=round(score, 3),
-            scores=scores,
-            notes=str(raw.get("notes", ""))[:2000],  # type: ignore[union-attr]
-        )
-        return out
 
 
 class Agent:
@@ -216,14 +127,11 @@ class Agent:
             return TurnResult(reply, stopped, state, activity)
 
         while True:
-            stop = self._budget_stop(m, turn_steps)
+            stop = budget_stop(s, m, turn_steps)
             if stop is not None:
-                return done(self._stop_report(stop, activity), stop.split(":")[0], True)
-            if (
-                state["since_anchor"] >= s.agent_reanchor_steps
-                or estimate_tokens(messages) >= s.agent_reanchor_tokens
-            ):
-                messages = self._reanchor(state, messages, request)
+                return done(stop_report(stop, activity), stop.split(":")[0], True)
+            if reanchor_due(s, state, messages):
+                messages = reanchor(s, state, messages, request)
             i += 1
             try:
                 raw = steps.run(f"model-{i}", self._complete, [x.to_dict() for x in messages])
@@ -231,7 +139,7 @@ class Agent:
                 # Durable steps turn a failed call into StepFailedError; inline steps raise.
                 return done(f"The model call failed, so I stopped: {exc}", "model-error", True)
             comp = Completion.from_dict(raw)
-            self._account(m, comp.usage, self.model.name)
+            account(m, comp.usage, self.model.name, s)
             m["model_calls"] += 1
             turn_steps += 1
             m["steps"] += 1
@@ -259,8 +167,8 @@ class Agent:
                 detections += 1
                 m["loops_detected"] += 1
                 if detections >= 2:
-                    return done(self._loop_report(det, activity), "loop", True)
-                messages.append(Message("user", self._corrective(det)))
+                    return done(loop_report(det, activity), "loop", True)
+                messages.append(Message("user", corrective(det)))
                 detector.reset()
                 continue
             notes: list[str] = []
@@ -278,9 +186,7 @@ class Agent:
                         )
                     )
                     final = final or (
-                        self._stop_report(
-                            self._budget_stop(m, turn_steps) or "steps: budget", activity
-                        ),
+                        stop_report(budget_stop(s, m, turn_steps) or "steps: budget", activity),
                         "steps",
                     )
                     continue
@@ -300,31 +206,33 @@ class Agent:
                         is_error=not result.ok,
                     )
                 )
-                activity.append(_activity(call.name, call.arguments, result))
-                _record(ledger, call.name, call.arguments, result)
+                activity.append(activity_item(call.name, call.arguments, result))
+                record(ledger, call.name, call.arguments, result)
                 verdict = result.data if isinstance(result.data, dict) else None
                 if call.name == "write_skill" and verdict is not None and "accepted" in verdict:
                     if verdict["accepted"]:
                         m["accepted"] += 1
                     else:
                         m["rejections"] += 1
-                        name = verdict.get("name") or _skill_name(call.arguments) or "(unnamed)"
+                        name = verdict.get("name") or skill_name(call.arguments) or "(unnamed)"
                         submissions[name] = submissions.get(name, 0) + 1
                         if submissions[name] >= s.agent_max_submissions:
                             final = (
-                                self._reflexion_report(name, submissions[name], verdict, activity),
+                                reflexion_report(name, submissions[name], verdict, activity),
                                 "rejected",
                             )
                         else:
-                            notes.append(self._reflexion(name, submissions[name], verdict))
+                            notes.append(
+                                reflexion(name, submissions[name], s.agent_max_submissions, verdict)
+                            )
                 det = detector.on_tool(call.name, call.arguments, result.ok, result.content)
                 if det is not None and final is None:
                     m["loops_detected"] += 1
                     detections += 1
                     if detections >= 2:
-                        final = (self._loop_report(det, activity), "loop")
+                        final = (loop_report(det, activity), "loop")
                     else:
-                        notes.append(self._corrective(det))
+                        notes.append(corrective(det))
                         detector.reset()
             if final is not None:
                 return done(final[0], final[1], True)
@@ -357,11 +265,12 @@ class Agent:
                 arguments.get("source", ""),
                 arguments.get("tests"),
             )
-            self._account(m, Usage.from_dict(review.get("usage") or {}), str(review["model"]))
+            usage = Usage.from_dict(review.get("usage") or {})
+            account(m, usage, str(review["model"]), self.settings)
             if not review["passed"]:
                 view = {
                     "accepted": False,
-                    "name": _skill_name(arguments),
+                    "name": skill_name(arguments),
                     "stage": "critic",
                     "summary": f"the reviewer scored it {review['score']:.2f} (needs "
                     f"{self.critic.threshold:.2f})",
@@ -375,170 +284,3 @@ class Agent:
             # An outage that outlasted the step's retries: tell the model (and the person).
             return ToolResult(False, f"{name} could not run (platform problem, retried): {exc}")
         return ToolResult.from_dict(raw)
-
-    def _account(self, m: dict[str, Any], usage: Usage, model: str) -> None:
-        m["input_tokens"] += usage.input_tokens
-        m["output_tokens"] += usage.output_tokens
-        m["cached_tokens"] += usage.cached_tokens
-        m["cost_usd"] = round(m["cost_usd"] + cost_usd(model, usage, self.settings), 6)
-
-    def _budget_stop(self, m: dict[str, Any], turn_steps: int) -> str | None:
-        s = self.settings
-        if turn_steps >= s.agent_max_steps_per_turn:
-            return f"steps: {turn_steps} steps in this turn (limit {s.agent_max_steps_per_turn})"
-        tokens = m["input_tokens"] + m["output_tokens"]
-        if tokens >= s.agent_max_tokens_per_session:
-            return (
-                f"tokens: {tokens} tokens in this session (limit {s.agent_max_tokens_per_session})"
-            )
-        if s.agent_max_cost_per_session and m["cost_usd"] >= s.agent_max_cost_per_session:
-            return (
-                f"money: ${m['cost_usd']:.4f} spent in this session "
-                f"(limit ${s.agent_max_cost_per_session:.2f})"
-            )
-        return None
-
-    # Re-anchoring.
-
-    def _reanchor(
-        self, state: dict[str, Any], messages: list[Message], request: str
-    ) -> list[Message]:
-        """A summary message plus the last ``agent_keep_turns`` exchanges, starting at an
-        assistant message so no tool result loses its call."""
-        starts = [k for k, msg in enumerate(messages) if msg.role == "assistant"]
-        keep = self.settings.agent_keep_turns
-        cut = starts[-keep] if len(starts) >= keep else (starts[0] if starts else len(messages))
-        state["since_anchor"] = 0
-        state["metrics"]["reanchors"] += 1
-        summary = Message("user", summarize(state["ledger"], request))
-        return [summary, *messages[cut:]]
-
-    # Reports and notes.
-
-    def _reflexion(self, name: str, n: int, verdict: dict[str, Any]) -> str:
-        return (
-            f"{NOTE} Submission {n} of {self.settings.agent_max_submissions} for skill {name!r} "
-            f"was rejected at stage {verdict.get('stage')}. Before you resubmit, critique your "
-            "last attempt in one or two sentences: what caused each finding and what you will "
-            "change. Then call write_skill with the fix."
-        )
-
-    def _reflexion_report(
-        self, name: str, n: int, verdict: dict[str, Any], activity: list[dict[str, Any]]
-    ) -> str:
-        findings = verdict.get("findings") or []
-        shown = "\n".join(
-            f"- {f.get('message', '')} [{f.get('rule', '')}]" for f in findings[:5]
-        ) or "- " + str(verdict.get("summary", ""))
-        return (
-            f"I could not get skill {name!r} accepted: {n} submissions were rejected, the "
-            f"limit for one request. Nothing was registered for it. The last rejection (stage "
-            f"{verdict.get('stage')}) said:\n{shown}\n"
-            "You can rephrase the request, relax a requirement, or write the skill yourself "
-            "with `loopwright skills submit`." + _done_line(activity)
-        )
-
-    def _corrective(self, det: Detection) -> str:
-        return (
-            f"{NOTE} Loop detected ({det.pattern}): {det.message}. Stop repeating it. Change "
-            "your approach (re-read the findings, use a different tool or different "
-            "arguments) or give the person your final answer now."
-        )
-
-    def _loop_report(self, det: Detection, activity: list[dict[str, Any]]) -> str:
-        return (
-            f"I stopped because I was going in circles ({det.pattern}: {det.message}), even "
-            "after correcting course once." + _done_line(activity)
-        )
-
-    def _stop_report(self, stop: str, activity: list[dict[str, Any]]) -> str:
-        kind, _, detail = stop.partition(": ")
-        return f"I stopped: the {kind} budget is used up ({detail})." + _done_line(activity)
-
-
-def _skill_name(arguments: dict[str, Any]) -> str | None:
-    match = SKILL_NAME.search(str(arguments.get("source", "")))
-    return match.group(1) if match else None
-
-
-def _activity(name: str, arguments: dict[str, Any], result: ToolResult) -> dict[str, Any]:
-    item: dict[str, Any] = {"tool": name, "ok": result.ok}
-    if name in ("write_skill", "test_skill"):
-        item["skill"] = _skill_name(arguments)
-        if isinstance(result.data, dict):
-            item["verdict"] = {
-                k: result.data.get(k) for k in ("accepted", "name", "version", "stage", "summary")
-            }
-    elif isinstance(arguments.get("name"), str):
-        item["name"] = arguments["name"]
-    if not result.ok and not isinstance(result.data, dict):
-        item["error"] = result.content[:300]
-    if name == "run_skill" and isinstance(result.data, dict):
-        item["run"] = {k: result.data.get(k) for k in ("run_id", "status")}
-    return item
-
-
-def _done_line(activity: list[dict[str, Any]]) -> str:
-    accepted = [
-        f"{a['verdict']['name']}@{str(a['verdict']['version'])[:12]}"
-        for a in activity
-        if a["tool"] == "write_skill" and (a.get("verdict") or {}).get("accepted")
-    ]
-    runs = [f"{a['run']['run_id']} ({a['run']['status']})" for a in activity if a.get("run")]
-    parts = [f"{len(activity)} tool calls this turn"]
-    if accepted:
-        parts.append("registered: " + ", ".join(accepted))
-    else:
-        parts.append("nothing was registered")
-    if runs:
-        parts.append("runs: " + ", ".join(runs))
-    return "\nDone so far: " + "; ".join(parts) + "."
-
-
-def summarize(ledger: dict[str, Any], request: str) -> str:
-    """The re-anchoring summary: built from the session's ledger of facts, deterministic."""
-    lines = [f"{NOTE} Context re-anchored: earlier messages were compacted into this summary."]
-    lines.append(f"Current request: {request[:2000]}")
-    earlier = list(ledger["requests"][:-1])
-    if earlier:
-        lines.append("Earlier requests: " + " | ".join(r[:200] for r in earlier[-5:]))
-    skills = ledger["skills"]
-    if skills:
-        lines.append("Skills so far:")
-        for name, info in sorted(skills.items()):
-            if info.get("accepted"):
-                lines.append(f"- {name}: registered version {str(info.get('version'))[:12]}")
-            else:
-                lines.append(
-                    f"- {name}: last submission rejected at {info.get('stage')}: "
-                    f"{str(info.get('summary', ''))[:300]}"
-                )
-    if ledger["runs"]:
-        lines.append(
-            "Runs started: "
-            + ", ".join(f"{r['skill']} {r['run_id']} ({r['status']})" for r in ledger["runs"][-8:])
-        )
-    lines.append("Continue from here; the most recent exchanges follow.")
-    return "\n".join(lines)
-
-
-def _record(ledger: dict[str, Any], name: str, arguments: dict[str, Any], r: ToolResult) -> None:
-    if name == "write_skill" and isinstance(r.data, dict) and "accepted" in r.data:
-        skill = r.data.get("name") or _skill_name(arguments) or "(unnamed)"
-        ledger["skills"][skill] = {
-            "accepted": bool(r.data["accepted"]),
-            "version": r.data.get("version"),
-            "stage": r.data.get("stage"),
-            "summary": r.data.get("summary"),
-        }
-    elif name == "run_skill" and isinstance(r.data, dict) and "run_id" in r.data:
-        ledger["runs"] = (
-            ledger["runs"]
-            + [
-                {
-                    "skill": arguments.get("name"),
-                    "run_id": r.data["run_id"],
-                    "status": r.data.get("status"),
-                }
-            ]
-        )[-20:]

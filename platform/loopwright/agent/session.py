@@ -23,7 +23,9 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import WatchError
 
-from loopwright.agent.loop import Agent, Critic, new_state
+from loopwright.agent.critic import Critic
+from loopwright.agent.loop import Agent
+from loopwright.agent.state import new_state
 from loopwright.agent.tools import make_toolbox
 from loopwright.errors import NotFoundError, UserError
 from loopwright.keys import Keys
