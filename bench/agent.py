@@ -40,6 +40,7 @@ from loopwright.agent.loop import Agent, InlineSteps
 from loopwright.agent.session import SessionStore
 from loopwright.agent.state import new_state
 from loopwright.agent.tools import LocalSidecar, ToolBox, ToolResult
+from loopwright.assembly import build_runtime
 from loopwright.llm.factory import make_model
 from loopwright.llm.pricing import cost_usd
 from loopwright.llm.types import Completion, Model, ToolSpec, Usage
@@ -175,7 +176,7 @@ def durable_session(
     """The same session as a durable turn executed through the runner in this process."""
     with ScriptedServer(responder=responder(run_ids, model_calls)) as srv:
         st = settings_for(settings, srv, reanchor=True)
-        drt = Runtime(st)
+        drt = build_runtime(st)
         install_runtime(drt)
         timed: dict[str, Any] = {}
         original = session_mod.build_agent
@@ -222,7 +223,7 @@ def measure(quick: bool) -> dict[str, Any]:
         try:
             redis.start()
             settings = make_settings(redis.url, tmp / "data")
-            rt = Runtime(settings)
+            rt = build_runtime(settings)
             version = rt.sources.put(SKILL.strip() + "\n", "bench-target")
             run_ids = [
                 rt.runs.create(skill="bench-target", version=version, data={"i": i})

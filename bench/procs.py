@@ -26,6 +26,7 @@ from bench.common import (
 )
 from rq import Worker
 
+from loopwright.assembly import build_runtime
 from loopwright.runner.runtime import Runtime
 
 # Step 2 appends "<pid> <unix time>" to the marker file as its first action, then sleeps long
@@ -98,7 +99,7 @@ def resume_trials(
     overrides: dict[str, Any] = {} if lease_ttl is None else {"lease_ttl": lease_ttl}
     settings = make_settings(redis_url, workdir / "data", **overrides)
     env = child_env(settings)
-    rt = Runtime(settings)
+    rt = build_runtime(settings)
     ttl = settings.lease_ttl
     rows: list[dict[str, Any]] = []
     try:
@@ -177,7 +178,7 @@ def worker_memory(
     """RSS of one worker after ``first`` 1-step runs and again after ``total`` runs."""
     settings = make_settings(redis_url, workdir / "data")
     env = child_env(settings)
-    rt = Runtime(settings)
+    rt = build_runtime(settings)
     try:
         version = rt.sources.put(ONE_STEP_SKILL, "bench-one")
         worker = _start_worker(procs, rt, env)

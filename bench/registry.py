@@ -44,6 +44,7 @@ from bench.common import (
 )
 from redis import Redis
 
+from loopwright.assembly import build_runtime
 from loopwright.keys import Keys
 from loopwright.runner.runtime import Runtime
 from loopwright.runner.sources import SourceStore
@@ -227,7 +228,7 @@ def measure(quick: bool) -> dict[str, Any]:
             redis.start()
             results["machine"] = machine_info(redis.url)
             settings = make_settings(redis.url, tmp / "data", sandbox_pool_size=1)
-            rt = Runtime(settings)
+            rt = build_runtime(settings)
             try:
                 results["pipeline"] = pipeline_times(rt, n)
                 results["register"] = _ms(registration_times(rt, 50 if quick else 200))

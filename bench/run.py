@@ -40,7 +40,7 @@ from bench.procs import resume_trials, worker_memory
 from bench.report import build_rows, markdown_section, text_table, write_section
 from bench.throughput import measure_throughput
 
-from loopwright.runner.runtime import Runtime
+from loopwright.assembly import build_runtime
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +81,7 @@ def run_all(p: Profile, server: RedisServer, procs: Processes, tmp: Path) -> dic
     _log(f"1. PING round trip x{p.pings}")
     results["ping"] = measure_ping(url, p.pings)
 
-    rt = Runtime(make_settings(url, tmp / "data"))
+    rt = build_runtime(make_settings(url, tmp / "data"))
     try:
         _log(f"2-3. fresh and replayed {p.steps}-step runs x{p.step_runs} (plus 0 and 2N)")
         results["steps"] = measure_steps(rt, p.steps, p.step_runs)

@@ -33,6 +33,7 @@ from bench.common import (
     summary,
 )
 
+from loopwright.assembly import build_runtime
 from loopwright.runner.execute import Executor
 from loopwright.runner.runtime import Runtime
 from loopwright.sandbox.host import Guest, run_session, wait_ready
@@ -175,7 +176,7 @@ def measure(quick: bool) -> dict[str, Any]:
         try:
             redis.start()
             results["machine"] = machine_info(redis.url)
-            rt = Runtime(make_settings(redis.url, Path(tmp) / "data", sandbox_pool_size=1))
+            rt = build_runtime(make_settings(redis.url, Path(tmp) / "data", sandbox_pool_size=1))
             try:
                 times = added_by_sandbox(rt, 5 if quick else 30)
             finally:

@@ -21,7 +21,7 @@ from rq import Queue, SimpleWorker
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
-from loopwright.runner.runtime import Runtime
+from loopwright.assembly import build_runtime
 from loopwright.runner.worker import run_worker
 
 JOB = "bench.common.work"
@@ -72,7 +72,7 @@ def plain_rq_round(redis_url: str, m: int) -> dict[str, float]:
 
 def loopwright_round(redis_url: str, data_dir: Path, m: int) -> dict[str, float]:
     """Create ``m`` runs of a 1-step skill, then drain them with ``run_worker(burst=True)``."""
-    rt = Runtime(make_settings(redis_url, data_dir))
+    rt = build_runtime(make_settings(redis_url, data_dir))
     try:
         version = rt.sources.put(ONE_STEP_SKILL, "bench-one")
         t0 = time.perf_counter()

@@ -33,6 +33,7 @@ from bench.common import (
     wait_until,
 )
 
+from loopwright.assembly import build_runtime
 from loopwright.runner.runtime import Runtime
 
 ON_EVENT = """
@@ -109,7 +110,7 @@ def measure(quick: bool) -> dict[str, Any]:
             env = child_env(settings)
             procs.spawn(cli_argv("scheduler"), env=env, name="scheduler")
             procs.spawn(cli_argv("worker"), env=env, name="worker")
-            rt = Runtime(settings)
+            rt = build_runtime(settings)
             try:
                 wait_until(
                     lambda: rt.redis.exists(rt.keys.scheduler_heartbeat), 30, what="scheduler"

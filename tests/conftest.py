@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from redis import Redis
 
+from loopwright.assembly import build_runtime
 from loopwright.runner.records import Run
 from loopwright.runner.runtime import Runtime
 from loopwright.sdk.manifest import read_declaration
@@ -121,7 +122,7 @@ class Cluster:
     @property
     def rt(self) -> Runtime:
         if self._rt is None:
-            self._rt = Runtime(self.settings)
+            self._rt = build_runtime(self.settings)
         return self._rt
 
     @property

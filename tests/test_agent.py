@@ -390,15 +390,15 @@ def test_a_sidecar_outage_is_retried_by_the_step_then_reported_not_blamed_on_the
     cluster: Cluster, server: ScriptedServer
 ) -> None:
     from conftest import free_port
+    from loopwright.assembly import build_runtime
     from loopwright.cli.chat import drive
     from loopwright.runner.execute import install_runtime
-    from loopwright.runner.runtime import Runtime
 
     server.push(call("write_skill", source=GOOD, tests=SMOKE), {"text": "The sidecar is down."})
     # Every retry parks the turn (no inline waits): chat must wake it without a scheduler.
     dead = f"http://127.0.0.1:{free_port()}"
     s = settings_for(cluster, server, sidecar_url=dead, inline_retry_max_delay=0.0)
-    rt = Runtime(s)
+    rt = build_runtime(s)
     install_runtime(rt)
     try:
         store = SessionStore(rt.redis, rt.keys)
@@ -420,11 +420,11 @@ def test_a_sidecar_outage_is_retried_by_the_step_then_reported_not_blamed_on_the
 
 def test_the_critic_must_be_a_different_model(cluster: Cluster, server: ScriptedServer) -> None:
     from loopwright.agent.session import build_agent
+    from loopwright.assembly import build_runtime
     from loopwright.llm.errors import ModelConfigError
-    from loopwright.runner.runtime import Runtime
 
     s = settings_for(cluster, server, critic_model="openai:gpt-4.1")
-    rt = Runtime(s)
+    rt = build_runtime(s)
     try:
         with pytest.raises(ModelConfigError, match="must be a different model"):
             build_agent(rt, "openai:gpt-4.1")

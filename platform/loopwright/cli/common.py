@@ -11,6 +11,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from loopwright.assembly import build_runtime
 from loopwright.errors import UserError
 from loopwright.runner.runtime import Runtime
 from loopwright.settings import Settings
@@ -33,7 +34,7 @@ def load_settings() -> Settings:
 
 def open_runtime(settings: Settings | None = None) -> Runtime:
     """A runtime whose Redis answered a PING."""
-    rt = Runtime(settings or load_settings())
+    rt = build_runtime(settings or load_settings())
     rt.ping()
     return rt
 

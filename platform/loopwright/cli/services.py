@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from loopwright.assembly import build_runtime
 from loopwright.cli.common import err_console, load_settings, open_runtime
 from loopwright.errors import RedisUnavailableError
 from loopwright.redis_server import ManagedRedis
@@ -33,7 +34,7 @@ def service_runtime() -> Runtime:
     One-shot commands fail fast when Redis is down; a worker or scheduler started during an
     outage (a restart, a deploy) must come up when Redis does.
     """
-    rt = Runtime(load_settings())
+    rt = build_runtime(load_settings())
     wait = 0.5
     while True:
         try:

@@ -2,7 +2,8 @@
 
 The model is ``skill_model`` (else the builder's model). The offline template model only builds
 skills, so a skill that calls the LLM without a real model configured fails its step with a
-message saying what to set. The model object is built once per runtime and reused.
+message saying what to set. The model object is built on first use and reused:
+:class:`SkillCalls` is the runner's ``SkillModel`` (``loopwright.runner.ports``), one per runtime.
 """
 
 from __future__ import annotations
@@ -10,42 +11,19 @@ from __future__ import annotations
 import json
 import re
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from loopwright.llm.errors import ModelConfigError, ModelError
 from loopwright.llm.factory import default_model_spec, make_model
 from loopwright.llm.types import Message, Model
 from loopwright.sdk.errors import NonRetriableError
-
-if TYPE_CHECKING:
-    from loopwright.runner.runtime import Runtime
+from loopwright.settings import Settings
 
 MAX_PROMPT_CHARS = 200_000
 SYSTEM = (
     "You are called from an automated workflow step. Answer the prompt directly and briefly, "
     "without preamble."
 )
-_lock = threading.Lock()
-
-
-def _model(rt: Runtime) -> Model:
-    with _lock:
-        cached = rt.__dict__.get("_skill_model")
-        if cached is not None:
-            return cached  # type: ignore[no-any-return]
-        s = rt.settings
-        spec = s.skill_model or default_model_spec(s)
-        if spec == "offline":
-            raise NonRetriableError(
-                "ctx.step.llm needs a real model: set LOOPWRIGHT_SKILL_MODEL (or LOOPWRIGHT_MODEL) "
-                "and its API key; the offline template model only builds skills"
-            )
-        try:
-            model = make_model(spec, s)
-        except ModelConfigError as exc:
-            raise NonRetriableError(f"ctx.step.llm: {exc}") from None
-        rt.__dict__["_skill_model"] = model
-        return model
 
 
 def _parse(text: str, schema: dict[str, Any]) -> Any:
@@ -76,27 +54,54 @@ def _parse(text: str, schema: dict[str, Any]) -> Any:
     return value
 
 
-def complete_for_skill(rt: Runtime, prompt: str, schema: dict[str, Any] | None) -> Any:
-    """One call for ``ctx.step.llm`` (see the module doc)."""
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise NonRetriableError("ctx.step.llm: the prompt must be a non-empty string")
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise NonRetriableError(
-            f"ctx.step.llm: the prompt is {len(prompt)} characters (limit {MAX_PROMPT_CHARS})"
-        )
-    if schema is not None and not isinstance(schema, dict):
-        raise NonRetriableError("ctx.step.llm: schema must be a JSON schema object")
-    model = _model(rt)
-    text = prompt
-    if schema is not None:
-        text += (
-            "\n\nAnswer with one JSON value only, no prose, matching this JSON schema:\n"
-            + json.dumps(schema)
-        )
-    try:
-        comp = model.complete(SYSTEM, [Message("user", text)], [])
-    except ModelError as exc:
-        if exc.retryable:
-            raise
-        raise NonRetriableError(f"ctx.step.llm: {exc}") from None
-    return comp.text if schema is None else _parse(comp.text, schema)
+class SkillCalls:
+    """``ctx.step.llm`` for one runtime: the model, made from settings when first called."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._model: Model | None = None
+
+    def model(self) -> Model:
+        """The configured skill model; ``NonRetriableError`` when none can be made."""
+        with self._lock:
+            if self._model is not None:
+                return self._model
+            s = self._settings
+            spec = s.skill_model or default_model_spec(s)
+            if spec == "offline":
+                raise NonRetriableError(
+                    "ctx.step.llm needs a real model: set LOOPWRIGHT_SKILL_MODEL (or "
+                    "LOOPWRIGHT_MODEL) and its API key; the offline template model only builds "
+                    "skills"
+                )
+            try:
+                self._model = make_model(spec, s)
+            except ModelConfigError as exc:
+                raise NonRetriableError(f"ctx.step.llm: {exc}") from None
+            return self._model
+
+    def __call__(self, prompt: str, schema: dict[str, Any] | None) -> Any:
+        """One call for ``ctx.step.llm`` (see the module doc)."""
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise NonRetriableError("ctx.step.llm: the prompt must be a non-empty string")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise NonRetriableError(
+                f"ctx.step.llm: the prompt is {len(prompt)} characters (limit {MAX_PROMPT_CHARS})"
+            )
+        if schema is not None and not isinstance(schema, dict):
+            raise NonRetriableError("ctx.step.llm: schema must be a JSON schema object")
+        model = self.model()
+        text = prompt
+        if schema is not None:
+            text += (
+                "\n\nAnswer with one JSON value only, no prose, matching this JSON schema:\n"
+                + json.dumps(schema)
+            )
+        try:
+            comp = model.complete(SYSTEM, [Message("user", text)], [])
+        except ModelError as exc:
+            if exc.retryable:
+                raise
+            raise NonRetriableError(f"ctx.step.llm: {exc}") from None
+        return comp.text if schema is None else _parse(comp.text, schema)

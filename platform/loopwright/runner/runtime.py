@@ -1,4 +1,9 @@
-"""Wiring: one ``Runtime`` per process holds the Redis clients and the runner's components."""
+"""Wiring: one ``Runtime`` per process holds the Redis clients and the runner's components.
+
+What the runner needs from the layers above it (the event bus, a model for ``ctx.step.llm``, the
+registry) comes in as :class:`loopwright.runner.ports.Services`; ``loopwright.assembly`` builds a
+runtime with them.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import os
 import socket
 import uuid
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -16,13 +21,17 @@ from loopwright.errors import RedisUnavailableError
 from loopwright.keys import Keys
 from loopwright.runner.checkpoint import Checkpoints
 from loopwright.runner.lease import LeaseKeeper, Leases
+from loopwright.runner.ports import (
+    EventSender,
+    Services,
+    ServicesMissingError,
+    SkillModel,
+    SkillRegistrar,
+)
 from loopwright.runner.sources import SourceStore
 from loopwright.runner.store import Dispatcher, RunStore
 from loopwright.runner.transitions import Transitions
 from loopwright.sandbox.backend import SandboxBackend
-
-if TYPE_CHECKING:
-    from loopwright.events.bus import EventBus
 from loopwright.sandbox.limits import GuestLimits
 from loopwright.settings import Settings
 
@@ -41,10 +50,13 @@ def connect(url: str, settings: Settings, *, decode: bool = True) -> Redis:
 class Runtime:
     """The runner's components bound to one Redis and one settings object."""
 
-    def __init__(self, settings: Settings, redis_url: str | None = None) -> None:
+    def __init__(
+        self, settings: Settings, redis_url: str | None = None, *, services: Services | None = None
+    ) -> None:
         from loopwright.redis_server import resolve_redis_url
 
         self.settings = settings
+        self.services = services
         self.redis_url = redis_url or resolve_redis_url(settings)
         self.keys = Keys(settings.key_prefix)
         self.redis = connect(self.redis_url, settings)
@@ -92,7 +104,13 @@ class Runtime:
     @cached_property
     def sources(self) -> SourceStore:
         """Skill sources and the loaded-skill cache."""
-        return SourceStore(self.redis, self.keys, self.settings.skill_cache_size)
+        registrar = self.registrar if self.services is not None else None
+        return SourceStore(self.redis, self.keys, self.settings.skill_cache_size, registrar)
+
+    @cached_property
+    def registrar(self) -> SkillRegistrar:
+        """The registry as the runner sees it (from the services)."""
+        return self._services("the skills registry").registrar(self)
 
     @cached_property
     def dispatcher(self) -> Dispatcher:
@@ -113,18 +131,19 @@ class Runtime:
         )
 
     @cached_property
-    def bus(self) -> EventBus:
-        """The event stream's write side."""
-        from loopwright.events.bus import EventBus
+    def bus(self) -> EventSender:
+        """The event stream's write side (from the services)."""
+        return self._services("sending events").event_sender(self)
 
-        st = self.settings
-        return EventBus(
-            self.redis,
-            self.keys,
-            max_bytes=st.run_input_max_bytes,
-            retention_s=st.event_retention,
-            stream_cap=st.event_stream_max,
-        )
+    @cached_property
+    def skill_model(self) -> SkillModel:
+        """The model behind ``ctx.step.llm`` (from the services), built once per runtime."""
+        return self._services("ctx.step.llm").skill_model(self)
+
+    def _services(self, what: str) -> Services:
+        if self.services is None:
+            raise ServicesMissingError(what)
+        return self.services
 
     @cached_property
     def sandbox(self) -> SandboxBackend:
@@ -155,9 +174,7 @@ class Runtime:
         an answer that is not the JSON asked for raise ordinary errors, so the step's retry
         policy applies; a missing model or key fails the step for good.
         """
-        from loopwright.llm.skill_calls import complete_for_skill
-
-        return complete_for_skill(self, prompt, schema)
+        return self.skill_model(prompt, schema)
 
     def close(self) -> None:
         """Stop the lease thread and close the connection pools."""

@@ -14,6 +14,7 @@ from redis import Redis
 
 from loopwright.errors import SkillLoadError
 from loopwright.keys import Keys
+from loopwright.runner.ports import ServicesMissingError, SkillRegistrar
 from loopwright.sdk.errors import SkillDefinitionError
 from loopwright.sdk.manifest import ManifestError, read_declaration
 from loopwright.sdk.skill import SkillSpec, spec_of
@@ -90,9 +91,16 @@ def read_skill_file(path: Path, max_bytes: int) -> str:
 
 
 class SourceStore:
-    """Skill sources in Redis by version, plus an LRU of loaded skills for this process."""
+    """Skill sources in Redis by version, plus an LRU of loaded skills for this process.
 
-    def __init__(self, redis: Redis, keys: Keys, cache_size: int) -> None:
+    Writing a version and explaining why a skill cannot run are the registry's business: they
+    go through ``registrar`` (:class:`loopwright.runner.ports.SkillRegistrar`).
+    """
+
+    def __init__(
+        self, redis: Redis, keys: Keys, cache_size: int, registrar: SkillRegistrar | None = None
+    ) -> None:
+        self._registrar = registrar
         self._redis = redis
         self._keys = keys
         self._cache: OrderedDict[str, LoadedSkill] = OrderedDict()
@@ -106,18 +114,18 @@ class SourceStore:
         It becomes the active version unless the active one was validated by the sidecar: a
         local file never silently replaces a tested version (the run still uses the file's).
         """
-        from loopwright.skills_registry.store import Registry
-
-        return Registry(self._redis, self._keys).register_direct(source, name).version
+        if self._registrar is None:
+            raise ServicesMissingError("registering a skill file")
+        return self._registrar.register_direct(source, name).version
 
     def resolve(self, name: str) -> str:
         """The active version of ``name``; a clear error when it is unknown, paused, retired
         or waiting for approval (the registry keeps ``{p}:skills`` to active skills only)."""
         version = self._redis.hget(self._keys.skills, name)
         if not version:
-            from loopwright.skills_registry.store import Registry
-
-            raise Registry(self._redis, self._keys).not_runnable(name)
+            if self._registrar is None:
+                raise SkillLoadError(f"skill {name!r} has no active version")
+            raise self._registrar.not_runnable(name)
         return str(version)
 
     def names(self) -> dict[str, str]:
