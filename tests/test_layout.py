@@ -97,20 +97,27 @@ def _targets(node: ast.Import | ast.ImportFrom, module: str, is_package: bool) -
     return [base, *(f"{base}.{alias.name}" for alias in node.names)]
 
 
+def edges_of(module: str, source: str, known: set[str] | dict[str, Path]) -> list[Edge]:
+    """The imports in ``source`` (module ``module``) of the ``known`` modules."""
+    is_package = module in {m.rpartition(".")[0] for m in known}
+    edges = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            for name in _targets(node, module, is_package):
+                if name in known and name != module:
+                    edges.append(Edge(module, name, node.lineno))
+    return edges
+
+
 @cache
 def import_edges() -> tuple[Edge, ...]:
     """Every import of a ``loopwright`` module, wherever it stands in the file (parsed once)."""
     modules = source_modules()
-    edges: list[Edge] = []
-    for module, path in modules.items():
-        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-        for node in ast.walk(tree):
-            if not isinstance(node, ast.Import | ast.ImportFrom):
-                continue
-            for name in _targets(node, module, path.name == "__init__.py"):
-                if name in modules and name != module:
-                    edges.append(Edge(module, name, node.lineno))
-    return tuple(edges)
+    return tuple(
+        edge
+        for module, path in modules.items()
+        for edge in edges_of(module, path.read_text(encoding="utf-8"), modules)
+    )
 
 
 def package_graph(edges: tuple[Edge, ...]) -> dict[str, set[str]]:
@@ -154,19 +161,36 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-def test_the_parser_sees_function_level_and_type_checking_imports() -> None:
-    # Given the runner's worker, which imports the executor at module level
-    edges = import_edges()
-    # Then those edges are found, and so are imports inside functions (the CLI imports its
-    # commands' dependencies lazily) and under TYPE_CHECKING
-    assert any(e.importer == "loopwright.runner.worker" for e in edges)
-    nested = [e for e in edges if e.importer == "loopwright.assembly"]
-    assert {e.imported for e in nested} >= {
-        "loopwright.events.bus",
-        "loopwright.llm.skill_calls",
-        "loopwright.skills_registry.store",
+def test_the_parser_sees_imports_wherever_they_stand() -> None:
+    # Given a module importing at module level, inside a function, under TYPE_CHECKING and
+    # relatively
+    known = {"loopwright.x", "loopwright.x.a", "loopwright.y", "loopwright.z", "loopwright.w"}
+    source = """
+from typing import TYPE_CHECKING
+import loopwright.y
+from . import a
+if TYPE_CHECKING:
+    from loopwright.z import Thing
+def f():
+    from loopwright import w
+"""
+    # When its edges are read
+    edges = edges_of("loopwright.x.b", source, known)
+    # Then every one of them is found ("from . import a" runs the package's __init__ too)
+    found = {e.imported for e in edges}
+    assert found == {
+        "loopwright.y",
+        "loopwright.x",
+        "loopwright.x.a",
+        "loopwright.z",
+        "loopwright.w",
     }
-    assert any(e.importer == "loopwright.runner.ports" for e in edges)  # TYPE_CHECKING
+
+
+def test_the_parser_finds_the_assembly_s_lazy_imports() -> None:
+    lazy = {e.imported for e in import_edges() if e.importer == "loopwright.assembly"}
+    assert lazy >= {"loopwright.events.bus", "loopwright.llm.skill_calls"}
+    assert "loopwright.skills_registry.store" in lazy
 
 
 def test_every_package_has_a_place_in_the_layers() -> None:

@@ -11,7 +11,7 @@ or calls a model does not pay for importing the providers.
 
 from __future__ import annotations
 
-from loopwright.runner.ports import EventSender, SkillModel, SkillRegistrar
+from loopwright.runner.ports import EventSender, Parts, SkillModel, SkillRegistrar
 from loopwright.runner.runtime import Runtime
 from loopwright.settings import Settings
 
@@ -19,7 +19,7 @@ from loopwright.settings import Settings
 class PlatformServices:
     """The runner's ports, implemented by the event bus, the skill model and the registry."""
 
-    def event_sender(self, rt: Runtime) -> EventSender:
+    def event_sender(self, rt: Parts) -> EventSender:
         """The event stream's write side."""
         from loopwright.events.bus import EventBus
 
@@ -32,13 +32,13 @@ class PlatformServices:
             stream_cap=st.event_stream_max,
         )
 
-    def skill_model(self, rt: Runtime) -> SkillModel:
+    def skill_model(self, rt: Parts) -> SkillModel:
         """``ctx.step.llm``: ``skill_model``, else the builder's model."""
         from loopwright.llm.skill_calls import SkillCalls
 
         return SkillCalls(rt.settings)
 
-    def registrar(self, rt: Runtime) -> SkillRegistrar:
+    def registrar(self, rt: Parts) -> SkillRegistrar:
         """The versioned registry."""
         from loopwright.skills_registry.store import Registry
 

@@ -11,12 +11,13 @@ without them runs everything else and says clearly what is missing when a skill 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
+
+from redis import Redis
 
 from loopwright.errors import LoopwrightError
-
-if TYPE_CHECKING:
-    from loopwright.runner.runtime import Runtime
+from loopwright.keys import Keys
+from loopwright.settings import Settings
 
 
 class SentEvent(Protocol):
@@ -65,12 +66,23 @@ class SkillRegistrar(Protocol):
         ...
 
 
+class Parts(Protocol):
+    """What a service is built from: a runtime's Redis client, key builder and settings."""
+
+    @property
+    def redis(self) -> Redis: ...
+    @property
+    def keys(self) -> Keys: ...
+    @property
+    def settings(self) -> Settings: ...
+
+
 class Services(Protocol):
     """The implementations above the runner, built for one runtime on first use."""
 
-    def event_sender(self, rt: Runtime) -> EventSender: ...
-    def skill_model(self, rt: Runtime) -> SkillModel: ...
-    def registrar(self, rt: Runtime) -> SkillRegistrar: ...
+    def event_sender(self, rt: Parts) -> EventSender: ...
+    def skill_model(self, rt: Parts) -> SkillModel: ...
+    def registrar(self, rt: Parts) -> SkillRegistrar: ...
 
 
 class ServicesMissingError(LoopwrightError):
