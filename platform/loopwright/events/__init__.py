@@ -1,5 +1,5 @@
-"""Events: accepted into a Redis Stream before the sender gets an answer, routed to triggers
-and waiting runs by a consumer group."""
+"""Events: accepted into a Redis Stream before the sender gets an answer (the bus) and matched
+against triggers and waiters. Routing them is scheduling: :mod:`loopwright.scheduler.router`."""
 
 from loopwright.events.bus import EventBus, SentEvent
 

@@ -1,4 +1,5 @@
-"""The scheduler: wakes parked runs, reaps expired leases, re-dispatches lost dispatches."""
+"""The scheduler: wakes parked runs, reaps expired leases, re-dispatches lost dispatches, fires
+cron ticks and routes events (:mod:`loopwright.scheduler.router`)."""
 
 from loopwright.scheduler.loop import Scheduler, TickStats
 
