@@ -13,8 +13,10 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from loopwright.runner.context import Execution, LocalStep, RunLogger
+from loopwright.runner.context import LocalStep
+from loopwright.runner.execution import Execution
 from loopwright.runner.records import now_ms
+from loopwright.runner.runlog import RunLogger
 from loopwright.runner.tools import HostTools
 from loopwright.sandbox.host import RequestHandler
 from loopwright.sdk.errors import NonRetriableError, StepFailedError
