@@ -12,16 +12,12 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from loopwright.runner.execution import MAX_PARK_S, Execution
+from loopwright.runner.execution import Execution
 from loopwright.runner.records import encode_json, now_ms
 from loopwright.runner.runlog import RunLogger
 from loopwright.sdk.durations import parse_duration
-from loopwright.sdk.errors import (
-    NonRetriableError,
-    RetryAfterError,
-    StepFailedError,
-    StepOutputError,
-)
+from loopwright.sdk.errors import NonRetriableError, StepFailedError, StepOutputError
+from loopwright.sdk.retry import MAX_DELAY_S, RETRIED, Failure
 
 if TYPE_CHECKING:
     from loopwright.runner.tools import HostTools
@@ -55,20 +51,14 @@ class LocalStep:
             try:
                 value = fn(*args, **kwargs)
                 encoded = encode_json(value, what=f"step {name!r} output", max_bytes=max_bytes)
-            except StepOutputError as exc:
-                ex.fail(seq, name, attempts, started, str(exc))
-            except NonRetriableError as exc:
-                ex.fail(seq, name, attempts, started, f"{type(exc).__name__}: {exc}")
-            except RetryAfterError as exc:
-                delay, error = exc.seconds, f"RetryAfterError: {exc}"
-            except (Exception, SystemExit) as exc:  # a skill's sys.exit() must not end the worker
-                delay, error = ex.backoff(attempts), f"{type(exc).__name__}: {exc}"
+            except RETRIED as exc:  # a skill's sys.exit() must not end the worker
+                failure, error = Failure.of(exc), _error(exc)
             else:
                 ex.succeed(seq, name, attempts, started, encoded)
                 return json.loads(encoded)  # type: ignore[no-any-return]
             finally:
                 ex.current_step = None
-            time.sleep(ex.retry_or_fail(seq, name, attempts, started, error, delay))
+            time.sleep(ex.retry_or_fail(seq, name, attempts, started, error, failure))
 
     def sleep(self, name: str, duration: float | str) -> None:
         """Park the run for ``duration``."""
@@ -95,7 +85,7 @@ class LocalStep:
             target = int(when * 1000)
         else:
             raise NonRetriableError(f"sleep_until: cannot read a time from {when!r}")
-        if target - now_ms() > MAX_PARK_S * 1000:
+        if target - now_ms() > MAX_DELAY_S * 1000:
             raise NonRetriableError("sleep_until: that is more than a year away")
         self._ex.sleep(name, lambda: target)
 
@@ -131,13 +121,18 @@ class LocalStep:
         return self._ex.wait_for_event(name, event, match, _seconds(timeout))
 
 
+def _error(exc: BaseException) -> str:
+    """The recorded error of a failed attempt (an output error already says what it is)."""
+    return str(exc) if isinstance(exc, StepOutputError) else f"{type(exc).__name__}: {exc}"
+
+
 def _seconds(value: float | str) -> float:
     """A duration for a sleep, wait or timeout: finite, not negative, at most a year."""
     try:
         seconds = parse_duration(value)
     except (ValueError, TypeError) as exc:
         raise NonRetriableError(str(exc)) from None
-    if not seconds <= MAX_PARK_S:  # also refuses NaN and infinity
+    if not seconds <= MAX_DELAY_S:  # also refuses NaN and infinity
         raise NonRetriableError(f"duration {value!r} is longer than a year")
     return seconds
 

@@ -11,7 +11,6 @@ output without touching Redis, so replaying N steps costs N dictionary lookups.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -24,14 +23,12 @@ from loopwright.sdk.errors import (
     NonRetriableError,
     StepFailedError,
 )
+from loopwright.sdk.retry import Failure, RetryPolicy
 from loopwright.sdk.skill import SkillSpec
 
 if TYPE_CHECKING:
     from loopwright.runner.lease import HeldLease
     from loopwright.runner.runtime import Runtime
-
-MAX_BACKOFF_S = 300.0
-MAX_PARK_S = 366 * 86400.0  # a sleep, wait or retry delay longer than a year is a bug
 
 
 class Execution:
@@ -55,6 +52,9 @@ class Execution:
         self.spec = spec
         self.lease = lease
         self.deadline = deadline
+        self.retry_policy = RetryPolicy(
+            spec.retries, spec.backoff, runtime.settings.inline_retry_max_delay
+        )
         self._raw = recorded
         self._max_recorded = max((int(s) for s in recorded), default=0)
         # Outputs stored in their own keys are fetched together, once, before replay starts.
@@ -121,28 +121,24 @@ class Execution:
         )
         raise StepFailedError(name, message)
 
-    def backoff(self, attempts: int) -> float:
-        """Delay before the next attempt after ``attempts`` failures."""
-        return float(min(MAX_BACKOFF_S, self.spec.backoff * 2 ** (attempts - 1)))
-
     def retry_or_fail(
-        self, seq: int, name: str, attempts: int, started: int, error: str, delay: float
+        self, seq: int, name: str, attempts: int, started: int, error: str, failure: Failure
     ) -> float:
         """After a failed attempt: fail for good, park the run, or return the in-process wait."""
         self.current_step = None
-        delay = min(max(0.0, delay), MAX_PARK_S) if math.isfinite(delay) else MAX_BACKOFF_S
-        if attempts > self.spec.retries:
+        decision = self.retry_policy.decide(attempts, failure)
+        if not decision.retry:
             self.fail(seq, name, attempts, started, error)
-        wake = now_ms() + int(delay * 1000)
+        wake = now_ms() + int(decision.delay * 1000)
         self.commit(
             StepRecord(
                 seq, name, "run", "retrying", attempts, started, now_ms(), error=error, until=wake
             ),
             None,
         )
-        if delay > self.runtime.settings.inline_retry_max_delay:
+        if decision.park:
             raise Suspend(wake, f"retry of step {name!r}")
-        return delay
+        return decision.delay
 
     def sleep(self, name: str, until: Callable[[], int]) -> None:
         """A durable sleep step: park the run until the recorded wake time."""

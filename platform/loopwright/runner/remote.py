@@ -20,6 +20,7 @@ from loopwright.runner.runlog import RunLogger
 from loopwright.runner.tools import HostTools
 from loopwright.sandbox.host import RequestHandler
 from loopwright.sdk.errors import NonRetriableError, StepFailedError
+from loopwright.sdk.retry import Failure
 
 LOG_LEVELS = frozenset({"info", "warning", "error"})
 
@@ -100,12 +101,8 @@ class GuestHost(RequestHandler):
     def _fail(self, msg: dict[str, Any]) -> dict[str, Any]:
         seq, name, attempt, started = self._current(msg)
         error = str(msg.get("error", "failed"))[:4000]
-        if not msg.get("retriable"):
-            self.ex.fail(seq, name, attempt, started, error)
-        delay = msg.get("delay")
-        if not isinstance(delay, int | float) or isinstance(delay, bool) or delay < 0:
-            delay = self.ex.backoff(attempt)
-        wait = self.ex.retry_or_fail(seq, name, attempt, started, error, float(delay))
+        failure = Failure.from_wire(msg.get("retriable"), msg.get("delay"))
+        wait = self.ex.retry_or_fail(seq, name, attempt, started, error, failure)
         self.ex.check_alive()
         self._start_attempt(seq, name, attempt + 1)
         return {"ok": {"retry_in": wait}}

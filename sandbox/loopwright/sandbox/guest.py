@@ -24,12 +24,8 @@ from loopwright.sandbox.policy import (
     make_globals,
 )
 from loopwright.sandbox.protocol import decode, encode
-from loopwright.sdk import (
-    NonRetriableError,
-    RetryAfterError,
-    StepFailedError,
-    spec_of,
-)
+from loopwright.sdk import NonRetriableError, StepFailedError, spec_of
+from loopwright.sdk.retry import RETRIED, Failure
 
 
 class HostToolError(Exception):
@@ -102,16 +98,11 @@ class GuestStep:
         while True:
             try:
                 value = fn(*args, **kwargs)
-            except NonRetriableError as exc:
-                self._ch.call("step.fail", seq=seq, error=_describe(exc), retriable=False)
-            except RetryAfterError as exc:
+            except RETRIED as exc:  # the host decides with the one retry policy
+                failure = Failure.of(exc)
                 retry = self._ch.call(
-                    "step.fail", seq=seq, error=_describe(exc), retriable=True, delay=exc.seconds
+                    "step.fail", seq=seq, error=_describe(exc), **failure.to_wire()
                 )
-                time.sleep(float(retry.get("retry_in", 0)))
-                continue
-            except Exception as exc:
-                retry = self._ch.call("step.fail", seq=seq, error=_describe(exc), retriable=True)
                 time.sleep(float(retry.get("retry_in", 0)))
                 continue
             try:

@@ -23,6 +23,7 @@ from loopwright.sandbox.backend import SandboxBackend
 from loopwright.sandbox.host import GuestTimeoutError, RequestHandler, SandboxError, run_session
 from loopwright.sdk.durations import parse_duration
 from loopwright.sdk.errors import NonRetriableError, StepFailedError
+from loopwright.sdk.retry import Failure, RetryPolicy
 from loopwright.sidecar.cases import HttpMock, TestCase
 from loopwright.sidecar.verdict import CaseResult
 from loopwright.skills_registry.manifest import Manifest
@@ -42,6 +43,7 @@ class CaseHost(RequestHandler):
         self.case = case
         self.manifest = manifest
         self.max_output = max_output_bytes
+        self.retry_policy = RetryPolicy(manifest.retries, manifest.backoff)
         self.seq = 0
         self.current: int | None = None
         self.steps: list[dict[str, Any]] = []
@@ -95,7 +97,8 @@ class CaseHost(RequestHandler):
     def _fail(self, msg: dict[str, Any]) -> dict[str, Any]:
         rec = self._take(msg)
         rec["error"] = str(msg.get("error", "failed"))[:4000]
-        if not msg.get("retriable") or rec["attempts"] > self.manifest.retries:
+        failure = Failure.from_wire(msg.get("retriable"), msg.get("delay"))
+        if not self.retry_policy.decide(rec["attempts"], failure).retry:
             rec["status"] = "failed"
             del self._open[rec["seq"]]
             raise StepFailedError(rec["name"], rec["error"])
