@@ -18,6 +18,7 @@ from loopwright.runner.runlog import RunLogger
 from loopwright.sdk.durations import parse_duration
 from loopwright.sdk.errors import NonRetriableError, StepFailedError, StepOutputError
 from loopwright.sdk.retry import MAX_DELAY_S, RETRIED, Failure
+from loopwright.sdk.steps import StepKind
 
 if TYPE_CHECKING:
     from loopwright.runner.tools import HostTools
@@ -33,8 +34,19 @@ class LocalStep:
 
     def run(self, name: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run ``fn`` once, retrying per the skill's policy; replay returns the checkpoint."""
+        return self._body(StepKind.RUN, name, fn, args, kwargs)
+
+    def _body(
+        self,
+        kind: StepKind,
+        name: str,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> T:
+        """A step whose body runs here (``run``, ``llm``): checkpointed, retried, replayed."""
         ex = self._ex
-        seq, rec = ex.begin(name)
+        seq, rec = ex.begin(name, kind)
         attempts = 0
         if rec is not None:
             if rec.status == "done":
@@ -54,11 +66,11 @@ class LocalStep:
             except RETRIED as exc:  # a skill's sys.exit() must not end the worker
                 failure, error = Failure.of(exc), _error(exc)
             else:
-                ex.succeed(seq, name, attempts, started, encoded)
+                ex.succeed(seq, name, attempts, started, encoded, kind=kind)
                 return json.loads(encoded)  # type: ignore[no-any-return]
             finally:
                 ex.current_step = None
-            time.sleep(ex.retry_or_fail(seq, name, attempts, started, error, failure))
+            time.sleep(ex.retry_or_fail(seq, name, attempts, started, error, failure, kind=kind))
 
     def sleep(self, name: str, duration: float | str) -> None:
         """Park the run for ``duration``."""
@@ -91,7 +103,7 @@ class LocalStep:
 
     def llm(self, name: str, prompt: str, schema: dict[str, Any] | None = None) -> Any:
         """Ask the configured model once, as a checkpointed step."""
-        return self.run(name, self._ex.runtime.llm_complete, prompt, schema)
+        return self._body(StepKind.LLM, name, self._ex.runtime.llm_complete, (prompt, schema), {})
 
     def invoke(
         self,

@@ -25,6 +25,7 @@ from loopwright.sdk.errors import (
 )
 from loopwright.sdk.retry import Failure, RetryPolicy
 from loopwright.sdk.skill import SkillSpec
+from loopwright.sdk.steps import StepKind
 
 if TYPE_CHECKING:
     from loopwright.runner.lease import HeldLease
@@ -99,40 +100,53 @@ class Execution:
 
     # Step primitives shared by the in-process step API and the sandbox host.
 
-    def begin(self, name: str) -> tuple[int, StepRecord | None]:
-        """Position of the next step and its checkpoint, if any; checks the recorded name."""
+    def begin(self, name: str, kind: StepKind) -> tuple[int, StepRecord | None]:
+        """Position of the next step and its checkpoint, if any; checks the recorded name and
+        kind (``NonDeterminismError`` naming both when either differs)."""
         seq = self.next_seq()
         rec = self.recorded(seq)
-        if rec is not None and rec.name != name:
-            raise NonDeterminismError(seq, rec.name, name)
+        if rec is not None and (rec.name != name or not rec.replays_as(kind)):
+            raise NonDeterminismError(seq, rec.name, name, rec.kind.value, kind.value)
         return seq, rec
 
-    def succeed(self, seq: int, name: str, attempts: int, started: int, encoded: str) -> None:
+    def succeed(
+        self, seq: int, name: str, attempts: int, started: int, encoded: str, *, kind: StepKind
+    ) -> None:
         """Checkpoint a successful attempt with its encoded output."""
         self.current_step = None
-        self.commit(StepRecord(seq, name, "run", "done", attempts, started, now_ms()), encoded)
+        self.commit(StepRecord(seq, name, kind, "done", attempts, started, now_ms()), encoded)
 
-    def fail(self, seq: int, name: str, attempts: int, started: int, message: str) -> NoReturn:
+    def fail(
+        self, seq: int, name: str, attempts: int, started: int, message: str, *, kind: StepKind
+    ) -> NoReturn:
         """Checkpoint the step as failed for good and raise ``StepFailedError`` into the skill."""
         self.current_step = None
         self.commit(
-            StepRecord(seq, name, "run", "failed", attempts, started, now_ms(), error=message),
+            StepRecord(seq, name, kind, "failed", attempts, started, now_ms(), error=message),
             None,
         )
         raise StepFailedError(name, message)
 
     def retry_or_fail(
-        self, seq: int, name: str, attempts: int, started: int, error: str, failure: Failure
+        self,
+        seq: int,
+        name: str,
+        attempts: int,
+        started: int,
+        error: str,
+        failure: Failure,
+        *,
+        kind: StepKind,
     ) -> float:
         """After a failed attempt: fail for good, park the run, or return the in-process wait."""
         self.current_step = None
         decision = self.retry_policy.decide(attempts, failure)
         if not decision.retry:
-            self.fail(seq, name, attempts, started, error)
+            self.fail(seq, name, attempts, started, error, kind=kind)
         wake = now_ms() + int(decision.delay * 1000)
         self.commit(
             StepRecord(
-                seq, name, "run", "retrying", attempts, started, now_ms(), error=error, until=wake
+                seq, name, kind, "retrying", attempts, started, now_ms(), error=error, until=wake
             ),
             None,
         )
@@ -142,14 +156,14 @@ class Execution:
 
     def sleep(self, name: str, until: Callable[[], int]) -> None:
         """A durable sleep step: park the run until the recorded wake time."""
-        seq, rec = self.begin(name)
+        seq, rec = self.begin(name, StepKind.SLEEP)
         if rec is not None:
             wake = rec.until or 0
         else:
             self.check_alive()
             wake = until()
             ts = now_ms()
-            self.commit(StepRecord(seq, name, "sleep", "done", 1, ts, ts, until=wake), None)
+            self.commit(StepRecord(seq, name, StepKind.SLEEP, "done", 1, ts, ts, until=wake), None)
         if now_ms() < wake:
             raise Suspend(wake, f"sleep {name!r}")
 
@@ -157,7 +171,7 @@ class Execution:
         self, name: str, event: str, match: dict[str, Any] | None, timeout_s: float
     ) -> dict[str, Any] | None:
         """Park until a matching event resolves this step, or return None at the timeout."""
-        seq, rec = self.begin(name)
+        seq, rec = self.begin(name, StepKind.WAIT_FOR_EVENT)
         if rec is not None:
             if rec.status == "done":
                 return rec.output  # type: ignore[no-any-return]
@@ -167,7 +181,7 @@ class Execution:
                     StepRecord(
                         seq,
                         name,
-                        "wait",
+                        StepKind.WAIT_FOR_EVENT,
                         "done",
                         1,
                         rec.started_at,
@@ -196,7 +210,7 @@ class Execution:
             StepRecord(
                 seq,
                 name,
-                "wait",
+                StepKind.WAIT_FOR_EVENT,
                 "pending",
                 1,
                 ts,
@@ -222,7 +236,7 @@ class Execution:
         from loopwright.runner.store import new_run_id
 
         rt = self.runtime
-        seq, rec = self.begin(name)
+        seq, rec = self.begin(name, StepKind.INVOKE)
         if rec is not None:
             if rec.status == "done":
                 return rec.output
@@ -231,7 +245,14 @@ class Execution:
             child, until = rec.child or "", rec.until
             if until and now_ms() >= until:
                 rt.runs.cancel(child, f"parent run {self.run_id} stopped waiting (timeout)")
-                self.fail(seq, name, 1, rec.started_at, f"child run {child} did not end in time")
+                self.fail(
+                    seq,
+                    name,
+                    1,
+                    rec.started_at,
+                    f"child run {child} did not end in time",
+                    kind=StepKind.INVOKE,
+                )
         else:
             self.check_alive()
             rt.sources.resolve(skill)  # an unknown skill fails here, before anything is recorded
@@ -239,7 +260,10 @@ class Execution:
             ts = now_ms()
             until = ts + int(timeout_s * 1000) if timeout_s else None
             self.commit(
-                StepRecord(seq, name, "invoke", "pending", 1, ts, 0, until=until, child=child), None
+                StepRecord(
+                    seq, name, StepKind.INVOKE, "pending", 1, ts, 0, until=until, child=child
+                ),
+                None,
             )
         if not rt.runs.exists(child):  # created here, or the last executor died before it did
             version = rt.sources.resolve(skill)
@@ -258,13 +282,13 @@ class Execution:
 
     def send_event(self, name: str, event: str, data: Any) -> str:
         """Send an event exactly once per step: its id is ``run_id:seq``."""
-        seq, rec = self.begin(name)
+        seq, rec = self.begin(name, StepKind.SEND_EVENT)
         if rec is not None and rec.status == "done":
             return str(rec.output)
         self.check_alive()
         started = now_ms()
         sent = self.runtime.bus.send(event, data, event_id=f"{self.run_id}:{seq}")
-        self.succeed(seq, name, 1, started, json.dumps(sent.id))
+        self.succeed(seq, name, 1, started, json.dumps(sent.id), kind=StepKind.SEND_EVENT)
         return str(sent.id)
 
     def enter_step(self, seq: int) -> None:
