@@ -20,6 +20,7 @@ from loopwright.runner.lease import Acquired
 from loopwright.runner.records import RunStatus, StepRecord
 from loopwright.runner.runtime import Runtime
 from loopwright.runner.sources import load_skill
+from loopwright.sdk.steps import StepKind
 
 
 def measure_ping(redis_url: str, count: int) -> dict[str, Any]:
@@ -103,7 +104,7 @@ class CommitProbe:
         t0 = time.perf_counter()
         for _ in range(count):
             self.seq += 1
-            rec = StepRecord(self.seq, f"s{self.seq}", "run", "done", 1, 0, 0)
+            rec = StepRecord(self.seq, f"s{self.seq}", StepKind.RUN, "done", 1, 0, 0)
             commit(self.run_id, self.token, rec, '{"i":1,"ok":true}')
         return (time.perf_counter() - t0) / count
 

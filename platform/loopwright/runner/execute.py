@@ -19,11 +19,13 @@ from typing import Any
 
 from loopwright.errors import SkillLoadError
 from loopwright.runner.checkpoint import LeaseLostError, StorageQuotaError
-from loopwright.runner.context import Execution, LocalContext, RunTimeoutError, Suspend
+from loopwright.runner.context import LocalContext
+from loopwright.runner.execution import Execution
 from loopwright.runner.lease import AcquireRefused, HeldLease
 from loopwright.runner.records import Run, RunStatus, encode_json, now_ms
 from loopwright.runner.remote import GuestHost
 from loopwright.runner.runtime import Runtime
+from loopwright.runner.signals import RunTimeoutError, Suspend
 from loopwright.runner.tools import HostTools
 from loopwright.sandbox.host import GuestTimeoutError, SandboxError, run_session
 from loopwright.sdk.errors import NonDeterminismError, StepFailedError, StepOutputError

@@ -8,6 +8,12 @@ from enum import StrEnum
 from typing import Any
 
 from loopwright.sdk.errors import StepOutputError
+from loopwright.sdk.steps import StepKind, kind_matches, read_kind
+
+# Step records carry ``"v": 2`` since replay checks kinds; records without it were written
+# before (``wait`` for wait_for_event; ``llm``, ``send_event`` and a failed ``invoke`` as
+# ``run``) and are read with ``sdk.steps.read_kind``/``kind_matches``.
+STEP_RECORD_FORMAT = 2
 
 
 class RunStatus(StrEnum):
@@ -128,11 +134,14 @@ class Run:
 
 @dataclass(slots=True)
 class StepRecord:
-    """One checkpoint: a step at position ``seq`` with its name, kind, status and result."""
+    """One checkpoint: a step at position ``seq`` with its name, kind, status and result.
+
+    ``legacy`` marks a record written before kinds were checked (no format version).
+    """
 
     seq: int
     name: str
-    kind: str
+    kind: StepKind
     status: str
     attempts: int = 1
     started_at: int = 0
@@ -144,6 +153,7 @@ class StepRecord:
     child: str | None = None
     event: str | None = None
     match: dict[str, Any] | None = None
+    legacy: bool = False
 
     @classmethod
     def from_json(cls, raw: str) -> StepRecord:
@@ -152,7 +162,7 @@ class StepRecord:
         return cls(
             seq=int(d["seq"]),
             name=d["name"],
-            kind=d.get("kind", "run"),
+            kind=read_kind(d.get("kind")),
             status=d["status"],
             attempts=int(d.get("attempts", 1)),
             started_at=int(d.get("started_at", 0)),
@@ -164,14 +174,19 @@ class StepRecord:
             child=d.get("child"),
             event=d.get("event"),
             match=d.get("match"),
+            legacy="v" not in d,
         )
+
+    def replays_as(self, kind: StepKind) -> bool:
+        """True when a step of ``kind`` may replay this record (old records included)."""
+        return kind_matches(self.kind, kind, legacy=self.legacy)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON view for the CLI and API."""
         return {
             "seq": self.seq,
             "name": self.name,
-            "kind": self.kind,
+            "kind": self.kind.value,
             "status": self.status,
             "attempts": self.attempts,
             "started_at": self.started_at,
@@ -193,11 +208,12 @@ class StepRecord:
         head: dict[str, Any] = {
             "seq": self.seq,
             "name": self.name,
-            "kind": self.kind,
+            "kind": self.kind.value,
             "status": self.status,
             "attempts": self.attempts,
             "started_at": self.started_at,
             "ended_at": self.ended_at,
+            "v": STEP_RECORD_FORMAT,
         }
         if self.ref:
             head["ref"] = True

@@ -13,13 +13,18 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from loopwright.runner.context import Execution, LocalStep, RunLogger
+from loopwright.runner.context import LocalStep
+from loopwright.runner.execution import Execution
 from loopwright.runner.records import now_ms
+from loopwright.runner.runlog import RunLogger
 from loopwright.runner.tools import HostTools
 from loopwright.sandbox.host import RequestHandler
 from loopwright.sdk.errors import NonRetriableError, StepFailedError
+from loopwright.sdk.retry import Failure
+from loopwright.sdk.steps import StepKind, host_kind
 
 LOG_LEVELS = frozenset({"info", "warning", "error"})
+RUN = StepKind.RUN
 
 
 def _duration(value: Any) -> float | str | None:
@@ -48,9 +53,11 @@ class GuestHost(RequestHandler):
         return {"ok": {}}
 
     def _begin(self, name: str) -> dict[str, Any]:
+        # step.begin/done/fail is the guest's ``ctx.step.run``: the body runs in the guest.
+        # The host's own steps (llm, invoke, send_event, wait_for_event) are ``step.other``.
         ex = self.ex
         ex.check_alive()
-        seq, rec = ex.begin(name)
+        seq, rec = ex.begin(name, RUN)
         attempts = 0
         if rec is not None:
             if rec.status == "done":
@@ -77,7 +84,7 @@ class GuestHost(RequestHandler):
         text = msg.get("output_json")
         cap = self.ex.runtime.settings.step_output_max_bytes
         if not isinstance(text, str):
-            self.ex.fail(seq, name, attempt, started, f"step {name!r} output is missing")
+            self.ex.fail(seq, name, attempt, started, f"step {name!r} output is missing", kind=RUN)
         size = len(text.encode("utf-8"))
         if size > cap:
             self.ex.fail(
@@ -87,23 +94,20 @@ class GuestHost(RequestHandler):
                 started,
                 f"step {name!r} output is {size} bytes, over the {cap}-byte cap; store large "
                 f"data elsewhere and return a reference",
+                kind=RUN,
             )
         try:
             json.loads(text)
         except ValueError:
-            self.ex.fail(seq, name, attempt, started, f"step {name!r} output is not JSON")
-        self.ex.succeed(seq, name, attempt, started, text)
+            self.ex.fail(seq, name, attempt, started, f"step {name!r} output is not JSON", kind=RUN)
+        self.ex.succeed(seq, name, attempt, started, text, kind=RUN)
         return {"ok": {}}
 
     def _fail(self, msg: dict[str, Any]) -> dict[str, Any]:
         seq, name, attempt, started = self._current(msg)
         error = str(msg.get("error", "failed"))[:4000]
-        if not msg.get("retriable"):
-            self.ex.fail(seq, name, attempt, started, error)
-        delay = msg.get("delay")
-        if not isinstance(delay, int | float) or isinstance(delay, bool) or delay < 0:
-            delay = self.ex.backoff(attempt)
-        wait = self.ex.retry_or_fail(seq, name, attempt, started, error, float(delay))
+        failure = Failure.from_wire(msg.get("retriable"), msg.get("delay"))
+        wait = self.ex.retry_or_fail(seq, name, attempt, started, error, failure, kind=RUN)
         self.ex.check_alive()
         self._start_attempt(seq, name, attempt + 1)
         return {"ok": {"retry_in": wait}}
@@ -117,19 +121,19 @@ class GuestHost(RequestHandler):
         return {"ok": {}}
 
     def _other(self, msg: dict[str, Any]) -> dict[str, Any]:
-        kind, name = msg.get("kind"), str(msg.get("name", ""))
-        if kind == "llm":
+        kind, name = host_kind(msg.get("kind")), str(msg.get("name", ""))
+        if kind is StepKind.LLM:
             schema = msg.get("schema")
             out = self.step.llm(
                 name, str(msg.get("prompt", "")), schema if isinstance(schema, dict) else None
             )
-        elif kind == "invoke":
+        elif kind is StepKind.INVOKE:
             out = self.step.invoke(
                 name, str(msg.get("skill", "")), msg.get("data"), _duration(msg.get("timeout"))
             )
-        elif kind == "send_event":
+        elif kind is StepKind.SEND_EVENT:
             out = self.step.send_event(name, str(msg.get("event", "")), msg.get("data"))
-        elif kind == "wait_for_event":
+        else:  # wait_for_event
             match = msg.get("match")
             out = self.step.wait_for_event(
                 name,
@@ -137,8 +141,6 @@ class GuestHost(RequestHandler):
                 match if isinstance(match, dict) else None,
                 _duration(msg.get("timeout")) or "1h",
             )
-        else:
-            raise NonRetriableError(f"unknown step kind {kind!r}")
         return {"ok": {"output": out}}
 
     def _tool(self, msg: dict[str, Any]) -> dict[str, Any]:

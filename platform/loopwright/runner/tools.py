@@ -16,7 +16,7 @@ from loopwright.runner.records import now_ms
 from loopwright.sdk.errors import NonRetriableError
 
 if TYPE_CHECKING:
-    from loopwright.runner.context import Execution
+    from loopwright.runner.execution import Execution
 
 INBOX_MAX = 10_000
 

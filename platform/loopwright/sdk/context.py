@@ -15,7 +15,8 @@ T = TypeVar("T")
 
 
 class Step(Protocol):
-    """Durable steps: each call is checkpointed under (run id, sequence number, name)."""
+    """Durable steps: each call is checkpointed under (run id, sequence number) with its name
+    and kind (``sdk.steps.StepKind``: the method name; ``sleep_until`` records ``sleep``)."""
 
     def run(self, name: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)`` once; a replay returns the recorded JSON result."""

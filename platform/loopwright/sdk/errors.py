@@ -55,19 +55,32 @@ class RunInterrupt(BaseException):
 
 
 class NonDeterminismError(RunInterrupt):
-    """Replay reached a step whose name differs from the checkpoint recorded at that position.
+    """Replay reached a step whose name or kind differs from the checkpoint recorded there.
 
     Code between steps must be deterministic: the same inputs and step results must lead to the
-    same sequence of step names. Fix the skill (move the varying code into a step) and start a
-    new run; this run cannot continue.
+    same sequence of steps (names and kinds: ``run``, ``sleep``, ``llm``...). Fix the skill (move
+    the varying code into a step) and start a new run; this run cannot continue.
     """
 
-    def __init__(self, seq: int, recorded: str, requested: str) -> None:
+    def __init__(
+        self,
+        seq: int,
+        recorded: str,
+        requested: str,
+        recorded_kind: str | None = None,
+        requested_kind: str | None = None,
+    ) -> None:
+        def step(kind: str | None, name: str) -> str:
+            return f"{kind} step {name!r}" if kind else f"step {name!r}"
+
         super().__init__(
-            f"non-determinism at step #{seq}: the run recorded step {recorded!r} here but the code "
-            f"now asks for {requested!r}. Code between steps must be deterministic (move clocks, "
-            f"randomness and I/O into ctx.step.run); start a new run after fixing the skill."
+            f"non-determinism at step #{seq}: the run recorded {step(recorded_kind, recorded)} "
+            f"here but the code now asks for {step(requested_kind, requested)}. Code between "
+            f"steps must be deterministic (move clocks, randomness and I/O into ctx.step.run); "
+            f"start a new run after fixing the skill."
         )
         self.seq = seq
         self.recorded = recorded
         self.requested = requested
+        self.recorded_kind = recorded_kind
+        self.requested_kind = requested_kind

@@ -24,12 +24,9 @@ from loopwright.sandbox.policy import (
     make_globals,
 )
 from loopwright.sandbox.protocol import decode, encode
-from loopwright.sdk import (
-    NonRetriableError,
-    RetryAfterError,
-    StepFailedError,
-    spec_of,
-)
+from loopwright.sdk import NonRetriableError, StepFailedError, spec_of
+from loopwright.sdk.retry import RETRIED, Failure
+from loopwright.sdk.steps import StepKind
 
 
 class HostToolError(Exception):
@@ -102,16 +99,11 @@ class GuestStep:
         while True:
             try:
                 value = fn(*args, **kwargs)
-            except NonRetriableError as exc:
-                self._ch.call("step.fail", seq=seq, error=_describe(exc), retriable=False)
-            except RetryAfterError as exc:
+            except RETRIED as exc:  # the host decides with the one retry policy
+                failure = Failure.of(exc)
                 retry = self._ch.call(
-                    "step.fail", seq=seq, error=_describe(exc), retriable=True, delay=exc.seconds
+                    "step.fail", seq=seq, error=_describe(exc), **failure.to_wire()
                 )
-                time.sleep(float(retry.get("retry_in", 0)))
-                continue
-            except Exception as exc:
-                retry = self._ch.call("step.fail", seq=seq, error=_describe(exc), retriable=True)
                 time.sleep(float(retry.get("retry_in", 0)))
                 continue
             try:
@@ -148,26 +140,31 @@ class GuestStep:
     def llm(self, name: str, prompt: str, schema: dict[str, Any] | None = None) -> Any:
         """Ask the configured model once, as a checkpointed step on the host."""
         return self._ch.call(
-            "step.other", kind="llm", name=str(name), prompt=prompt, schema=schema
+            "step.other", kind=StepKind.LLM, name=str(name), prompt=prompt, schema=schema
         ).get("output")
 
     def invoke(self, name: str, skill: str, data: Any = None, timeout: Any = None) -> Any:
         """Start a child run (host-side)."""
         return self._ch.call(
-            "step.other", kind="invoke", name=str(name), skill=skill, data=data, timeout=timeout
+            "step.other",
+            kind=StepKind.INVOKE,
+            name=str(name),
+            skill=skill,
+            data=data,
+            timeout=timeout,
         ).get("output")
 
     def send_event(self, name: str, event: str, data: Any = None) -> Any:
         """Send an event (host-side)."""
         return self._ch.call(
-            "step.other", kind="send_event", name=str(name), event=event, data=data
+            "step.other", kind=StepKind.SEND_EVENT, name=str(name), event=event, data=data
         ).get("output")
 
     def wait_for_event(self, name: str, event: str, match: Any = None, timeout: Any = "1h") -> Any:
         """Wait for an event (host-side)."""
         return self._ch.call(
             "step.other",
-            kind="wait_for_event",
+            kind=StepKind.WAIT_FOR_EVENT,
             name=str(name),
             event=event,
             match=match,

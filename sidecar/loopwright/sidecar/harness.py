@@ -23,6 +23,8 @@ from loopwright.sandbox.backend import SandboxBackend
 from loopwright.sandbox.host import GuestTimeoutError, RequestHandler, SandboxError, run_session
 from loopwright.sdk.durations import parse_duration
 from loopwright.sdk.errors import NonRetriableError, StepFailedError
+from loopwright.sdk.retry import Failure, RetryPolicy
+from loopwright.sdk.steps import StepKind, host_kind
 from loopwright.sidecar.cases import HttpMock, TestCase
 from loopwright.sidecar.verdict import CaseResult
 from loopwright.skills_registry.manifest import Manifest
@@ -42,6 +44,7 @@ class CaseHost(RequestHandler):
         self.case = case
         self.manifest = manifest
         self.max_output = max_output_bytes
+        self.retry_policy = RetryPolicy(manifest.retries, manifest.backoff)
         self.seq = 0
         self.current: int | None = None
         self.steps: list[dict[str, Any]] = []
@@ -62,15 +65,15 @@ class CaseHost(RequestHandler):
             return {"error": {"type": "HostToolError", "message": str(exc)}}
         return None
 
-    def _record(self, name: str, kind: str, **fields: Any) -> dict[str, Any]:
+    def _record(self, name: str, kind: StepKind, **fields: Any) -> dict[str, Any]:
         self.seq += 1
-        rec = {"seq": self.seq, "name": name, "kind": kind, "status": "done", "attempts": 1}
+        rec = {"seq": self.seq, "name": name, "kind": kind.value, "status": "done", "attempts": 1}
         rec.update(fields)
         self.steps.append(rec)
         return rec
 
     def _begin(self, name: str) -> dict[str, Any]:
-        rec = self._record(name, "run", status="running")
+        rec = self._record(name, StepKind.RUN, status="running")
         self._open[rec["seq"]] = rec
         self.current = rec["seq"]
         return {"ok": {"seq": rec["seq"]}}
@@ -95,7 +98,8 @@ class CaseHost(RequestHandler):
     def _fail(self, msg: dict[str, Any]) -> dict[str, Any]:
         rec = self._take(msg)
         rec["error"] = str(msg.get("error", "failed"))[:4000]
-        if not msg.get("retriable") or rec["attempts"] > self.manifest.retries:
+        failure = Failure.from_wire(msg.get("retriable"), msg.get("delay"))
+        if not self.retry_policy.decide(rec["attempts"], failure).retry:
             rec["status"] = "failed"
             del self._open[rec["seq"]]
             raise StepFailedError(rec["name"], rec["error"])
@@ -110,18 +114,18 @@ class CaseHost(RequestHandler):
                 parse_duration(msg.get("duration", 0))
             except ValueError as exc:
                 raise NonRetriableError(str(exc)) from None
-        self._record(name, "sleep", skipped=True)
+        self._record(name, StepKind.SLEEP, skipped=True)
         return {"ok": {}}
 
     def _other(self, msg: dict[str, Any]) -> dict[str, Any]:
-        kind, name = str(msg.get("kind")), str(msg.get("name", ""))
+        kind, name = host_kind(msg.get("kind")), str(msg.get("name", ""))
         mocks = self.case.mocks
-        if kind == "llm":
+        if kind is StepKind.LLM:
             if not self._llm:
-                self._record(name, "llm", status="failed")
+                self._record(name, kind, status="failed")
                 raise StepFailedError(name, "no mocked LLM response left: add one to mocks.llm")
             out = self._llm.pop(0)
-        elif kind == "invoke":
+        elif kind is StepKind.INVOKE:
             skill = str(msg.get("skill", ""))
             if skill not in mocks.invoke:
                 self._record(name, kind, status="failed")
@@ -129,12 +133,10 @@ class CaseHost(RequestHandler):
                     name, f"no mocked output for invoking {skill!r}: add it to mocks.invoke"
                 )
             out = mocks.invoke[skill]
-        elif kind == "send_event":
+        elif kind is StepKind.SEND_EVENT:
             out = f"test:{self.seq + 1}"
-        elif kind == "wait_for_event":
+        else:  # wait_for_event
             out = mocks.events.get(str(msg.get("event", "")))
-        else:
-            raise NonRetriableError(f"unknown step kind {kind!r}")
         self._record(name, kind, output=out)
         return {"ok": {"output": out}}
 

@@ -1,0 +1,311 @@
+"""The state of one execution of a run: position, checkpoints, fence, deadline.
+
+``Execution`` holds the step primitives (begin, commit, succeed, fail, retry, sleep, wait,
+invoke, send_event) shared by the in-process step API (``runner/context.py``) and the sandbox
+host (``runner/remote.py``), so both checkpoint, fence, retry and park identically.
+
+Replay works from the checkpoints loaded by the acquire: a finished step returns its stored
+output without touching Redis, so replaying N steps costs N dictionary lookups.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from loopwright.runner.checkpoint import LeaseLostError
+from loopwright.runner.records import StepRecord, now_ms
+from loopwright.runner.signals import RunTimeoutError, Suspend
+from loopwright.sdk.errors import (
+    NonDeterminismError,
+    NonRetriableError,
+    StepFailedError,
+)
+from loopwright.sdk.retry import Failure, RetryPolicy
+from loopwright.sdk.skill import SkillSpec
+from loopwright.sdk.steps import StepKind
+
+if TYPE_CHECKING:
+    from loopwright.runner.lease import HeldLease
+    from loopwright.runner.runtime import Runtime
+
+
+class Execution:
+    """State of one execution of a run: token, checkpoints, position, deadline."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        run_id: str,
+        token: str,
+        spec: SkillSpec,
+        recorded: dict[str, str],
+        lease: HeldLease,
+        deadline: float,
+        trusted: bool = False,
+    ) -> None:
+        self.runtime = runtime
+        self.trusted = trusted
+        self.run_id = run_id
+        self.token = token
+        self.spec = spec
+        self.lease = lease
+        self.deadline = deadline
+        self.retry_policy = RetryPolicy(
+            spec.retries, spec.backoff, runtime.settings.inline_retry_max_delay
+        )
+        self._raw = recorded
+        self._max_recorded = max((int(s) for s in recorded), default=0)
+        # Outputs stored in their own keys are fetched together, once, before replay starts.
+        # The substring test may over-select (a user value shaped like the marker); the extra
+        # keys simply do not exist.
+        big = [int(s) for s, raw in recorded.items() if '"ref":true' in raw]
+        self._big = runtime.checkpoints.fetch_outputs(run_id, big)
+        self.seq = 0
+        self.current_step: int | None = None
+        self._effects = 0
+
+    @property
+    def replaying(self) -> bool:
+        """True while the code is re-walking steps that already have checkpoints."""
+        return self.seq < self._max_recorded
+
+    def next_seq(self) -> int:
+        """Position of the next step."""
+        self.seq += 1
+        return self.seq
+
+    def recorded(self, seq: int) -> StepRecord | None:
+        """The checkpoint at ``seq``, decoded (large outputs fetched on demand)."""
+        raw = self._raw.get(str(seq))
+        if raw is None:
+            return None
+        rec = StepRecord.from_json(raw)
+        if rec.ref:
+            rec.output = self._big.get(seq)
+        return rec
+
+    def check_alive(self) -> None:
+        """Raise when this executor must stop: lease lost, cancelled or out of time."""
+        if not self.lease.ensure():
+            raise LeaseLostError(f"run {self.run_id}: lease lost")
+        if time.monotonic() > self.deadline:
+            raise RunTimeoutError()
+
+    def commit(self, rec: StepRecord, output_json: str | None) -> None:
+        """Write a checkpoint under this execution's fence."""
+        self.runtime.checkpoints.commit(self.run_id, self.token, rec, output_json)
+
+    # Step primitives shared by the in-process step API and the sandbox host.
+
+    def begin(self, name: str, kind: StepKind) -> tuple[int, StepRecord | None]:
+        """Position of the next step and its checkpoint, if any; checks the recorded name and
+        kind (``NonDeterminismError`` naming both when either differs)."""
+        seq = self.next_seq()
+        rec = self.recorded(seq)
+        if rec is not None and (rec.name != name or not rec.replays_as(kind)):
+            raise NonDeterminismError(seq, rec.name, name, rec.kind.value, kind.value)
+        return seq, rec
+
+    def succeed(
+        self, seq: int, name: str, attempts: int, started: int, encoded: str, *, kind: StepKind
+    ) -> None:
+        """Checkpoint a successful attempt with its encoded output."""
+        self.current_step = None
+        self.commit(StepRecord(seq, name, kind, "done", attempts, started, now_ms()), encoded)
+
+    def fail(
+        self, seq: int, name: str, attempts: int, started: int, message: str, *, kind: StepKind
+    ) -> NoReturn:
+        """Checkpoint the step as failed for good and raise ``StepFailedError`` into the skill."""
+        self.current_step = None
+        self.commit(
+            StepRecord(seq, name, kind, "failed", attempts, started, now_ms(), error=message),
+            None,
+        )
+        raise StepFailedError(name, message)
+
+    def retry_or_fail(
+        self,
+        seq: int,
+        name: str,
+        attempts: int,
+        started: int,
+        error: str,
+        failure: Failure,
+        *,
+        kind: StepKind,
+    ) -> float:
+        """After a failed attempt: fail for good, park the run, or return the in-process wait."""
+        self.current_step = None
+        decision = self.retry_policy.decide(attempts, failure)
+        if not decision.retry:
+            self.fail(seq, name, attempts, started, error, kind=kind)
+        wake = now_ms() + int(decision.delay * 1000)
+        self.commit(
+            StepRecord(
+                seq, name, kind, "retrying", attempts, started, now_ms(), error=error, until=wake
+            ),
+            None,
+        )
+        if decision.park:
+            raise Suspend(wake, f"retry of step {name!r}")
+        return decision.delay
+
+    def sleep(self, name: str, until: Callable[[], int]) -> None:
+        """A durable sleep step: park the run until the recorded wake time."""
+        seq, rec = self.begin(name, StepKind.SLEEP)
+        if rec is not None:
+            wake = rec.until or 0
+        else:
+            self.check_alive()
+            wake = until()
+            ts = now_ms()
+            self.commit(StepRecord(seq, name, StepKind.SLEEP, "done", 1, ts, ts, until=wake), None)
+        if now_ms() < wake:
+            raise Suspend(wake, f"sleep {name!r}")
+
+    def wait_for_event(
+        self, name: str, event: str, match: dict[str, Any] | None, timeout_s: float
+    ) -> dict[str, Any] | None:
+        """Park until a matching event resolves this step, or return None at the timeout."""
+        seq, rec = self.begin(name, StepKind.WAIT_FOR_EVENT)
+        if rec is not None:
+            if rec.status == "done":
+                return rec.output  # type: ignore[no-any-return]
+            until = rec.until or 0
+            if now_ms() >= until:  # the deadline woke us: time out (CAS-free: we hold the fence)
+                self.commit(
+                    StepRecord(
+                        seq,
+                        name,
+                        StepKind.WAIT_FOR_EVENT,
+                        "done",
+                        1,
+                        rec.started_at,
+                        now_ms(),
+                        until=until,
+                        event=rec.event,
+                        match=rec.match,
+                    ),
+                    "null",
+                )
+                self.runtime.redis.hdel(
+                    self.runtime.keys.waiters(rec.event or event), f"{self.run_id}:{seq}"
+                )
+                return None
+            match_json = json.dumps(rec.match or {}, separators=(",", ":"))
+            raise Suspend(
+                until,
+                f"wait {name!r}",
+                waiting=True,
+                waiter=(rec.event or event, f"{self.run_id}:{seq}", match_json),
+            )
+        self.check_alive()
+        ts = now_ms()
+        until = ts + int(timeout_s * 1000)
+        self.commit(
+            StepRecord(
+                seq,
+                name,
+                StepKind.WAIT_FOR_EVENT,
+                "pending",
+                1,
+                ts,
+                0,
+                until=until,
+                event=event,
+                match=dict(match or {}),
+            ),
+            None,
+        )
+        match_json = json.dumps(match or {}, separators=(",", ":"))
+        raise Suspend(
+            until,
+            f"wait {name!r}",
+            waiting=True,
+            waiter=(event, f"{self.run_id}:{seq}", match_json),
+        )
+
+    def invoke(
+        self, name: str, skill: str, data: Any, timeout_s: float | None, trusted: bool
+    ) -> Any:
+        """Start ``skill`` as a child run (exactly once) and park until it ends."""
+        from loopwright.runner.store import new_run_id
+
+        rt = self.runtime
+        seq, rec = self.begin(name, StepKind.INVOKE)
+        if rec is not None:
+            if rec.status == "done":
+                return rec.output
+            if rec.status == "failed":
+                raise StepFailedError(name, rec.error or "the child run failed")
+            child, until = rec.child or "", rec.until
+            if until and now_ms() >= until:
+                rt.runs.cancel(child, f"parent run {self.run_id} stopped waiting (timeout)")
+                self.fail(
+                    seq,
+                    name,
+                    1,
+                    rec.started_at,
+                    f"child run {child} did not end in time",
+                    kind=StepKind.INVOKE,
+                )
+        else:
+            self.check_alive()
+            rt.sources.resolve(skill)  # an unknown skill fails here, before anything is recorded
+            child = new_run_id()
+            ts = now_ms()
+            until = ts + int(timeout_s * 1000) if timeout_s else None
+            self.commit(
+                StepRecord(
+                    seq, name, StepKind.INVOKE, "pending", 1, ts, 0, until=until, child=child
+                ),
+                None,
+            )
+        if not rt.runs.exists(child):  # created here, or the last executor died before it did
+            version = rt.sources.resolve(skill)
+            rt.runs.create(
+                skill=skill,
+                version=version,
+                spec=rt.sources.declaration(version, skill)[1],
+                data=data,
+                run_id=child,
+                parent=self.run_id,
+                parent_seq=seq,
+                trusted=trusted,
+                trigger={"type": "invoke", "parent": self.run_id},
+            )
+        raise Suspend(until, f"invoke {name!r}", waiting=True, child=(child, seq))
+
+    def send_event(self, name: str, event: str, data: Any) -> str:
+        """Send an event exactly once per step: its id is ``run_id:seq``."""
+        seq, rec = self.begin(name, StepKind.SEND_EVENT)
+        if rec is not None and rec.status == "done":
+            return str(rec.output)
+        self.check_alive()
+        started = now_ms()
+        sent = self.runtime.bus.send(event, data, event_id=f"{self.run_id}:{seq}")
+        self.succeed(seq, name, 1, started, json.dumps(sent.id), kind=StepKind.SEND_EVENT)
+        return str(sent.id)
+
+    def enter_step(self, seq: int) -> None:
+        """Mark the start of one attempt of step ``seq`` (host tools become callable)."""
+        self.current_step = seq
+        self._effects = 0
+
+    def idempotency_key(self) -> str:
+        """``run_id:seq`` for a step's first host-tool call, ``run_id:seq:n`` for the n-th.
+
+        The counter restarts with every attempt, so a step body that runs again after a crash
+        repeats the same keys and the effects are deduplicated downstream.
+        """
+        if self.current_step is None:
+            raise NonRetriableError(
+                "host tools can only be called inside a step: wrap the call in ctx.step.run(...)"
+            )
+        self._effects += 1
+        base = f"{self.run_id}:{self.current_step}"
+        return base if self._effects == 1 else f"{base}:{self._effects}"
