@@ -12,11 +12,11 @@ from string import Template
 import pytest
 
 from conftest import Cluster, wait_until
-from loopwright.llm.scripted import ScriptedServer
 from loopwright.runner.lease import Acquired
 from loopwright.runner.records import StepRecord, now_ms
 from loopwright.sdk.errors import NonDeterminismError
 from loopwright.sdk.steps import StepKind, kind_matches, read_kind
+from loopwright.testing.scripted import ScriptedServer
 
 # The first execution takes the first branch, records FIRST as step #2 and parks in "nap"; the
 # replay after the nap reads the clock outside a step (the defect being tested for), takes the
