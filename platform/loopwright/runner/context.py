@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from loopwright.runner.checkpoint import LeaseLostError
 from loopwright.runner.records import StepRecord, encode_json, now_ms
+from loopwright.runner.redaction import Redactor
 from loopwright.sdk.durations import parse_duration
 from loopwright.sdk.errors import (
     NonDeterminismError,
@@ -96,6 +97,7 @@ class Execution:
         self.seq = 0
         self.current_step: int | None = None
         self._effects = 0
+        self.redactor = Redactor.for_skill(runtime.settings, spec)  # see runner/redaction.py
 
     @property
     def replaying(self) -> bool:
@@ -125,7 +127,9 @@ class Execution:
             raise RunTimeoutError()
 
     def commit(self, rec: StepRecord, output_json: str | None) -> None:
-        """Write a checkpoint under this execution's fence."""
+        """Write a checkpoint under this execution's fence (secret values redacted)."""
+        rec.error = self.redactor.text(rec.error) if rec.error else rec.error
+        output_json = self.redactor.json_text(output_json) if output_json else output_json
         self.runtime.checkpoints.commit(self.run_id, self.token, rec, output_json)
 
     # Step primitives shared by the in-process step API and the sandbox host.
@@ -446,7 +450,12 @@ class RunLogger:
         if ex.replaying:
             return
         line = json.dumps(
-            {"ts": now_ms(), "level": level, "step": ex.seq, "message": str(message)[:4000]}
+            {
+                "ts": now_ms(),
+                "level": level,
+                "step": ex.seq,
+                "message": ex.redactor.text(str(message))[:4000],
+            }
         )
         key = ex.runtime.keys.logs(ex.run_id)
         pipe = ex.runtime.redis.pipeline(transaction=False)

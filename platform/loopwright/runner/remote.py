@@ -41,6 +41,10 @@ class GuestHost(RequestHandler):
         self.tools = HostTools(ex)
         self._open: dict[int, tuple[str, int, int]] = {}  # seq -> (name, attempt, started)
 
+    def handle(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Every reply to the guest, with the values of the run's secrets redacted."""
+        return self.ex.redactor.value(super().handle(msg))  # type: ignore[no-any-return]
+
     def _log(self, msg: dict[str, Any]) -> dict[str, Any]:
         level = str(msg.get("level"))
         if level in LOG_LEVELS:
