@@ -57,10 +57,13 @@ def _base64_fragments(raw: bytes) -> set[str]:
 
 def encodings(value: str) -> set[str]:
     """The spellings of ``value`` that redaction looks for."""
+    reprs = {repr(value)[1:-1], repr(value.encode("utf-8"))[2:-1]}
+    # A repr quotes with ' unless the text holds ' and no ", so inside a longer text a ' in
+    # the secret may also appear escaped.
+    reprs |= {form.replace("'", "\\'") for form in reprs if "\\'" not in form}
     forms = {
         value,
-        repr(value)[1:-1],
-        repr(value.encode("utf-8"))[2:-1],
+        *reprs,
         json.dumps(value)[1:-1],
         json.dumps(value, ensure_ascii=False)[1:-1],
         quote(value, safe=""),
@@ -120,7 +123,8 @@ class Redactor:
             return value
         if isinstance(value, int | float):
             shown = json.dumps(value) if isinstance(value, int) else repr(value)
-            return self.text(shown) if self.found(shown) else value
+            hit = self._pattern.search(shown) if self._pattern is not None else None
+            return self._spellings[hit.group(0)] if hit is not None else value
         if isinstance(value, dict):
             return {self._walk(k): self._walk(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
