@@ -146,7 +146,10 @@ def request_json(
         content = json.dumps(body, separators=(",", ":")).encode()
         sent["Content-Type"] = "application/json"
     if params:  # once, into the URL: a redirect's Location then stands as the server sent it
-        url = str(httpx.URL(url, params=params))
+        try:
+            url = str(httpx.Request(method, url, params=params).url)
+        except (httpx.InvalidURL, TypeError, ValueError) as exc:
+            raise NonRetriableError(f"http tool: cannot add params to the URL: {exc}") from None
     secrets = frozenset(h.lower() for h in secret_headers)
     first = Hop(method, url, sent, content, secrets)
     status, data, host = follow_redirects(first, policy, check_host)
