@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -193,3 +194,37 @@ def main(ctx):
     # Then the run fails with the category, before any connection (see the test above)
     assert run.status.value == "failed"
     assert "100.100.100.200 is cloud metadata (Alibaba Cloud metadata service" in (run.error or "")
+
+
+@pytest.fixture
+def redirector() -> Iterator[str]:
+    """A loopback server whose every answer redirects to the metadata service."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", "http://100.100.100.200/latest/meta-data/")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            del format, args
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/start"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_a_redirect_hop_to_a_metadata_address_is_refused_before_connecting(
+    connections: list[Any], redirector: str
+) -> None:
+    # Given a declared loopback host (private addresses allowed) that redirects to metadata
+    policy = HttpPolicy(("127.0.0.1", "100.100.100.200"), True, timeout=2.0, max_bytes=1024)
+    # When the tool follows the redirect
+    with pytest.raises(NonRetriableError) as refused:
+        request_json("GET", redirector, policy)
+    # Then the hop is classified and refused: the only connection went to the loopback server
+    assert "100.100.100.200 is cloud metadata" in str(refused.value)
+    assert [addr[0] for addr in connections] == ["127.0.0.1"]
