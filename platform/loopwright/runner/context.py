@@ -449,13 +449,9 @@ class RunLogger:
         ex = self._ex
         if ex.replaying:
             return
+        message = ex.redactor.text(str(message))
         line = json.dumps(
-            {
-                "ts": now_ms(),
-                "level": level,
-                "step": ex.seq,
-                "message": ex.redactor.text(str(message))[:4000],
-            }
+            {"ts": now_ms(), "level": level, "step": ex.seq, "message": str(message)[:4000]}
         )
         key = ex.runtime.keys.logs(ex.run_id)
         pipe = ex.runtime.redis.pipeline(transaction=False)
