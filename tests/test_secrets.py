@@ -333,6 +333,37 @@ return got
     assert secret not in recorded(cluster, run)
 
 
+def test_a_one_character_secret_cannot_break_the_guest_protocol(
+    make_cluster: Callable[..., Cluster], sandbox_backend: str
+) -> None:
+    # Given a (silly) one-digit secret, and a skill with several steps and a retry: every reply
+    # the host sends carries sequence numbers and delays that contain that digit
+    cluster = sandboxed(make_cluster, sandbox_backend, secrets={"TINY": "1"})
+    body = """
+tries = []
+
+def flaky():
+    tries.append(1)
+    if len(tries) < 2:
+        raise ConnectionError("try again")
+    return {"n": 11, "text": "a1b", "ok": 2}
+
+first = ctx.step.run("one", lambda: 21)
+second = ctx.step.run("two", flaky)
+return {"first": first, "second": second}
+"""
+    # When it runs
+    run = start(
+        cluster, skill_source("tiny-secret", body, secrets='["TINY"]', retries=2), {}, False
+    )
+    # Then the protocol is intact (the run completes) and only the values are redacted
+    assert run.status.value == "completed", run.error
+    assert run.output == {
+        "first": "[secret:TINY]",
+        "second": {"n": "[secret:TINY]", "text": "a[secret:TINY]b", "ok": 2},
+    }
+
+
 # ------------------------------------------------------------- item 3: numeric secrets
 
 
