@@ -92,7 +92,7 @@ def test_loopback_is_refused_after_resolution_unless_the_operator_allows_it(
     cluster = make_cluster(http_allow_private=False)
     run = _run(cluster, _fetcher('["127.0.0.1"]'), {"url": server.base + "/x"})
     assert run.status.value == "failed"
-    assert "resolves to 127.0.0.1, a loopback/private/link-local address" in (run.error or "")
+    assert "127.0.0.1 is loopback (loopback, 127.0.0.0/8)" in (run.error or "")
     assert server.requests == []
 
 

@@ -23,6 +23,7 @@ from loopwright.runner.context import LocalContext
 from loopwright.runner.execution import Execution
 from loopwright.runner.lease import AcquireRefused, HeldLease
 from loopwright.runner.records import Run, RunStatus, encode_json, now_ms
+from loopwright.runner.redaction import NO_SECRETS, Redactor
 from loopwright.runner.remote import GuestHost
 from loopwright.runner.runtime import Runtime
 from loopwright.runner.signals import RunTimeoutError, Suspend
@@ -86,6 +87,7 @@ class Executor:
 
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
+        self.redactor: Redactor = NO_SECRETS  # set once the run's skill is known
 
     def execute(self, run_id: str) -> str:
         """Take the lease and run; returns the outcome (completed, failed, parked, skipped...)."""
@@ -109,6 +111,7 @@ class Executor:
         return int((time.monotonic() - started) * 1000)
 
     def _fail(self, run: Run, token: str, started: float, error: str) -> str:
+        error = self.redactor.text(error)
         ok = self.rt.transitions.finish(
             run.id, token, RunStatus.FAILED.value, "", error[:8000], self._active_ms(started)
         )
@@ -135,6 +138,7 @@ class Executor:
                 filename = "<skill>"
         except SkillLoadError as exc:
             return self._fail(run, token, started, f"skill cannot be loaded: {exc}")
+        self.redactor = Redactor.for_skill(rt.settings, spec)
         budget = run.timeout or spec.timeout or rt.settings.default_run_timeout
         remaining = budget - run.active_ms / 1000.0
         if remaining <= 0:
@@ -171,6 +175,7 @@ class Executor:
             raise
         except (Exception, SystemExit) as exc:
             return self._fail(run, token, started, _error_text(exc, filename))
+        output = self.redactor.json_text(output)
         ok = rt.transitions.finish(
             run_id, token, RunStatus.COMPLETED.value, output, "", self._active_ms(started)
         )

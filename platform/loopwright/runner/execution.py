@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from loopwright.runner.checkpoint import LeaseLostError
 from loopwright.runner.records import StepRecord, now_ms
+from loopwright.runner.redaction import Redactor
 from loopwright.runner.signals import RunTimeoutError, Suspend
 from loopwright.sdk.errors import (
     NonDeterminismError,
@@ -66,6 +67,7 @@ class Execution:
         self.seq = 0
         self.current_step: int | None = None
         self._effects = 0
+        self.redactor = Redactor.for_skill(runtime.settings, spec)  # see runner/redaction.py
 
     @property
     def replaying(self) -> bool:
@@ -95,7 +97,9 @@ class Execution:
             raise RunTimeoutError()
 
     def commit(self, rec: StepRecord, output_json: str | None) -> None:
-        """Write a checkpoint under this execution's fence."""
+        """Write a checkpoint under this execution's fence (secret values redacted)."""
+        rec.error = self.redactor.text(rec.error) if rec.error else rec.error
+        output_json = self.redactor.json_text(output_json) if output_json else output_json
         self.runtime.checkpoints.commit(self.run_id, self.token, rec, output_json)
 
     # Step primitives shared by the in-process step API and the sandbox host.

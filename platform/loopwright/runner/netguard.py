@@ -1,29 +1,34 @@
 """Outbound HTTP for host tools, guarded against server-side request forgery.
 
 Each request (and each redirect hop) is checked: http(s) only; the host must be in the skill's
-``http_allow``; the name is resolved here and every address it resolves to must be public
-(loopback, private, link-local — cloud metadata included —, multicast, reserved and
-unspecified addresses are refused unless the operator allows them); the connection then goes
-to the checked address itself, so a second DNS answer cannot swap it (DNS rebinding). Responses
-are size-capped while streaming and bounded in time.
+``http_allow``; the name is resolved here and every address it resolves to must be global
+(``addresses.classify``: loopback, private, link-local, carrier-grade NAT, multicast, reserved,
+unspecified and the IPv6 forms carrying such an IPv4 address are refused unless the operator
+allows private addresses; cloud metadata addresses are refused always); the connection then
+goes to the checked address itself, so a second DNS answer cannot swap it (DNS rebinding).
+Redirects are followed here, hop by hop (``follow_redirects``): every hop is checked again,
+headers carrying secrets or credentials are dropped when the origin changes, and an https to
+http downgrade is refused. Responses are size-capped while streaming and bounded in time.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
+from loopwright.runner.addresses import AddressKind, classify
 from loopwright.sdk.errors import NonRetriableError
 
 MAX_REDIRECTS = 5
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 HOP_HEADERS = frozenset({"host", "connection", "transfer-encoding", "content-length", "upgrade"})
+# Dropped on a cross-origin redirect whatever their value, as browsers and curl do.
+CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,34 +53,43 @@ def host_allowed(host: str, allow: tuple[str, ...]) -> bool:
     return False
 
 
-def _public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return not (
-        ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_multicast
-        or ip.is_reserved
-        or ip.is_unspecified
+def address_refusal(address: str, allow_private: bool) -> str | None:
+    """Why the http tool may not connect to ``address`` (a phrase that follows "which is"),
+    or None when it may.
+
+    Cloud metadata addresses are refused even when the operator allows private addresses:
+    they hand out the worker's own cloud credentials, which no skill may hold.
+    """
+    found = classify(address)
+    if found.is_global:
+        return None
+    inner = found.embedded or found
+    if AddressKind.METADATA in (found.kind, inner.kind):
+        return (
+            f"{found.summary()}; metadata addresses are refused even when private addresses "
+            f"are allowed"
+        )
+    if allow_private:
+        return None
+    return (
+        f"{found.summary()}; non-public addresses are refused "
+        f"(operators can allow them with LOOPWRIGHT_HTTP_ALLOW_PRIVATE)"
     )
 
 
 def resolve_checked(host: str, port: int, allow_private: bool) -> str:
-    """The address to connect to; refuses names resolving to any non-public address."""
+    """The address to connect to; refuses names resolving to any address it may not reach."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise ConnectionError(f"http tool: cannot resolve {host!r}: {exc.strerror}") from None
     addresses = sorted({str(info[4][0]) for info in infos})
-    if not allow_private:
-        for addr in addresses:
-            if not _public(ipaddress.ip_address(addr.split("%")[0])):
-                raise NonRetriableError(
-                    f"http tool: {host!r} resolves to {addr}, a loopback/private/link-local "
-                    f"address; such addresses are refused (operators can allow them with "
-                    f"LOOPWRIGHT_HTTP_ALLOW_PRIVATE)"
-                )
+    for addr in addresses:
+        why = address_refusal(addr, allow_private)
+        if why is not None:
+            if host.strip("[]") == addr:
+                raise NonRetriableError(f"http tool: {addr} is {why}")
+            raise NonRetriableError(f"http tool: {host!r} resolves to {addr}, which is {why}")
     return addresses[0]
 
 
@@ -98,6 +112,17 @@ def _check_url(url: str, policy: HttpPolicy, check_host: bool) -> tuple[str, str
     return parts.scheme, host, port
 
 
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """One request of a redirect chain: what is sent, and which headers carry secrets."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    content: bytes | None
+    secret_headers: frozenset[str]
+
+
 def request_json(
     method: str,
     url: str,
@@ -107,54 +132,105 @@ def request_json(
     params: dict[str, Any] | None = None,
     body: Any = None,
     check_host: bool = True,
+    secret_headers: frozenset[str] = frozenset(),
 ) -> Any:
-    """One JSON request under ``policy``; 429/5xx and network errors raise retriable errors."""
+    """One JSON request under ``policy``; 429/5xx and network errors raise retriable errors.
+
+    ``secret_headers`` names the headers whose values hold secrets: they are never sent to
+    another origin than the first request's.
+    """
     sent = {k: v for k, v in (headers or {}).items() if k.lower() not in HOP_HEADERS}
     sent.setdefault("Accept", "application/json")
     content = None
     if body is not None:
         content = json.dumps(body, separators=(",", ":")).encode()
         sent["Content-Type"] = "application/json"
-    for _hop in range(MAX_REDIRECTS + 1):
-        scheme, host, port = _check_url(url, policy, check_host)
-        ip = resolve_checked(host, port, policy.allow_private)
-        parts = urlsplit(url)
-        netloc = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-        pinned = urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
-        host_header = host if parts.port is None else f"{host}:{parts.port}"
-        extensions = {"sni_hostname": host} if scheme == "https" else {}
-        with (
-            httpx.Client(timeout=policy.timeout, follow_redirects=False) as client,
-            client.stream(
-                method,
-                pinned,
-                headers={**sent, "Host": host_header},
-                params=params,
-                content=content,
-                extensions=extensions,
-            ) as resp,
-        ):
-            if resp.status_code in REDIRECTS and "location" in resp.headers:
-                url = urljoin(url, resp.headers["location"])
-                if resp.status_code == 303 or (resp.status_code in (301, 302) and method != "GET"):
-                    method, content, params = "GET", None, None
-                continue
-            data = bytearray()
-            for chunk in resp.iter_bytes():
-                data += chunk
-                if len(data) > policy.max_bytes:
-                    raise NonRetriableError(
-                        f"http tool: response from {host} is over {policy.max_bytes} bytes"
-                    )
-            status = resp.status_code
-        if status == 429 or status >= 500:
-            raise ConnectionError(f"http tool: {method} {host} answered {status}")
-        if status >= 400:
-            raise NonRetriableError(f"http tool: {method} {host} answered {status}")
-        if not data:
-            return None
+    if params:  # once, into the URL: a redirect's Location then stands as the server sent it
         try:
-            return json.loads(bytes(data))
-        except ValueError:
-            raise NonRetriableError(f"http tool: {method} {host} did not answer JSON") from None
+            url = str(httpx.Request(method, url, params=params).url)
+        except (httpx.InvalidURL, TypeError, ValueError) as exc:
+            raise NonRetriableError(f"http tool: cannot add params to the URL: {exc}") from None
+    secrets = frozenset(h.lower() for h in secret_headers)
+    first = Hop(method, url, sent, content, secrets)
+    status, data, host = follow_redirects(first, policy, check_host)
+    if status == 429 or status >= 500:
+        raise ConnectionError(f"http tool: {method} {host} answered {status}")
+    if status >= 400:
+        raise NonRetriableError(f"http tool: {method} {host} answered {status}")
+    if not data:
+        return None
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise NonRetriableError(f"http tool: {method} {host} did not answer JSON") from None
+
+
+def follow_redirects(hop: Hop, policy: HttpPolicy, check_host: bool) -> tuple[int, bytes, str]:
+    """Send ``hop`` and follow redirects (at most ``MAX_REDIRECTS``), checking every hop as
+    the first: URL, allow-list, resolved addresses. Returns (status, body, host)."""
+    for _ in range(MAX_REDIRECTS + 1):
+        scheme, host, port = _check_url(hop.url, policy, check_host)
+        ip = resolve_checked(host, port, policy.allow_private)
+        status, location, data = _send(hop, (scheme, host, port), ip, policy)
+        if location is None:
+            return status, data, host
+        hop = next_hop(hop, status, location, check_host)
     raise NonRetriableError(f"http tool: more than {MAX_REDIRECTS} redirects")
+
+
+def origin(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port): what a redirect must keep for secrets to follow it."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return parts.scheme.lower(), (parts.hostname or "").lower().rstrip("."), port
+
+
+def next_hop(hop: Hop, status: int, location: str, check_host: bool) -> Hop:
+    """The request a redirect asks for: refuses https to http; drops the headers carrying
+    secrets or credentials when the origin changes; turns the method into GET where HTTP
+    says so."""
+    url = urljoin(hop.url, location)
+    if urlsplit(hop.url).scheme == "https" and urlsplit(url).scheme != "https":
+        shown = f"to {url[:200]!r}" if check_host else "away from https"
+        raise NonRetriableError(f"http tool: refused a redirect from https {shown} (a downgrade)")
+    headers = hop.headers
+    if origin(url) != origin(hop.url):
+        drop = hop.secret_headers | CREDENTIAL_HEADERS
+        headers = {k: v for k, v in headers.items() if k.lower() not in drop}
+    method, content = hop.method, hop.content
+    if status == 303 or (status in (301, 302) and method != "GET"):
+        method, content = "GET", None
+        headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
+    return replace(hop, method=method, url=url, headers=headers, content=content)
+
+
+def _send(
+    hop: Hop, target: tuple[str, str, int], ip: str, policy: HttpPolicy
+) -> tuple[int, str | None, bytes]:
+    """One request to the checked address ``ip``: (status, redirect location or None, body)."""
+    scheme, host, port = target
+    parts = urlsplit(hop.url)
+    netloc = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+    pinned = urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
+    host_header = host if parts.port is None else f"{host}:{parts.port}"
+    extensions = {"sni_hostname": host} if scheme == "https" else {}
+    with (
+        httpx.Client(timeout=policy.timeout, follow_redirects=False) as client,
+        client.stream(
+            hop.method,
+            pinned,
+            headers={**hop.headers, "Host": host_header},
+            content=hop.content,
+            extensions=extensions,
+        ) as resp,
+    ):
+        if resp.status_code in REDIRECTS and "location" in resp.headers:
+            return resp.status_code, resp.headers["location"], b""
+        data = bytearray()
+        for chunk in resp.iter_bytes():
+            data += chunk
+            if len(data) > policy.max_bytes:
+                raise NonRetriableError(
+                    f"http tool: response from {host} is over {policy.max_bytes} bytes"
+                )
+        return resp.status_code, None, bytes(data)

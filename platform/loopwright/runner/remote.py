@@ -25,6 +25,8 @@ from loopwright.sdk.steps import StepKind, host_kind
 
 LOG_LEVELS = frozenset({"info", "warning", "error"})
 RUN = StepKind.RUN
+# Reply fields the host computes itself (never text from a tool, an upstream or the store).
+PROTOCOL_FIELDS = frozenset({"seq", "retry_in", "type"})
 
 
 def _duration(value: Any) -> float | str | None:
@@ -45,6 +47,18 @@ class GuestHost(RequestHandler):
         self.log = RunLogger(ex)
         self.tools = HostTools(ex)
         self._open: dict[int, tuple[str, int, int]] = {}  # seq -> (name, attempt, started)
+
+    def handle(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Every reply to the guest, with the values of the run's secrets redacted. The
+        envelope's keys and its protocol fields are the host's own and are left alone, so even
+        a one-character secret cannot break the protocol."""
+        redact = self.ex.redactor.value
+        return {
+            kind: {f: v if f in PROTOCOL_FIELDS else redact(v) for f, v in body.items()}
+            if isinstance(body, dict)
+            else body
+            for kind, body in super().handle(msg).items()
+        }
 
     def _log(self, msg: dict[str, Any]) -> dict[str, Any]:
         level = str(msg.get("level"))

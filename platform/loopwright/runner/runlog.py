@@ -21,6 +21,7 @@ class RunLogger:
         ex = self._ex
         if ex.replaying:
             return
+        message = ex.redactor.text(str(message))
         line = json.dumps(
             {"ts": now_ms(), "level": level, "step": ex.seq, "message": str(message)[:4000]}
         )

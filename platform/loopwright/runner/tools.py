@@ -62,8 +62,8 @@ class NotifyTool:
             "run_id": ex.run_id,
             "skill": ex.spec.name,
             "level": level,
-            "title": title,
-            "message": str(message)[:8000],
+            "title": ex.redactor.text(title) if title else title,
+            "message": ex.redactor.text(str(message))[:8000],
             "idempotency_key": key,
         }
         keys = ex.runtime.keys
@@ -92,7 +92,7 @@ class NotifyTool:
         url = resolve_secret(self._ex, name)
         st = self._ex.runtime.settings
         policy = HttpPolicy((), st.http_allow_private, st.http_timeout, 64 * 1024)
-        text = f"*{title}*\n{message}" if title else message
+        text = self._ex.redactor.text(f"*{title}*\n{message}" if title else message)
         request_json(
             "POST",
             url,
@@ -122,50 +122,41 @@ class HttpTool:
             max_bytes=st.http_max_response_bytes,
         )
 
-    def _headers(self, url: str, headers: dict[str, Any] | None) -> tuple[dict[str, str], set[str]]:
+    def _headers(
+        self, url: str, headers: dict[str, Any] | None
+    ) -> tuple[dict[str, str], frozenset[str]]:
+        """The headers to send, with ``{{secret:NAME}}`` substituted, and the names of those
+        that carry a secret (never sent to another origin on a redirect)."""
         host = urlsplit(url).hostname or ""
-        used: set[str] = set()
-
-        def substitute(m: re.Match[str]) -> str:
-            value = resolve_secret(self._ex, m.group(1), host=host)
-            used.add(value)
-            return value
-
-        out = {str(k): SECRET_REF.sub(substitute, str(v)) for k, v in (headers or {}).items()}
+        out: dict[str, str] = {}
+        secret_headers: set[str] = set()
+        for key, raw in (headers or {}).items():
+            value, count = SECRET_REF.subn(
+                lambda m: resolve_secret(self._ex, m.group(1), host=host), str(raw)
+            )
+            out[str(key)] = value
+            if count:
+                secret_headers.add(str(key))
         out["Idempotency-Key"] = self._ex.idempotency_key()
-        return out, used
+        return out, frozenset(secret_headers)
 
     def get_json(
         self, url: str, params: dict[str, Any] | None = None, headers: dict[str, Any] | None = None
     ) -> Any:
         """GET ``url`` and decode the JSON body."""
-        sent, used = self._headers(url, headers)
-        return redact(request_json("GET", url, self._policy(), headers=sent, params=params), used)
+        sent, secret = self._headers(url, headers)
+        got = request_json(
+            "GET", url, self._policy(), headers=sent, params=params, secret_headers=secret
+        )
+        return self._ex.redactor.value(got)
 
     def post_json(self, url: str, body: Any, headers: dict[str, Any] | None = None) -> Any:
         """POST ``body`` as JSON and decode the JSON answer."""
-        sent, used = self._headers(url, headers)
-        return redact(request_json("POST", url, self._policy(), headers=sent, body=body), used)
-
-
-REDACTED = "[redacted]"
-
-
-def redact(value: Any, secrets: set[str]) -> Any:
-    """``value`` with every occurrence of a secret replaced: an upstream that echoes a header
-    back must not hand the secret to the skill."""
-    if not secrets:
-        return value
-    if isinstance(value, str):
-        for secret in secrets:
-            if secret:
-                value = value.replace(secret, REDACTED)
-        return value
-    if isinstance(value, list):
-        return [redact(v, secrets) for v in value]
-    if isinstance(value, dict):
-        return {redact(k, secrets): redact(v, secrets) for k, v in value.items()}
-    return value
+        sent, secret = self._headers(url, headers)
+        got = request_json(
+            "POST", url, self._policy(), headers=sent, body=body, secret_headers=secret
+        )
+        return self._ex.redactor.value(got)
 
 
 SECRET_REF = re.compile(r"\{\{secret:([A-Za-z0-9_.-]{1,64})\}\}")
