@@ -132,6 +132,8 @@ class Cluster:
             if name == "secrets":
                 plain = {k: v.get_secret_value() for k, v in self.settings.secrets.items()}
                 env["LOOPWRIGHT_SECRETS"] = json.dumps(plain)
+            elif isinstance(value, (dict, list)):
+                env[f"LOOPWRIGHT_{name.upper()}"] = json.dumps(value)  # how settings parse them
             elif value is not None:
                 env[f"LOOPWRIGHT_{name.upper()}"] = str(value)
         env["PYTHONUNBUFFERED"] = "1"
