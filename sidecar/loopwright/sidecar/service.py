@@ -28,7 +28,7 @@ import json
 import logging
 import threading
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
@@ -207,10 +207,10 @@ def create_app(
             "watching": str(watcher.directory) if watcher else None,
         }
 
-    operator = Annotated[Principal, _need(store, "operate")]
+    operator = _need(store, "operate")
 
     @app.post("/v1/skills")
-    def submit(body: SubmitRequest, who: operator) -> Response:
+    def submit(body: SubmitRequest, who: Principal = operator) -> Response:
         verdict = sidecar.submit(body.source, body.tests, author=who.author, dry_run=body.dry_run)
         data = {**verdict.model_dump(mode="json"), "author": who.author}
         return bounded_response(data, settings.sidecar_response_max_bytes)
