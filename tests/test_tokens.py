@@ -117,7 +117,7 @@ def test_every_malformed_or_wrong_credential_is_refused(cluster: Cluster) -> Non
         "x" * 10_000,
         "lwt_\udcff",
     ):
-        with pytest.raises(AuthError, match="^invalid token$"):
+        with pytest.raises(AuthError, match=r"^invalid token$"):
             store.verify(token)
     assert bearer(f"bearer   {plain}  ") == plain  # scheme is case-insensitive
 

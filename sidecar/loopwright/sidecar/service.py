@@ -187,8 +187,9 @@ def create_app(
     registry = sidecar.registry
     settings = runtime.settings
     store = TokenStore(runtime.redis, runtime.keys)
-    app = FastAPI(title="Loopwright sidecar", version="1", docs_url=None, redoc_url=None)
-    app.openapi_url = None  # the schema is for the API of issue 13, not for anonymous callers
+    app = FastAPI(  # no schema or docs pages: nothing for anonymous callers to read
+        title="Loopwright sidecar", version="1", docs_url=None, redoc_url=None, openapi_url=None
+    )
     _install_error_handlers(app)
 
     @app.get("/v1/health")
