@@ -69,7 +69,7 @@ class CaseHost(RequestHandler):
 
     def _log(self, msg: dict[str, Any]) -> dict[str, Any]:
         entry = {"level": str(msg.get("level"))[:20], "message": str(msg.get("message"))[:4000]}
-        self.budget.take(len(entry["level"]) + len(entry["message"]))
+        self.budget.take(len(json.dumps(entry)))  # ASCII-escaped: its length is its bytes
         self.logs.append(entry)
         return {"ok": {}}
 
@@ -109,7 +109,7 @@ class CaseHost(RequestHandler):
         if not isinstance(text, str) or len(text.encode("utf-8")) > self.max_output:
             rec["status"] = "failed"
             raise StepFailedError(rec["name"], f"output missing or over {self.max_output} bytes")
-        self.budget.take(len(text))
+        self.budget.take(len(text.encode("utf-8", "surrogatepass")))
         rec["status"], rec["output"] = "done", json.loads(text)
         del self._open[rec["seq"]]
         return {"ok": {}}
@@ -296,7 +296,7 @@ def _guest_run(
             text = end.get("output_json")
             if not isinstance(text, str) or len(text.encode("utf-8")) > host.max_output:
                 return None, "the skill's return value is missing or too large"
-            host.budget.take(len(text))
+            host.budget.take(len(text.encode("utf-8", "surrogatepass")))
             return json.loads(text), None
         except QuotaExceeded as exc:
             return None, f"quota: {exc}"
