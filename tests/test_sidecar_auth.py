@@ -265,3 +265,32 @@ def test_the_cli_and_the_builder_client_present_their_local_tokens(
     finally:
         rt.close()
     assert Registry(cluster.rt.redis, cluster.rt.keys).version("built").author == "agent"
+
+
+def test_host_policy_by_bind_address() -> None:
+    """The classifier alone (no connection): which Host headers each bind answers."""
+    from loopwright.auth.origin import HostPolicy
+
+    loop = HostPolicy("127.0.0.1", ("Sidecar.Internal.",))
+    assert loop.host_allowed("127.0.0.1:8765") and loop.host_allowed("LOCALHOST")
+    assert loop.host_allowed("[::1]:1") and loop.host_allowed("sidecar.internal:80")
+    assert loop.host_allowed("127.0.0.2")  # still loopback
+    for bad in (None, "", "10.0.0.5", "[::1", "[::1]x", "localhost:http", "a b", "::1"):
+        assert not loop.host_allowed(bad), bad
+    every = HostPolicy("0.0.0.0")
+    assert every.host_allowed("10.0.0.5:8765") and every.host_allowed("[fd00::1]:8765")
+    assert not every.host_allowed("evil.example") and not every.host_allowed("0.0.0.0.nip.io")
+    one = HostPolicy("10.0.0.5")
+    assert one.host_allowed("10.0.0.5:8765") and not one.host_allowed("10.0.0.6")
+    assert not one.host_allowed("127.0.0.2")  # bound elsewhere: only the listed loopback names
+    assert loop.origin_allowed(None) and loop.origin_allowed("http://localhost:3000")
+    for origin in (
+        "null",
+        "https://evil.example",
+        "http://",
+        "javascript:alert(1)",
+        "ftp://localhost",
+    ):
+        assert not loop.origin_allowed(origin), origin
+    assert loop.refusal("evil.example", None) == (421, loop.refusal("x.example", None)[1])  # type: ignore[index]
+    assert loop.refusal("localhost", None, "same-origin") is None
