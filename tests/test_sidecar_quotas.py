@@ -37,7 +37,11 @@ def main(ctx):
 """
 
 LOG_FLOOD = """
-from loopwright.sdk import skill
+from loopwright.sdk import NonRetriableError, StepFailedError, skill
+
+
+def fail(line):
+    raise NonRetriableError(line)
 
 
 @skill(name="log-flood", description="logs a lot", tools=["notify"], params={"mode": "log"})
@@ -46,8 +50,13 @@ def main(ctx):
     for i in range(2000):
         if ctx.params["mode"] == "log":
             ctx.log.info(line)
-        else:
+        elif ctx.params["mode"] == "notify":
             ctx.step.run("n" + str(i), lambda: ctx.tools.notify(line))
+        else:
+            try:
+                ctx.step.run("e" + str(i), fail, line)
+            except StepFailedError:
+                pass
     return "done"
 """
 
@@ -103,7 +112,7 @@ def test_a_case_over_its_quota_fails_and_stops_growing_one_at_it_passes(
         assert _recorded(case) <= CASE_QUOTA
 
 
-@pytest.mark.parametrize("mode", ["log", "notify"])
+@pytest.mark.parametrize("mode", ["log", "notify", "caught-errors"])
 def test_logs_and_notifications_count_against_the_case_quota(
     make_cluster: Callable[..., Cluster], mode: str
 ) -> None:
@@ -116,6 +125,8 @@ def test_logs_and_notifications_count_against_the_case_quota(
     assert "LOOPWRIGHT_SIDECAR_CASE_MAX_BYTES" in (case.error or "")
     if mode == "notify":  # 2000 notices of 4 KB: at most the quota's worth kept
         assert 0 < len(case.notifications) <= CASE_QUOTA // (4000 + RECORD_OVERHEAD)
+    if mode == "caught-errors":  # 2000 failed steps with 4 KB errors the skill swallows
+        assert 0 < len(case.steps) <= CASE_QUOTA // 4000
 
 
 def test_the_submission_quota_spans_its_cases(make_cluster: Callable[..., Cluster]) -> None:

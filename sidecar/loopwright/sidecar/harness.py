@@ -117,6 +117,7 @@ class CaseHost(RequestHandler):
     def _fail(self, msg: dict[str, Any]) -> dict[str, Any]:
         rec = self._take(msg)
         rec["error"] = str(msg.get("error", "failed"))[:4000]
+        self.budget.take(len(rec["error"].encode("utf-8", "surrogatepass")))
         if not msg.get("retriable") or rec["attempts"] > self.manifest.retries:
             rec["status"] = "failed"
             del self._open[rec["seq"]]
