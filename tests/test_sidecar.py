@@ -303,7 +303,7 @@ def _serve(cluster: Cluster, *args: str, env: dict[str, str] | None = None) -> s
 
     def up() -> bool:
         try:
-            with SidecarClient(url, token=(env or {}).get("LOOPWRIGHT_SIDECAR_TOKEN")) as c:
+            with SidecarClient(url) as c:
                 return bool(c.health()["ok"])
         except Exception:
             return False
@@ -312,9 +312,16 @@ def _serve(cluster: Cluster, *args: str, env: dict[str, str] | None = None) -> s
     return url
 
 
+def _token(cluster: Cluster, role: str = "person") -> str:
+    """The local token the CLI (person) or the builder (agent) presents."""
+    from loopwright.auth.local import local_token
+
+    return local_token(cluster.rt.redis, cluster.rt.keys, cluster.settings, role)  # type: ignore[arg-type]
+
+
 def test_service_and_client_submit_and_manage_skills(cluster: Cluster) -> None:
     url = _serve(cluster)
-    with SidecarClient(url) as client:
+    with SidecarClient(url, token=_token(cluster)) as client:
         assert client.health()["approval_mode"] == "auto"
         accepted = client.submit(good(), json.dumps(SMOKE))
         assert accepted.accepted and accepted.version
@@ -342,12 +349,13 @@ def test_service_and_client_submit_and_manage_skills(cluster: Cluster) -> None:
             client.approve("doubler", "zzzzzzzz")
 
 
-def test_service_requires_the_token_when_one_is_set(cluster: Cluster) -> None:
-    env = {"LOOPWRIGHT_SIDECAR_TOKEN": "t0ken-for-tests"}
-    url = _serve(cluster, env=env)
+def test_service_requires_a_platform_token(cluster: Cluster) -> None:
+    url = _serve(cluster)
     with SidecarClient(url) as anonymous, pytest.raises(UserError, match="refused"):
         anonymous.skills()
-    with SidecarClient(url, token="t0ken-for-tests") as client:
+    with SidecarClient(url, token="t0ken-for-tests") as wrong, pytest.raises(UserError):
+        wrong.skills()
+    with SidecarClient(url, token=_token(cluster)) as client:
         assert client.skills() == []
 
 
@@ -355,8 +363,10 @@ def test_ten_concurrent_submissions_over_http_all_register(cluster: Cluster) -> 
     url = _serve(cluster)
     verdicts: dict[str, Verdict] = {}
 
+    token = _token(cluster, "agent")
+
     def one(i: int) -> None:
-        with SidecarClient(url) as client:
+        with SidecarClient(url, token=token) as client:
             verdicts[f"skill-{i}"] = client.submit(good(f"skill-{i}"), SMOKE)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(10)]
@@ -414,7 +424,7 @@ def test_watching_sidecar_makes_a_dropped_file_runnable(cluster: Cluster) -> Non
     wait_until(lambda: "dropped" in cluster.rt.sources.names(), timeout=30)
     run = cluster.wait(cluster.start("dropped", {"n": 4}, trusted=False))
     assert run.output == 8
-    with SidecarClient(url) as client:
+    with SidecarClient(url, token=_token(cluster)) as client:
         files = {f["file"]: f for f in client.watch()["files"]}
     assert files["dropped.py"]["accepted"] and not files["bad.py"]["accepted"]
     assert files["bad.py"]["stage"] == "policy"

@@ -36,6 +36,8 @@ The keyspace is a small state machine (see ``docs/runner.md``):
 * ``{p}:idem:{skill}:{key}``  string idempotency marker; ``{p}:debounce:*`` debounced bursts
 * ``{p}:session:{id}``        hash   builder chat session: state JSON, turns, pending turn run
 * ``{p}:sessions``            zset   session ids by last update
+* ``{p}:auth:token:{id}``     hash   platform token: name, SHA-256 of the secret, scopes, author
+* ``{p}:auth:tokens``         zset   token ids by creation time
 """
 
 from __future__ import annotations
@@ -221,3 +223,14 @@ class Keys:
     def scheduler_heartbeat(self) -> str:
         """Present while some scheduler has ticked recently."""
         return f"{self.prefix}:scheduler:heartbeat"
+
+    # Platform tokens (loopwright.auth) --------------------------------------------------------
+
+    def auth_token(self, token_id: str) -> str:
+        """One platform token's record (hash): name, SHA-256 of the secret, scopes, author."""
+        return f"{self.prefix}:auth:token:{token_id}"
+
+    @property
+    def auth_tokens(self) -> str:
+        """Every token id by creation time (ms); revoked ones stay listed."""
+        return f"{self.prefix}:auth:tokens"

@@ -104,7 +104,9 @@ class Settings(BaseSettings):
     sidecar_host: str = "127.0.0.1"
     sidecar_port: int = Field(default=8765, ge=1, le=65535)
     sidecar_token: SecretStr | None = Field(
-        default=None, description="Bearer token the sidecar service requires when set."
+        default=None,
+        description="Platform token ('loopwright tokens create') the CLI presents to the "
+        "sidecar service; unset: the local person token in data_dir.",
     )
     sidecar_case_timeout: float = Field(
         default=30.0, gt=0, le=600, description="Wall-clock limit of one sandboxed test case."
@@ -161,3 +163,43 @@ class Settings(BaseSettings):
     agent_max_submissions: int = Field(default=3, ge=1, le=10)
     agent_tool_result_max_chars: int = Field(default=12_000, ge=500)
     agent_message_max_bytes: int = Field(default=64 * 1024, ge=1024)
+
+    # Sidecar service: who may call it, and what one submission may cost (docs/security.md).
+    sidecar_agent_token: SecretStr | None = Field(
+        default=None,
+        description="Platform token the builder agent presents to the sidecar service (its "
+        "author should be agent); unset: the local agent token in data_dir.",
+    )
+    sidecar_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names the sidecar answers to besides the bound address and loopback "
+        '(JSON list, e.g. ["sidecar"]); any other Host header gets 421.',
+    )
+    sidecar_case_max_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=16 * 1024,
+        description="Bytes one test case may record (step outputs, logs, notifications).",
+    )
+    sidecar_submission_max_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=16 * 1024,
+        description="Bytes all cases of one submission may record together.",
+    )
+    sidecar_response_max_bytes: int = Field(
+        default=12 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Largest verdict the service returns; beyond it step outputs are left out.",
+    )
+    sidecar_max_guests: int = Field(
+        default=4,
+        ge=1,
+        le=256,
+        description="Test-case guests running at once in one process, across all submissions.",
+    )
+    sidecar_guest_wait: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="Seconds a test case waits for a guest slot before the submission is "
+        "refused as busy (HTTP 503).",
+    )

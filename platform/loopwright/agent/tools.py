@@ -63,9 +63,10 @@ def make_sidecar(runtime: Runtime) -> SidecarPort:
     """The sidecar service at ``sidecar_url`` when set, else the pipeline in-process."""
     s = runtime.settings
     if s.sidecar_url:
+        from loopwright.auth.local import sidecar_credential
         from loopwright.sidecar.client import SidecarClient
 
-        token = s.sidecar_token.get_secret_value() if s.sidecar_token else None
+        token = sidecar_credential(runtime.redis, runtime.keys, s, "agent")
         return SidecarClient(s.sidecar_url, token=token)
     return LocalSidecar(runtime)
 

@@ -20,6 +20,7 @@ from loopwright.cli.runs import run_command, runs_app
 from loopwright.cli.services import scheduler, up, worker
 from loopwright.cli.sidecar import sidecar
 from loopwright.cli.skills import skills_app
+from loopwright.cli.tokens import tokens_app
 from loopwright.errors import LoopwrightError
 
 app = typer.Typer(
@@ -33,6 +34,7 @@ app.command("run")(run_command)
 app.add_typer(runs_app, name="runs")
 app.add_typer(events_app, name="events")
 app.add_typer(skills_app, name="skills")
+app.add_typer(tokens_app, name="tokens")
 app.command()(chat)
 app.command()(sidecar)
 app.command()(mcp)

@@ -60,11 +60,17 @@ def sidecar(
         if as_json and not reports:
             emit_json([])
         return
-    from loopwright.sidecar.service import serve
+    from loopwright.auth.local import ensure_local_tokens
+    from loopwright.sidecar.service import check_bind, serve
 
     bind_host, bind_port = host or st.sidecar_host, port or st.sidecar_port
+    check_bind(rt, bind_host)
+    tokens = ensure_local_tokens(rt.redis, rt.keys, st)
     where = f" watching {watch}" if watch else ""
     err_console.print(
         f"sidecar listening on http://{bind_host}:{bind_port} (approval {st.approval_mode}){where}"
+        f"; local tools use the tokens in {tokens}",
+        markup=False,
+        highlight=False,
     )
     serve(rt, bind_host, bind_port, watch, on_report=_printer(as_json))

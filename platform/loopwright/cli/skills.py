@@ -54,9 +54,10 @@ def _read(path: Path, what: str) -> str:
 def _submit(rt: Runtime, source: str, tests: str | None, author: str) -> Any:
     st = rt.settings
     if st.sidecar_url:
+        from loopwright.auth.local import sidecar_credential
         from loopwright.sidecar.client import SidecarClient
 
-        token = st.sidecar_token.get_secret_value() if st.sidecar_token else None
+        token = sidecar_credential(rt.redis, rt.keys, st, "person")
         with SidecarClient(st.sidecar_url, token) as client:
             return client.submit(source, tests, author)
     from loopwright.sidecar.pipeline import Sidecar

@@ -1,7 +1,10 @@
 """A Python client of the sidecar service (used by the CLI and the builder agent).
 
 Failures become the platform's errors with one readable message: ``InfrastructureError`` when
-the service cannot be reached, ``NotFoundError``/``UserError`` for what it refused.
+the service cannot be reached or is busy, ``NotFoundError``/``UserError`` for what it refused.
+The service needs a platform token; local callers get theirs from
+:func:`loopwright.auth.local.sidecar_credential`. The server records the token's author: the
+``author`` a caller passes to :meth:`SidecarClient.submit` is ignored by current servers.
 """
 
 from __future__ import annotations
@@ -64,8 +67,13 @@ class SidecarClient:
             detail = str(detail)
         if resp.status_code == 404:
             raise NotFoundError(detail)
-        if resp.status_code == 401:
-            raise UserError(f"the sidecar refused the request: {detail} (LOOPWRIGHT_SIDECAR_TOKEN)")
+        if resp.status_code in (401, 403):
+            raise UserError(
+                f"the sidecar refused the request: {detail} (the token comes from "
+                "LOOPWRIGHT_SIDECAR_TOKEN, else the local token file in the data dir)"
+            )
+        if resp.status_code == 421:
+            raise UserError(f"the sidecar at {self.base_url} refused its own address: {detail}")
         if resp.status_code < 500:
             raise UserError(detail)
         raise InfrastructureError(f"the sidecar failed ({resp.status_code}): {detail}")

@@ -26,6 +26,13 @@ from loopwright.sdk.errors import NonRetriableError, StepFailedError
 from loopwright.sdk.retry import Failure, RetryPolicy
 from loopwright.sdk.steps import StepKind, host_kind
 from loopwright.sidecar.cases import HttpMock, TestCase
+from loopwright.sidecar.quotas import (
+    CaseBudget,
+    QuotaExceeded,
+    Quotas,
+    SubmissionBudget,
+    guest_slots,
+)
 from loopwright.sidecar.verdict import CaseResult
 from loopwright.skills_registry.manifest import Manifest
 
@@ -38,9 +45,18 @@ class MockToolError(Exception):
 
 
 class CaseHost(RequestHandler):
-    """Answers one guest's requests for one test case, in memory."""
+    """Answers one guest's requests for one test case, in memory (within ``budget``)."""
 
-    def __init__(self, case: TestCase, manifest: Manifest, max_output_bytes: int) -> None:
+    passthrough = (QuotaExceeded,)  # ends the session: the guest is killed, the case fails
+
+    def __init__(
+        self,
+        case: TestCase,
+        manifest: Manifest,
+        max_output_bytes: int,
+        budget: CaseBudget | None = None,
+    ) -> None:
+        self.budget = budget or CaseBudget(Quotas().case_max_bytes)
         self.case = case
         self.manifest = manifest
         self.max_output = max_output_bytes
@@ -55,10 +71,14 @@ class CaseHost(RequestHandler):
         self._http_used: dict[int, int] = {}
 
     def _log(self, msg: dict[str, Any]) -> dict[str, Any]:
-        self.logs.append(
-            {"level": str(msg.get("level")), "message": str(msg.get("message"))[:4000]}
-        )
+        entry = {"level": str(msg.get("level"))[:20], "message": str(msg.get("message"))[:4000]}
+        self.budget.take(len(json.dumps(entry)))  # ASCII-escaped: its length is its bytes
+        self.logs.append(entry)
         return {"ok": {}}
+
+    def _charge(self, name: str, fields: dict[str, Any]) -> None:
+        """Charge a record's size to the case's quota before it is kept."""
+        self.budget.take(len(name) + len(json.dumps(fields, default=str)))
 
     def _translate(self, exc: Exception) -> dict[str, Any] | None:
         if isinstance(exc, MockToolError):  # a mocked transient failure: retried like a real one
@@ -66,6 +86,7 @@ class CaseHost(RequestHandler):
         return None
 
     def _record(self, name: str, kind: StepKind, **fields: Any) -> dict[str, Any]:
+        self._charge(name, fields)
         self.seq += 1
         rec = {"seq": self.seq, "name": name, "kind": kind.value, "status": "done", "attempts": 1}
         rec.update(fields)
@@ -91,6 +112,7 @@ class CaseHost(RequestHandler):
         if not isinstance(text, str) or len(text.encode("utf-8")) > self.max_output:
             rec["status"] = "failed"
             raise StepFailedError(rec["name"], f"output missing or over {self.max_output} bytes")
+        self.budget.take(len(text.encode("utf-8", "surrogatepass")))
         rec["status"], rec["output"] = "done", json.loads(text)
         del self._open[rec["seq"]]
         return {"ok": {}}
@@ -98,6 +120,7 @@ class CaseHost(RequestHandler):
     def _fail(self, msg: dict[str, Any]) -> dict[str, Any]:
         rec = self._take(msg)
         rec["error"] = str(msg.get("error", "failed"))[:4000]
+        self.budget.take(len(rec["error"].encode("utf-8", "surrogatepass")))
         failure = Failure.from_wire(msg.get("retriable"), msg.get("delay"))
         if not self.retry_policy.decide(rec["attempts"], failure).retry:
             rec["status"] = "failed"
@@ -154,15 +177,15 @@ class CaseHost(RequestHandler):
             channel = msg.get("channel")
             if channel is not None:
                 self._secret(str(channel).partition(":")[2])
-            self.notifications.append(
-                {
-                    "message": str(msg.get("message", "")),
-                    "title": msg.get("title"),
-                    "level": msg.get("level", "info"),
-                    "channel": channel,
-                    "step": self.current,
-                }
-            )
+            notice = {
+                "message": str(msg.get("message", "")),
+                "title": msg.get("title"),
+                "level": msg.get("level", "info"),
+                "channel": channel,
+                "step": self.current,
+            }
+            self._charge("notify", notice)
+            self.notifications.append(notice)
             return {"ok": {"result": None}}
         if tool == "http":
             return {"ok": {"result": self._http(msg)}}
@@ -259,6 +282,33 @@ def _check(case: TestCase, host: CaseHost, result: CaseResult) -> list[str]:
     return problems
 
 
+def _guest_run(
+    backend: SandboxBackend,
+    start: dict[str, Any],
+    host: CaseHost,
+    timeout: float,
+    quotas: Quotas,
+) -> tuple[Any, str | None]:
+    """One guest session inside a guest slot, within the case's budget: (output, error)."""
+    with guest_slots(quotas.max_guests).slot(quotas.guest_wait):
+        try:
+            guest = backend.acquire()
+            end = run_session(guest, start, host.handle, time.monotonic() + timeout)
+            if "error" in end:
+                return None, str(end["error"])[:4000]
+            text = end.get("output_json")
+            if not isinstance(text, str) or len(text.encode("utf-8")) > host.max_output:
+                return None, "the skill's return value is missing or too large"
+            host.budget.take(len(text.encode("utf-8", "surrogatepass")))
+            return json.loads(text), None
+        except QuotaExceeded as exc:
+            return None, f"quota: {exc}"
+        except GuestTimeoutError:
+            return None, f"the case did not finish within {timeout:g}s (infinite loop? slow step?)"
+        except SandboxError as exc:
+            return None, f"sandbox: {exc}"
+
+
 def run_case(
     backend: SandboxBackend,
     source: str,
@@ -266,9 +316,12 @@ def run_case(
     case: TestCase,
     timeout: float,
     max_output_bytes: int,
+    quotas: Quotas | None = None,
+    submission: SubmissionBudget | None = None,
 ) -> CaseResult:
     """Run one case in a fresh guest and compare the outcome with its expectations."""
-    host = CaseHost(case, manifest, max_output_bytes)
+    quotas = quotas or Quotas()
+    host = CaseHost(case, manifest, max_output_bytes, CaseBudget(quotas.case_max_bytes, submission))
     params = {k: p.default for k, p in manifest.params.items()} | case.params
     start = {
         "source": source,
@@ -277,23 +330,7 @@ def run_case(
         "params": params,
     }
     began = time.perf_counter()
-    output: Any = None
-    error: str | None = None
-    try:
-        guest = backend.acquire()
-        end = run_session(guest, start, host.handle, time.monotonic() + timeout)
-        if "error" in end:
-            error = str(end["error"])[:4000]
-        else:
-            text = end.get("output_json")
-            if not isinstance(text, str) or len(text.encode("utf-8")) > max_output_bytes:
-                error = "the skill's return value is missing or too large"
-            else:
-                output = json.loads(text)
-    except GuestTimeoutError:
-        error = f"the case did not finish within {timeout:g}s (infinite loop? slow step?)"
-    except SandboxError as exc:
-        error = f"sandbox: {exc}"
+    output, error = _guest_run(backend, start, host, timeout, quotas)
     result = CaseResult(
         name=case.name,
         passed=False,
@@ -305,6 +342,8 @@ def run_case(
         duration_ms=round((time.perf_counter() - began) * 1000, 2),
     )
     result.problems = _check(case, host, result)
+    if host.budget.exceeded is not None:  # over quota fails the case, whatever it expected
+        result.problems.insert(0, f"quota: {host.budget.exceeded}")
     result.passed = not result.problems
     return result
 
@@ -316,13 +355,18 @@ def run_cases(
     cases: list[TestCase],
     timeout: float,
     max_output_bytes: int,
+    quotas: Quotas | None = None,
 ) -> list[CaseResult]:
-    """Every case, a few in parallel (one guest each), in the order given."""
+    """Every case, a few in parallel (one guest each), in the order given, within ``quotas``
+    (:class:`SidecarBusyError` when no guest slot comes free in time)."""
+    quotas = quotas or Quotas()
+    budget = SubmissionBudget(quotas.submission_max_bytes)
+    args = (backend, source, manifest)
     if len(cases) == 1:
-        return [run_case(backend, source, manifest, cases[0], timeout, max_output_bytes)]
+        return [run_case(*args, cases[0], timeout, max_output_bytes, quotas, budget)]
     with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(cases))) as pool:
         futures = [
-            pool.submit(run_case, backend, source, manifest, c, timeout, max_output_bytes)
+            pool.submit(run_case, *args, c, timeout, max_output_bytes, quotas, budget)
             for c in cases
         ]
         return [f.result() for f in futures]

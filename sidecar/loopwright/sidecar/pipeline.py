@@ -26,6 +26,7 @@ from loopwright.sandbox.policy import MAX_SOURCE_BYTES, check_source
 from loopwright.sidecar.capabilities import check_capabilities
 from loopwright.sidecar.cases import parse_cases
 from loopwright.sidecar.harness import failure_line, run_cases
+from loopwright.sidecar.quotas import quotas_of
 from loopwright.sidecar.verdict import Finding, Verdict, rejected
 from loopwright.skills_registry.diff import diff_versions
 from loopwright.skills_registry.manifest import Manifest, ManifestInvalid, read_manifest
@@ -101,7 +102,13 @@ class Sidecar:
             return rejected("tests", findings, timings, manifest.name)
         timeout = min(manifest.timeout or float("inf"), self.settings.sidecar_case_timeout)
         results = run_cases(
-            self.backend, source, manifest, cases, timeout, self.settings.step_output_max_bytes
+            self.backend,
+            source,
+            manifest,
+            cases,
+            timeout,
+            self.settings.step_output_max_bytes,
+            quotas_of(self.settings),
         )
         t = lap("tests", t)
         failed = [r for r in results if not r.passed]
