@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from redis.exceptions import ResponseError
@@ -200,7 +201,7 @@ def waiting_parent(rt: Runtime) -> tuple[str, str]:
     return parent, child
 
 
-def assert_resumed(rt: Runtime, parent: str, job_id: str | None, status: str) -> dict[str, str]:
+def assert_resumed(rt: Runtime, parent: str, job_id: str | None, status: str) -> dict[str, Any]:
     h = run_hash(rt, parent)
     assert h["status"] == "queued" and job_id == h["dispatch"]
     assert rt.redis.zscore(rt.keys.waiting, parent) is None
