@@ -1,10 +1,9 @@
 """Lua pieces shared by the runner's scripts, and the calling convention for named arguments.
 
 Scripts with optional keys (a concurrency slot, a parent run) take **named** keys and
-arguments instead of positions and placeholders: ``ARGV[1]`` lists the names of ``KEYS`` in
-order (``K.run``, ``K.slot``... inside the script, ``nil`` when not declared) and ``ARGV[2]`` is
-one JSON object of named arguments (``A.token``...). :func:`call_named` builds both from two
-dicts. Every key a script touches is declared in ``KEYS``.
+arguments (``loopwright.scripts``: ``K.run``, ``K.slot``... ``nil`` when not declared;
+``A.token``...) instead of positions and placeholders. Every key a script touches is declared
+in ``KEYS``.
 
 Keys a script derives from the run record (its ``conc_slot``, its ``parent``) are declared by
 the caller from what it read earlier; the script checks the declaration against the record
@@ -14,13 +13,13 @@ and calls again (:class:`StaleDeclarationError`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
 from redis.exceptions import ResponseError
 
 from loopwright.errors import LoopwrightError
+from loopwright.scripts import named
 
 STALE = "LW-STALE"
 
@@ -28,15 +27,6 @@ STALE = "LW-STALE"
 NOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-"""
-
-# Decodes the named-argument convention into ``K`` (keys by name) and ``A`` (arguments).
-NAMED = """
-local K, A = {}, cjson.decode(ARGV[2])
-do
-  local i = 1
-  for name in string.gmatch(ARGV[1], '%S+') do K[name] = KEYS[i]; i = i + 1 end
-end
 """
 
 # ``stale(run, slot)``: an error reply unless ``slot`` (the declared concurrency slot key, nil
@@ -148,15 +138,9 @@ class StaleDeclarationError(LoopwrightError):
 def call_named(
     script: Callable[..., Any], keys: dict[str, str | None], args: dict[str, Any]
 ) -> Any:
-    """Call a script that uses :data:`NAMED`: keys given as None are simply not declared,
-    arguments given as None are left out (the script sees ``nil``)."""
-    present = {name: key for name, key in keys.items() if key is not None}
-    payload = {name: value for name, value in args.items() if value is not None}
-    return checked(
-        script,
-        keys=list(present.values()),
-        args=[" ".join(present), json.dumps(payload, ensure_ascii=False)],
-    )
+    """Call a script that uses ``NAMED`` (``loopwright.scripts``), checked."""
+    named_keys, named_args = named(keys, args)
+    return checked(script, keys=named_keys, args=named_args)
 
 
 def checked(script: Callable[..., Any], **kw: Any) -> Any:

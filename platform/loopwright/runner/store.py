@@ -17,9 +17,10 @@ from loopwright.errors import NotFoundError, UserError
 from loopwright.keys import Keys
 from loopwright.runner.checkpoint import Checkpoints
 from loopwright.runner.flow import concurrency_fields
-from loopwright.runner.lua import ENDED, NAMED, NOW, call_named
+from loopwright.runner.lua import ENDED, NOW, call_named
 from loopwright.runner.records import Run, RunStatus, StepRecord, encode_json, now_ms
 from loopwright.runner.transitions import Declared, Transitions
+from loopwright.scripts import NAMED
 from loopwright.sdk.errors import StepOutputError
 from loopwright.sdk.skill import SkillSpec
 

@@ -19,13 +19,13 @@ from loopwright.runner.lua import (
     CHECK_SLOT,
     CHILD_OUTCOME,
     ENDED,
-    NAMED,
     NOW,
     RESOLVE_PENDING,
     StaleDeclarationError,
     call_named,
     checked,
 )
+from loopwright.scripts import NAMED
 
 # Every script below re-checks the state it expects before writing, so it is safe to call
 # twice or from two processes. Keys derived from the run record (``conc_slot``, the parent)
