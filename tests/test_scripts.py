@@ -351,3 +351,19 @@ def test_registry_register_activate_approve_rollback_pause(rt: Runtime) -> None:
     assert reg.pause("r").status == "paused" and rt.redis.hget(rt.keys.skills, "r") is None
     assert reg.resume("r").status == "active"
     assert reg.seq == 7  # every call but the denied one counted a change
+
+
+def test_a_crash_before_enqueueing_a_resumed_parent_is_repaired_by_the_scheduler(
+    rt: Runtime,
+) -> None:
+    # Given a child whose end resumed its parent, and a process that died before the enqueue
+    parent, child = waiting_parent(rt)
+    acq = take(rt, child)
+    job = rt.transitions.finish(child, acq.token, "completed", "1", "", 1).job_id
+    assert job and rt.dispatcher.job_status(job) is None
+    # When the scheduler's lost-dispatch check runs past the grace period
+    sched = Scheduler(rt)
+    wait_until(lambda: sched.tick().redispatched, timeout=10)
+    # Then the parent has a new dispatch whose job waits in the queue
+    new = run_hash(rt, parent)["dispatch"]
+    assert new != job and rt.dispatcher.waiting_in_queue(new)
