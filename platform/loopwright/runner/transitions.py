@@ -370,7 +370,8 @@ class Transitions:
         declared: Declared | None = None,
     ) -> Applied:
         """Complete or fail a held run (not applied when fenced out); ``job_id`` is a resumed
-        parent's. ``declared`` comes from the acquired run hash; None reads it first."""
+        parent's. ``declared`` comes from the acquired run hash; None assumes no slot and no
+        parent (one more round trip when the run has either)."""
 
         def call(d: Declared) -> Any:
             return call_named(
@@ -388,7 +389,7 @@ class Transitions:
                 },
             )
 
-        ok, job = self._declaring(run_id, declared, call)
+        ok, job = self._declaring(run_id, declared or Declared(), call)
         return Applied(bool(int(ok)), str(job) or None)
 
     def park(
