@@ -284,5 +284,5 @@ class LeaseKeeper:
             for held in items:
                 try:
                     held.renew()
-                except RedisError as exc:
+                except (RedisError, StaleDeclarationError) as exc:
                     log.warning("lease renewal for run %s failed: %s", held.run_id, exc)
