@@ -367,3 +367,15 @@ def test_a_crash_before_enqueueing_a_resumed_parent_is_repaired_by_the_scheduler
     # Then the parent has a new dispatch whose job waits in the queue
     new = run_hash(rt, parent)["dispatch"]
     assert new != job and rt.dispatcher.waiting_in_queue(new)
+
+
+def test_a_run_with_a_parent_but_no_parent_step_ends_without_resolving_anything(
+    rt: Runtime,
+) -> None:
+    parent = create(rt)
+    child = create(rt, parent=parent)
+    acq = take(rt, child)
+    res = rt.transitions.finish(child, acq.token, "completed", "1", "", 1)
+    assert res.ok and res.job_id is None
+    other = create(rt, parent=parent)
+    assert rt.transitions.cancel(other, "x") == (1, None)

@@ -43,13 +43,13 @@ end
 """
 
 # ``stale_parent(run, parent, seq)``: an error reply unless the declared parent run id and
-# invoke step (both nil for none) are the ones stored on the run.
+# invoke step (both nil for none) are the ones stored on the run. A parent stored without its
+# step (``parent_seq``) has no step to resolve and counts as none, as in ``Declared.of``.
 CHECK_PARENT = f"""
 local function stale_parent(run, parent, seq)
   local h = redis.call('HMGET', run, 'parent', 'parent_seq')
   local p, s = h[1] or nil, h[2] or nil
-  if p == '' then p = nil end
-  if p == nil then s = nil end
+  if p == '' or s == nil or s == '' then p, s = nil, nil end  -- a parent counts with its step
   if p ~= parent or (p ~= nil and tostring(s) ~= tostring(seq)) then
     return redis.error_reply('{STALE} parent declared ' .. tostring(parent) .. ', stored '
       .. tostring(p))
