@@ -302,21 +302,59 @@ def test_child_parent_is_resolved_behind_more_than_500_waiting_runs(rt: Runtime)
     assert "boom" in assert_resumed(rt, parent, res.job_id, "failed")["error"]
 
 
+def old_format_family(rt: Runtime, child_status: str) -> tuple[str, str]:
+    """A parent and its child exactly as the previous version stored them: the parent parked
+    in ``waiting`` on its pending invoke step #1, the child in ``child_status``."""
+    k, ts = rt.keys, now_ms()
+    parent, child = f"{ts:012x}0000aaaa", f"{ts:012x}0000bbbb"
+
+    def record(run_id: str, status: str, **extra: object) -> dict[str, object]:
+        event = {"name": "loopwright/manual", "data": {}, "id": run_id, "ts": ts}
+        return {
+            "id": run_id, "skill": SKILL, "version": "v1", "status": status,
+            "trigger": '{"type": "manual"}', "event": json.dumps(event), "params": "{}",
+            "attempts": 1, "created_at": ts, "updated_at": ts, "fence": 1, "dispatches": 1,
+            "dispatch": f"{k.prefix}-{run_id}-1", **extra,
+        }  # fmt: skip
+
+    rt.redis.hset(k.run(parent), mapping=record(parent, "waiting", active_ms=5))  # type: ignore[arg-type]
+    pending = {"seq": 1, "name": "call", "kind": "invoke", "status": "pending", "attempts": 1,
+               "started_at": ts, "ended_at": 0, "child": child}  # fmt: skip
+    rt.redis.hset(k.steps(parent), "1", json.dumps(pending, separators=(",", ":")))
+    rt.redis.zadd(k.waiting, {parent: ts})
+    child_fields = record(child, child_status, parent=parent, parent_seq=1, fence=0)
+    if child_status == "cancelled":
+        child_fields.update(error="by hand", finished_at=ts)
+    rt.redis.hset(k.run(child), mapping=child_fields)  # type: ignore[arg-type]
+    rt.redis.sadd(k.children(parent), child)
+    return parent, child
+
+
 def test_scheduler_resumes_a_parent_parked_by_the_previous_version_behind_600_waiters(
     rt: Runtime,
 ) -> None:
     # Given a parent parked by the previous version whose child ended without telling it
-    # (cancelled: today's cancel did not resolve parents), behind 600 event waiters
-    k = rt.keys
-    rt.redis.zadd(k.waiting, {f"ev{i:04d}": i for i in range(600)})
-    parent, child = waiting_parent(rt)
-    rt.redis.hset(k.run(child), mapping={"status": "cancelled", "error": "by hand"})
+    # (cancelled: that version's cancel did not resolve parents), behind 600 event waiters
+    rt.redis.zadd(rt.keys.waiting, {f"ev{i:04d}": i for i in range(600)})
+    parent, child = old_format_family(rt, "cancelled")
     # When the scheduler makes its pass
     sched = Scheduler(rt)
     wait_until(lambda: sched.adopt_parked_parents() or run_hash(rt, parent)["status"] != "waiting")
-    # Then the parent was resumed with the child's failure, and the pass ends
-    assert assert_resumed(rt, parent, run_hash(rt, parent)["dispatch"], "failed")
-    wait_until(lambda: sched._legacy_cursor is None or sched.adopt_parked_parents() < 0)
+    # Then the parent was resumed with the child's failure
+    rec = assert_resumed(rt, parent, run_hash(rt, parent)["dispatch"], "failed")
+    assert rec["error"] == f"child run {child} ({SKILL}) cancelled: by hand"
+
+
+def test_a_child_of_the_previous_version_resolves_its_old_parent_when_it_ends(
+    rt: Runtime,
+) -> None:
+    # Given a parent and a queued child both written by the previous version
+    parent, child = old_format_family(rt, "queued")
+    # When this version's worker takes the child and finishes it
+    acq = take(rt, child)
+    res = rt.transitions.finish(child, acq.token, "completed", '"done"', "", 1)
+    # Then the old parent is resumed with the output
+    assert assert_resumed(rt, parent, res.job_id, "done")["output"] == "done"
 
 
 def test_ended_runs_release_their_concurrency_slot(rt: Runtime) -> None:
