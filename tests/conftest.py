@@ -168,12 +168,15 @@ class Cluster:
         self.procs.append(proc)
         return proc
 
-    def worker(self, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        """Start one worker process and wait until it is registered with RQ."""
+    def worker(
+        self, env: dict[str, str] | None = None, *, verbose: bool = False
+    ) -> subprocess.Popen[bytes]:
+        """Start one worker process and wait until it is registered with RQ (``verbose``: it
+        logs at INFO, so a test can wait on its log lines with :meth:`log_of`)."""
         from rq import Worker
 
         before = len(Worker.all(queue=self.rt.dispatcher.queue))
-        proc = self.spawn("worker", env=env)
+        proc = self.spawn("worker", *(["--verbose"] if verbose else []), env=env)
         wait_until(
             lambda: (
                 len(Worker.all(queue=self.rt.dispatcher.queue)) > before or proc.poll() is not None
@@ -181,6 +184,11 @@ class Cluster:
         )
         assert proc.poll() is None, "worker exited at start-up"
         return proc
+
+    def log_of(self, proc: subprocess.Popen[bytes]) -> str:
+        """What a process started by :meth:`spawn` has logged so far."""
+        path = self.tmp / f"proc-{self.procs.index(proc)}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
 
     def scheduler(self) -> subprocess.Popen[bytes]:
         """Start one scheduler process."""

@@ -56,7 +56,7 @@ def test_killed_worker_run_resumes_at_the_step_it_was_on(cluster: Cluster) -> No
 def test_paused_worker_cannot_write_into_a_run_another_worker_took_over(cluster: Cluster) -> None:
     # Given worker A inside a long step, then paused (SIGSTOP) past its lease
     cluster.scheduler()
-    a = cluster.worker()
+    a = cluster.worker(verbose=True)
     fx = cluster.tmp / "fx"
     name = cluster.skill(SLOW_STEPS)
     run_id = cluster.start(name, {"fx": str(fx), "n": 3, "pause": 1.5})
@@ -72,7 +72,7 @@ def test_paused_worker_cannot_write_into_a_run_another_worker_took_over(cluster:
     finally:
         os.killpg(a.pid, signal.SIGCONT)
     # Then A, resumed, finishes its step body but its checkpoint and finish are refused
-    time.sleep(2.5)
+    wait_until(lambda: f"run {run_id}: lease lost" in cluster.log_of(a), timeout=15)
     assert {s.seq: s.to_dict() for s in cluster.rt.runs.steps(run_id)} == steps_before
     final = cluster.rt.runs.get(run_id)
     assert final.status.value == "completed" and final.fence == fence_before
@@ -106,7 +106,7 @@ def test_worker_paused_between_steps_does_not_start_a_step_finished_meanwhile(
 ) -> None:
     # Given worker A that stops (SIGSTOP) right after step 1's checkpoint, before step 2
     cluster.scheduler()
-    a = cluster.worker()
+    a = cluster.worker(verbose=True)
     fx, marker = cluster.tmp / "fx", cluster.tmp / "marker"
     name = cluster.skill(STOPS_BETWEEN_STEPS)
     run_id = cluster.start(name, {"fx": str(fx), "marker": str(marker)})
@@ -119,7 +119,7 @@ def test_worker_paused_between_steps_does_not_start_a_step_finished_meanwhile(
     finally:
         os.kill(a.pid, signal.SIGCONT)
     # Then A, resumed, finds its lease gone before starting step 2's body: it never runs it
-    time.sleep(1.5)
+    wait_until(lambda: f"run {run_id}: lease lost" in cluster.log_of(a), timeout=15)
     assert [(line[0], line[1]) for line in effects(fx)] == [("s1", str(a.pid)), ("s2", str(b.pid))]
     assert cluster.rt.runs.get(run_id).output == [a.pid, b.pid]
     assert a.poll() is None
@@ -203,8 +203,7 @@ def test_run_whose_rq_job_vanished_is_redispatched(cluster: Cluster) -> None:
 
 
 def test_worker_started_before_a_skill_existed_runs_it(cluster: Cluster) -> None:
-    cluster.worker()
-    time.sleep(0.3)
+    cluster.worker()  # returns once the worker is registered with RQ: it is up
     name = cluster.skill("""
         from loopwright.sdk import skill
 
@@ -249,6 +248,11 @@ def test_run_that_keeps_killing_its_worker_fails_after_the_reap_limit(
     assert cluster.wait(cluster.start(ok), timeout=30).status.value == "completed"
 
 
+def _server_ms(cluster: Cluster) -> int:
+    sec, usec = cluster.rt.redis.time()
+    return int(sec) * 1000 + int(usec) // 1000
+
+
 def test_killed_scheduler_is_replaced_without_losing_sleeping_runs(cluster: Cluster) -> None:
     sched = cluster.scheduler()
     cluster.worker()
@@ -263,7 +267,9 @@ def test_killed_scheduler_is_replaced_without_losing_sleeping_runs(cluster: Clus
     run_id = cluster.start(name)
     wait_until(lambda: cluster.rt.runs.get(run_id).status.value == "sleeping", timeout=10)
     os.killpg(sched.pid, signal.SIGKILL)
-    time.sleep(1.5)
+    # With no scheduler, the run stays asleep past its wake time (on the server's clock)
+    wake_at = cluster.rt.runs.get(run_id).wake_at or 0
+    wait_until(lambda: _server_ms(cluster) > wake_at + 300, timeout=10)
     assert cluster.rt.runs.get(run_id).status.value == "sleeping"
     cluster.scheduler()
     run = cluster.wait(run_id, timeout=15)

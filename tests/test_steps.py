@@ -365,11 +365,14 @@ def test_cancel_of_a_sleeping_run_stops_it_for_good(cluster: Cluster) -> None:
             ctx.step.sleep("nap", "1s")
             ctx.step.run("after", lambda: open(ctx.event["data"]["fx"], "a").write("ran"))
     """)
-    fx = cluster.tmp / "fx"
+    fx, witness_fx = cluster.tmp / "fx", cluster.tmp / "witness"
     run_id = cluster.start(name, {"fx": str(fx)})
     wait_until(lambda: cluster.rt.runs.get(run_id).status.value == "sleeping", timeout=10)
     assert cluster.rt.runs.cancel(run_id) == [run_id]
-    time.sleep(1.5)
+    # A witness run started after the cancel sleeps as long and completes: the scheduler has
+    # woken timers and the worker run jobs past the moment the cancelled run would have woken.
+    witness = cluster.wait(cluster.start(name, {"fx": str(witness_fx)}), timeout=20)
+    assert witness.status.value == "completed" and witness_fx.exists()
     run = cluster.rt.runs.get(run_id)
     assert run.status.value == "cancelled" and run.error == "cancelled by user"
     assert not fx.exists()
@@ -377,7 +380,7 @@ def test_cancel_of_a_sleeping_run_stops_it_for_good(cluster: Cluster) -> None:
 
 
 def test_cancel_of_a_running_run_refuses_its_later_checkpoints(cluster: Cluster) -> None:
-    cluster.worker()
+    worker = cluster.worker(verbose=True)
     marker = cluster.tmp / "in-step"
     name = cluster.skill("""
         from loopwright.sdk import skill
@@ -396,7 +399,8 @@ def test_cancel_of_a_running_run_refuses_its_later_checkpoints(cluster: Cluster)
     run_id = cluster.start(name, {"marker": str(marker)})
     wait_until(marker.exists, timeout=10)
     cluster.rt.runs.cancel(run_id)
-    time.sleep(1.5)
+    # The executor's step ends, its commit is refused and it stops: it says so in its log
+    wait_until(lambda: f"run {run_id}: lease lost" in cluster.log_of(worker), timeout=15)
     run = cluster.rt.runs.get(run_id)
     assert run.status.value == "cancelled"
     assert cluster.rt.runs.steps(run_id) == []  # the in-flight step's commit was fenced out

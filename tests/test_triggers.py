@@ -94,13 +94,20 @@ def test_two_schedulers_fire_each_tick_exactly_once_across_a_leader_kill(
     cluster = make_cluster(scheduler_leader_ttl=1.0)
     cluster.skill(CRON_EVERY_SECOND)
     schedulers = [cluster.scheduler(), cluster.scheduler()]
-    time.sleep(8)
+    wait_until(lambda: len(_runs(cluster, "heartbeat")) >= 5, timeout=30)
     # When the leader is SIGKILLed
     owner = str(cluster.rt.redis.get(cluster.rt.keys.scheduler_leader))
     leader = next(p for p in schedulers if f":{p.pid}:" in owner)
     os.killpg(leader.pid, signal.SIGKILL)
     killed_at = time.time()
-    time.sleep(8)
+
+    def ticks_after_kill() -> bool:
+        ticks = [int(r.trigger["tick_ms"]) for r in _runs(cluster, "heartbeat")]
+        late = [t for t in ticks if t > killed_at * 1000 + 4000]
+        return len(ticks) >= 12 and len(late) >= 2
+
+    # (the new leader has fired ticks well after the kill: it took over and caught up)
+    wait_until(ticks_after_kill, timeout=30)
     new_owner = str(cluster.rt.redis.get(cluster.rt.keys.scheduler_leader))
     assert new_owner not in (owner, "None")
     # Then every tick between the first and the last fired exactly once: no duplicate, no gap
@@ -129,6 +136,16 @@ def _waiting(cluster: Cluster, run_id: str) -> bool:
     return cluster.rt.runs.get(run_id).status.value == "waiting"
 
 
+def _routed_everything(cluster: Cluster) -> bool:
+    """The router group has read and acknowledged every event in the stream (it acks an entry
+    after routing it): whatever an event would have done, it has done."""
+    r, stream = cluster.rt.redis, cluster.rt.keys.events
+    last = r.xinfo_stream(stream)["last-generated-id"]
+    groups = {g["name"]: g for g in r.xinfo_groups(stream)}
+    group = groups.get("router")
+    return bool(group and group["last-delivered-id"] == last and group["pending"] == 0)
+
+
 def test_wait_for_event_resumes_on_a_match_and_ignores_others(cluster: Cluster) -> None:
     cluster.scheduler()
     cluster.worker()
@@ -136,7 +153,7 @@ def test_wait_for_event_resumes_on_a_match_and_ignores_others(cluster: Cluster) 
     run_id = cluster.start(name, {"ticket": "T-1", "wait": "60s"}, trusted=False)
     wait_until(lambda: _waiting(cluster, run_id), timeout=20)
     cluster.rt.bus.send("ticket.approved", {"ticket": "T-2", "by": "mallory"})
-    time.sleep(1.5)
+    wait_until(lambda: _routed_everything(cluster), timeout=20)
     assert _waiting(cluster, run_id), "a non-matching event must not resume the run"
     cluster.rt.bus.send("ticket.approved", {"ticket": "T-1", "by": "alice"})
     run = cluster.wait(run_id, timeout=20)
@@ -161,7 +178,8 @@ def test_a_worker_killed_while_a_run_waits_changes_nothing(cluster: Cluster) -> 
     wait_until(lambda: _waiting(cluster, run_id), timeout=20)
     os.killpg(first.pid, signal.SIGKILL)
     cluster.rt.bus.send("ticket.approved", {"ticket": "T-3", "by": "bob"})
-    time.sleep(1)
+    # The router resolves the waiter with no worker up: the run is queued again
+    wait_until(lambda: cluster.rt.runs.get(run_id).status.value == "queued", timeout=20)
     cluster.worker()
     run = cluster.wait(run_id, timeout=30)
     assert run.status.value == "completed" and run.output == {"approved_by": "bob"}
@@ -231,3 +249,23 @@ def test_cancelling_the_parent_cancels_its_running_child(cluster: Cluster) -> No
     cancelled = cluster.rt.runs.cancel(run_id)
     assert cancelled == [run_id, child_id]
     assert cluster.rt.runs.get(child_id).status.value == "cancelled"
+
+
+def test_cancelling_a_child_resumes_its_waiting_parent_without_a_scheduler(
+    cluster: Cluster,
+) -> None:
+    # Given a parent waiting on a child that sleeps (no scheduler runs: no sweep can help)
+    cluster.worker()
+    cluster.skill(ADDER, "adder.py")
+    name = cluster.skill(PARENT, "parent.py")
+    run_id = cluster.start(name, {"a": 1, "b": 1, "linger": True}, trusted=False)
+    wait_until(lambda: _waiting(cluster, run_id), timeout=20)
+    (step,) = cluster.rt.runs.steps(run_id)
+    child_id = str(step.child)
+    wait_until(lambda: cluster.rt.runs.get(child_id).status.value == "sleeping", timeout=20)
+    # When the child alone is cancelled
+    assert cluster.rt.runs.cancel(child_id, "no longer needed") == [child_id]
+    # Then the cancel itself resumed the parent, whose invoke step failed with the reason
+    run = cluster.wait(run_id, 30)
+    assert run.status.value == "completed"
+    assert "cancelled: no longer needed" in run.output["child_failed"]

@@ -12,7 +12,9 @@ The keyspace is a small state machine (see ``docs/runner.md``):
 * ``{p}:leases``              zset   running run id -> lease expiry (ms)       (reaper reads it)
 * ``{p}:timers``              zset   parked run id -> wake time (ms)           (scheduler reads it)
 * ``{p}:queued``              zset   dispatched run id -> dispatch time (ms)   (lost-dispatch check)
-* ``{p}:waiting``             zset   runs waiting for an event or a child run  (scheduler sweep)
+* ``{p}:waiting``             zset   runs waiting for an event or a child run, by park time
+* ``{p}:ended``               zset   ended runs (any terminal status) by end time (ms): written
+                                     by every terminal path, for rollups and retention
 * ``{p}:src:{version}``       string skill source by content hash
 * ``{p}:skills``              hash   skill name -> active version, for *active* skills only (the
                                      registry keeps it in step; triggers and ``run NAME`` read it)
@@ -100,8 +102,13 @@ class Keys:
 
     @property
     def waiting(self) -> str:
-        """Runs parked in ``waiting`` (event or child), by park time: the scheduler sweeps it."""
+        """Runs parked in ``waiting`` (event or child), by park time."""
         return f"{self.prefix}:waiting"
+
+    @property
+    def ended(self) -> str:
+        """Ended runs (completed, failed, cancelled, skipped) by end time (ms)."""
+        return f"{self.prefix}:ended"
 
     @property
     def queued(self) -> str:

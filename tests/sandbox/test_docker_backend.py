@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import textwrap
@@ -305,33 +304,6 @@ def test_acquire_replaces_a_pooled_guest_that_died(
     guest = backend.acquire()
     assert guest.id != dead.id
     assert json.loads(run(guest, skill_source("return 7"), FakeHost())["output_json"]) == 7
-
-
-def test_start_latency(new_backend: Callable[..., DockerBackend]) -> None:
-    """Measured, not asserted: cold start-to-ready, and acquire from a warm pool."""
-    cold_backend = new_backend(pool_size=0)
-    cold = []
-    for _ in range(5):
-        started = time.monotonic()
-        guest = cold_backend.acquire()
-        cold.append(time.monotonic() - started)
-        guest.kill()
-    warm_backend = new_backend(pool_size=1)
-    warm_backend.refill()
-    warm = []
-    for _ in range(5):
-        time.sleep(0.5)  # let the pool refill (and the guest boot) between runs
-        started = time.monotonic()
-        guest = warm_backend.acquire()
-        warm.append(time.monotonic() - started)
-        guest.kill()
-    print(
-        f"\ndocker guest latency: cold start-to-ready median"
-        f" {statistics.median(cold) * 1000:.0f} ms"
-        f" (min {min(cold) * 1000:.0f}, max {max(cold) * 1000:.0f});"
-        f" warm acquire median {statistics.median(warm) * 1000:.1f} ms"
-        f" (max {max(warm) * 1000:.1f})"
-    )
 
 
 # ---------------------------------------------------------------------------------------

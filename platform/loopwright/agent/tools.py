@@ -321,7 +321,9 @@ class ToolBox:
         run_id = derived_run_id(key) if key else None
         if run_id is None or not rt.runs.exists(run_id):
             version = rt.sources.resolve(args.name)
-            run_id = rt.runs.create(skill=args.name, version=version, data=args.data, run_id=run_id)
+            run_id = rt.runs.create_if_absent(
+                skill=args.name, version=version, data=args.data, run_id=run_id
+            ).run_id
         if not args.wait:
             return {"run_id": run_id, "status": rt.runs.get(run_id).status.value}
         run = rt.runs.wait(run_id, timeout=args.timeout)

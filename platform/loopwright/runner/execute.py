@@ -28,6 +28,7 @@ from loopwright.runner.remote import GuestHost
 from loopwright.runner.runtime import Runtime
 from loopwright.runner.signals import RunTimeoutError, Suspend
 from loopwright.runner.tools import HostTools
+from loopwright.runner.transitions import Declared
 from loopwright.sandbox.host import GuestTimeoutError, SandboxError, run_session
 from loopwright.sdk.errors import NonDeterminismError, StepFailedError, StepOutputError
 from loopwright.settings import Settings
@@ -98,7 +99,7 @@ class Executor:
             log.debug("run %s not taken: %s %s", run_id, acq.reason, acq.status or "")
             return f"skipped:{acq.reason}"
         started = time.monotonic()
-        lease = rt.keeper.hold(run_id, acq.token, asked)
+        lease = rt.keeper.hold(run_id, acq.token, asked, acq.slot)
         try:
             return self._run(run_id, acq.token, Run.from_hash(acq.run), acq.steps, lease, started)
         except LeaseLostError:
@@ -110,14 +111,24 @@ class Executor:
     def _active_ms(self, started: float) -> int:
         return int((time.monotonic() - started) * 1000)
 
-    def _fail(self, run: Run, token: str, started: float, error: str) -> str:
-        error = self.redactor.text(error)
-        ok = self.rt.transitions.finish(
-            run.id, token, RunStatus.FAILED.value, "", error[:8000], self._active_ms(started)
+    def _finish(
+        self, run: Run, token: str, started: float, status: RunStatus, output: str, error: str
+    ) -> str:
+        """End the run (secret values redacted); its end resolves a waiting parent in the same
+        script (``run_ended``), and the resumed parent is enqueued here, after it."""
+        rt = self.rt
+        output = self.redactor.json_text(output) if output else output
+        error = self.redactor.text(error)[:8000] if error else error
+        active = self._active_ms(started)
+        res = rt.transitions.finish(
+            run.id, token, status.value, output, error, active, Declared.of(run.raw)
         )
-        if ok and run.parent:
-            notify_parent(self.rt, run, "failed", error=error[:8000])
-        return "failed" if ok else "lease-lost"
+        if res.job_id and run.parent:
+            rt.dispatcher.enqueue(run.parent, res.job_id)
+        return status.value if res.ok else "lease-lost"
+
+    def _fail(self, run: Run, token: str, started: float, error: str) -> str:
+        return self._finish(run, token, started, RunStatus.FAILED, "", error[:8000])
 
     def _run(
         self,
@@ -175,30 +186,24 @@ class Executor:
             raise
         except (Exception, SystemExit) as exc:
             return self._fail(run, token, started, _error_text(exc, filename))
-        output = self.redactor.json_text(output)
-        ok = rt.transitions.finish(
-            run_id, token, RunStatus.COMPLETED.value, output, "", self._active_ms(started)
-        )
-        if ok and run.parent:
-            notify_parent(rt, run, "done", output_json=output)
-        return "completed" if ok else "lease-lost"
+        return self._finish(run, token, started, RunStatus.COMPLETED, output, "")
 
     def _park(self, run: Run, token: str, started: float, s: Suspend) -> str:
         rt = self.rt
         active = self._active_ms(started)
+        slot = run.raw.get("conc_slot") or None
         if not s.waiting:
             ok = rt.transitions.park(
-                run.id, token, RunStatus.SLEEPING.value, s.wake_ms or 0, active
+                run.id, token, RunStatus.SLEEPING.value, s.wake_ms or 0, active, slot
             )
             return "parked" if ok else "lease-lost"
-        if not rt.transitions.park_waiting(run.id, token, s.wake_ms, active, s.waiter):
-            return "lease-lost"
-        if s.child:  # the child may have ended before the parent parked: resolve it now
-            child_id, _ = s.child
-            child = rt.runs.get(child_id)
-            if child.status.terminal:
-                notify_parent(rt, child, *child_outcome(child))
-        return "waiting"
+        # A child that ended before this park is resolved by the park script itself.
+        res = rt.transitions.park_waiting(
+            run.id, token, s.wake_ms, active, s.waiter, child=s.child, slot=slot
+        )
+        if res.job_id:
+            rt.dispatcher.enqueue(run.id, res.job_id)
+        return "waiting" if res.ok else "lease-lost"
 
     def _run_sandboxed(
         self, ex: Execution, run: Run, source: str, params: dict[str, Any], remaining: float
@@ -239,7 +244,9 @@ def child_outcome(child: Run) -> tuple[str, str, str]:
 def notify_parent(
     rt: Runtime, child: Run, status: str, output_json: str = "", error: str = ""
 ) -> None:
-    """Resolve the parent's pending invoke step with this child's result (CAS, idempotent)."""
+    """Resolve the parent's pending invoke step with this ended child's result (CAS,
+    idempotent). Every terminal path does this inside its own script (``run_ended``); this is
+    for the scheduler's pass over runs parked by earlier versions."""
     if not child.parent or child.parent_seq is None:
         return
     if status == "failed" and not error:

@@ -271,7 +271,7 @@ class Execution:
             )
         if not rt.runs.exists(child):  # created here, or the last executor died before it did
             version = rt.sources.resolve(skill)
-            rt.runs.create(
+            rt.runs.create_if_absent(  # a racing executor's create leaves this one a no-op
                 skill=skill,
                 version=version,
                 spec=rt.sources.declaration(version, skill)[1],

@@ -17,6 +17,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from loopwright.keys import Keys
+from loopwright.runner.lua import CHECK_SLOT, StaleDeclarationError, checked
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +25,13 @@ log = logging.getLogger(__name__)
 # with a concurrency limit, a slot is free (else park it briefly, with backoff and jitter, and
 # let the scheduler retry it); bump the fence and the attempt counter, register the lease, and
 # return the run and its checkpoints, so a worker starts executing after one round trip.
-# KEYS: run, steps, leases, queued, timers   ARGV: run_id, owner, ttl_ms
-ACQUIRE_LUA = """
+# KEYS: run, steps, leases, queued, timers, [slot: the run's conc_slot, only when it holds one;
+#   verified against the record, LW-STALE when it differs]
+# ARGV: run_id, owner, ttl_ms
+# Returns {'ok', token, server now ms, run hash, steps hash} or {reason, status}.
+ACQUIRE_LUA = (
+    CHECK_SLOT
+    + """
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return {'missing'} end
 if st == 'completed' or st == 'failed' or st == 'cancelled' or st == 'skipped' then
@@ -39,8 +45,10 @@ if st == 'running' then
 elseif st ~= 'queued' then
   return {'parked', st}
 end
+local bad = stale(KEYS[1], KEYS[6])
+if bad then return bad end
 local until_ms = now + tonumber(ARGV[3])
-local slot = redis.call('HGET', KEYS[1], 'conc_slot')
+local slot = KEYS[6]
 if slot then
   redis.call('ZREMRANGEBYSCORE', slot, '-inf', now)
   local limit = tonumber(redis.call('HGET', KEYS[1], 'conc_limit') or '1')
@@ -66,20 +74,28 @@ redis.call('ZREM', KEYS[4], ARGV[1])
 return {'ok', tostring(fence), tostring(now), redis.call('HGETALL', KEYS[1]),
         redis.call('HGETALL', KEYS[2])}
 """
+)
 
-# Atomically: extend the lease only if the caller still holds the fence and the run is running.
-# KEYS: run, leases   ARGV: run_id, token, ttl_ms
-RENEW_LUA = """
+# Atomically: extend the lease (and the concurrency slot it holds, which expires with it) only
+# if the caller still holds the fence and the run is running.
+# KEYS: run, leases, [slot: the run's conc_slot, only when it holds one; verified]
+# ARGV: run_id, token, ttl_ms
+# Returns 1, or 0 when the lease is lost.
+RENEW_LUA = (
+    CHECK_SLOT
+    + """
 local cur = redis.call('HMGET', KEYS[1], 'fence', 'status')
 if cur[1] ~= ARGV[2] or cur[2] ~= 'running' then return 0 end
+local bad = stale(KEYS[1], KEYS[3])
+if bad then return bad end
 local t = redis.call('TIME')
 local until_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[3])
 redis.call('HSET', KEYS[1], 'lease_until', until_ms)
 redis.call('ZADD', KEYS[2], until_ms, ARGV[1])
-local slot = redis.call('HGET', KEYS[1], 'conc_slot')
-if slot then redis.call('ZADD', slot, 'XX', until_ms, ARGV[1]) end
+if KEYS[3] then redis.call('ZADD', KEYS[3], 'XX', until_ms, ARGV[1]) end
 return 1
 """
+)
 
 
 @dataclass(slots=True)
@@ -90,6 +106,11 @@ class Acquired:
     server_now_ms: int
     run: dict[str, str]
     steps: dict[str, str]
+
+    @property
+    def slot(self) -> str | None:
+        """The concurrency slot key the run holds (declared to later scripts), if any."""
+        return self.run.get("conc_slot") or None
 
 
 @dataclass(slots=True)
@@ -114,23 +135,39 @@ class Leases:
         self._acquire = redis.register_script(ACQUIRE_LUA)
         self._renew = redis.register_script(RENEW_LUA)
 
-    def acquire(self, run_id: str, owner: str) -> Acquired | AcquireRefused:
-        """Take ``run_id`` for ``owner`` or say why not."""
+    def slot_of(self, run_id: str) -> str | None:
+        """The concurrency slot key stored on the run (None when it has none)."""
+        raw = self._redis.hget(self._keys.run(run_id), "conc_slot")
+        return str(raw) if raw else None
+
+    def acquire(
+        self, run_id: str, owner: str, slot: str | None = None
+    ) -> Acquired | AcquireRefused:
+        """Take ``run_id`` for ``owner`` or say why not. ``slot`` declares the run's
+        concurrency slot; when it is wrong (or unknown: None) for a run that holds one, the
+        slot is read and the acquire repeated, so only concurrency-limited runs pay for it."""
         k = self._keys
-        res = self._acquire(
-            keys=[k.run(run_id), k.steps(run_id), k.leases, k.queued, k.timers],
-            args=[run_id, owner, self.ttl_ms],
-        )
+        base = [k.run(run_id), k.steps(run_id), k.leases, k.queued, k.timers]
+        args = [run_id, owner, self.ttl_ms]
+        try:
+            res = checked(self._acquire, keys=base + ([slot] if slot else []), args=args)
+        except StaleDeclarationError:
+            slot = self.slot_of(run_id)
+            res = checked(self._acquire, keys=base + ([slot] if slot else []), args=args)
         if res[0] != "ok":
             return AcquireRefused(reason=str(res[0]), status=str(res[1]) if len(res) > 1 else None)
         return Acquired(
             token=str(res[1]), server_now_ms=int(res[2]), run=_pairs(res[3]), steps=_pairs(res[4])
         )
 
-    def renew(self, run_id: str, token: str) -> bool:
-        """Extend the lease; False when the fence moved on (taken over or cancelled)."""
+    def renew(self, run_id: str, token: str, slot: str | None = None) -> bool:
+        """Extend the lease; False when the fence moved on (taken over or cancelled).
+
+        ``slot`` declares the run's concurrency slot; ``StaleDeclarationError`` when it is wrong
+        (the caller reads it with :meth:`slot_of` and renews again)."""
         k = self._keys
-        return bool(self._renew(keys=[k.run(run_id), k.leases], args=[run_id, token, self.ttl_ms]))
+        keys = [k.run(run_id), k.leases] + ([slot] if slot else [])
+        return bool(checked(self._renew, keys=keys, args=[run_id, token, self.ttl_ms]))
 
 
 # A lease confirmed less than this fraction of its TTL ago is trusted without asking Redis. The
@@ -148,11 +185,19 @@ class HeldLease:
     :meth:`ensure` before a step body a guarantee that no finished step starts again.
     """
 
-    def __init__(self, leases: Leases, run_id: str, token: str, confirmed: float) -> None:
+    def __init__(
+        self,
+        leases: Leases,
+        run_id: str,
+        token: str,
+        confirmed: float,
+        slot: str | None = None,
+    ) -> None:
         self._leases = leases
         self.run_id = run_id
         self.token = token
         self.confirmed = confirmed
+        self.slot = slot
         self.lost = threading.Event()
 
     def renew(self) -> bool:
@@ -160,7 +205,12 @@ class HeldLease:
         if self.lost.is_set():
             return False
         t0 = time.monotonic()
-        if self._leases.renew(self.run_id, self.token):
+        try:
+            ok = self._leases.renew(self.run_id, self.token, self.slot)
+        except StaleDeclarationError:
+            self.slot = self._leases.slot_of(self.run_id)
+            ok = self._leases.renew(self.run_id, self.token, self.slot)
+        if ok:
             self.confirmed = max(self.confirmed, t0)
             return True
         self.lost.set()
@@ -204,9 +254,10 @@ class LeaseKeeper:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def hold(self, run_id: str, token: str, confirmed: float) -> HeldLease:
-        """Start renewing ``run_id``, acquired by a call that began at monotonic ``confirmed``."""
-        held = HeldLease(self._leases, run_id, token, confirmed)
+    def hold(self, run_id: str, token: str, confirmed: float, slot: str | None = None) -> HeldLease:
+        """Start renewing ``run_id``, acquired by a call that began at monotonic ``confirmed``
+        (``slot``: the concurrency slot key it holds, declared at each renewal)."""
+        held = HeldLease(self._leases, run_id, token, confirmed, slot)
         with self._lock:
             self._held[run_id] = held
             if self._thread is None or not self._thread.is_alive():
@@ -233,5 +284,5 @@ class LeaseKeeper:
             for held in items:
                 try:
                     held.renew()
-                except RedisError as exc:
+                except (RedisError, StaleDeclarationError) as exc:
                     log.warning("lease renewal for run %s failed: %s", held.run_id, exc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
@@ -16,12 +17,53 @@ from loopwright.errors import NotFoundError, UserError
 from loopwright.keys import Keys
 from loopwright.runner.checkpoint import Checkpoints
 from loopwright.runner.flow import concurrency_fields
+from loopwright.runner.lua import ENDED, NOW, call_named
 from loopwright.runner.records import Run, RunStatus, StepRecord, encode_json, now_ms
-from loopwright.runner.transitions import Transitions
+from loopwright.runner.transitions import Declared, Transitions
+from loopwright.scripts import NAMED
 from loopwright.sdk.errors import StepOutputError
 from loopwright.sdk.skill import SkillSpec
 
 JOB_FUNC = "loopwright.runner.execute.execute"
+
+# Atomically: create a run unless one with this id exists. An existing run is never touched
+# (not its record, not an index, and the caller does not dispatch it): a second create of a
+# run that is executing would otherwise reset its fence and re-issue its token. The new
+# record goes into the history indexes, its parent's children set, and then by ``place``:
+# ``queued`` (the caller enqueues the RQ job after this script; the lost-dispatch check covers
+# a crash in between), ``timers`` (created parked until ``score``) or ``ended`` (a start that
+# flow control skipped: the shared terminal bookkeeping ``run_ended`` runs here too).
+# KEYS (named): run, runs, runs_by_skill, queued, timers, ended, waiting; children (of the
+#   parent, when there is one); parent_run, parent_steps (a skipped child resolves its parent)
+# ARGV (named): run_id, fields (the record: name -> string), place, score (ms), channel;
+#   parent, parent_seq, parent_job_prefix (with parent_run)
+# Returns {1, parent job id or ''} when created, {0, ''} when the run existed.
+CREATE_LUA = (
+    NOW
+    + NAMED
+    + ENDED
+    + """
+if redis.call('EXISTS', K.run) == 1 then return {0, ''} end
+local flat = {}
+for name, value in pairs(A.fields) do
+  flat[#flat + 1] = name
+  flat[#flat + 1] = value
+end
+redis.call('HSET', K.run, unpack(flat))
+local ts = tonumber(A.fields.created_at)
+redis.call('ZADD', K.runs, ts, A.run_id)
+redis.call('ZADD', K.runs_by_skill, ts, A.run_id)
+if K.children then redis.call('SADD', K.children, A.run_id) end
+if A.place == 'queued' then
+  redis.call('ZADD', K.queued, A.score, A.run_id)
+elseif A.place == 'timers' then
+  redis.call('ZADD', K.timers, A.score, A.run_id)
+else
+  return {1, run_ended(A.run_id, A.fields.status, tonumber(A.fields.finished_at))}
+end
+return {1, ''}
+"""
+)
 
 
 def new_run_id() -> str:
@@ -68,6 +110,15 @@ class Dispatcher:
         return self._rq_redis.lpos(self.queue.key, job_id) is not None
 
 
+@dataclass(frozen=True, slots=True)
+class Created:
+    """What :meth:`RunStore.create_if_absent` did: ``created`` is False when the run existed
+    (then nothing was written and nothing dispatched)."""
+
+    run_id: str
+    created: bool
+
+
 class RunStore:
     """The run history and the entry points that create or change runs."""
 
@@ -88,8 +139,17 @@ class RunStore:
         self._transitions = transitions
         self._checkpoints = checkpoints
         self._input_max = input_max_bytes
+        self._create = redis.register_script(CREATE_LUA)
 
-    def create(
+    def create(self, **kw: Any) -> str:
+        """Create a run with a new id (or one nobody used): see :meth:`create_if_absent`.
+        Returns the run id; ``UserError`` when a run with the given ``run_id`` exists."""
+        res = self.create_if_absent(**kw)
+        if not res.created:
+            raise UserError(f"run {res.run_id} already exists")
+        return res.run_id
+
+    def create_if_absent(
         self,
         *,
         skill: str,
@@ -108,12 +168,17 @@ class RunStore:
         skipped: str | None = None,
         wake_at: int | None = None,
         admitted_at: int | None = None,
-    ) -> str:
-        """Record a new queued run and dispatch it, in one round trip. Returns the run id.
+    ) -> Created:
+        """Record a new queued run and dispatch it, unless a run with this id exists.
+
+        One script creates the record and its indexes only when the id is free and never
+        touches an existing run (a second create of an executing run would reset its fence);
+        ``created`` says which happened, and only the creator dispatches.
 
         Runs execute in the sandbox unless ``trusted`` (built-in skills, ``--trusted``).
         ``spec`` brings the skill's concurrency limit; ``skipped`` records a start that flow
-        control refused (a terminal run, never dispatched); ``wake_at`` creates it parked.
+        control refused (a terminal run, never dispatched, with the terminal bookkeeping of
+        every ended run); ``wake_at`` creates it parked.
         """
         run_id = run_id or new_run_id()
         ts = now_ms()
@@ -130,7 +195,7 @@ class RunStore:
         except StepOutputError as exc:
             raise UserError(str(exc)) from None
         job_id = f"{self._transitions.job_prefix(run_id)}1"
-        mapping: dict[Any, Any] = {
+        mapping: dict[str, Any] = {
             "id": run_id,
             "skill": skill,
             "version": version,
@@ -155,27 +220,56 @@ class RunStore:
             mapping.update(concurrency_fields(self._keys, spec, event))
         if timeout is not None:
             mapping["timeout"] = timeout
-        k = self._keys
         if skipped is not None:
             mapping.update(status=RunStatus.SKIPPED.value, error=skipped, finished_at=ts)
         elif wake_at is not None:
             mapping.update(status=RunStatus.SLEEPING.value, wake_at=wake_at)
         if admitted_at is not None:
             mapping["admitted_at"] = admitted_at  # the rate limiter's own time for this start
-        pipe = self._rq_redis.pipeline(transaction=True)
-        pipe.multi()  # RQ joins an explicit transaction instead of starting its own
-        pipe.hset(k.run(run_id), mapping=mapping)
-        pipe.zadd(k.runs, {run_id: ts})
-        pipe.zadd(k.runs_by_skill(skill), {run_id: ts})
-        if parent:
-            pipe.sadd(k.children(parent), run_id)
-        if skipped is None and wake_at is not None:
-            pipe.zadd(k.timers, {run_id: wake_at})
-        elif skipped is None:
-            pipe.zadd(k.queued, {run_id: ts})
-            self.dispatcher.enqueue(run_id, job_id, pipeline=pipe)
-        pipe.execute()
-        return run_id
+        place = "ended" if skipped is not None else "timers" if wake_at is not None else "queued"
+        created, parent_job = self._create_script(run_id, skill, mapping, place, ts)
+        if created and place == "queued":
+            # After the script: a crash before this line leaves a queued run with a vanished
+            # job, which the scheduler's lost-dispatch check re-dispatches.
+            self.dispatcher.enqueue(run_id, job_id)
+        if parent_job and parent:
+            self.dispatcher.enqueue(parent, parent_job)
+        return Created(run_id, created)
+
+    def _create_script(
+        self, run_id: str, skill: str, mapping: dict[str, Any], place: str, ts: int
+    ) -> tuple[bool, str | None]:
+        k = self._keys
+        parent = str(mapping.get("parent", "")) or None
+        d = Declared.of({key: str(mapping.get(key, "")) for key in ("parent", "parent_seq")})
+        resolves = place == "ended" and d.parent is not None
+        keys: dict[str, str | None] = {
+            "run": k.run(run_id),
+            "runs": k.runs,
+            "runs_by_skill": k.runs_by_skill(skill),
+            "queued": k.queued,
+            "timers": k.timers,
+            "ended": k.ended,
+            "waiting": k.waiting,
+            "children": k.children(parent) if parent else None,
+            "parent_run": k.run(d.parent) if resolves and d.parent else None,
+            "parent_steps": k.steps(d.parent) if resolves and d.parent else None,
+        }
+        args: dict[str, Any] = {
+            "run_id": run_id,
+            "fields": {name: str(value) for name, value in mapping.items()},
+            "place": place,
+            "score": int(mapping.get("wake_at", ts)),
+            "channel": k.notify_channel,
+        }
+        if resolves and d.parent:
+            args.update(
+                parent=d.parent,
+                parent_seq=d.parent_seq,
+                parent_job_prefix=self._transitions.job_prefix(d.parent),
+            )
+        created, parent_job = call_named(self._create, keys, args)
+        return bool(int(created)), str(parent_job) or None
 
     def exists(self, run_id: str) -> bool:
         """Whether a run record exists."""
@@ -232,9 +326,12 @@ class RunStore:
 
     def cancel(self, run_id: str, reason: str = "cancelled by user") -> list[str]:
         """Cancel a run and, recursively, its unfinished children. Returns the ids cancelled."""
-        res = self._transitions.cancel(run_id, reason)
+        res, parent_job = self._transitions.cancel(run_id, reason)
         if res < 0:
             raise NotFoundError(f"unknown run id {run_id!r}")
+        parent = self._redis.hget(self._keys.run(run_id), "parent") if parent_job else None
+        if parent_job and parent:
+            self.dispatcher.enqueue(str(parent), parent_job)  # its waiting parent resumes
         cancelled = [run_id] if res == 1 else []
         children: set[str] = self._redis.smembers(self._keys.children(run_id))  # type: ignore[assignment]
         for child in sorted(children):

@@ -7,56 +7,72 @@ executor can never apply the same transition twice.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from redis import Redis
 
 from loopwright.keys import Keys
+from loopwright.runner.lua import (
+    CHECK_PARENT,
+    CHECK_SLOT,
+    CHILD_OUTCOME,
+    ENDED,
+    NOW,
+    RESOLVE_PENDING,
+    StaleDeclarationError,
+    call_named,
+    checked,
+)
+from loopwright.scripts import NAMED
 
-# Frees the run's concurrency slot, if it holds one (the slot key is stored on the run).
-RELEASE_SLOT = """
-local slot = redis.call('HGET', KEYS[1], 'conc_slot')
-if slot then redis.call('ZREM', slot, ARGV[1]) end
-"""
+# Every script below re-checks the state it expects before writing, so it is safe to call
+# twice or from two processes. Keys derived from the run record (``conc_slot``, the parent)
+# are declared by the caller and verified by the script (``runner/lua.py``).
 
-_NOW = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-"""
-
-# Atomically: end a run the caller holds (completed or failed), record output/error and active
-# time, drop its lease and announce it.
-# KEYS: run, leases   ARGV: run_id, token, status, output, error, active_ms, channel
+# Atomically: end a run the caller holds (completed or failed): record output, error and
+# active time, drop its lease, then the shared terminal bookkeeping (``run_ended``: free the
+# slot, index it in ``ended``, announce it, resolve its waiting parent's invoke step).
+# KEYS (named): run, leases, ended, timers, queued, waiting; slot (when the run holds one);
+#   parent_run, parent_steps (when it has a parent)
+# ARGV (named): run_id, token, status, output ('' = none), error ('' = none), active_ms, channel;
+#   parent, parent_seq, parent_job_prefix (when it has a parent)
+# Returns {1, parent job id or ''}, or {0, ''} when fenced out.
 FINISH_LUA = (
-    _NOW
+    NOW
+    + NAMED
+    + CHECK_SLOT
+    + CHECK_PARENT
+    + ENDED
     + """
-local cur = redis.call('HMGET', KEYS[1], 'fence', 'status')
-if cur[1] ~= ARGV[2] or cur[2] ~= 'running' then return 0 end
-"""
-    + RELEASE_SLOT
-    + """
-redis.call('HSET', KEYS[1], 'status', ARGV[3], 'finished_at', now, 'updated_at', now)
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'output', ARGV[4]) end
-if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[5]) end
-redis.call('HINCRBY', KEYS[1], 'active_ms', ARGV[6])
-redis.call('HDEL', KEYS[1], 'owner', 'lease_until')
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('PUBLISH', ARGV[7], ARGV[1] .. ' ' .. ARGV[3])
-return 1
+local cur = redis.call('HMGET', K.run, 'fence', 'status')
+if cur[1] ~= A.token or cur[2] ~= 'running' then return {0, ''} end
+local bad = stale(K.run, K.slot) or stale_parent(K.run, A.parent, A.parent_seq)
+if bad then return bad end
+redis.call('HSET', K.run, 'status', A.status, 'finished_at', now, 'updated_at', now)
+if A.output ~= '' then redis.call('HSET', K.run, 'output', A.output) end
+if A.error ~= '' then redis.call('HSET', K.run, 'error', A.error) end
+redis.call('HINCRBY', K.run, 'active_ms', A.active_ms)
+redis.call('HDEL', K.run, 'owner', 'lease_until')
+redis.call('ZREM', K.leases, A.run_id)
+return {1, run_ended(A.run_id, A.status, now)}
 """
 )
 
-# Atomically: park a run the caller holds until wake time (sleep or retry backoff), add the
-# active time, drop the lease and register the timer.
-# KEYS: run, leases, timers   ARGV: run_id, token, status, wake_ms, active_ms, channel
+# Atomically: park a run the caller holds until wake time (sleep or retry backoff): free its
+# concurrency slot, add the active time, drop the lease and register the timer.
+# KEYS: run, leases, timers, [slot: the run's conc_slot, only when it holds one]
+# ARGV: run_id, token, status, wake_ms, active_ms, channel
 PARK_LUA = (
-    _NOW
+    NOW
+    + CHECK_SLOT
     + """
 local cur = redis.call('HMGET', KEYS[1], 'fence', 'status')
 if cur[1] ~= ARGV[2] or cur[2] ~= 'running' then return 0 end
-"""
-    + RELEASE_SLOT
-    + """
+local bad = stale(KEYS[1], KEYS[4])
+if bad then return bad end
+if KEYS[4] then redis.call('ZREM', KEYS[4], ARGV[1]) end
 redis.call('HSET', KEYS[1], 'status', ARGV[3], 'wake_at', ARGV[4], 'updated_at', now)
 redis.call('HINCRBY', KEYS[1], 'active_ms', ARGV[5])
 redis.call('HDEL', KEYS[1], 'owner', 'lease_until')
@@ -68,64 +84,70 @@ return 1
 )
 
 # Atomically: park a run the caller holds in 'waiting' (an event or a child run will resolve its
-# pending step), register its waiter (when waiting for an event) and its optional deadline
-# timer, and index it for the scheduler's sweep.
-# KEYS: run, leases, timers, waiting, waiters   ARGV: run_id, token, wake_ms ('' = none),
-#   active_ms, channel, waiter field ('' = none), waiter match JSON
+# pending step): free its slot, register its event waiter and its optional deadline timer,
+# index it in ``waiting``; and when it waits for a child run that has already ended, resolve
+# the pending step with the child's outcome at once. Because a child's end (``run_ended``) and
+# this park are each one script, one of the two always sees the other: no parent is left
+# waiting for a child that ended in between.
+# KEYS (named): run, steps, leases, timers, queued, waiting; waiters (when waiting for an
+#   event); child (the child run, when waiting for one); slot (when the run holds one)
+# ARGV (named): run_id, token, wake_ms (absent = no deadline), active_ms, channel, job_prefix;
+#   waiter_field, waiter_match (event); child, seq (child run id and the invoke step)
+# Returns {1, job id to enqueue when the child had already ended, else ''}, or {0, ''}.
 PARK_WAITING_LUA = (
-    _NOW
+    NOW
+    + NAMED
+    + CHECK_SLOT
+    + RESOLVE_PENDING
+    + CHILD_OUTCOME
     + """
-local cur = redis.call('HMGET', KEYS[1], 'fence', 'status')
-if cur[1] ~= ARGV[2] or cur[2] ~= 'running' then return 0 end
-"""
-    + RELEASE_SLOT
-    + """
-redis.call('HSET', KEYS[1], 'status', 'waiting', 'updated_at', now)
-redis.call('HINCRBY', KEYS[1], 'active_ms', ARGV[4])
-redis.call('HDEL', KEYS[1], 'owner', 'lease_until')
-redis.call('ZREM', KEYS[2], ARGV[1])
-if ARGV[3] ~= '' then
-  redis.call('HSET', KEYS[1], 'wake_at', ARGV[3])
-  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+local cur = redis.call('HMGET', K.run, 'fence', 'status')
+if cur[1] ~= A.token or cur[2] ~= 'running' then return {0, ''} end
+local bad = stale(K.run, K.slot)
+if bad then return bad end
+if K.slot then redis.call('ZREM', K.slot, A.run_id) end
+redis.call('HSET', K.run, 'status', 'waiting', 'updated_at', now)
+redis.call('HINCRBY', K.run, 'active_ms', A.active_ms)
+redis.call('HDEL', K.run, 'owner', 'lease_until')
+redis.call('ZREM', K.leases, A.run_id)
+if A.wake_ms then
+  redis.call('HSET', K.run, 'wake_at', A.wake_ms)
+  redis.call('ZADD', K.timers, A.wake_ms, A.run_id)
 end
-if ARGV[6] ~= '' then redis.call('HSET', KEYS[5], ARGV[6], ARGV[7]) end
-redis.call('ZADD', KEYS[4], now, ARGV[1])
-redis.call('PUBLISH', ARGV[5], ARGV[1] .. ' waiting')
-return 1
+if K.waiters then redis.call('HSET', K.waiters, A.waiter_field, A.waiter_match) end
+redis.call('ZADD', K.waiting, now, A.run_id)
+redis.call('PUBLISH', A.channel, A.run_id .. ' waiting')
+if not K.child then return {1, ''} end
+local cst = redis.call('HGET', K.child, 'status')
+if cst ~= 'completed' and cst ~= 'failed' and cst ~= 'cancelled' and cst ~= 'skipped' then
+  return {1, ''}
+end
+local st, out, err = child_outcome(K.child, A.child)
+local jid = resolve_pending({run = K.run, steps = K.steps, timers = K.timers, queued = K.queued,
+  waiting = K.waiting, run_id = A.run_id, seq = tostring(A.seq), check_field = 'child',
+  check_value = A.child, status = st, output = out, error = err, job_prefix = A.job_prefix,
+  ended_at = now, now = now})
+return {1, jid or ''}
 """
 )
 
 # Atomically (compare-and-set): resolve the pending step ``seq`` of a waiting run — with an
 # event's payload, or a child run's output or error — and queue the run. Nothing happens when
 # the run is no longer waiting or the record is no longer that pending step, so the router,
-# the child's executor and the scheduler's sweep can all try without doubling anything.
-# KEYS: run, steps, timers, queued, waiting, waiters
+# a child's end and the scheduler's legacy pass can all try without doubling anything.
+# KEYS: run, steps, timers, queued, waiting, [waiters: only when resolving an event waiter]
 # ARGV: run_id, seq, check field ('' = none), check value, new status, output JSON ('' = none),
 #   error ('' = none), job prefix, waiter field ('' = none), ended_at ms
+# Returns the run's new RQ job id, or false.
 RESOLVE_LUA = (
-    _NOW
+    NOW
+    + RESOLVE_PENDING
     + """
-if ARGV[9] ~= '' then redis.call('HDEL', KEYS[6], ARGV[9]) end
-if redis.call('HGET', KEYS[1], 'status') ~= 'waiting' then return false end
-local raw = redis.call('HGET', KEYS[2], ARGV[2])
-if not raw then return false end
-local rec = cjson.decode(raw)
-if rec['status'] ~= 'pending' then return false end
-if ARGV[3] ~= '' and rec[ARGV[3]] ~= ARGV[4] then return false end
-rec['status'] = ARGV[5]
-rec['ended_at'] = tonumber(ARGV[10])
-rec['output'] = nil
-if ARGV[7] ~= '' then rec['error'] = ARGV[7] end
-local enc = cjson.encode(rec)
-if ARGV[6] ~= '' then enc = string.sub(enc, 1, -2) .. ',"output":' .. ARGV[6] .. '}' end
-redis.call('HSET', KEYS[2], ARGV[2], enc)
-local jid = ARGV[8] .. redis.call('HINCRBY', KEYS[1], 'dispatches', 1)
-redis.call('HSET', KEYS[1], 'status', 'queued', 'dispatch', jid, 'updated_at', now)
-redis.call('HDEL', KEYS[1], 'wake_at')
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('ZREM', KEYS[5], ARGV[1])
-redis.call('ZADD', KEYS[4], now, ARGV[1])
-return jid
+if KEYS[6] then redis.call('HDEL', KEYS[6], ARGV[9]) end
+return resolve_pending({run = KEYS[1], steps = KEYS[2], timers = KEYS[3], queued = KEYS[4],
+  waiting = KEYS[5], run_id = ARGV[1], seq = ARGV[2], check_field = ARGV[3],
+  check_value = ARGV[4], status = ARGV[5], output = ARGV[6], error = ARGV[7],
+  job_prefix = ARGV[8], ended_at = ARGV[10], now = now})
 """
 )
 
@@ -134,7 +156,7 @@ return jid
 # (cancelled, already woken, resolved).
 # KEYS: run, timers, queued, waiting   ARGV: run_id, job_prefix
 WAKE_LUA = (
-    _NOW
+    NOW
     + """
 redis.call('ZREM', KEYS[2], ARGV[1])
 local st = redis.call('HGET', KEYS[1], 'status')
@@ -149,40 +171,47 @@ return jid
 )
 
 # Atomically: take a run back from an executor whose lease expired. Bumps the fence so the old
-# executor's late writes are refused, then re-queues the run (or fails it after too many lost
-# executors: a run that keeps killing workers must not loop forever).
-# KEYS: run, leases, queued   ARGV: run_id, job_prefix, max_reaps, channel
+# executor's late writes are refused and frees its slot, then re-queues the run — or, after too
+# many lost executors, fails it with the shared terminal bookkeeping (``run_ended``): a run
+# that keeps killing workers must not loop forever, and its parent must learn it failed.
+# KEYS (named): run, leases, queued, ended, timers, waiting; slot; parent_run, parent_steps
+# ARGV (named): run_id, job_prefix, max_reaps, channel; parent, parent_seq, parent_job_prefix
+# Returns {job id to enqueue, ''}, {'failed', parent job id or ''}, or {'', ''} (nothing to do).
 REAP_LUA = (
-    _NOW
+    NOW
+    + NAMED
+    + CHECK_SLOT
+    + CHECK_PARENT
+    + ENDED
     + """
-local cur = redis.call('HMGET', KEYS[1], 'status', 'lease_until')
-if cur[1] ~= 'running' then redis.call('ZREM', KEYS[2], ARGV[1]) return false end
-if tonumber(cur[2] or '0') > now then return false end
-"""
-    + RELEASE_SLOT
-    + """
-redis.call('HINCRBY', KEYS[1], 'fence', 1)
-local reaps = redis.call('HINCRBY', KEYS[1], 'reaps', 1)
-redis.call('HDEL', KEYS[1], 'owner', 'lease_until')
-redis.call('ZREM', KEYS[2], ARGV[1])
-if reaps > tonumber(ARGV[3]) then
-  redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_at', now, 'updated_at', now,
+local cur = redis.call('HMGET', K.run, 'status', 'lease_until')
+if cur[1] ~= 'running' then redis.call('ZREM', K.leases, A.run_id) return {'', ''} end
+if tonumber(cur[2] or '0') > now then return {'', ''} end
+local bad = stale(K.run, K.slot) or stale_parent(K.run, A.parent, A.parent_seq)
+if bad then return bad end
+if K.slot then redis.call('ZREM', K.slot, A.run_id) end
+redis.call('HINCRBY', K.run, 'fence', 1)
+local reaps = redis.call('HINCRBY', K.run, 'reaps', 1)
+redis.call('HDEL', K.run, 'owner', 'lease_until')
+redis.call('ZREM', K.leases, A.run_id)
+if reaps > tonumber(A.max_reaps) then
+  redis.call('HSET', K.run, 'status', 'failed', 'finished_at', now, 'updated_at', now,
     'error', 'the worker executing this run was lost ' .. reaps .. ' times; giving up')
-  redis.call('PUBLISH', ARGV[4], ARGV[1] .. ' failed')
-  return 'failed'
+  return {'failed', run_ended(A.run_id, 'failed', now)}
 end
-local jid = ARGV[2] .. redis.call('HINCRBY', KEYS[1], 'dispatches', 1)
-redis.call('HSET', KEYS[1], 'status', 'queued', 'dispatch', jid, 'updated_at', now)
-redis.call('ZADD', KEYS[3], now, ARGV[1])
-return jid
+local jid = A.job_prefix .. redis.call('HINCRBY', K.run, 'dispatches', 1)
+redis.call('HSET', K.run, 'status', 'queued', 'dispatch', jid, 'updated_at', now)
+redis.call('ZADD', K.queued, now, A.run_id)
+return {jid, ''}
 """
 )
 
-# Atomically: give a queued run whose RQ job vanished (worker died between dequeue and lease)
-# a fresh dispatch id, but only if nothing else dispatched it meanwhile.
+# Atomically: give a queued run whose RQ job vanished (worker died between dequeue and lease,
+# or a process died between creating or resolving a run and enqueueing it) a fresh dispatch
+# id, but only if nothing else dispatched it meanwhile.
 # KEYS: run, queued   ARGV: run_id, job_prefix, expected_dispatch
 REDISPATCH_LUA = (
-    _NOW
+    NOW
     + """
 local cur = redis.call('HMGET', KEYS[1], 'status', 'dispatch')
 if cur[1] ~= 'queued' then redis.call('ZREM', KEYS[2], ARGV[1]) return false end
@@ -195,43 +224,88 @@ return jid
 )
 
 # Atomically: cancel a run that has not ended: bump the fence (its executor's next write is
-# refused), drop it from every index the scheduler scans and announce it.
-# KEYS: run, leases, timers, queued, waiting   ARGV: run_id, reason, channel
+# refused), drop it from every index the scheduler scans, then the shared terminal bookkeeping
+# (``run_ended``: free the slot, index it in ``ended``, announce it, resolve a waiting parent).
+# KEYS (named): run, leases, timers, queued, waiting, ended; slot; parent_run, parent_steps
+# ARGV (named): run_id, reason, channel; parent, parent_seq, parent_job_prefix
+# Returns {1, parent job id or ''}, {0, ''} when it had already ended, {-1, ''} when unknown.
 CANCEL_LUA = (
-    _NOW
+    NOW
+    + NAMED
+    + CHECK_SLOT
+    + CHECK_PARENT
+    + ENDED
     + """
-local st = redis.call('HGET', KEYS[1], 'status')
-if not st then return -1 end
-if st == 'completed' or st == 'failed' or st == 'cancelled' or st == 'skipped' then return 0 end
-"""
-    + RELEASE_SLOT
-    + """
-redis.call('HINCRBY', KEYS[1], 'fence', 1)
-redis.call('HSET', KEYS[1], 'status', 'cancelled', 'error', ARGV[2], 'finished_at', now,
+local st = redis.call('HGET', K.run, 'status')
+if not st then return {-1, ''} end
+if st == 'completed' or st == 'failed' or st == 'cancelled' or st == 'skipped' then
+  return {0, ''}
+end
+local bad = stale(K.run, K.slot) or stale_parent(K.run, A.parent, A.parent_seq)
+if bad then return bad end
+redis.call('HINCRBY', K.run, 'fence', 1)
+redis.call('HSET', K.run, 'status', 'cancelled', 'error', A.reason, 'finished_at', now,
            'updated_at', now)
-redis.call('HDEL', KEYS[1], 'owner', 'lease_until', 'wake_at')
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('ZREM', KEYS[4], ARGV[1])
-redis.call('ZREM', KEYS[5], ARGV[1])
-redis.call('PUBLISH', ARGV[3], ARGV[1] .. ' cancelled')
-return 1
+redis.call('HDEL', K.run, 'owner', 'lease_until', 'wake_at')
+redis.call('ZREM', K.leases, A.run_id)
+redis.call('ZREM', K.timers, A.run_id)
+redis.call('ZREM', K.queued, A.run_id)
+redis.call('ZREM', K.waiting, A.run_id)
+return {1, run_ended(A.run_id, 'cancelled', now)}
 """
 )
 
 
 @dataclass(frozen=True, slots=True)
+class Declared:
+    """What a caller read about a run: the keys its scripts derive from the record.
+
+    ``slot`` is the run's ``conc_slot``; ``parent``/``parent_seq`` the parent run and its
+    invoke step (both set, or neither). The scripts verify them (``runner/lua.py``).
+    """
+
+    slot: str | None = None
+    parent: str | None = None
+    parent_seq: int | None = None
+
+    @classmethod
+    def of(cls, h: dict[str, str]) -> Declared:
+        """From the run hash (or the subset ``conc_slot``, ``parent``, ``parent_seq``)."""
+        parent, seq = h.get("parent") or None, h.get("parent_seq") or None
+        if parent is None or seq is None:
+            return cls(slot=h.get("conc_slot") or None)
+        return cls(slot=h.get("conc_slot") or None, parent=parent, parent_seq=int(seq))
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """A transition's outcome: applied or not, and a job id the caller must enqueue after it
+    (a resumed parent, or the run itself when its child had already ended). A crash before
+    that enqueue is harmless: the run sits in ``queued`` and the lost-dispatch check
+    re-dispatches it."""
+
+    ok: bool
+    job_id: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+@dataclass(frozen=True, slots=True)
 class ReapResult:
-    """Outcome of reaping one run: re-queued under ``job_id``, failed, or nothing to do."""
+    """Outcome of reaping one run: re-queued under ``job_id``, failed, or nothing to do;
+    ``parent_job`` is the job of a parent the failure resumed."""
 
     job_id: str | None
     failed: bool = False
+    parent_job: str | None = None
 
 
 class Transitions:
     """Callable wrappers around the transition scripts."""
 
     def __init__(self, redis: Redis, keys: Keys, max_reaps: int) -> None:
+        self._redis = redis
         self._keys = keys
         self._max_reaps = max_reaps
         self._finish = redis.register_script(FINISH_LUA)
@@ -247,27 +321,95 @@ class Transitions:
         """RQ job ids of a run are ``<prefix>-<run id>-<dispatch number>``."""
         return f"{self._keys.prefix}-{run_id}-"
 
-    def finish(
-        self, run_id: str, token: str, status: str, output: str, error: str, active_ms: int
-    ) -> bool:
-        """Complete or fail a held run. False when fenced out."""
-        k = self._keys
-        return bool(
-            self._finish(
-                keys=[k.run(run_id), k.leases],
-                args=[run_id, token, status, output, error, active_ms, k.notify_channel],
-            )
-        )
+    def declared(self, run_id: str) -> Declared:
+        """Read the run's slot and parent, to declare them to a script."""
+        h = self._redis.hmget(self._keys.run(run_id), ["conc_slot", "parent", "parent_seq"])
+        slot, parent, seq = (str(x) if x is not None else "" for x in h)
+        return Declared.of({"conc_slot": slot, "parent": parent, "parent_seq": seq})
 
-    def park(self, run_id: str, token: str, status: str, wake_ms: int, active_ms: int) -> bool:
+    def _ended_keys(self, run_id: str, d: Declared) -> dict[str, str | None]:
+        """The keys ``run_ended`` touches, for a run with declaration ``d``."""
+        k = self._keys
+        return {
+            "run": k.run(run_id),
+            "leases": k.leases,
+            "ended": k.ended,
+            "timers": k.timers,
+            "queued": k.queued,
+            "waiting": k.waiting,
+            "slot": d.slot,
+            "parent_run": k.run(d.parent) if d.parent else None,
+            "parent_steps": k.steps(d.parent) if d.parent else None,
+        }
+
+    def _parent_args(self, d: Declared) -> dict[str, Any]:
+        if not d.parent:
+            return {}
+        return {
+            "parent": d.parent,
+            "parent_seq": d.parent_seq,
+            "parent_job_prefix": self.job_prefix(d.parent),
+        }
+
+    def _declaring(self, run_id: str, d: Declared | None, call: Callable[[Declared], Any]) -> Any:
+        """Call with declaration ``d`` (read first when None); once more after a fresh read when
+        the script finds it stale."""
+        try:
+            return call(d if d is not None else self.declared(run_id))
+        except StaleDeclarationError:
+            return call(self.declared(run_id))
+
+    def finish(
+        self,
+        run_id: str,
+        token: str,
+        status: str,
+        output: str,
+        error: str,
+        active_ms: int,
+        declared: Declared | None = None,
+    ) -> Applied:
+        """Complete or fail a held run (not applied when fenced out); ``job_id`` is a resumed
+        parent's. ``declared`` comes from the acquired run hash; None assumes no slot and no
+        parent (one more round trip when the run has either)."""
+
+        def call(d: Declared) -> Any:
+            return call_named(
+                self._finish,
+                self._ended_keys(run_id, d),
+                {
+                    "run_id": run_id,
+                    "token": str(token),
+                    "status": status,
+                    "output": output,
+                    "error": error,
+                    "active_ms": int(active_ms),
+                    "channel": self._keys.notify_channel,
+                    **self._parent_args(d),
+                },
+            )
+
+        ok, job = self._declaring(run_id, declared or Declared(), call)
+        return Applied(bool(int(ok)), str(job) or None)
+
+    def park(
+        self,
+        run_id: str,
+        token: str,
+        status: str,
+        wake_ms: int,
+        active_ms: int,
+        slot: str | None = None,
+    ) -> bool:
         """Park a held run until ``wake_ms``. False when fenced out."""
         k = self._keys
-        return bool(
-            self._park(
-                keys=[k.run(run_id), k.leases, k.timers],
-                args=[run_id, token, status, wake_ms, active_ms, k.notify_channel],
-            )
-        )
+
+        def call(d: Declared) -> Any:
+            keys = [k.run(run_id), k.leases, k.timers] + ([d.slot] if d.slot else [])
+            args = [run_id, token, status, wake_ms, active_ms, k.notify_channel]
+            return checked(self._park, keys=keys, args=args)
+
+        return bool(self._declaring(run_id, Declared(slot=slot), call))
 
     def wake(self, run_id: str) -> str | None:
         """Queue a due sleeping run; the RQ job id to enqueue, or None."""
@@ -279,17 +421,23 @@ class Transitions:
         return str(jid) if jid else None
 
     def reap(self, run_id: str) -> ReapResult:
-        """Take back a run whose lease expired."""
-        k = self._keys
-        res = self._reap(
-            keys=[k.run(run_id), k.leases, k.queued],
-            args=[run_id, self.job_prefix(run_id), self._max_reaps, k.notify_channel],
-        )
-        if not res:
-            return ReapResult(job_id=None)
+        """Take back a run whose lease expired (reads its declaration first)."""
+
+        def call(d: Declared) -> Any:
+            keys = self._ended_keys(run_id, d)
+            args = {
+                "run_id": run_id,
+                "job_prefix": self.job_prefix(run_id),
+                "max_reaps": self._max_reaps,
+                "channel": self._keys.notify_channel,
+                **self._parent_args(d),
+            }
+            return call_named(self._reap, keys, args)
+
+        res, parent_job = (str(x) for x in self._declaring(run_id, None, call))
         if res == "failed":
-            return ReapResult(job_id=None, failed=True)
-        return ReapResult(job_id=str(res))
+            return ReapResult(job_id=None, failed=True, parent_job=parent_job or None)
+        return ReapResult(job_id=res or None)
 
     def redispatch(self, run_id: str, expected_dispatch: str) -> str | None:
         """New dispatch id for a queued run whose RQ job vanished; None if not needed."""
@@ -300,15 +448,20 @@ class Transitions:
         )
         return str(jid) if jid else None
 
-    def cancel(self, run_id: str, reason: str) -> int:
-        """1 cancelled, 0 already ended, -1 no such run."""
-        k = self._keys
-        return int(
-            self._cancel(
-                keys=[k.run(run_id), k.leases, k.timers, k.queued, k.waiting],
-                args=[run_id, reason, k.notify_channel],
-            )
-        )
+    def cancel(self, run_id: str, reason: str) -> tuple[int, str | None]:
+        """(1 cancelled, 0 already ended, -1 no such run; job id of a resumed parent)."""
+
+        def call(d: Declared) -> Any:
+            args = {
+                "run_id": run_id,
+                "reason": reason,
+                "channel": self._keys.notify_channel,
+                **self._parent_args(d),
+            }
+            return call_named(self._cancel, self._ended_keys(run_id, d), args)
+
+        code, job = self._declaring(run_id, None, call)
+        return int(code), str(job) or None
 
     def park_waiting(
         self,
@@ -317,24 +470,44 @@ class Transitions:
         wake_ms: int | None,
         active_ms: int,
         waiter: tuple[str, str, str] | None = None,
-    ) -> bool:
-        """Park a held run in ``waiting``; ``waiter`` is (event name, field, match JSON)."""
+        child: tuple[str, int] | None = None,
+        slot: str | None = None,
+    ) -> Applied:
+        """Park a held run in ``waiting``; ``waiter`` is (event name, field, match JSON),
+        ``child`` (child run id, invoke step). ``job_id`` is set when the child had already
+        ended and the run is queued again: the caller enqueues it."""
         k = self._keys
         event, field, match = waiter or ("", "", "")
-        return bool(
-            self._park_waiting(
-                keys=[k.run(run_id), k.leases, k.timers, k.waiting, k.waiters(event or "-")],
-                args=[
-                    run_id,
-                    token,
-                    "" if wake_ms is None else wake_ms,
-                    active_ms,
-                    k.notify_channel,
-                    field,
-                    match,
-                ],
-            )
-        )
+        child_id, seq = child or ("", 0)
+
+        def call(d: Declared) -> Any:
+            keys: dict[str, str | None] = {
+                "run": k.run(run_id),
+                "steps": k.steps(run_id),
+                "leases": k.leases,
+                "timers": k.timers,
+                "queued": k.queued,
+                "waiting": k.waiting,
+                "waiters": k.waiters(event) if event else None,
+                "child": k.run(child_id) if child_id else None,
+                "slot": d.slot,
+            }
+            args = {
+                "run_id": run_id,
+                "token": str(token),
+                "wake_ms": wake_ms,
+                "active_ms": int(active_ms),
+                "channel": k.notify_channel,
+                "job_prefix": self.job_prefix(run_id),
+                "waiter_field": field if event else None,
+                "waiter_match": match if event else None,
+                "child": child_id or None,
+                "seq": seq if child_id else None,
+            }
+            return call_named(self._park_waiting, keys, args)
+
+        ok, job = self._declaring(run_id, Declared(slot=slot), call)
+        return Applied(bool(int(ok)), str(job) or None)
 
     def resolve(
         self,
@@ -350,9 +523,11 @@ class Transitions:
     ) -> str | None:
         """Resolve a waiting run's pending step (CAS); the RQ job id to enqueue, or None."""
         k = self._keys
-        event, field = waiter or ("-", "")
+        keys = [k.run(run_id), k.steps(run_id), k.timers, k.queued, k.waiting]
+        if waiter is not None:
+            keys.append(k.waiters(waiter[0]))
         jid = self._resolve(
-            keys=[k.run(run_id), k.steps(run_id), k.timers, k.queued, k.waiting, k.waiters(event)],
+            keys=keys,
             args=[
                 run_id,
                 seq,
@@ -362,7 +537,7 @@ class Transitions:
                 output_json,
                 error,
                 self.job_prefix(run_id),
-                field,
+                waiter[1] if waiter is not None else "",
                 ended_at,
             ],
         )

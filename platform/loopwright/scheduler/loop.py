@@ -1,6 +1,6 @@
 """The scheduler loop.
 
-Every transition it applies (wake, reap, redispatch, resolve) is one Lua script that re-checks
+Every transition it applies (wake, reap, redispatch) is one Lua script that re-checks
 the state it expects, so several schedulers can run at once without doubling anything: the
 second one to reach a run finds nothing to do. Cron ticks are fired by the leader only
 (``cron.py``); every scheduler also consumes the event stream in the router group.
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass
 
 from redis.exceptions import RedisError
@@ -23,7 +22,7 @@ from loopwright.scheduler.router import Router
 
 log = logging.getLogger(__name__)
 BATCH = 500
-SWEEP_INTERVAL_S = 2.0
+LEGACY_PAGE = 200
 
 
 @dataclass(slots=True)
@@ -40,14 +39,15 @@ class TickStats:
 
 
 class Scheduler:
-    """Timers, the lease reaper, the lost-dispatch check, cron and the waiting sweep on one
-    loop, and the event router on a thread of its own."""
+    """Timers, the lease reaper, the lost-dispatch check and cron on one loop, and the event
+    router on a thread of its own."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
         self.catalog = Catalog(runtime)
         self.cron = CronFirer(runtime, self.catalog)
-        self._last_sweep = 0.0
+        # ZSCAN cursor of the pass over runs parked by earlier versions; None once done.
+        self._legacy_cursor: int | None = 0
 
     def _server_ms(self) -> int:
         sec, usec = self.rt.redis.time()
@@ -72,6 +72,10 @@ class Scheduler:
                 stats.reaped += 1
             elif res.failed:
                 stats.failed += 1
+                if res.parent_job:  # the give-up resolved a waiting parent: resume it
+                    parent = rt.redis.hget(k.run(str(run_id)), "parent")
+                    if parent:
+                        rt.dispatcher.enqueue(str(parent), res.parent_job)
         stale_before = now - int(rt.settings.dispatch_grace * 1000)
         for run_id in rt.redis.zrangebyscore(k.queued, "-inf", stale_before, start=0, num=100):
             rid = str(run_id)
@@ -92,16 +96,22 @@ class Scheduler:
         if rt.redis.zcard(k.debounce_due):
             entries = {e.name: e for e in self.catalog.entries()}
             stats.debounced = self.cron.admission.fire_debounced(entries)
-        if time.monotonic() - self._last_sweep > SWEEP_INTERVAL_S:
-            self._last_sweep = time.monotonic()
-            stats.resolved = self.sweep_waiting()
+        if self._legacy_cursor is not None:
+            stats.resolved = self.adopt_parked_parents()
         return stats
 
-    def sweep_waiting(self) -> int:
-        """Resolve parents whose child ended without telling them (its executor died between
-        finishing and resolving, or it was cancelled or failed by the reaper)."""
+    def adopt_parked_parents(self, count: int = LEGACY_PAGE) -> int:
+        """One page of a single pass (per scheduler process) over every waiting run, resolving
+        parents whose child had already ended when this version started.
+
+        Every terminal path now resolves a waiting parent in its own script and a parent that
+        parks after its child ended resolves itself, so nothing new needs a sweep; runs parked
+        by an earlier version (whose cancelled or reaped children never told them) are found
+        here. ZSCAN visits every member present for the whole pass, at any size."""
         rt, resolved = self.rt, 0
-        for run_id in rt.redis.zrange(rt.keys.waiting, 0, BATCH - 1):
+        cursor, members = rt.redis.zscan(rt.keys.waiting, self._legacy_cursor or 0, count=count)
+        self._legacy_cursor = None if int(cursor) == 0 else int(cursor)
+        for run_id, _score in members:
             for rec in rt.checkpoints.read_all(str(run_id)):
                 if rec.kind != "invoke" or rec.status != "pending" or not rec.child:
                     continue

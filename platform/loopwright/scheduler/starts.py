@@ -33,7 +33,7 @@ def start_once(
         run_id = str(rt.redis.get(claim) or run_id)
         if rt.runs.exists(run_id):
             return run_id, False
-    rt.runs.create(
+    res = rt.runs.create_if_absent(
         skill=entry.name,
         version=entry.version,
         run_id=run_id,
@@ -44,4 +44,4 @@ def start_once(
         wake_at=wake_at,
         admitted_at=admitted_at,
     )
-    return run_id, True
+    return run_id, res.created

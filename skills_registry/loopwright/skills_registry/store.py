@@ -23,6 +23,7 @@ from redis import Redis
 
 from loopwright.errors import NotFoundError, UserError
 from loopwright.keys import Keys
+from loopwright.scripts import NAMED, named
 from loopwright.skills_registry.manifest import Manifest, manifest_or_none
 
 Author = Literal["agent", "person", "review"]
@@ -35,116 +36,135 @@ AUTHORS: tuple[str, ...] = ("agent", "person", "review")
 DENIED: frozenset[tuple[str, str]] = frozenset({("person", "agent")})
 NEEDS_REVIEW: frozenset[tuple[str, str]] = frozenset({("person", "review")})
 
-_SWITCH = """
+# Shared by the three scripts (after NAMED): ``status`` is the skill's status, read first;
+# ``switch`` points the skill at a version; ``finish`` stores the status, keeps the runnable
+# index (name -> active version, active skills only) in step with the pointer, bumps the
+# change counter and publishes the change notice. Every script ends in ``finish``, so the
+# pointer, the status, the index and the notice change together or not at all.
+# Keys: K.skill, K.runnable, K.seq; arguments: A.name, A.now (ms, text), A.channel.
+_COMMON = """
+local status = redis.call('HGET', K.skill, 'status') or ''
 local function switch(version, validated)
-  redis.call('HSET', KEYS[3], 'active', version, 'validated', validated, 'updated_at', ARGV[5])
+  redis.call('HSET', K.skill, 'active', version, 'validated', validated, 'updated_at', A.now)
   if status == '' or status == 'pending_approval' or status == 'retired' then
     status = 'active'
   end
 end
 local function finish(action, version, prev)
-  redis.call('HSET', KEYS[3], 'status', status)
-  local active = redis.call('HGET', KEYS[3], 'active')
+  redis.call('HSET', K.skill, 'status', status)
+  local active = redis.call('HGET', K.skill, 'active')
   if status == 'active' and active then
-    redis.call('HSET', KEYS[6], ARGV[1], active)
+    redis.call('HSET', K.runnable, A.name, active)
   else
-    redis.call('HDEL', KEYS[6], ARGV[1])
+    redis.call('HDEL', K.runnable, A.name)
   end
-  local seq = redis.call('INCR', KEYS[7])
-  redis.call('PUBLISH', ARGV[12], cjson.encode({action = action, name = ARGV[1],
-    version = version, previous = prev, status = status, seq = seq, ts = tonumber(ARGV[5])}))
+  local seq = redis.call('INCR', K.seq)
+  redis.call('PUBLISH', A.channel, cjson.encode({action = action, name = A.name,
+    version = version, previous = prev, status = status, seq = seq, ts = tonumber(A.now)}))
   return seq
 end
 """
 
-# Register a version. KEYS: src, version, skill, versions, names, runnable index, seq
-# ARGV: name, version, source, author, now_ms, manifest, tests, report, mode
-# (activate|pending|direct), denied pairs, review pairs, channel, validated
+# Atomically: store a version (once: its content hash is its id) with its source, add it to
+# the skill's version list, apply the author policy (an owner/author pair may be denied, or
+# forced to wait for approval) and, by mode, switch the active pointer.
+# KEYS (named): src, version (its metadata hash), skill, versions, names, runnable, seq
+# ARGV (named): name, version, source, author, now, manifest, tests, report (JSON texts),
+#   mode (activate | pending | direct), denied, review (",owner:author," pair lists),
+#   channel, validated ('1' when the sidecar validated it)
+# Returns {outcome, previous active version or the denying owner, status, change seq}.
 REGISTER_LUA = (
-    "local status = redis.call('HGET', KEYS[3], 'status') or ''\n"
-    + _SWITCH
+    NAMED
+    + _COMMON
     + """
-local owner = redis.call('HGET', KEYS[3], 'owner')
-local mode = ARGV[9]
+local owner = redis.call('HGET', K.skill, 'owner')
+local mode = A.mode
 if owner then
-  local pair = ',' .. owner .. ':' .. ARGV[4] .. ','
-  if string.find(ARGV[10], pair, 1, true) then return {'denied', owner, status, 0} end
-  if mode == 'activate' and string.find(ARGV[11], pair, 1, true) then mode = 'pending' end
+  local pair = ',' .. owner .. ':' .. A.author .. ','
+  if string.find(A.denied, pair, 1, true) then return {'denied', owner, status, 0} end
+  if mode == 'activate' and string.find(A.review, pair, 1, true) then mode = 'pending' end
 end
-local prev = redis.call('HGET', KEYS[3], 'active') or ''
-local exists = redis.call('HGET', KEYS[2], 'name')
+local prev = redis.call('HGET', K.skill, 'active') or ''
+local exists = redis.call('HGET', K.version, 'name')
 if not exists then
-  redis.call('SET', KEYS[1], ARGV[3])
-  redis.call('HSET', KEYS[2], 'name', ARGV[1], 'author', ARGV[4], 'parent', prev,
-    'created_at', ARGV[5], 'manifest', ARGV[6], 'tests', ARGV[7], 'report', ARGV[8],
-    'validated', ARGV[13], 'approved', (mode == 'pending') and '0' or '1')
-  local n = redis.call('HINCRBY', KEYS[3], 'n', 1)
-  redis.call('ZADD', KEYS[4], n, ARGV[2])
-  redis.call('SADD', KEYS[5], ARGV[1])
-  if not owner then redis.call('HSET', KEYS[3], 'owner', ARGV[4], 'created_at', ARGV[5]) end
+  redis.call('SET', K.src, A.source)
+  redis.call('HSET', K.version, 'name', A.name, 'author', A.author, 'parent', prev,
+    'created_at', A.now, 'manifest', A.manifest, 'tests', A.tests, 'report', A.report,
+    'validated', A.validated, 'approved', (mode == 'pending') and '0' or '1')
+  local n = redis.call('HINCRBY', K.skill, 'n', 1)
+  redis.call('ZADD', K.versions, n, A.version)
+  redis.call('SADD', K.names, A.name)
+  if not owner then redis.call('HSET', K.skill, 'owner', A.author, 'created_at', A.now) end
 end
 local outcome
-if prev == ARGV[2] then
+if prev == A.version then
   outcome = 'unchanged'
 elseif mode == 'pending' then
   outcome = 'pending'
   if status == '' then status = 'pending_approval' end
-elseif mode == 'direct' and prev ~= '' and redis.call('HGET', KEYS[3], 'validated') == '1' then
+elseif mode == 'direct' and prev ~= '' and redis.call('HGET', K.skill, 'validated') == '1' then
   outcome = 'stored'
 else
-  redis.call('HSET', KEYS[2], 'approved', '1')
-  switch(ARGV[2], redis.call('HGET', KEYS[2], 'validated') or '0')
+  redis.call('HSET', K.version, 'approved', '1')
+  switch(A.version, redis.call('HGET', K.version, 'validated') or '0')
   outcome = 'activated'
 end
-local seq = finish(outcome, ARGV[2], prev)
+local seq = finish(outcome, A.version, prev)
 return {outcome, prev, status, seq}
 """
 )
 
-# Point a skill at one of its versions. KEYS: src (unused), version, skill, -, -, index, seq
-# ARGV: name, version, action (approve|rollback), -, now_ms, ..., channel (12)
+# Atomically: point a skill at one of its versions (approve a pending one, or roll back to an
+# approved one), marking it approved and keeping the runnable index in step.
+# KEYS (named): version (its metadata hash), skill, runnable, seq
+# ARGV (named): name, version, action (approve | rollback), now, channel
+# Returns {outcome ('unknown', 'not-approved', 'unchanged' or the action), previous, status,
+#   change seq}.
 SET_ACTIVE_LUA = (
-    "local status = redis.call('HGET', KEYS[3], 'status') or ''\n"
-    + _SWITCH
+    NAMED
+    + _COMMON
     + """
-if redis.call('HGET', KEYS[2], 'name') ~= ARGV[1] then return {'unknown', '', status, 0} end
-if ARGV[3] == 'rollback' and redis.call('HGET', KEYS[2], 'approved') ~= '1' then
+if redis.call('HGET', K.version, 'name') ~= A.name then return {'unknown', '', status, 0} end
+if A.action == 'rollback' and redis.call('HGET', K.version, 'approved') ~= '1' then
   return {'not-approved', '', status, 0}
 end
-redis.call('HSET', KEYS[2], 'approved', '1')
-local prev = redis.call('HGET', KEYS[3], 'active') or ''
+redis.call('HSET', K.version, 'approved', '1')
+local prev = redis.call('HGET', K.skill, 'active') or ''
 local outcome = 'unchanged'
-if prev ~= ARGV[2] then
-  switch(ARGV[2], redis.call('HGET', KEYS[2], 'validated') or '0')
-  outcome = ARGV[3]
+if prev ~= A.version then
+  switch(A.version, redis.call('HGET', K.version, 'validated') or '0')
+  outcome = A.action
 end
-local seq = finish(outcome, ARGV[2], prev)
+local seq = finish(outcome, A.version, prev)
 return {outcome, prev, status, seq}
 """
 )
 
-# Pause, resume or retire. KEYS: -, cron cursor, skill, -, -, index, seq
-# ARGV: name, -, action, -, now_ms, ..., channel (12)
+# Atomically: pause, resume or retire a skill (its status and the runnable index together);
+# resuming a cron skill also drops its cron cursor so missed ticks are not caught up.
+# KEYS (named): cron (the skill's cron cursor), skill, runnable, seq
+# ARGV (named): name, action (pause | resume | retire), now, channel
+# Returns {outcome ('unknown', 'unchanged', 'invalid' or the action), active, status, seq}.
 SET_STATUS_LUA = (
-    "local status = redis.call('HGET', KEYS[3], 'status') or ''\n"
-    + _SWITCH
+    NAMED
+    + _COMMON
     + """
 if status == '' then return {'unknown', '', status, 0} end
-local active = redis.call('HGET', KEYS[3], 'active') or ''
-local want = ({pause = 'paused', resume = 'active', retire = 'retired'})[ARGV[3]]
+local active = redis.call('HGET', K.skill, 'active') or ''
+local want = ({pause = 'paused', resume = 'active', retire = 'retired'})[A.action]
 if status == want then return {'unchanged', active, status, 0} end
-if ARGV[3] == 'pause' and status ~= 'active' then return {'invalid', active, status, 0} end
-if ARGV[3] == 'resume' and (active == '' or status == 'pending_approval') then
+if A.action == 'pause' and status ~= 'active' then return {'invalid', active, status, 0} end
+if A.action == 'resume' and (active == '' or status == 'pending_approval') then
   return {'invalid', active, status, 0}
 end
-if ARGV[3] == 'resume' then
+if A.action == 'resume' then
   -- a resumed cron skill starts from now: ticks missed while paused are not caught up
-  redis.call('DEL', KEYS[2])
+  redis.call('DEL', K.cron)
 end
 status = want
-redis.call('HSET', KEYS[3], 'updated_at', ARGV[5])
-local seq = finish(ARGV[3], active, active)
-return {ARGV[3], active, status, seq}
+redis.call('HSET', K.skill, 'updated_at', A.now)
+local seq = finish(A.action, active, active)
+return {A.action, active, status, seq}
 """
 )
 
@@ -257,31 +277,34 @@ class Registry:
         identity = manifest.identity() if manifest is not None else None
         version = content_version(source, identity, tests)
         k = self.keys
-        raw = self._register(
-            keys=[
-                k.source(version),
-                k.registry_version(version),
-                k.registry_skill(skill_name),
-                k.registry_versions(skill_name),
-                k.registry_names,
-                k.skills,
-                k.registry_seq,
-            ],
-            args=[
-                skill_name,
-                version,
-                source,
-                author,
-                now_ms(),
-                json.dumps(identity),
-                json.dumps(tests),
-                json.dumps(report),
-                mode,
-                "," + ",".join(f"{o}:{a}" for o, a in sorted(DENIED)) + ",",
-                "," + ",".join(f"{o}:{a}" for o, a in sorted(NEEDS_REVIEW)) + ",",
-                k.registry_channel,
-                "0" if mode == "direct" else "1",
-            ],
+        raw = self._call(
+            self._register,
+            named(
+                {
+                    "src": k.source(version),
+                    "version": k.registry_version(version),
+                    "skill": k.registry_skill(skill_name),
+                    "versions": k.registry_versions(skill_name),
+                    "names": k.registry_names,
+                    "runnable": k.skills,
+                    "seq": k.registry_seq,
+                },
+                {
+                    "name": skill_name,
+                    "version": version,
+                    "source": source,
+                    "author": author,
+                    "now": str(now_ms()),
+                    "manifest": json.dumps(identity),
+                    "tests": json.dumps(tests),
+                    "report": json.dumps(report),
+                    "mode": mode,
+                    "denied": "," + ",".join(f"{o}:{a}" for o, a in sorted(DENIED)) + ",",
+                    "review": "," + ",".join(f"{o}:{a}" for o, a in sorted(NEEDS_REVIEW)) + ",",
+                    "channel": k.registry_channel,
+                    "validated": "0" if mode == "direct" else "1",
+                },
+            ),
         )
         outcome, prev, status, seq = (str(x) for x in raw)
         return Registration(
@@ -304,11 +327,32 @@ class Registry:
             source, manifest, None, name=name, author=author, report=report, mode="direct"
         )
 
+    @staticmethod
+    def _call(script: Any, call: tuple[list[str], list[str]]) -> Any:
+        keys, args = call
+        return script(keys=keys, args=args)
+
     def _change(self, script: Any, name: str, version: str, key: str, action: str) -> Change:
+        """Run SET_ACTIVE (``key``: the version's hash) or SET_STATUS (``key``: the cron
+        cursor; ``version`` is '')."""
         k = self.keys
-        raw = script(
-            keys=[k.source(version), key, k.registry_skill(name), "", "", k.skills, k.registry_seq],
-            args=[name, version, action, "", now_ms(), "", "", "", "", "", "", k.registry_channel],
+        raw = self._call(
+            script,
+            named(
+                {
+                    "version" if version else "cron": key,
+                    "skill": k.registry_skill(name),
+                    "runnable": k.skills,
+                    "seq": k.registry_seq,
+                },
+                {
+                    "name": name,
+                    "version": version or None,
+                    "action": action,
+                    "now": str(now_ms()),
+                    "channel": k.registry_channel,
+                },
+            ),
         )
         outcome, prev, status, _seq = (str(x) for x in raw)
         if outcome == "unknown":

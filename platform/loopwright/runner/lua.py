@@ -1,0 +1,153 @@
+"""Lua pieces shared by the runner's scripts, and the calling convention for named arguments.
+
+Scripts with optional keys (a concurrency slot, a parent run) take **named** keys and
+arguments (``loopwright.scripts``: ``K.run``, ``K.slot``... ``nil`` when not declared;
+``A.token``...) instead of positions and placeholders. Every key a script touches is declared
+in ``KEYS``.
+
+Keys a script derives from the run record (its ``conc_slot``, its ``parent``) are declared by
+the caller from what it read earlier; the script checks the declaration against the record
+before it writes anything and answers ``LW-STALE`` when they differ, and the caller re-reads
+and calls again (:class:`StaleDeclarationError`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+from loopwright.errors import LoopwrightError
+from loopwright.scripts import named
+
+STALE = "LW-STALE"
+
+# The server's clock in ms as ``now`` (leases and records agree across workers).
+NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# ``stale(run, slot)``: an error reply unless ``slot`` (the declared concurrency slot key, nil
+# for none) is the ``conc_slot`` stored on the run. Call it before any write.
+CHECK_SLOT = f"""
+local function stale(run, slot)
+  local stored = redis.call('HGET', run, 'conc_slot')
+  if (stored or nil) ~= slot then
+    return redis.error_reply('{STALE} conc_slot declared ' .. tostring(slot) .. ', stored '
+      .. tostring(stored))
+  end
+  return nil
+end
+"""
+
+# ``stale_parent(run, parent, seq)``: an error reply unless the declared parent run id and
+# invoke step (both nil for none) are the ones stored on the run. A parent stored without its
+# step (``parent_seq``) has no step to resolve and counts as none, as in ``Declared.of``.
+CHECK_PARENT = f"""
+local function stale_parent(run, parent, seq)
+  local h = redis.call('HMGET', run, 'parent', 'parent_seq')
+  local p, s = h[1] or nil, h[2] or nil
+  if p == '' or s == nil or s == '' then p, s = nil, nil end  -- a parent counts with its step
+  if p ~= parent or (p ~= nil and tostring(s) ~= tostring(seq)) then
+    return redis.error_reply('{STALE} parent declared ' .. tostring(parent) .. ', stored '
+      .. tostring(p))
+  end
+  return nil
+end
+"""
+
+# ``resolve_pending(r)``: compare-and-set the pending step ``r.seq`` of the waiting run
+# ``r.run_id`` to ``r.status`` with ``r.output`` (JSON text, '' for none) or ``r.error``, and
+# queue the run under a new dispatch id. Nothing happens (false) when the run is not waiting,
+# the step is not pending, or its ``r.check_field`` differs from ``r.check_value``.
+# ``r.run``, ``r.steps``, ``r.timers``, ``r.queued``, ``r.waiting`` are keys; returns the job id.
+RESOLVE_PENDING = """
+local function resolve_pending(r)
+  if redis.call('HGET', r.run, 'status') ~= 'waiting' then return false end
+  local raw = redis.call('HGET', r.steps, r.seq)
+  if not raw then return false end
+  local rec = cjson.decode(raw)
+  if rec['status'] ~= 'pending' then return false end
+  if r.check_field ~= '' and rec[r.check_field] ~= r.check_value then return false end
+  rec['status'] = r.status
+  rec['ended_at'] = tonumber(r.ended_at)
+  rec['output'] = nil
+  if r.error ~= '' then rec['error'] = r.error end
+  local enc = cjson.encode(rec)
+  if r.output ~= '' then enc = string.sub(enc, 1, -2) .. ',"output":' .. r.output .. '}' end
+  redis.call('HSET', r.steps, r.seq, enc)
+  local jid = r.job_prefix .. redis.call('HINCRBY', r.run, 'dispatches', 1)
+  redis.call('HSET', r.run, 'status', 'queued', 'dispatch', jid, 'updated_at', r.now)
+  redis.call('HDEL', r.run, 'wake_at')
+  redis.call('ZREM', r.timers, r.run_id)
+  redis.call('ZREM', r.waiting, r.run_id)
+  redis.call('ZADD', r.queued, r.now, r.run_id)
+  return jid
+end
+"""
+
+# ``child_outcome(child, child_id)``: what an ended child hands its parent's invoke step:
+# status ('done'|'failed'), output JSON ('' for none), error text. Mirrors
+# ``runner.execute.child_outcome`` (the Python side of the same rule).
+CHILD_OUTCOME = """
+local function child_outcome(child, child_id)
+  local h = redis.call('HMGET', child, 'status', 'output', 'error', 'skill')
+  if h[1] == 'completed' then
+    if h[2] and h[2] ~= '' then return 'done', h[2], '' end
+    return 'done', 'null', ''
+  end
+  local reason = h[3]
+  if not reason or reason == '' then reason = h[1] end
+  return 'failed', '', 'child run ' .. child_id .. ' (' .. (h[4] or '') .. ') ' .. h[1] .. ': '
+    .. reason
+end
+"""
+
+# ``run_ended(run_id, status, now)``: the bookkeeping every terminal path shares (finish,
+# cancel, reaper give-up, skipped creation), in the same script as the transition: free the
+# concurrency slot (``K.slot``), index the run in ``K.ended`` by end time, announce it on
+# ``A.channel`` and, when it has a parent (``K.parent_run``, ``K.parent_steps`` declared with
+# ``A.parent``, ``A.parent_seq``, ``A.parent_job_prefix``), resolve the parent's pending invoke
+# step with this run's outcome. Returns the parent's new job id ('' when none) to enqueue.
+# Needs NAMED, RESOLVE_PENDING and CHILD_OUTCOME before it; ``K.timers``, ``K.queued`` and
+# ``K.waiting`` are declared whenever a parent is.
+RUN_ENDED = """
+local function run_ended(run_id, status, now)
+  if K.slot then redis.call('ZREM', K.slot, run_id) end
+  redis.call('ZADD', K.ended, now, run_id)
+  redis.call('PUBLISH', A.channel, run_id .. ' ' .. status)
+  if not K.parent_run then return '' end
+  local st, out, err = child_outcome(K.run, run_id)
+  local jid = resolve_pending({run = K.parent_run, steps = K.parent_steps, timers = K.timers,
+    queued = K.queued, waiting = K.waiting, run_id = A.parent, seq = tostring(A.parent_seq),
+    check_field = 'child', check_value = run_id, status = st, output = out, error = err,
+    job_prefix = A.parent_job_prefix, ended_at = now, now = now})
+  return jid or ''
+end
+"""
+
+ENDED = RESOLVE_PENDING + CHILD_OUTCOME + RUN_ENDED
+
+
+class StaleDeclarationError(LoopwrightError):
+    """A script refused the keys the caller declared from an outdated read of the run."""
+
+
+def call_named(
+    script: Callable[..., Any], keys: dict[str, str | None], args: dict[str, Any]
+) -> Any:
+    """Call a script that uses ``NAMED`` (``loopwright.scripts``), checked."""
+    named_keys, named_args = named(keys, args)
+    return checked(script, keys=named_keys, args=named_args)
+
+
+def checked(script: Callable[..., Any], **kw: Any) -> Any:
+    """Call a script; its ``LW-STALE`` answer becomes :class:`StaleDeclarationError`."""
+    try:
+        return script(**kw)
+    except ResponseError as exc:
+        if str(exc).startswith(STALE):
+            raise StaleDeclarationError(str(exc)) from None
+        raise
