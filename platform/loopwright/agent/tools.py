@@ -173,7 +173,7 @@ def verdict_view(v: Verdict) -> dict[str, Any]:
             view["warnings"] = [w.one_line() for w in v.warnings]
     else:
         view["stage"] = v.stage
-        view["findings"] = [f.model_dump() for f in v.findings]
+        view["findings"] = [f.to_dict() for f in v.findings]
         failing = [c for c in v.cases if not c.passed]
         if failing:
             view["failing_cases"] = [

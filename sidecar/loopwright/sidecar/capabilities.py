@@ -20,9 +20,9 @@ import ast
 import re
 
 from loopwright.runner.netguard import host_allowed
+from loopwright.sdk.manifest import Manifest
 from loopwright.sdk.skill import KNOWN_TOOLS
 from loopwright.sidecar.verdict import Finding
-from loopwright.skills_registry.manifest import Manifest
 
 STEP_TOOLS = {"llm": "llm", "send_event": "events"}
 HTTP_METHODS = frozenset({"get_json", "post_json"})

@@ -23,9 +23,9 @@ from loopwright.sandbox.backend import SandboxBackend
 from loopwright.sandbox.host import GuestTimeoutError, RequestHandler, SandboxError, run_session
 from loopwright.sdk.durations import parse_duration
 from loopwright.sdk.errors import NonRetriableError, StepFailedError
+from loopwright.sdk.manifest import Manifest
 from loopwright.sidecar.cases import HttpMock, TestCase
 from loopwright.sidecar.verdict import CaseResult
-from loopwright.skills_registry.manifest import Manifest
 
 SKILL_LINE = re.compile(r"skill line (\d+)")
 MAX_PARALLEL = 4

@@ -23,7 +23,7 @@ from redis import Redis
 
 from loopwright.errors import NotFoundError, UserError
 from loopwright.keys import Keys
-from loopwright.skills_registry.manifest import Manifest, manifest_or_none
+from loopwright.sdk.manifest import Manifest, manifest_or_none
 
 Author = Literal["agent", "person", "review"]
 Status = Literal["active", "paused", "pending_approval", "retired"]
