@@ -30,7 +30,8 @@ from loopwright.sdk.manifest_model import (
     ParamSpec,
     type_of,
 )
-from loopwright.sdk.skill import NAME_RE, SkillSpec, skill, spec_of
+from loopwright.sdk.names import is_skill_name
+from loopwright.sdk.skill import SkillSpec, skill, spec_of
 from loopwright.sdk.triggers import cron, event
 
 __all__ = [
@@ -197,7 +198,7 @@ class _Reader:
             return False
 
     def name(self, node: ast.expr, value: Any) -> None:
-        if isinstance(value, str) and (not NAME_RE.match(value) or len(value) > MAX_NAME):
+        if isinstance(value, str) and not is_skill_name(value):
             self.add(
                 node,
                 "invalid-name",

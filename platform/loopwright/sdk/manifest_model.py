@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from loopwright.sdk.names import is_event_name
 from loopwright.sdk.skill import KNOWN_TOOLS, NAME_RE, SkillSpec
 
 MAX_NAME = 64
@@ -49,6 +50,13 @@ class EventSpec(BaseModel):
     type: Literal["event"] = "event"
     name: str = Field(min_length=1, max_length=128)
     match: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _event_name(cls, value: str) -> str:
+        if not is_event_name(value):
+            raise ValueError(f"{value!r} is not an event name (1-128 of letters, digits, _.:/-)")
+        return value
 
 
 ParamType = Literal["int", "float", "bool", "str", "list", "dict", "null"]
@@ -102,6 +110,14 @@ def type_of(value: Any) -> ParamType:
     return "dict"
 
 
+class EventAccess(BaseModel):
+    """Event names (``*`` is one dot-separated segment) the skill sends and waits for."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    send: list[str] = Field(default_factory=list)
+    receive: list[str] = Field(default_factory=list)
+
+
 class Manifest(BaseModel):
     """Everything ``@skill(...)`` declares, validated. Part of a version's content hash."""
 
@@ -121,6 +137,9 @@ class Manifest(BaseModel):
     http_allow: list[str] = Field(default_factory=list)
     secrets: list[str] = Field(default_factory=list)
     params: dict[str, ParamSpec] = Field(default_factory=dict)
+    # Always set for a version registered since events were declared (empty lists when the
+    # source declares none); None only in manifests stored before: "legacy, allowed".
+    events: EventAccess | None = None
 
     @field_validator("tools")
     @classmethod
@@ -133,7 +152,7 @@ class Manifest(BaseModel):
     @field_validator("http_allow")
     @classmethod
     def _hosts(cls, value: list[str]) -> list[str]:
-        bad = [h for h in value if not HOST_RE.match(h)]
+        bad = [h for h in value if not HOST_RE.fullmatch(h)]
         if bad:
             raise ValueError(
                 f"{bad} are not host names; write bare lower-case names like "
@@ -144,7 +163,7 @@ class Manifest(BaseModel):
     @field_validator("secrets")
     @classmethod
     def _secret_names(cls, value: list[str]) -> list[str]:
-        bad = [s for s in value if not SECRET_NAME_RE.match(s)]
+        bad = [s for s in value if not SECRET_NAME_RE.fullmatch(s)]
         if bad:
             raise ValueError(f"{bad} are not secret names (letters, digits, _ . -; at most 64)")
         return value
@@ -156,6 +175,7 @@ class Manifest(BaseModel):
         data["params"] = {
             k: {"type": type_of(v), "default": v} for k, v in dict(spec.params).items()
         }
+        data["events"] = data["events"] or {"send": [], "receive": []}
         return cls.model_validate(data)
 
     def identity(self) -> dict[str, Any]:

@@ -21,6 +21,12 @@ from loopwright.runner.netguard import host_allowed
 from loopwright.runner.tools import SECRET_REF
 from loopwright.sandbox.backend import SandboxBackend
 from loopwright.sandbox.host import GuestTimeoutError, RequestHandler, SandboxError, run_session
+from loopwright.sdk.capabilities import (
+    STEP_DIRECTION,
+    allowed_events,
+    undeclared_event,
+    undeclared_step,
+)
 from loopwright.sdk.durations import parse_duration
 from loopwright.sdk.errors import NonRetriableError, StepFailedError
 from loopwright.sdk.manifest import Manifest
@@ -115,6 +121,7 @@ class CaseHost(RequestHandler):
 
     def _other(self, msg: dict[str, Any]) -> dict[str, Any]:
         kind, name = str(msg.get("kind")), str(msg.get("name", ""))
+        self._check_declared(kind, name, msg)
         mocks = self.case.mocks
         if kind == "llm":
             if not self._llm:
@@ -137,6 +144,19 @@ class CaseHost(RequestHandler):
             raise NonRetriableError(f"unknown step kind {kind!r}")
         self._record(name, kind, output=out)
         return {"ok": {"output": out}}
+
+    def _check_declared(self, kind: str, name: str, msg: dict[str, Any]) -> None:
+        """The worker's run-time declaration checks (``sdk.capabilities``), so a case fails
+        where a real run would: a capability step without its tool, an undeclared event."""
+        why = undeclared_step(kind, self.manifest.tools)
+        direction = STEP_DIRECTION.get(kind)
+        if why is None and direction is not None:
+            declared = self.manifest.events.model_dump() if self.manifest.events else None
+            allowed = allowed_events(declared, self.manifest.trigger)
+            why = undeclared_event(direction, str(msg.get("event", "")), allowed)
+        if why is not None:
+            self._record(name, kind, status="failed")
+            raise NonRetriableError(why)
 
     def _tool(self, msg: dict[str, Any]) -> dict[str, Any]:
         if self.current is None:

@@ -24,6 +24,7 @@ from loopwright.runner.runtime import Runtime
 from loopwright.sandbox.backend import SandboxBackend
 from loopwright.sandbox.policy import MAX_SOURCE_BYTES, check_source
 from loopwright.sdk.manifest import Manifest, ManifestInvalid, read_manifest
+from loopwright.sdk.names import is_reserved, reserved_message
 from loopwright.sidecar.capabilities import check_capabilities
 from loopwright.sidecar.cases import parse_cases
 from loopwright.sidecar.harness import failure_line, run_cases
@@ -88,6 +89,13 @@ class Sidecar:
             lap("manifest", t)
             return rejected("manifest", exc.findings, timings)
         t = lap("manifest", t)
+        if is_reserved(manifest.name):  # only the built-in installer registers these
+            return rejected(
+                "manifest",
+                [Finding("name-reserved", entry_line, 0, reserved_message(manifest.name))],
+                timings,
+                manifest.name,
+            )
         findings, warnings = check_capabilities(source, manifest)
         t = lap("capabilities", t)
         if findings:
