@@ -198,8 +198,9 @@ class _Scanner(ast.NodeVisitor):
     # Events --------------------------------------------------------------
 
     def _event(self, node: ast.expr, direction: Direction) -> None:
-        text = self._static(node)
-        if text is None or text.endswith("\x00"):
+        exact = isinstance(node, ast.Constant | ast.Name)
+        text = self._static(node) if exact else None  # a prefix is not the name
+        if text is None:
             self.add(
                 node,
                 "dynamic-event",
