@@ -65,8 +65,8 @@ def _run(cluster: Cluster, skill: str, data: Any = None, *, trusted: bool) -> An
 
 
 def _events(cluster: Cluster) -> list[str]:
-    entries = cluster.rt.redis.xrange(cluster.rt.keys.events)
-    return [fields["name"] for _, fields in entries]
+    entries: Any = cluster.rt.redis.xrange(cluster.rt.keys.events)
+    return [str(fields["name"]) for _, fields in entries]
 
 
 # The rules on their own ----------------------------------------------------------------
@@ -135,7 +135,7 @@ def test_alias_tricks_and_undeclared_events_are_refused_in_the_sandbox(
 # Stored before declarations existed ----------------------------------------------------
 
 # The manifest exactly as the registry stored it before ``events`` existed (no "events" key).
-OLD_MANIFEST = {
+OLD_MANIFEST: dict[str, Any] = {
     "name": "sender",
     "description": "",
     "trigger": None,
