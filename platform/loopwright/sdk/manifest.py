@@ -25,6 +25,7 @@ from loopwright.sdk.findings import Finding
 from loopwright.sdk.manifest_model import (
     MAX_NAME,
     CronSpec,
+    EventAccess,
     EventSpec,
     Manifest,
     ParamSpec,
@@ -37,6 +38,7 @@ from loopwright.sdk.triggers import cron, event
 __all__ = [
     "CronSpec",
     "Declaration",
+    "EventAccess",
     "EventSpec",
     "Manifest",
     "ManifestError",
