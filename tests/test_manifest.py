@@ -237,3 +237,19 @@ def test_a_run_id_lookalike_is_not_found(cluster: Cluster) -> None:
             cluster.rt.runs.get(lookalike)
     proc = cluster.cli("runs", "show", run_id + "\n")
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
+
+
+def test_ensure_builtin_does_not_call_an_earlier_install_a_squatter(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = Registry(cluster.rt.redis, cluster.rt.keys)
+    # How ensure_builtin registered before installs were marked: a direct run-from-file.
+    report = {"mode": "direct", "stages": ["policy"], "note": "run from a file"}
+    registry.register(
+        BUILTIN_SOURCE, None, None, name=BUILTIN_NAME, author="person", report=report,
+        mode="direct", builtin=True,
+    )  # fmt: skip
+    with caplog.at_level(logging.WARNING):
+        version = ensure_builtin(cluster.rt)
+    assert registry.skill(BUILTIN_NAME).active == version
+    assert "replaced" not in caplog.text

@@ -204,7 +204,8 @@ class _Reader:
             self.add(
                 node,
                 "invalid-name",
-                f"skill name {value!r} is not kebab-case of at most {MAX_NAME} characters",
+                f"skill name {value!r} must be kebab-case (a-z, 0-9, '-'), at most {MAX_NAME} "
+                "characters",
                 'use lower-case letters, digits and single dashes, e.g. name="service-health"',
             )
 

@@ -319,7 +319,9 @@ class Registry:
         squatter = None
         if before:
             report = self.redis.hget(self.keys.registry_version(str(before)), "report") or "null"
-            if (json.loads(report) or {}).get("mode") != "builtin":
+            builtin = (json.loads(report) or {}).get("mode") == "builtin"
+            # Same text as the built-in: an earlier install (before installs were marked).
+            if not builtin and self.redis.get(self.keys.source(str(before))) != source:
                 squatter = str(before)
         reg = self.register(
             source,
