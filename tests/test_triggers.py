@@ -121,7 +121,7 @@ def test_two_schedulers_fire_each_tick_exactly_once_across_a_leader_kill(
 APPROVAL = """
 from loopwright.sdk import skill
 
-@skill(name="needs-approval")
+@skill(name="needs-approval", events={"receive": ["ticket.approved"]})
 def main(ctx):
     ticket = ctx.event["data"]["ticket"]
     ctx.step.run("request", lambda: ticket)

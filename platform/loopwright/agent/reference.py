@@ -21,6 +21,7 @@ from loopwright.sdk import skill, cron, event, NonRetriableError, RetryAfterErro
        trigger=cron("*/30 * * * *"),          # or event("incident.detected"), or None (manual)
        retries=3, timeout="2m", concurrency=1,
        tools=["http", "notify"], http_allow=["metrics.example.com"],
+       events={{"send": ["health.degraded"], "receive": ["approval.*"]}},
        params={{"p95_ms": 800}})
 def main(ctx):
     m = ctx.step.run("fetch", ctx.tools.http.get_json, ctx.params["url"])
@@ -34,8 +35,12 @@ Steps (each is checkpointed; a crash resumes at the failed step, finished steps 
 - ctx.step.wait_for_event(name, "event.name", match={{"data.id": 1}}, timeout="1h") -> event
   or None on timeout
 - ctx.step.invoke(name, "other-skill", data) -> the child run's output
-- ctx.step.send_event(name, "event.name", data)
-- ctx.step.llm(name, prompt, schema=None)
+- ctx.step.send_event(name, "event.name", data)   # needs tools=["events"]
+- ctx.step.llm(name, prompt, schema=None)          # needs tools=["llm"]
+Events: declare every event name the skill sends or waits for in
+events={{"send": [...], "receive": [...]}}; "*" stands for one dot-separated segment
+("order.*" matches "order.created"). An event(...) trigger's name needs no receive entry.
+Undeclared names are rejected before registration and refused at run time.
 Context: ctx.event ({{"name","data","id","ts"}}), ctx.params, ctx.run_id, ctx.log.info(msg).
 
 Host tools (declare each in tools=[...]; call them only inside ctx.step.run):

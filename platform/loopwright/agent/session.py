@@ -15,6 +15,7 @@ concurrent turns cannot both land.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import time
 from dataclasses import dataclass
@@ -71,8 +72,19 @@ def now_ms() -> int:
 
 
 def ensure_builtin(rt: Runtime) -> str:
-    """Register the built-in session skill (idempotent by content); returns its version."""
-    return Registry(rt.redis, rt.keys).register_direct(BUILTIN_SOURCE, BUILTIN_NAME).version
+    """Register the built-in session skill (idempotent by content); returns its version.
+
+    A version someone else registered under the reserved name is replaced, and logged."""
+    reg, squatter = Registry(rt.redis, rt.keys).install_builtin(BUILTIN_SOURCE, BUILTIN_NAME)
+    if squatter:
+        logging.getLogger(__name__).warning(
+            "replaced version %s of the reserved skill %r (not the built-in) with the built-in "
+            "version %s",
+            squatter[:12],
+            BUILTIN_NAME,
+            reg.version[:12],
+        )
+    return reg.version
 
 
 def check_session_id(session_id: str) -> str:

@@ -23,12 +23,13 @@ from loopwright.agent.reference import SDK_REFERENCE
 from loopwright.errors import InfrastructureError, LoopwrightError
 from loopwright.llm.types import ToolSpec
 from loopwright.runner.runtime import Runtime
+from loopwright.sdk.names import RESERVED_NAMES, is_reserved
 from loopwright.sidecar.verdict import Verdict
 from loopwright.skills_registry.store import Registry
 
 log = logging.getLogger(__name__)
 
-BUILTIN_SKILLS = frozenset({"builder-session"})
+BUILTIN_SKILLS = RESERVED_NAMES  # the agent neither lists, changes nor runs them
 MAX_WAIT_S = 300.0
 
 
@@ -174,7 +175,7 @@ def verdict_view(v: Verdict) -> dict[str, Any]:
             view["warnings"] = [w.one_line() for w in v.warnings]
     else:
         view["stage"] = v.stage
-        view["findings"] = [f.model_dump() for f in v.findings]
+        view["findings"] = [f.to_dict() for f in v.findings]
         failing = [c for c in v.cases if not c.passed]
         if failing:
             view["failing_cases"] = [
@@ -272,7 +273,7 @@ class ToolBox:
     def _list_skills(self, args: NoArgs, key: str | None) -> list[dict[str, Any]]:
         out = []
         for rec in self.registry.skills():
-            if rec.name in BUILTIN_SKILLS:
+            if is_reserved(rec.name):
                 continue
             item: dict[str, Any] = {
                 "name": rec.name,
@@ -299,9 +300,8 @@ class ToolBox:
         }
 
     def _submit(self, args: WriteSkillArgs, dry_run: bool) -> ToolResult:
+        # The sidecar refuses reserved names before registering anything (stage manifest).
         verdict = self.sidecar.submit(args.source, args.tests, self.author, dry_run=dry_run)
-        if verdict.name in BUILTIN_SKILLS:
-            return ToolResult(False, f"{verdict.name!r} is a built-in skill; choose another name")
         view = verdict_view(verdict)
         return ToolResult(verdict.accepted, _dump(view, self.max_chars), view)
 
@@ -312,7 +312,7 @@ class ToolBox:
         return self._submit(args, dry_run=True)
 
     def _guard(self, name: str) -> None:
-        if name in BUILTIN_SKILLS:
+        if is_reserved(name):
             raise LoopwrightError(f"{name!r} is built in; the agent cannot change or run it")
 
     def _run_skill(self, args: RunSkillArgs, key: str | None) -> dict[str, Any]:
@@ -351,7 +351,7 @@ class ToolBox:
                 "error": (r.error or "")[:300] or None,
             }
             for r in runs
-            if r.skill not in BUILTIN_SKILLS
+            if not is_reserved(r.skill)
         ]
 
     def _get_run(self, args: GetRunArgs, key: str | None) -> dict[str, Any]:

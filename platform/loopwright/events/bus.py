@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -14,9 +13,7 @@ from loopwright.errors import UserError
 from loopwright.keys import Keys
 from loopwright.runner.records import encode_json, now_ms
 from loopwright.sdk.errors import StepOutputError
-
-EVENT_NAME = re.compile(r"^[A-Za-z0-9_.:/-]{1,128}$")
-EVENT_ID = re.compile(r"^[A-Za-z0-9_.:/-]{1,200}$")
+from loopwright.sdk.names import EVENT_ID, EVENT_NAME  # checked with fullmatch
 
 # Atomically: accept an event id once per retention window and append the event to the stream.
 # A duplicate id appends nothing and returns the stream id of the first acceptance.
@@ -55,11 +52,13 @@ class EventBus:
 
     def send(self, name: str, data: Any = None, event_id: str | None = None) -> SentEvent:
         """Accept an event (durably in the stream) or recognise a duplicate id."""
-        if not isinstance(name, str) or not EVENT_NAME.match(name):
+        if not isinstance(name, str) or not EVENT_NAME.fullmatch(name):
             raise UserError(
                 f"event name {str(name)[:80]!r} must be 1-128 of letters, digits and _ . : / -"
             )
-        if event_id is not None and (not isinstance(event_id, str) or not EVENT_ID.match(event_id)):
+        if event_id is not None and (
+            not isinstance(event_id, str) or not EVENT_ID.fullmatch(event_id)
+        ):
             raise UserError("event id must be 1-200 of letters, digits and _ . : / -")
         eid = event_id or uuid.uuid4().hex
         try:

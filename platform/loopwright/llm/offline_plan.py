@@ -187,7 +187,11 @@ def clean_url(raw: str) -> str | None:
     except ValueError:
         return None
     host = (parts.hostname or "").lower()
-    if parts.scheme.lower() not in ("http", "https") or not HOST_RE.match(host) or len(raw) > 500:
+    if (
+        parts.scheme.lower() not in ("http", "https")
+        or not HOST_RE.fullmatch(host)
+        or len(raw) > 500
+    ):
         return None
     url = f"{parts.scheme.lower()}://{host}{f':{port}' if port else ''}{parts.path}"
     query = f"?{parts.query}" if parts.query and not _secretish(parts.query) else ""
@@ -224,7 +228,7 @@ def slug(text: str, limit: int = 40) -> str:
 
 
 def _name(value: Any) -> str:
-    if not isinstance(value, str) or not NAME_RE.match(value) or len(value) > 64:
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value) or len(value) > 64:
         raise ValueError(f"skill name {str(value)[:80]!r} must be kebab-case, at most 64 chars")
     return value
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from loopwright.runner.execution import Execution
 from loopwright.runner.records import encode_json, now_ms
 from loopwright.runner.runlog import RunLogger
+from loopwright.runner.tools import check_step
 from loopwright.sdk.durations import parse_duration
 from loopwright.sdk.errors import NonRetriableError, StepFailedError, StepOutputError
 from loopwright.sdk.retry import MAX_DELAY_S, RETRIED, Failure
@@ -103,6 +104,7 @@ class LocalStep:
 
     def llm(self, name: str, prompt: str, schema: dict[str, Any] | None = None) -> Any:
         """Ask the configured model once, as a checkpointed step."""
+        check_step(self._ex, "llm")
         return self._body(StepKind.LLM, name, self._ex.runtime.llm_complete, (prompt, schema), {})
 
     def invoke(
@@ -118,6 +120,7 @@ class LocalStep:
 
     def send_event(self, name: str, event: str, data: dict[str, Any] | None = None) -> str:
         """Send an event once per step; returns its id."""
+        check_step(self._ex, "send_event", event)
         return self._ex.send_event(name, event, data)
 
     def wait_for_event(
@@ -130,6 +133,7 @@ class LocalStep:
         """Park until an event named ``event`` matching ``match`` arrives; None at the timeout."""
         if match is not None and not isinstance(match, dict):
             raise NonRetriableError("wait_for_event match must be a dict")
+        check_step(self._ex, "wait_for_event", event)
         return self._ex.wait_for_event(name, event, match, _seconds(timeout))
 
 

@@ -13,7 +13,14 @@ from urllib.parse import urlsplit
 
 from loopwright.runner.netguard import HttpPolicy, request_json
 from loopwright.runner.records import now_ms
+from loopwright.sdk.capabilities import (
+    STEP_DIRECTION,
+    allowed_events,
+    undeclared_event,
+    undeclared_step,
+)
 from loopwright.sdk.errors import NonRetriableError
+from loopwright.sdk.names import is_event_name
 
 if TYPE_CHECKING:
     from loopwright.runner.execution import Execution
@@ -206,3 +213,40 @@ class HostTools:
         """The HTTP tool."""
         self._declared("http")
         return HttpTool(self._ex)
+
+
+def check_step(ex: Execution, kind: str, event: str | None = None) -> None:
+    """Refuse, non-retriably, a step the skill's declaration does not allow (see
+    ``sdk.capabilities``): a capability step kind without its tool, or an event name outside
+    the declared ``events``. Enforced here, on the host, because static reading cannot see
+    aliases (``s = ctx.step; s.send_event(...)``).
+
+    Event access binds untrusted runs (trusted code runs in the worker and is not bounded by
+    declarations). A version registered before events were declared (its stored manifest has
+    no ``events``) keeps its old, unrestricted access until it is resubmitted.
+    """
+    why = undeclared_step(kind, ex.spec.tools)
+    direction = STEP_DIRECTION.get(kind)
+    if why is None and direction is not None and event is not None:
+        if not is_event_name(event):
+            why = undeclared_event(direction, event, {})
+        elif not ex.trusted and not (ex.spec.events is None and _legacy_events(ex)):
+            why = undeclared_event(
+                direction, event, allowed_events(ex.spec.events, ex.spec.trigger)
+            )
+    if why is not None:
+        raise NonRetriableError(why)
+
+
+def _legacy_events(ex: Execution) -> bool:
+    """The run's version was stored with a manifest from before event declarations."""
+    redis, keys = ex.runtime.redis, ex.runtime.keys
+    version = redis.hget(keys.run(ex.run_id), "version")
+    stored = redis.hget(keys.registry_version(str(version)), "manifest") if version else None
+    if not stored:
+        return False
+    try:
+        manifest = json.loads(stored)
+    except ValueError:
+        return False
+    return isinstance(manifest, dict) and "events" not in manifest

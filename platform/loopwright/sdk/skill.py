@@ -9,12 +9,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from loopwright.sdk.durations import parse_duration
 from loopwright.sdk.errors import SkillDefinitionError
+from loopwright.sdk.names import PARAM_NAME, is_event_pattern, is_skill_name
 from loopwright.sdk.triggers import CronTrigger, EventTrigger, Trigger
 
 if TYPE_CHECKING:
     from loopwright.sdk.context import Context
 
 SKILL_ATTR = "__loopwright_skill__"
+# Anchored for pydantic (whose regex engine has no trailing-newline ``$``); Python code checks
+# names with ``names.is_skill_name`` (a full match).
 NAME_RE = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
 KNOWN_TOOLS = frozenset({"http", "notify", "llm", "events"})
 
@@ -40,6 +43,8 @@ class SkillSpec:
     rate_limit: dict[str, Any] | None = None
     debounce: dict[str, Any] | None = None
     idempotency: dict[str, Any] | None = None
+    # {"send": (...), "receive": (...)} event-name patterns; None when not declared
+    events: dict[str, tuple[str, ...]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (stored with runs; the registry's manifest builds on it)."""
@@ -59,6 +64,9 @@ class SkillSpec:
             "rate_limit": self.rate_limit,
             "debounce": self.debounce,
             "idempotency": self.idempotency,
+            "events": (
+                None if self.events is None else {k: list(v) for k, v in self.events.items()}
+            ),
         }
 
 
@@ -86,14 +94,17 @@ def skill(
     http_allow: list[str] | None = None,
     secrets: list[str] | None = None,
     params: dict[str, Any] | None = None,
+    events: dict[str, list[str]] | None = None,
 ) -> Callable[[F], F]:
     """Declare the module's skill. One per module; all arguments are literals.
 
     ``retries`` is the number of *re*-tries of a failing step (so 3 means up to 4 attempts);
     ``backoff`` the first retry delay, doubled per attempt; ``timeout`` the run's active
-    execution budget (time parked in sleeps and waits does not count).
+    execution budget (time parked in sleeps and waits does not count). ``events`` lists the
+    event names the skill sends and waits for: ``{"send": ["order.*"], "receive": [...]}``
+    (``*`` is one dot-separated segment; an ``event(...)`` trigger's name is received anyway).
     """
-    if not isinstance(name, str) or not NAME_RE.match(name) or len(name) > 64:
+    if not is_skill_name(name):
         raise SkillDefinitionError(
             f"skill name {name!r} must be kebab-case (a-z, 0-9, '-'), at most 64 characters"
         )
@@ -126,6 +137,9 @@ def skill(
         )
     if params is not None and not isinstance(params, dict):
         raise SkillDefinitionError("params must be a dict of name -> default value")
+    bad = [k for k in params or {} if not isinstance(k, str) or not PARAM_NAME.fullmatch(k)]
+    if bad:
+        raise SkillDefinitionError(f"param names {bad!r} must be 1-64 of letters, digits and _ . -")
     flow = _flow_options(rate_limit, debounce, idempotency)
     spec = SkillSpec(
         name=name,
@@ -140,6 +154,7 @@ def skill(
         secrets=_str_tuple(secrets, "secrets"),
         params=dict(params or {}),
         concurrency_key=concurrency_key,
+        events=_events(events),
         **flow,
     )
 
@@ -150,10 +165,32 @@ def skill(
     return decorate
 
 
+def _events(value: Any) -> dict[str, tuple[str, ...]] | None:
+    """The ``events=`` declaration, validated: send/receive lists of event-name patterns."""
+    if value is None:
+        return None
+    example = 'events={"send": ["order.*"], "receive": ["payment.completed"]}'
+    if not isinstance(value, dict) or not set(value) <= {"send", "receive"}:
+        raise SkillDefinitionError(
+            f"events must be a dict with 'send' and 'receive' lists: {example}"
+        )
+    out: dict[str, tuple[str, ...]] = {}
+    for direction in ("send", "receive"):
+        patterns = _str_tuple(value.get(direction), f"events {direction!r}")
+        bad = [p for p in patterns if not is_event_pattern(p)]
+        if bad:
+            raise SkillDefinitionError(
+                f"events {direction!r}: {bad!r} are not event names (letters, digits, _ : / -, "
+                f"dot-separated segments, a segment may be '*'): {example}"
+            )
+        out[direction] = patterns
+    return out
+
+
 def _key_expr(value: Any, what: str) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not re.match(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$", value):
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*", value):
         raise SkillDefinitionError(
             f"{what} key must be a dotted path into the event, e.g. 'data.customer_id'"
         )

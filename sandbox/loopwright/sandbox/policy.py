@@ -58,6 +58,7 @@ from loopwright.sandbox.guards import (
     PrintSink,
     guard_globals,
 )
+from loopwright.sdk.findings import Finding
 
 __all__ = [
     "ALLOWED_MODULES",
@@ -75,31 +76,6 @@ __all__ = [
 ]
 
 MAX_SOURCE_BYTES: Final = 256 * 1024
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One policy problem in a skill's source.
-
-    ``line`` is 1-based; ``col`` is the 1-based character column, or 0 when
-    only the line is known (RestrictedPython reports lines only).
-    """
-
-    rule: str
-    line: int
-    col: int
-    message: str
-    hint: str
-
-    def to_dict(self) -> dict[str, object]:
-        """A JSON-ready form, e.g. to hand back to the authoring LLM."""
-        return {
-            "rule": self.rule,
-            "line": self.line,
-            "col": self.col,
-            "message": self.message,
-            "hint": self.hint,
-        }
 
 
 class PolicyViolation(Exception):  # noqa: N818 - the name is the public API

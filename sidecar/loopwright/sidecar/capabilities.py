@@ -4,6 +4,8 @@ Read from the syntax tree (nothing runs):
 
 * every host tool the code reaches (``ctx.tools.http``, ``ctx.tools.notify``, ``ctx.step.llm``
   needs ``llm``, ``ctx.step.send_event`` needs ``events``) is in ``tools``;
+* every event name given literally to ``send_event``/``wait_for_event`` is declared in
+  ``events`` (an ``event(...)`` trigger's name counts as received);
 * every URL passed to the http tool whose host can be read statically is in ``http_allow``;
 * no secret values in the source (API keys, tokens, private keys, webhook URLs, credentials in
   URLs or in password/token-like fields): secrets are referenced by name only, as
@@ -20,11 +22,17 @@ import ast
 import re
 
 from loopwright.runner.netguard import host_allowed
+from loopwright.sdk.capabilities import (
+    STEP_DIRECTION,
+    STEP_TOOLS,
+    Direction,
+    allowed_events,
+    undeclared_event,
+)
+from loopwright.sdk.manifest import Manifest
 from loopwright.sdk.skill import KNOWN_TOOLS
 from loopwright.sidecar.verdict import Finding
-from loopwright.skills_registry.manifest import Manifest
 
-STEP_TOOLS = {"llm": "llm", "send_event": "events"}
 HTTP_METHODS = frozenset({"get_json", "post_json"})
 SECRET_REF = re.compile(r"\{\{secret:([^}]*)\}\}")
 SECRET_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
@@ -130,6 +138,10 @@ class _Scanner(ast.NodeVisitor):
             target = node.args[1]
             if isinstance(target, ast.Attribute) and target.attr in HTTP_METHODS:
                 self._url(node.args[2])
+        if isinstance(func, ast.Attribute) and func.attr in STEP_DIRECTION:
+            name = node.args[1] if len(node.args) >= 2 else _kw(node, "event")
+            if name is not None:
+                self._event(name, STEP_DIRECTION[func.attr])
         channel = _kw(node, "channel")
         if channel is not None and isinstance(func, ast.Attribute) and func.attr == "notify":
             text = self._static(channel)
@@ -182,6 +194,27 @@ class _Scanner(ast.NodeVisitor):
                 f"http request to {host!r}, which is not in http_allow {self.manifest.http_allow}",
                 f"declare it: @skill(..., http_allow={allow})",
             )
+
+    # Events --------------------------------------------------------------
+
+    def _event(self, node: ast.expr, direction: Direction) -> None:
+        exact = isinstance(node, ast.Constant | ast.Name)
+        text = self._static(node) if exact else None  # a prefix is not the name
+        if text is None:
+            self.add(
+                node,
+                "dynamic-event",
+                "the name of this event is only known at run time",
+                "it must match @skill(events=...) or the step fails at run time; a literal "
+                "event name is checked before registration",
+                warn=True,
+            )
+            return
+        declared = self.manifest.events.model_dump() if self.manifest.events else None
+        why = undeclared_event(direction, text, allowed_events(declared, self.manifest.trigger))
+        if why is not None:
+            message, _, hint = why.partition(": declare it: ")
+            self.add(node, "undeclared-event", message, f"declare it: {hint}" if hint else "")
 
     # Secrets -------------------------------------------------------------
 

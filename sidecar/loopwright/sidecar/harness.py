@@ -21,8 +21,15 @@ from loopwright.runner.netguard import host_allowed
 from loopwright.runner.tools import SECRET_REF
 from loopwright.sandbox.backend import SandboxBackend
 from loopwright.sandbox.host import GuestTimeoutError, RequestHandler, SandboxError, run_session
+from loopwright.sdk.capabilities import (
+    STEP_DIRECTION,
+    allowed_events,
+    undeclared_event,
+    undeclared_step,
+)
 from loopwright.sdk.durations import parse_duration
 from loopwright.sdk.errors import NonRetriableError, StepFailedError
+from loopwright.sdk.manifest import Manifest
 from loopwright.sdk.retry import Failure, RetryPolicy
 from loopwright.sdk.steps import StepKind, host_kind
 from loopwright.sidecar.cases import HttpMock, TestCase
@@ -34,7 +41,6 @@ from loopwright.sidecar.quotas import (
     guest_slots,
 )
 from loopwright.sidecar.verdict import CaseResult
-from loopwright.skills_registry.manifest import Manifest
 
 SKILL_LINE = re.compile(r"skill line (\d+)")
 MAX_PARALLEL = 4
@@ -142,6 +148,7 @@ class CaseHost(RequestHandler):
 
     def _other(self, msg: dict[str, Any]) -> dict[str, Any]:
         kind, name = host_kind(msg.get("kind")), str(msg.get("name", ""))
+        self._check_declared(kind, name, msg)
         mocks = self.case.mocks
         if kind is StepKind.LLM:
             if not self._llm:
@@ -162,6 +169,19 @@ class CaseHost(RequestHandler):
             out = mocks.events.get(str(msg.get("event", "")))
         self._record(name, kind, output=out)
         return {"ok": {"output": out}}
+
+    def _check_declared(self, kind: StepKind, name: str, msg: dict[str, Any]) -> None:
+        """The worker's run-time declaration checks (``sdk.capabilities``), so a case fails
+        where a real run would: a capability step without its tool, an undeclared event."""
+        why = undeclared_step(kind, self.manifest.tools)
+        direction = STEP_DIRECTION.get(kind)
+        if why is None and direction is not None:
+            declared = self.manifest.events.model_dump() if self.manifest.events else None
+            allowed = allowed_events(declared, self.manifest.trigger)
+            why = undeclared_event(direction, str(msg.get("event", "")), allowed)
+        if why is not None:
+            self._record(name, kind, status="failed")
+            raise NonRetriableError(why)
 
     def _tool(self, msg: dict[str, Any]) -> dict[str, Any]:
         if self.current is None:

@@ -23,13 +23,14 @@ from loopwright.errors import UserError
 from loopwright.runner.runtime import Runtime
 from loopwright.sandbox.backend import SandboxBackend
 from loopwright.sandbox.policy import MAX_SOURCE_BYTES, check_source
+from loopwright.sdk.manifest import Manifest, ManifestInvalid, read_manifest
+from loopwright.sdk.names import is_reserved, reserved_message
 from loopwright.sidecar.capabilities import check_capabilities
 from loopwright.sidecar.cases import parse_cases
 from loopwright.sidecar.harness import failure_line, run_cases
 from loopwright.sidecar.quotas import quotas_of
 from loopwright.sidecar.verdict import Finding, Verdict, rejected
 from loopwright.skills_registry.diff import diff_versions
-from loopwright.skills_registry.manifest import Manifest, ManifestInvalid, read_manifest
 from loopwright.skills_registry.store import AUTHORS, Registry, content_version
 
 MAX_DIFF_CHARS = 20_000
@@ -79,7 +80,7 @@ class Sidecar:
         t = lap("syntax", t)
         if findings:
             return rejected("syntax", findings, timings)
-        findings = [Finding(**vars_of(f)) for f in check_source(source)]
+        findings = check_source(source)
         t = lap("policy", t)
         if findings:
             return rejected("policy", findings, timings)
@@ -87,9 +88,15 @@ class Sidecar:
             manifest, entry_line = read_manifest(source)
         except ManifestInvalid as exc:
             lap("manifest", t)
-            found = [Finding(**vars_of(f)) for f in exc.findings]
-            return rejected("manifest", found, timings)
+            return rejected("manifest", exc.findings, timings)
         t = lap("manifest", t)
+        if is_reserved(manifest.name):  # only the built-in installer registers these
+            return rejected(
+                "manifest",
+                [Finding("name-reserved", entry_line, 0, reserved_message(manifest.name))],
+                timings,
+                manifest.name,
+            )
         findings, warnings = check_capabilities(source, manifest)
         t = lap("capabilities", t)
         if findings:
@@ -127,7 +134,7 @@ class Sidecar:
         report = {
             "stages": ["syntax", "policy", "manifest", "capabilities", "tests"],
             "cases": [{"name": r.name, "duration_ms": r.duration_ms} for r in results],
-            "warnings": [w.model_dump() for w in warnings],
+            "warnings": [w.to_dict() for w in warnings],
             "timings_ms": dict(timings),
             "checked_at": int(time.time() * 1000),
         }
@@ -243,17 +250,6 @@ class Sidecar:
         out["source_diff"] = out["source_diff"][:MAX_DIFF_CHARS]
         out["summary"] = diff.summary() if previous != version else "unchanged"
         return out
-
-
-def vars_of(finding: Any) -> dict[str, Any]:
-    """A dataclass finding (manifest) as keyword arguments for ``Finding``."""
-    return {
-        "rule": finding.rule,
-        "line": finding.line,
-        "col": finding.col,
-        "message": finding.message,
-        "hint": finding.hint,
-    }
 
 
 def _summary(v: Verdict) -> str:

@@ -10,7 +10,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from loopwright.sdk.findings import Finding
+
 Stage = Literal["syntax", "policy", "manifest", "capabilities", "tests", "registration"]
+__all__ = ["STAGES", "CaseResult", "Finding", "Stage", "Verdict", "rejected"]
+
 STAGES: tuple[Stage, ...] = (
     "syntax",
     "policy",
@@ -19,28 +23,6 @@ STAGES: tuple[Stage, ...] = (
     "tests",
     "registration",
 )
-
-
-class Finding(BaseModel):
-    """One problem: rule id, 1-based line and column (0 when unknown), message, hint.
-
-    ``file`` is ``"source"`` or ``"tests"`` (the test cases' JSON).
-    """
-
-    rule: str
-    line: int = 0
-    col: int = 0
-    message: str
-    hint: str = ""
-    file: Literal["source", "tests"] = "source"
-
-    def one_line(self) -> str:
-        """``line 3:5: message [rule]``."""
-        where = ["tests"] if self.file == "tests" else []
-        if self.line:
-            where.append(f"line {self.line}" + (f":{self.col}" if self.col else ""))
-        prefix = " ".join(where)
-        return f"{prefix + ': ' if prefix else ''}{self.message} [{self.rule}]"
 
 
 class CaseResult(BaseModel):

@@ -155,7 +155,7 @@ class Watcher:
             "version": verdict.version,
             "stage": verdict.stage,
             "summary": verdict.first_line(),
-            "findings": [f.model_dump() for f in verdict.findings],
+            "findings": [f.to_dict() for f in verdict.findings],
             "took_ms": round((time.perf_counter() - began) * 1000, 1),
         }
         self._remember(path, _Seen(sig, digest, report))

@@ -24,7 +24,8 @@ from redis import Redis
 from loopwright.errors import NotFoundError, UserError
 from loopwright.keys import Keys
 from loopwright.scripts import NAMED, named
-from loopwright.skills_registry.manifest import Manifest, manifest_or_none
+from loopwright.sdk.manifest import Manifest, manifest_or_none
+from loopwright.sdk.names import is_reserved, reserved_message
 
 Author = Literal["agent", "person", "review"]
 Status = Literal["active", "paused", "pending_approval", "retired"]
@@ -262,6 +263,7 @@ class Registry:
         author: str = "agent",
         report: dict[str, Any] | None = None,
         mode: Literal["activate", "pending", "direct"] = "activate",
+        builtin: bool = False,
     ) -> Registration:
         """Store a version (idempotent by content) and, per ``mode``, make it active.
 
@@ -274,6 +276,8 @@ class Registry:
         skill_name = manifest.name if manifest is not None else name
         if not skill_name:
             raise UserError("a version needs a skill name")
+        if is_reserved(skill_name) and not builtin:  # before the script: nothing is stored
+            raise UserError(reserved_message(skill_name))
         identity = manifest.identity() if manifest is not None else None
         version = content_version(source, identity, tests)
         k = self.keys
@@ -331,6 +335,35 @@ class Registry:
     def _call(script: Any, call: tuple[list[str], list[str]]) -> Any:
         keys, args = call
         return script(keys=keys, args=args)
+
+    def install_builtin(self, source: str, name: str) -> tuple[Registration, str | None]:
+        """Register a built-in skill under its reserved name and make it the active version.
+
+        The only path that may register a reserved name. Returns the registration and the
+        version it displaced when that one was not installed by this method (a squatter from
+        before names were reserved), so the caller can say so.
+        """
+        before = self.redis.hget(self.keys.registry_skill(name), "active")
+        squatter = None
+        if before:
+            report = self.redis.hget(self.keys.registry_version(str(before)), "report") or "null"
+            builtin = (json.loads(report) or {}).get("mode") == "builtin"
+            # Same text as the built-in: an earlier install (before installs were marked).
+            if not builtin and self.redis.get(self.keys.source(str(before))) != source:
+                squatter = str(before)
+        reg = self.register(
+            source,
+            manifest_or_none(source),
+            None,
+            name=name,
+            author="person",
+            report={"mode": "builtin", "stages": [], "note": "installed by the platform"},
+            mode="activate",
+            builtin=True,
+        )
+        if reg.status == "paused":
+            self.resume(name)
+        return reg, squatter if squatter != reg.version else None
 
     def _change(self, script: Any, name: str, version: str, key: str, action: str) -> Change:
         """Run SET_ACTIVE (``key``: the version's hash) or SET_STATUS (``key``: the cron
