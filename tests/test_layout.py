@@ -23,13 +23,14 @@ from loopwright.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 ROOTS = ("platform", "sidecar", "skills_registry", "sandbox")
-FOUNDATION = {"errors", "keys", "settings"}
+FOUNDATION = {"errors", "keys", "settings", "scripts"}
 
 # What each package may import besides itself, bottom-up (docs/layout.md explains each line).
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "keys": set(),
     "settings": set(),
+    "scripts": set(),
     "sdk": set(),
     "supervisor": set(),
     "redis_server": {"errors", "settings"},
@@ -37,15 +38,17 @@ ALLOWED: dict[str, set[str]] = {
     "runner": FOUNDATION | {"redis_server", "sdk", "sandbox"},
     "events": FOUNDATION | {"sdk", "runner"},
     "skills_registry": FOUNDATION | {"sdk"},
+    "auth": FOUNDATION,
     "scheduler": FOUNDATION | {"sdk", "runner", "events"},
-    "sidecar": FOUNDATION | {"sdk", "sandbox", "runner", "skills_registry"},
+    "sidecar": FOUNDATION | {"sdk", "sandbox", "runner", "skills_registry", "auth"},
     "llm": FOUNDATION | {"sdk", "runner", "skills_registry", "sidecar"},
     "assembly": FOUNDATION | {"runner", "events", "skills_registry", "llm"},
     "agent": FOUNDATION
-    | {"sdk", "sandbox", "runner", "events", "skills_registry", "sidecar", "llm", "assembly"},
+    | {"sdk", "sandbox", "runner", "events", "skills_registry", "sidecar", "llm", "assembly"}
+    | {"auth"},
     "cli": FOUNDATION
     | {"redis_server", "supervisor", "sdk", "sandbox", "runner", "events", "scheduler"}
-    | {"skills_registry", "sidecar", "llm", "agent", "assembly"},
+    | {"skills_registry", "sidecar", "llm", "agent", "assembly", "auth"},
     # Test doubles may use anything; nothing above may use them (see the test below).
     "testing": set(),
 }
