@@ -161,3 +161,12 @@ class Settings(BaseSettings):
     agent_max_submissions: int = Field(default=3, ge=1, le=10)
     agent_tool_result_max_chars: int = Field(default=12_000, ge=500)
     agent_message_max_bytes: int = Field(default=64 * 1024, ge=1024)
+
+    # Limits that hold against hostile skills (security issue, resource limits).
+    http_call_max_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="Wall-clock cap of one http tool call (connect, headers and whole body); "
+        "a call also ends at the run's deadline or when the run is cancelled.",
+    )
