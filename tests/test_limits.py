@@ -37,7 +37,7 @@ def drip() -> Iterator[Drip]:
         with conn:
             conn.recv(65536)
             state.requests += 1
-            head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+            head = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"
             try:
                 conn.sendall(head)
                 for _ in range(120):
