@@ -111,3 +111,213 @@ def test_cancel_stops_a_slow_drip_call_promptly(
     assert cluster.wait(run_id).status.value == "cancelled"
     # The worker hangs up within a lease renewal or two, not after the 120 s drip.
     assert drip.gone.wait(10), "the worker kept reading the drip after the cancel"
+
+
+# --- item 9: events a run sends count against its storage quota -----------------------------
+
+FLOODER = """
+from loopwright.sdk import skill
+
+@skill(name="flooder", retries=0)
+def main(ctx):
+    for i in range(40):
+        ctx.step.send_event(f"send-{i}", "flood.blob", {"blob": "x" * 8000})
+    return "sent all"
+"""
+
+
+def test_events_a_run_sends_count_against_its_storage_quota(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(run_storage_max_bytes=64 * 1024)
+    cluster.worker()
+    run = cluster.wait(cluster.start(cluster.skill(FLOODER), trusted=False))
+    assert run.status.value == "failed", run.output
+    assert "storage quota of 65536 bytes" in (run.error or ""), run.error
+    stored = int(cluster.rt.redis.hget(cluster.rt.keys.run(run.id), "stored") or 0)
+    assert stored <= 64 * 1024
+    assert cluster.rt.redis.xlen(cluster.rt.keys.events) <= 8  # before the fix: all 40
+
+
+# --- item 10: backpressure instead of trimming unrouted events -----------------------------
+
+AUDIT = """
+from loopwright.sdk import skill, event
+
+@skill(name="audit", trigger=event("order.created"))
+def main(ctx):
+    return ctx.event["id"]
+"""
+
+SENDER = """
+from loopwright.sdk import skill
+
+@skill(name="sender", retries=0)
+def main(ctx):
+    return ctx.step.send_event("announce", "order.created", {"n": 1})
+"""
+
+
+def test_a_full_backlog_refuses_new_events_and_loses_none_accepted(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    from loopwright.events.bus import EventBacklogFullError
+
+    cluster = make_cluster(event_backlog_max=10)
+    cluster.skill(AUDIT)
+    bus = cluster.rt.bus
+    accepted = [bus.send("order.created", {"n": i}, f"order-{i}").id for i in range(10)]
+    # The bus API, the CLI and a step all refuse the next one, clearly.
+    with pytest.raises(EventBacklogFullError, match="10 accepted events are waiting to be routed"):
+        bus.send("order.created", {"n": 10}, "order-10")
+    res = cluster.cli("events", "send", "order.created", "--id", "order-11")
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert "waiting to be routed" in res.stdout + res.stderr
+    cluster.worker()
+    run = cluster.wait(cluster.start(cluster.skill(SENDER, "sender.py")))
+    assert run.status.value == "failed" and "waiting to be routed" in (run.error or "")
+    # Every accepted event is routed once the router runs, and then trimmed.
+    cluster.scheduler()
+
+    def routed() -> list[str]:
+        runs = cluster.rt.runs.find(skill="audit", limit=100)
+        done = len(runs) == 10 and all(r.status.terminal for r in runs)
+        return sorted(str(r.event["id"]) for r in runs) if done else []
+
+    assert wait_until(routed, timeout=60) == sorted(accepted)
+    wait_until(lambda: cluster.rt.redis.xlen(cluster.rt.keys.events) == 0)
+    assert bus.send("order.created", {"n": 12}, "order-12").accepted
+
+
+def test_the_router_trims_nothing_a_consumer_group_has_not_acknowledged(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    import loopwright.scheduler  # noqa: F401 - the router is imported through its package
+    from loopwright.events.router import TRIM_LUA
+
+    cluster = make_cluster()
+    r, stream = cluster.rt.redis, cluster.rt.keys.events
+    ids = [cluster.rt.bus.send("x.y", {"n": i}).stream_id for i in range(6)]
+    r.xgroup_create(stream, "router", id="0")
+    r.xgroup_create(stream, "audit", id="0")
+    r.xreadgroup("router", "c", {stream: ">"}, count=6)
+    r.xack(stream, "router", *ids)
+    r.xreadgroup("audit", "c", {stream: ">"}, count=3)
+    r.xack(stream, "audit", ids[0])  # audit: ids[1], ids[2] pending, ids[3:] undelivered
+    trim = r.register_script(TRIM_LUA)
+    assert trim(keys=[stream]) == 1
+    assert [e[0] for e in r.xrange(stream) or []] == ids[1:]
+    r.xack(stream, "audit", ids[1], ids[2])
+    trim(keys=[stream])
+    assert [e[0] for e in r.xrange(stream) or []] == ids[3:]
+
+
+# --- item 11: hop limit and run budget per root ---------------------------------------------
+
+PING = """
+from loopwright.sdk import skill, event
+
+@skill(name="ping", trigger=event("ping"), retries=0)
+def main(ctx):
+    return ctx.step.send_event("pong", "pong", {})
+"""
+
+PONG = """
+from loopwright.sdk import skill, event
+
+@skill(name="pong", trigger=event("pong"), retries=0)
+def main(ctx):
+    return ctx.step.send_event("ping", "ping", {})
+"""
+
+
+def _all_runs(cluster: Cluster) -> list:  # type: ignore[type-arg]
+    return cluster.rt.runs.find(limit=1000)
+
+
+def _inbox(cluster: Cluster) -> list[dict[str, object]]:
+    import json
+
+    return [json.loads(x) for x in cluster.rt.redis.lrange(cluster.rt.keys.inbox, 0, -1)]
+
+
+def test_a_self_triggering_pair_of_skills_stops_at_the_hop_limit(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(max_hops=3)
+    cluster.skill(PING, "ping.py")
+    cluster.skill(PONG, "pong.py")
+    cluster.scheduler()
+    cluster.worker()
+    cluster.rt.bus.send("ping", {}, "seed")
+
+    def stopped() -> list:  # type: ignore[type-arg]
+        runs = _all_runs(cluster)
+        return runs if any(r.status.value == "failed" for r in runs) else []
+
+    runs = wait_until(stopped, timeout=60)
+    (failed,) = [r for r in runs if r.status.value == "failed"]
+    assert "hop limit of 3" in (failed.error or "") and "LOOPWRIGHT_MAX_HOPS" in (
+        failed.error or ""
+    )
+    assert failed.event["hop"] == 3 and failed.event["root"] == "ev:seed"
+    # hops 0..3: four runs, each chain step one hop further; nothing after the refusal
+    assert sorted(r.event["hop"] for r in runs) == [0, 1, 2, 3]
+    assert any("hop limit" in str(n["message"]) for n in _inbox(cluster))
+
+
+SELFIE = """
+from loopwright.sdk import skill
+
+@skill(name="selfie", retries=0)
+def main(ctx):
+    return ctx.step.invoke("again", "selfie", {})
+"""
+
+
+def test_a_self_invoking_skill_stops_at_the_hop_limit(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(max_hops=3)
+    cluster.worker()
+    root = cluster.wait(cluster.start(cluster.skill(SELFIE), trusted=False), timeout=60)
+    assert root.status.value == "failed" and "hop limit of 3" in (root.error or "")
+    runs = cluster.rt.runs.find(skill="selfie", limit=100)
+    assert len(runs) == 4 and all(r.status.value == "failed" for r in runs)
+    assert sorted(r.event.get("hop", 0) for r in runs) == [0, 1, 2, 3]
+    assert any("hop limit" in str(n["message"]) for n in _inbox(cluster))
+
+
+FAN = """
+from loopwright.sdk import skill, event
+
+@skill(name="fan", trigger=event("boom"), retries=0)
+def main(ctx):
+    ctx.step.send_event("left", "boom", {})
+    ctx.step.send_event("right", "boom", {})
+    return "fanned"
+"""
+
+
+def test_a_fan_out_stops_at_the_run_budget_of_its_root(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(run_budget_per_root=5)
+    cluster.skill(FAN)
+    cluster.scheduler()
+    cluster.worker()
+    cluster.rt.bus.send("boom", {}, "seed")
+    r, stream = cluster.rt.redis, cluster.rt.keys.events
+
+    def settled() -> bool:
+        runs = _all_runs(cluster)
+        groups = r.xinfo_groups(stream)
+        drained = groups and all(g["lag"] == 0 and g["pending"] == 0 for g in groups)
+        notice = any("budget of 5 runs" in str(n["message"]) for n in _inbox(cluster))
+        return bool(drained and notice and runs and all(x.status.terminal for x in runs))
+
+    wait_until(settled, timeout=60)
+    runs = _all_runs(cluster)
+    assert len(runs) == 5, [(x.status.value, x.error) for x in runs]
+    failed = [x for x in runs if x.status.value == "failed"]
+    assert failed and all("LOOPWRIGHT_RUN_BUDGET_PER_ROOT" in (x.error or "") for x in failed)

@@ -13,7 +13,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
+from loopwright.errors import UserError
 from loopwright.runner.checkpoint import LeaseLostError
+from loopwright.runner.lineage import Lineage, budget_refusal, hop_refusal, post_limit_notice
 from loopwright.runner.records import StepRecord, encode_json, now_ms
 from loopwright.sdk.durations import parse_duration
 from loopwright.sdk.errors import (
@@ -96,6 +98,7 @@ class Execution:
         self.seq = 0
         self.current_step: int | None = None
         self._effects = 0
+        self.lineage = Lineage(0, f"run:{run_id}")  # the executor sets the run's own
 
     @property
     def replaying(self) -> bool:
@@ -270,6 +273,7 @@ class Execution:
         else:
             self.check_alive()
             rt.sources.resolve(skill)  # an unknown skill fails here, before anything is recorded
+            self._within_limits(seq, name, f"invoking {skill!r}", charge=True)
             child = new_run_id()
             ts = now_ms()
             until = ts + int(timeout_s * 1000) if timeout_s else None
@@ -288,19 +292,65 @@ class Execution:
                 parent_seq=seq,
                 trusted=trusted,
                 trigger={"type": "invoke", "parent": self.run_id},
+                event={
+                    "name": "loopwright/manual",
+                    "data": data if data is not None else {},
+                    "id": child,
+                    "ts": now_ms(),
+                    **self.lineage.next().fields(),
+                },
             )
         raise Suspend(until, f"invoke {name!r}", waiting=True, child=(child, seq))
 
     def send_event(self, name: str, event: str, data: Any) -> str:
-        """Send an event exactly once per step: its id is ``run_id:seq``."""
+        """Send an event exactly once per step: its id is ``run_id:seq``.
+
+        Its bytes count against the run's storage quota; a chain past the hop limit or its
+        root's run budget fails the step for good; a full backlog is retried per the policy.
+        """
+        from loopwright.events.bus import EventBacklogFullError, Sender
+
         seq, rec = self.begin(name)
-        if rec is not None and rec.status == "done":
-            return str(rec.output)
-        self.check_alive()
-        started = now_ms()
-        sent = self.runtime.bus.send(event, data, event_id=f"{self.run_id}:{seq}")
-        self.succeed(seq, name, 1, started, json.dumps(sent.id))
-        return str(sent.id)
+        attempts = 0
+        if rec is not None:
+            if rec.status == "done":
+                return str(rec.output)
+            if rec.status == "failed":
+                raise StepFailedError(name, rec.error or "failed")
+            attempts = rec.attempts
+        quota = self.runtime.settings.run_storage_max_bytes
+        while True:
+            self.check_alive()
+            attempts += 1
+            started = now_ms()
+            self._within_limits(seq, name, f"sending event {str(event)[:128]!r}", charge=False)
+            try:
+                sent = self.runtime.bus.send(
+                    event,
+                    data,
+                    event_id=f"{self.run_id}:{seq}",
+                    lineage=self.lineage.next(),
+                    sender=Sender(self.run_id, self.token, quota),
+                )
+            except EventBacklogFullError as exc:
+                delay = self.backoff(attempts)
+                time.sleep(self.retry_or_fail(seq, name, attempts, started, str(exc), delay))
+                continue
+            except UserError as exc:  # a bad name or data: fails once, clearly
+                self.fail(seq, name, attempts, started, str(exc))
+            self.succeed(seq, name, attempts, started, json.dumps(sent.id))
+            return str(sent.id)
+
+    def _within_limits(self, seq: int, name: str, what: str, *, charge: bool) -> None:
+        """Fail step ``seq`` for good (and tell the inbox once) when going one hop further
+        would pass the hop limit or this chain's run budget."""
+        rt, nxt = self.runtime, self.lineage.next()
+        why, limit = hop_refusal(rt, nxt, what), "hops"
+        if why is None:
+            why, limit = budget_refusal(rt, nxt.root, what, charge=charge), "budget"
+        if why is not None:
+            post_limit_notice(rt, nxt.root, limit, why, self.run_id)
+            self.fail(seq, name, 1, now_ms(), why)
 
     def enter_step(self, seq: int) -> None:
         """Mark the start of one attempt of step ``seq`` (host tools become callable)."""

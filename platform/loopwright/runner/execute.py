@@ -21,6 +21,7 @@ from loopwright.errors import SkillLoadError
 from loopwright.runner.checkpoint import LeaseLostError, StorageQuotaError
 from loopwright.runner.context import Execution, LocalContext, RunTimeoutError, Suspend
 from loopwright.runner.lease import AcquireRefused, HeldLease
+from loopwright.runner.lineage import Lineage
 from loopwright.runner.records import Run, RunStatus, encode_json, now_ms
 from loopwright.runner.remote import GuestHost
 from loopwright.runner.runtime import Runtime
@@ -140,6 +141,7 @@ class Executor:
         ex = Execution(
             rt, run_id, token, spec, steps, lease, time.monotonic() + remaining, run.trusted
         )
+        ex.lineage = Lineage.of_event(run.event, f"run:{run_id}")
         params = {**spec.params, **run.params}
         try:
             if run.trusted:

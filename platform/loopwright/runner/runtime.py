@@ -123,7 +123,7 @@ class Runtime:
             self.keys,
             max_bytes=st.run_input_max_bytes,
             retention_s=st.event_retention,
-            stream_cap=st.event_stream_max,
+            backlog_max=st.event_backlog_max,
         )
 
     @cached_property
