@@ -321,3 +321,52 @@ def test_a_fan_out_stops_at_the_run_budget_of_its_root(
     assert len(runs) == 5, [(x.status.value, x.error) for x in runs]
     failed = [x for x in runs if x.status.value == "failed"]
     assert failed and all("LOOPWRIGHT_RUN_BUDGET_PER_ROOT" in (x.error or "") for x in failed)
+
+
+# --- item 8: a forged guest that stops reading; refusals never echo input ------------------
+
+# A forged guest (what code that escaped the policy could run): says ready, takes ``start``,
+# asks for something whose answer is large, and never reads again.
+STALLING_GUEST = r"""
+import json, sys, time
+sys.stdout.write(json.dumps({"op": "ready", "pid": 1}) + "\n"); sys.stdout.flush()
+sys.stdin.readline()
+sys.stdout.write(json.dumps({"id": 1, "op": "step.begin", "name": "big"}) + "\n")
+sys.stdout.flush()
+time.sleep(120)
+"""
+
+
+def test_a_guest_that_stops_reading_cannot_hold_the_host_past_the_deadline() -> None:
+    import sys
+
+    from loopwright.sandbox.host import GuestTimeoutError, run_session
+    from loopwright.sandbox.limits import GuestLimits
+    from loopwright.sandbox.process import ProcessGuest
+
+    guest = ProcessGuest([sys.executable, "-c", STALLING_GUEST], GuestLimits(), None)
+    big = {"ok": {"output": "x" * (8 * 1024 * 1024)}}  # far more than a pipe buffer holds
+    began = time.monotonic()
+    with pytest.raises(GuestTimeoutError, match="stopped reading"):
+        run_session(guest, {"source": ""}, lambda msg: big, time.monotonic() + 2)
+    assert time.monotonic() - began < 5
+    wait_until(lambda: not guest.alive())
+
+
+def test_a_refusal_does_not_echo_a_huge_op_name_back() -> None:
+    from typing import Any
+
+    from loopwright.sandbox.host import RequestHandler
+
+    class Refuses(RequestHandler):
+        def _refuse(self, *_: Any) -> dict[str, Any]:
+            raise ValueError("x" * 100_000)
+
+        _begin = _done = _fail = _sleep = _other = _tool = _log = _refuse  # type: ignore[assignment]
+
+    op = "o" * 5_000_000
+    reply = Refuses().handle({"op": op})
+    assert reply["error"]["type"] == "NonRetriableError"
+    assert len(reply["error"]["message"]) < 200 and "5000002 chars" in reply["error"]["message"]
+    reply = Refuses().handle({"op": "step.done"})  # an error text is capped too
+    assert len(reply["error"]["message"]) < 2100

@@ -141,15 +141,21 @@ class DockerGuest:
         self._killed = False
         self._exit: str | None = None
 
-    def send(self, data: bytes) -> None:
-        """Write to the guest's stdin."""
+    def send(self, data: bytes, deadline: float | None = None) -> None:
+        """Write to the guest's stdin by ``deadline`` (at most ``SEND_TIMEOUT`` from now);
+        ``TimeoutError`` when the guest stops reading its input."""
         if self._killed:
             raise BrokenPipeError("the guest was killed")
-        self._sock.settimeout(SEND_TIMEOUT)
+        cap = time.monotonic() + SEND_TIMEOUT
+        end = cap if deadline is None else min(cap, deadline)
+        view = memoryview(data)
         try:
-            self._sock.sendall(data)
-        except TimeoutError:
-            raise ConnectionError("the guest stopped reading its input") from None
+            while view:
+                left = end - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("the guest stopped reading its input")
+                self._sock.settimeout(left)
+                view = view[self._sock.send(view) :]
         finally:
             self._sock.settimeout(None)
 

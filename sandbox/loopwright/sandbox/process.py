@@ -30,7 +30,7 @@ from typing import Any
 from loopwright.sandbox.cgroup import PidsCgroup, pids_root, sweep_stale
 from loopwright.sandbox.host import SandboxError, wait_ready
 from loopwright.sandbox.limits import GuestLimits
-from loopwright.sandbox.protocol import LineReader
+from loopwright.sandbox.protocol import LineReader, write_all
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +169,7 @@ class ProcessGuest:
             **popen,
         )
         assert self.proc.stdout and self.proc.stdin and self.proc.stderr
+        os.set_blocking(self.proc.stdin.fileno(), False)  # writes honour deadlines (send)
         self._reader = LineReader(self.proc.stdout.fileno(), limits.message_max_bytes)
         self._stderr: collections.deque[bytes] = collections.deque()
         self._stderr_size = 0
@@ -194,11 +195,10 @@ class ProcessGuest:
         """True while the process runs."""
         return self.proc.poll() is None
 
-    def send(self, data: bytes) -> None:
-        """Write to the guest's stdin."""
+    def send(self, data: bytes, deadline: float | None = None) -> None:
+        """Write to the guest's stdin by ``deadline``; ``TimeoutError`` if it stops reading."""
         assert self.proc.stdin
-        self.proc.stdin.write(data)
-        self.proc.stdin.flush()
+        write_all(self.proc.stdin.fileno(), data, deadline)
 
     def read_line(self, deadline: float | None) -> bytes | None:
         """The next line from the guest's stdout."""
