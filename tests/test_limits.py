@@ -370,3 +370,111 @@ def test_a_refusal_does_not_echo_a_huge_op_name_back() -> None:
     assert len(reply["error"]["message"]) < 200 and "5000002 chars" in reply["error"]["message"]
     reply = Refuses().handle({"op": "step.done"})  # an error text is capped too
     assert len(reply["error"]["message"]) < 2100
+
+
+# --- item 17: bad text fails a run once, clearly --------------------------------------------
+
+BAD_WAIT = """
+from loopwright.sdk import skill
+
+@skill(name="bad-wait", retries=3, backoff=0.01)
+def main(ctx):
+    return ctx.step.wait_for_event("w", "order" + chr(55296), timeout="1h")
+"""
+
+
+def test_a_lone_surrogate_in_a_wait_for_event_name_fails_the_run_once(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(sandbox_backend="process")
+    cluster.worker()
+    cluster.scheduler()  # it would reap and re-execute a run left running
+    run = cluster.wait(cluster.start(cluster.skill(BAD_WAIT), trusted=False))
+    assert run.status.value == "failed", run.error
+    assert "event name 'order\\ud800' must be" in (run.error or ""), run.error
+    assert run.reaps == 0
+    (step,) = cluster.rt.runs.steps(run.id)
+    assert step.status == "failed" and step.attempts == 1
+
+
+SURROGATE_OUTPUT = """
+from loopwright.sdk import skill
+
+@skill(name="bad-output", retries=3, backoff=0.01)
+def main(ctx):
+    return ctx.step.run("text", lambda: "x" + chr(55296))
+"""
+
+
+def test_a_lone_surrogate_in_a_trusted_step_output_fails_the_step_once(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster()
+    cluster.worker()
+    run = cluster.wait(cluster.start(cluster.skill(SURROGATE_OUTPUT), trusted=True))
+    assert run.status.value == "failed" and "not valid Unicode" in (run.error or ""), run.error
+    (step,) = cluster.rt.runs.steps(run.id)
+    assert step.attempts == 1  # before: retried three times as a UnicodeEncodeError
+
+
+BAD_SEND = """
+from loopwright.sdk import skill
+
+@skill(name="bad-send", retries=3, backoff=0.01)
+def main(ctx):
+    return ctx.step.send_event("s", "order" + chr(55296), {})
+"""
+
+
+def test_a_bad_event_name_sent_by_a_step_fails_it_once(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(sandbox_backend="process")
+    cluster.worker()
+    run = cluster.wait(cluster.start(cluster.skill(BAD_SEND), trusted=False))
+    assert run.status.value == "failed" and "must be 1-128 of letters" in (run.error or "")
+    (step,) = cluster.rt.runs.steps(run.id)
+    assert step.status == "failed" and step.attempts == 1
+
+
+@pytest.mark.parametrize("command", [["events", "send", "x.y"], ["run", "anything"]])
+def test_deeply_nested_data_is_refused_in_one_line(cluster: Cluster, command: list[str]) -> None:
+    path = cluster.tmp / "deep.json"
+    path.write_text("[" * 500_000 + "]" * 500_000)  # 1 MB, nested 500,000 deep
+    res = cluster.cli(*command, "--data", f"@{path}")
+    assert res.returncode != 0
+    out = res.stdout + res.stderr
+    assert "nested too deeply" in out and "Traceback" not in out, out
+
+
+def test_a_deeply_nested_http_answer_fails_the_step_without_retries(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    body = b"[" * 100_000 + b"]" * 100_000
+    hits: list[str] = []
+
+    class Deep(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server handler API
+            hits.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Deep)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        cluster = make_cluster(http_allow_private=True)
+        cluster.worker()
+        source = _drip_skill("30s").replace("retries=0", "retries=3, backoff=0.01")
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/deep"
+        run = cluster.wait(cluster.start(cluster.skill(source), {"url": url}, trusted=False))
+    finally:
+        httpd.shutdown()
+    assert run.status.value == "failed" and "nested too deeply" in (run.error or ""), run.error
+    assert len(hits) == 1  # not retried

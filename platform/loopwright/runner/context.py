@@ -229,6 +229,7 @@ class Execution:
             )
         self.check_alive()
         ts = now_ms()
+        _check_event_name(self, seq, name, event)
         until = ts + int(timeout_s * 1000)
         self.commit(
             StepRecord(
@@ -370,6 +371,22 @@ class Execution:
         self._effects += 1
         base = f"{self.run_id}:{self.current_step}"
         return base if self._effects == 1 else f"{base}:{self._effects}"
+
+
+def _check_event_name(ex: Execution, seq: int, name: str, event: str) -> None:
+    """Fail step ``seq`` for good when ``event`` is not a valid event name (a lone surrogate
+    would otherwise break the waiter's Redis key after the step is recorded)."""
+    from loopwright.events.bus import EVENT_NAME
+
+    if not isinstance(event, str) or not EVENT_NAME.fullmatch(event):
+        shown = ascii(str(event)[:80])
+        ex.fail(
+            seq,
+            name,
+            1,
+            now_ms(),
+            f"event name {shown} must be 1-128 of letters, digits and _ . : / -",
+        )
 
 
 class LocalStep:

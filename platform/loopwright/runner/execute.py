@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from loopwright.errors import SkillLoadError
 from loopwright.runner.checkpoint import LeaseLostError, StorageQuotaError
 from loopwright.runner.context import Execution, LocalContext, RunTimeoutError, Suspend
@@ -73,6 +75,12 @@ def _alarm(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+def safe_text(text: str) -> str:
+    """``text`` as valid UTF-8: lone surrogates (from a skill or a guest) become ``\\udXXX``
+    escapes, so recording an error can never fail on the text it records."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _error_text(exc: BaseException, filename: str) -> str:
     """``Type: message`` plus the innermost line of the skill's own code, for the author."""
     lines = [f.lineno for f in traceback.extract_tb(exc.__traceback__) if f.filename == filename]
@@ -96,11 +104,27 @@ class Executor:
             return f"skipped:{acq.reason}"
         started = time.monotonic()
         lease = rt.keeper.hold(run_id, acq.token, asked)
+        run: Run | None = None
         try:
-            return self._run(run_id, acq.token, Run.from_hash(acq.run), acq.steps, lease, started)
+            run = Run.from_hash(acq.run)
+            return self._run(run_id, acq.token, run, acq.steps, lease, started)
         except LeaseLostError:
             log.info("run %s: lease lost; another executor or a cancel took over", run_id)
             return "lease-lost"
+        except RedisError:
+            raise  # infrastructure: the run is reaped and retried by another executor
+        except Exception as exc:
+            # A defect in platform code, or input it could not handle (bad text): the run
+            # fails once, with the reason; it is never left running to be re-executed.
+            log.exception("run %s: unexpected error outside the skill", run_id)
+            reason = f"platform error: {type(exc).__name__}: {exc}"
+            if run is not None:
+                return self._fail(run, acq.token, started, reason)
+            ok = rt.transitions.finish(
+                run_id, acq.token, RunStatus.FAILED.value, "", safe_text(reason)[:8000],
+                self._active_ms(started),
+            )  # fmt: skip
+            return "failed" if ok else "lease-lost"
         finally:
             rt.keeper.release(run_id)
 
@@ -108,6 +132,7 @@ class Executor:
         return int((time.monotonic() - started) * 1000)
 
     def _fail(self, run: Run, token: str, started: float, error: str) -> str:
+        error = safe_text(error)
         ok = self.rt.transitions.finish(
             run.id, token, RunStatus.FAILED.value, "", error[:8000], self._active_ms(started)
         )

@@ -177,4 +177,8 @@ def request_json(
             return json.loads(bytes(data))
         except ValueError:
             raise NonRetriableError(f"http tool: {method} {host} did not answer JSON") from None
+        except RecursionError:  # the same answer would fail again: not retriable
+            raise NonRetriableError(
+                f"http tool: {method} {host} answered JSON nested too deeply to read"
+            ) from None
     raise NonRetriableError(f"http tool: more than {MAX_REDIRECTS} redirects")

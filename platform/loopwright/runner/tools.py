@@ -150,19 +150,19 @@ class HttpTool:
         """GET ``url`` and decode the JSON body."""
         sent, used = self._headers(url, headers)
         policy = self._policy()
-        out = bounded_call(
-            self._ex, lambda: request_json("GET", url, policy, headers=sent, params=params)
+        return bounded_call(
+            self._ex,
+            lambda: redact(request_json("GET", url, policy, headers=sent, params=params), used),
         )
-        return redact(out, used)
 
     def post_json(self, url: str, body: Any, headers: dict[str, Any] | None = None) -> Any:
         """POST ``body`` as JSON and decode the JSON answer."""
         sent, used = self._headers(url, headers)
         policy = self._policy()
-        out = bounded_call(
-            self._ex, lambda: request_json("POST", url, policy, headers=sent, body=body)
+        return bounded_call(
+            self._ex,
+            lambda: redact(request_json("POST", url, policy, headers=sent, body=body), used),
         )
-        return redact(out, used)
 
 
 def call_budget(ex: Execution, policy: HttpPolicy) -> HttpPolicy:
@@ -182,6 +182,8 @@ def bounded_call(ex: Execution, call: Callable[[], Any]) -> Any:
     (the run's deadline passed or the run was cancelled): those are not retriable."""
     try:
         return call()
+    except RecursionError:  # deeply nested data: the same call would fail again
+        raise NonRetriableError("http tool: the answer is nested too deeply to use") from None
     except Exception:
         ex.check_alive()
         raise
