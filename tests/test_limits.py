@@ -456,7 +456,7 @@ def test_a_deeply_nested_http_answer_fails_the_step_without_retries(
     hits: list[str] = []
 
     class Deep(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the http.server handler API
+        def do_GET(self) -> None:
             hits.append(self.path)
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
