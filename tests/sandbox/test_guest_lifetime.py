@@ -8,6 +8,8 @@ import os
 import signal
 from collections.abc import Callable
 
+import pytest
+
 from conftest import Cluster, wait_until
 from loopwright.sandbox.watchdog import OWNER_ENV
 
@@ -66,3 +68,38 @@ def test_a_sigkilled_worker_leaves_no_guest_of_a_running_run(
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait(timeout=10)
     wait_until(lambda: not guests_of(worker.pid), timeout=20)
+
+
+def test_a_sigkilled_worker_leaves_no_container_of_a_running_run(
+    make_cluster: Callable[..., Cluster], docker_guest_image: str
+) -> None:
+    import docker
+
+    from conftest import DOCKER_IMAGE, docker_engine_reachable
+    from loopwright.sandbox.docker import OWNER_LABEL
+
+    if not docker_engine_reachable():
+        pytest.skip("no Docker engine reachable")
+    client = docker.from_env(timeout=10)
+
+    def containers_of(pid: int) -> list[str]:
+        found = client.api.containers(all=True, filters={"label": OWNER_LABEL})
+        return [
+            c["Id"]
+            for c in found
+            if str((c.get("Labels") or {}).get(OWNER_LABEL, "")).split(":")[1:2] == [str(pid)]
+        ]
+
+    cluster = make_cluster(
+        sandbox_backend="docker", sandbox_docker_image=DOCKER_IMAGE, sandbox_pool_size=1
+    )
+    worker = cluster.worker()
+    run_id = cluster.start(cluster.skill(BUSY), trusted=False)
+    wait_until(lambda: cluster.rt.runs.get(run_id).status.value == "running", timeout=60)
+    wait_until(lambda: len(containers_of(worker.pid)) >= 2, timeout=60)  # busy + pooled
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait(timeout=10)
+    # Before: the busy guest ran on until its CPU limit and stopped ones stayed until the
+    # next backend started.
+    wait_until(lambda: not containers_of(worker.pid), timeout=30)
+    client.close()

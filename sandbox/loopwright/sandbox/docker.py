@@ -55,6 +55,7 @@ from loopwright.sandbox.host import SandboxError, wait_ready
 from loopwright.sandbox.limits import GuestLimits
 from loopwright.sandbox.process import GUEST_ENV
 from loopwright.sandbox.protocol import ProtocolError
+from loopwright.sandbox.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -343,6 +344,10 @@ class DockerBackend:
             raise
         self.owner = owner_id()
         sweep_leftovers(self.client)
+        # When this process ends, however it ends, its containers are removed at once (a
+        # busy guest would otherwise run on until its CPU limit, and a stopped one stay).
+        self.watchdog = Watchdog(then=[sys.executable, "-m", "loopwright.sandbox.docker", "sweep"])
+        self.watchdog.env()
         self._host_config = self._make_host_config()
         self._pool: collections.deque[DockerGuest] = collections.deque()
         self._starting = 0
@@ -509,6 +514,7 @@ class DockerBackend:
             refiller.join(timeout=API_TIMEOUT)
         for guest in pooled:
             guest.kill()
+        self.watchdog.close(wait=False)
         self._close_client()
 
     def _close_client(self) -> None:

@@ -49,6 +49,8 @@ for _ in range(200):
     if quiet >= 3:
         break
     time.sleep(0.05)
+if len(sys.argv) > 3:  # then a backend's own clean-up (Docker: remove the dead owner's guests)
+    os.execv(sys.argv[3], sys.argv[3:])
 """
 
 
@@ -69,17 +71,28 @@ def owned_pids(token: str) -> list[int]:
 
 
 class Watchdog:
-    """One per backend: its ``token`` goes into every guest's environment."""
+    """One per backend: its ``token`` goes into every guest's environment; ``then`` is a
+    command the watchdog runs after its sweep (the Docker backend's container sweep)."""
 
-    def __init__(self) -> None:
+    def __init__(self, then: list[str] | None = None) -> None:
         self.token = f"{os.getpid()}-{secrets.token_hex(6)}"
+        self.then = list(then or [])
         self._proc: subprocess.Popen[bytes] | None = None
 
     def env(self) -> dict[str, str]:
         """The marker to add to a guest's environment; starts the watchdog on first use."""
         if self._proc is None or self._proc.poll() is not None:
             self._proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", WATCHDOG_CODE, OWNER_ENV, self.token],
+                [
+                    sys.executable,
+                    "-I",
+                    "-S",
+                    "-c",
+                    WATCHDOG_CODE,
+                    OWNER_ENV,
+                    self.token,
+                    *self.then,
+                ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -88,12 +101,13 @@ class Watchdog:
             )
         return {OWNER_ENV: self.token}
 
-    def close(self) -> None:
-        """Let the watchdog sweep now (the backend is closing) and reap it."""
+    def close(self, wait: bool = True) -> None:
+        """Let the watchdog sweep now (the backend is closing); ``wait`` for it to finish."""
         if self._proc is None:
             return
         if self._proc.stdin:
             with contextlib.suppress(OSError):
                 self._proc.stdin.close()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self._proc.wait(timeout=15)
+        if wait:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=15)
