@@ -478,3 +478,23 @@ def test_a_deeply_nested_http_answer_fails_the_step_without_retries(
         httpd.shutdown()
     assert run.status.value == "failed" and "nested too deeply" in (run.error or ""), run.error
     assert len(hits) == 1  # not retried
+
+
+def test_events_and_runs_stored_before_lineage_existed_still_route_and_chain(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(max_hops=1)
+    cluster.skill(PING, "ping.py")
+    cluster.skill(PONG, "pong.py")
+    r, k = cluster.rt.redis, cluster.rt.keys
+    # An entry as today's main wrote it: no hop, no root.
+    r.xadd(k.events, {"name": "ping", "id": "old-1", "data": "{}", "ts": "1"})
+    r.set(k.event_seen("old-1"), "0-1")
+    cluster.scheduler()
+    cluster.worker()
+    (run,) = wait_until(lambda: cluster.rt.runs.find(skill="ping", limit=5))
+    run = cluster.wait(run.id)
+    assert run.event["hop"] == 0 and run.event["root"] == "ev:old-1"
+    # The event it sent is one hop further, on the old event's root.
+    (pong,) = wait_until(lambda: cluster.rt.runs.find(skill="pong", limit=5), 30)
+    assert pong.event["hop"] == 1 and pong.event["root"] == "ev:old-1"
