@@ -498,3 +498,40 @@ def test_events_and_runs_stored_before_lineage_existed_still_route_and_chain(
     # The event it sent is one hop further, on the old event's root.
     (pong,) = wait_until(lambda: cluster.rt.runs.find(skill="pong", limit=5), 30)
     assert pong.event["hop"] == 1 and pong.event["root"] == "ev:old-1"
+
+
+def test_a_container_guest_that_stops_reading_cannot_hold_the_host(
+    docker_guest_image: str,
+) -> None:
+    import docker
+
+    from conftest import docker_engine_reachable
+    from loopwright.sandbox.docker import GUEST_LABEL, OWNER_LABEL, DockerGuest, owner_id
+    from loopwright.sandbox.host import GuestTimeoutError, run_session
+    from loopwright.sandbox.limits import GuestLimits
+
+    if not docker_engine_reachable():
+        pytest.skip("no Docker engine reachable")
+    client = docker.from_env(timeout=30)
+    api = client.api
+    created = api.create_container(
+        docker_guest_image,
+        command=["python3", "-c", STALLING_GUEST],
+        stdin_open=True,
+        tty=False,
+        network_disabled=True,
+        labels={GUEST_LABEL: "1", OWNER_LABEL: owner_id()},
+    )
+    cid = str(created["Id"])
+    conn = api.attach_socket(cid, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+    guest = DockerGuest(client, cid, conn, GuestLimits())
+    api.start(cid)
+    big = {"ok": {"output": "x" * (32 * 1024 * 1024)}}  # more than every buffer on the way
+    began = time.monotonic()
+    try:
+        with pytest.raises(GuestTimeoutError, match="stopped reading"):
+            run_session(guest, {"source": ""}, lambda msg: big, time.monotonic() + 3)
+        assert time.monotonic() - began < 8
+    finally:
+        guest.kill()
+        client.close()
