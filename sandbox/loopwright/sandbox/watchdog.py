@@ -20,7 +20,10 @@ import secrets
 import subprocess
 import sys
 
-OWNER_ENV = "LOOPWRIGHT_GUEST_OWNER"
+OWNER_ENV = "SANDBOX_GUEST_OWNER"  # no LOOPWRIGHT_ prefix: guests hold no platform setting
+# What the watchdog (and the Docker sweep it may run) needs of the worker's environment: never
+# its secrets, which a process outside the sandbox would otherwise carry for no reason.
+KEPT_ENV = ("PATH", "HOME", "LANG", "DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH")
 
 # Runs with ``python -I -S -c``: no site, no imports beyond os/signal/time (starts in ~10 ms).
 WATCHDOG_CODE = r"""
@@ -98,6 +101,7 @@ class Watchdog:
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,  # a group kill of the worker must not take it along
                 close_fds=True,
+                env={k: v for k, v in os.environ.items() if k in KEPT_ENV},
             )
         return {OWNER_ENV: self.token}
 
