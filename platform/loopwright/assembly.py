@@ -29,7 +29,7 @@ class PlatformServices:
             rt.keys,
             max_bytes=st.run_input_max_bytes,
             retention_s=st.event_retention,
-            stream_cap=st.event_stream_max,
+            backlog_max=st.event_backlog_max,
         )
 
     def skill_model(self, rt: Parts) -> SkillModel:

@@ -241,3 +241,11 @@ class Keys:
     def auth_tokens(self) -> str:
         """Every token id by creation time (ms); revoked ones stay listed."""
         return f"{self.prefix}:auth:tokens"
+
+    def root_runs(self, root: str) -> str:
+        """Runs started so far on behalf of one root event or root run (the fan-out budget)."""
+        return f"{self.prefix}:root:{root}:runs"
+
+    def limit_notice(self, root: str, limit: str) -> str:
+        """Marker that the inbox was told once that a root's chain hit ``limit``."""
+        return f"{self.prefix}:root:{root}:notice:{limit}"

@@ -203,3 +203,30 @@ class Settings(BaseSettings):
         description="Seconds a test case waits for a guest slot before the submission is "
         "refused as busy (HTTP 503).",
     )
+    # Limits that hold against hostile skills (security issue, resource limits).
+    http_call_max_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="Wall-clock cap of one http tool call (connect, headers and whole body); "
+        "a call also ends at the run's deadline or when the run is cancelled.",
+    )
+    max_hops: int = Field(
+        default=16,
+        ge=1,
+        le=1000,
+        description="Longest chain of runs started by events sent or skills invoked by runs "
+        "(as AWS Lambda's recursive-loop detection); the step that would go further fails.",
+    )
+    run_budget_per_root: int = Field(
+        default=1000,
+        ge=1,
+        description="Runs that events and invokes descending from one root event or root run "
+        "may start (bounds fan-out: a fan-out of 2 over 16 hops is 65,000 runs).",
+    )
+    event_backlog_max: int = Field(
+        default=100_000,
+        ge=10,
+        description="Accepted events not yet routed beyond which new events are refused "
+        "(backpressure: accepted events are never trimmed before routing).",
+    )

@@ -63,6 +63,8 @@ def parse_data(data: str | None, max_bytes: int) -> Any:
         return json.loads(data)
     except ValueError as exc:
         raise UserError(f"--data is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise UserError("--data is nested too deeply to be read as JSON") from None
 
 
 def _checked_name(source: str, path: Path) -> str:

@@ -17,11 +17,14 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from loopwright.errors import SkillLoadError
 from loopwright.runner.checkpoint import LeaseLostError, StorageQuotaError
 from loopwright.runner.context import LocalContext
 from loopwright.runner.execution import Execution
 from loopwright.runner.lease import AcquireRefused, HeldLease
+from loopwright.runner.lineage import Lineage
 from loopwright.runner.records import Run, RunStatus, encode_json, now_ms
 from loopwright.runner.redaction import NO_SECRETS, Redactor
 from loopwright.runner.remote import GuestHost
@@ -76,6 +79,12 @@ def _alarm(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+def safe_text(text: str) -> str:
+    """``text`` as valid UTF-8: lone surrogates (from a skill or a guest) become ``\\udXXX``
+    escapes, so recording an error can never fail on the text it records."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _error_text(exc: BaseException, filename: str) -> str:
     """``Type: message`` plus the innermost line of the skill's own code, for the author."""
     lines = [f.lineno for f in traceback.extract_tb(exc.__traceback__) if f.filename == filename]
@@ -100,11 +109,30 @@ class Executor:
             return f"skipped:{acq.reason}"
         started = time.monotonic()
         lease = rt.keeper.hold(run_id, acq.token, asked, acq.slot)
+        run: Run | None = None
         try:
-            return self._run(run_id, acq.token, Run.from_hash(acq.run), acq.steps, lease, started)
+            run = Run.from_hash(acq.run)
+            return self._run(run_id, acq.token, run, acq.steps, lease, started)
         except LeaseLostError:
             log.info("run %s: lease lost; another executor or a cancel took over", run_id)
             return "lease-lost"
+        except RedisError:
+            raise  # infrastructure: the run is reaped and retried by another executor
+        except Exception as exc:
+            # A defect in platform code, or input it could not handle (bad text): the run
+            # fails once, with the reason; it is never left running to be re-executed.
+            log.exception("run %s: unexpected error outside the skill", run_id)
+            reason = f"platform error: {type(exc).__name__}: {exc}"
+            if run is not None:
+                return self._fail(run, acq.token, started, reason)
+            res = rt.transitions.finish(
+                run_id, acq.token, RunStatus.FAILED.value, "", safe_text(reason)[:8000],
+                self._active_ms(started), Declared.of(acq.run),
+            )  # fmt: skip
+            parent = acq.run.get("parent")
+            if res.job_id and parent:
+                rt.dispatcher.enqueue(parent, res.job_id)
+            return "failed" if res.ok else "lease-lost"
         finally:
             rt.keeper.release(run_id)
 
@@ -118,7 +146,7 @@ class Executor:
         script (``run_ended``), and the resumed parent is enqueued here, after it."""
         rt = self.rt
         output = self.redactor.json_text(output) if output else output
-        error = self.redactor.text(error)[:8000] if error else error
+        error = safe_text(self.redactor.text(error))[:8000] if error else error
         active = self._active_ms(started)
         res = rt.transitions.finish(
             run.id, token, status.value, output, error, active, Declared.of(run.raw)
@@ -157,6 +185,7 @@ class Executor:
         ex = Execution(
             rt, run_id, token, spec, steps, lease, time.monotonic() + remaining, run.trusted
         )
+        ex.lineage = Lineage.of_event(run.event, f"run:{run_id}")
         params = {**spec.params, **run.params}
         try:
             if run.trusted:

@@ -15,7 +15,16 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from loopwright.errors import UserError
 from loopwright.runner.checkpoint import LeaseLostError
+from loopwright.runner.lineage import (
+    Lineage,
+    Sender,
+    budget_refusal,
+    hop_refusal,
+    post_limit_notice,
+)
+from loopwright.runner.ports import EventBacklogFullError
 from loopwright.runner.records import StepRecord, now_ms
 from loopwright.runner.redaction import Redactor
 from loopwright.runner.signals import RunTimeoutError, Suspend
@@ -24,6 +33,7 @@ from loopwright.sdk.errors import (
     NonRetriableError,
     StepFailedError,
 )
+from loopwright.sdk.names import EVENT_NAME
 from loopwright.sdk.retry import Failure, RetryPolicy
 from loopwright.sdk.skill import SkillSpec
 from loopwright.sdk.steps import StepKind
@@ -68,6 +78,7 @@ class Execution:
         self.current_step: int | None = None
         self._effects = 0
         self.redactor = Redactor.for_skill(runtime.settings, spec)  # see runner/redaction.py
+        self.lineage = Lineage(0, f"run:{run_id}")  # the executor sets the run's own
 
     @property
     def replaying(self) -> bool:
@@ -209,6 +220,7 @@ class Execution:
             )
         self.check_alive()
         ts = now_ms()
+        _check_event_name(self, seq, name, event)
         until = ts + int(timeout_s * 1000)
         self.commit(
             StepRecord(
@@ -260,6 +272,7 @@ class Execution:
         else:
             self.check_alive()
             rt.sources.resolve(skill)  # an unknown skill fails here, before anything is recorded
+            self._within_limits(seq, name, f"invoking {skill!r}", charge=True, kind=StepKind.INVOKE)
             child = new_run_id()
             ts = now_ms()
             until = ts + int(timeout_s * 1000) if timeout_s else None
@@ -281,19 +294,70 @@ class Execution:
                 parent_seq=seq,
                 trusted=trusted,
                 trigger={"type": "invoke", "parent": self.run_id},
+                event={
+                    "name": "loopwright/manual",
+                    "data": data if data is not None else {},
+                    "id": child,
+                    "ts": now_ms(),
+                    **self.lineage.next().fields(),
+                },
             )
         raise Suspend(until, f"invoke {name!r}", waiting=True, child=(child, seq))
 
     def send_event(self, name: str, event: str, data: Any) -> str:
-        """Send an event exactly once per step: its id is ``run_id:seq``."""
-        seq, rec = self.begin(name, StepKind.SEND_EVENT)
-        if rec is not None and rec.status == "done":
-            return str(rec.output)
-        self.check_alive()
-        started = now_ms()
-        sent = self.runtime.bus.send(event, data, event_id=f"{self.run_id}:{seq}")
-        self.succeed(seq, name, 1, started, json.dumps(sent.id), kind=StepKind.SEND_EVENT)
-        return str(sent.id)
+        """Send an event exactly once per step: its id is ``run_id:seq``.
+
+        Its bytes count against the run's storage quota; a chain past the hop limit or its
+        root's run budget fails the step for good; a full backlog is retried per the policy.
+        """
+        kind = StepKind.SEND_EVENT
+        seq, rec = self.begin(name, kind)
+        attempts = 0
+        if rec is not None:
+            if rec.status == "done":
+                return str(rec.output)
+            if rec.status == "failed":
+                raise StepFailedError(name, rec.error or "failed")
+            attempts = rec.attempts
+        quota = self.runtime.settings.run_storage_max_bytes
+        while True:
+            self.check_alive()
+            attempts += 1
+            started = now_ms()
+            what = f"sending event {str(event)[:128]!r}"
+            self._within_limits(seq, name, what, charge=False, kind=kind)
+            try:
+                sent = self.runtime.bus.send(
+                    event,
+                    data,
+                    event_id=f"{self.run_id}:{seq}",
+                    lineage=self.lineage.next(),
+                    sender=Sender(self.run_id, self.token, quota),
+                )
+            except EventBacklogFullError as exc:
+                failure = Failure.of(exc)
+                wait = self.retry_or_fail(
+                    seq, name, attempts, started, str(exc), failure, kind=kind
+                )
+                time.sleep(wait)
+                continue
+            except UserError as exc:  # a bad name or data: fails once, clearly
+                self.fail(seq, name, attempts, started, str(exc), kind=kind)
+            self.succeed(seq, name, attempts, started, json.dumps(sent.id), kind=kind)
+            return str(sent.id)
+
+    def _within_limits(
+        self, seq: int, name: str, what: str, *, charge: bool, kind: StepKind
+    ) -> None:
+        """Fail step ``seq`` for good (and tell the inbox once) when going one hop further
+        would pass the hop limit or this chain's run budget."""
+        rt, nxt = self.runtime, self.lineage.next()
+        why, limit = hop_refusal(rt, nxt, what), "hops"
+        if why is None:
+            why, limit = budget_refusal(rt, nxt.root, what, charge=charge), "budget"
+        if why is not None:
+            post_limit_notice(rt, nxt.root, limit, why, self.run_id)
+            self.fail(seq, name, 1, now_ms(), why, kind=kind)
 
     def enter_step(self, seq: int) -> None:
         """Mark the start of one attempt of step ``seq`` (host tools become callable)."""
@@ -313,3 +377,18 @@ class Execution:
         self._effects += 1
         base = f"{self.run_id}:{self.current_step}"
         return base if self._effects == 1 else f"{base}:{self._effects}"
+
+
+def _check_event_name(ex: Execution, seq: int, name: str, event: str) -> None:
+    """Fail step ``seq`` for good when ``event`` is not a valid event name (a lone surrogate
+    would otherwise break the waiter's Redis key after the step is recorded)."""
+    if not isinstance(event, str) or not EVENT_NAME.fullmatch(event):
+        shown = ascii(str(event)[:80])
+        ex.fail(
+            seq,
+            name,
+            1,
+            now_ms(),
+            f"event name {shown} must be 1-128 of letters, digits and _ . : / -",
+            kind=StepKind.WAIT_FOR_EVENT,
+        )

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import socket
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
@@ -39,6 +41,22 @@ class HttpPolicy:
     allow_private: bool
     timeout: float
     max_bytes: int
+    # The call's wall-clock budget (monotonic time) and a liveness check (the run was not
+    # cancelled): httpx's timeout is per read, so a server dripping one byte per second would
+    # otherwise hold the worker forever. See ``tools.call_budget``.
+    deadline: float | None = None
+    alive: Callable[[], bool] | None = None
+
+    def time_left(self, what: str) -> float:
+        """Seconds this call may still take; raises ``TimeoutError`` when none are left."""
+        if self.alive is not None and not self.alive():
+            raise TimeoutError(f"http tool: {what} stopped: the run no longer runs here")
+        if self.deadline is None:
+            return self.timeout
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"http tool: {what} ran out of its time budget")
+        return min(self.timeout, left)
 
 
 def host_allowed(host: str, allow: tuple[str, ...]) -> bool:
@@ -163,6 +181,10 @@ def request_json(
         return json.loads(data)
     except ValueError:
         raise NonRetriableError(f"http tool: {method} {host} did not answer JSON") from None
+    except RecursionError:  # the same answer would fail again: not retriable
+        raise NonRetriableError(
+            f"http tool: {method} {host} answered JSON nested too deeply to read"
+        ) from None
 
 
 def follow_redirects(hop: Hop, policy: HttpPolicy, check_host: bool) -> tuple[int, bytes, str]:
@@ -214,8 +236,9 @@ def _send(
     pinned = urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
     host_header = host if parts.port is None else f"{host}:{parts.port}"
     extensions = {"sni_hostname": host} if scheme == "https" else {}
+    budget = policy.time_left(f"{hop.method} {host}")
     with (
-        httpx.Client(timeout=policy.timeout, follow_redirects=False) as client,
+        httpx.Client(timeout=budget, follow_redirects=False) as client,
         client.stream(
             hop.method,
             pinned,
@@ -228,6 +251,7 @@ def _send(
             return resp.status_code, resp.headers["location"], b""
         data = bytearray()
         for chunk in resp.iter_bytes():
+            policy.time_left(f"{hop.method} {host}")  # between chunks: a drip cannot outlast it
             data += chunk
             if len(data) > policy.max_bytes:
                 raise NonRetriableError(

@@ -11,13 +11,16 @@ without them runs everything else and says clearly what is missing when a skill 
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from redis import Redis
 
-from loopwright.errors import LoopwrightError
+from loopwright.errors import LoopwrightError, UserError
 from loopwright.keys import Keys
 from loopwright.settings import Settings
+
+if TYPE_CHECKING:
+    from loopwright.runner.lineage import Lineage, Sender
 
 
 class SentEvent(Protocol):
@@ -31,10 +34,24 @@ class SentEvent(Protocol):
     def accepted(self) -> bool: ...
 
 
+class EventBacklogFullError(UserError):
+    """Too many accepted events wait to be routed: this one is refused (try again later).
+
+    Raised by the event sender (the bus); a step that sends retries it per its policy."""
+
+
 class EventSender(Protocol):
     """Accepts an event durably (or recognises a duplicate id): the event bus's write side."""
 
-    def send(self, name: str, data: Any = None, event_id: str | None = None) -> SentEvent: ...
+    def send(
+        self,
+        name: str,
+        data: Any = None,
+        event_id: str | None = None,
+        *,
+        lineage: Lineage | None = None,
+        sender: Sender | None = None,
+    ) -> SentEvent: ...
 
 
 class SkillModel(Protocol):

@@ -233,11 +233,17 @@ def encode_json(value: Any, *, what: str, max_bytes: int) -> str:
     """Encode ``value`` as strict JSON or raise ``StepOutputError`` saying what is wrong."""
     try:
         encoded = json.dumps(value, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+        size = len(encoded.encode("utf-8")) if not encoded.isascii() else len(encoded)
+    except RecursionError:
+        raise StepOutputError(f"{what} is nested too deeply to be stored as JSON") from None
+    except UnicodeEncodeError:
+        raise StepOutputError(
+            f"{what} contains text that is not valid Unicode (a lone surrogate such as \\ud800)"
+        ) from None
     except (TypeError, ValueError) as exc:
         raise StepOutputError(
             f"{what} is not JSON ({exc}); return dicts, lists, strings, numbers, booleans or None"
         ) from exc
-    size = len(encoded.encode("utf-8")) if not encoded.isascii() else len(encoded)
     if size > max_bytes:
         raise StepOutputError(
             f"{what} is {size} bytes, over the {max_bytes}-byte cap; store large data elsewhere "

@@ -6,8 +6,11 @@ Each tool call must happen inside a step and carries the step's idempotency key
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -98,15 +101,20 @@ class NotifyTool:
             )
         url = resolve_secret(self._ex, name)
         st = self._ex.runtime.settings
-        policy = HttpPolicy((), st.http_allow_private, st.http_timeout, 64 * 1024)
+        policy = call_budget(
+            self._ex, HttpPolicy((), st.http_allow_private, st.http_timeout, 64 * 1024)
+        )
         text = self._ex.redactor.text(f"*{title}*\n{message}" if title else message)
-        request_json(
-            "POST",
-            url,
-            policy,
-            headers={"Idempotency-Key": key},
-            body={"text": text[:8000]},
-            check_host=False,  # the operator chose this URL when storing the secret
+        bounded_call(
+            self._ex,
+            lambda: request_json(
+                "POST",
+                url,
+                policy,
+                headers={"Idempotency-Key": key},
+                body={"text": text[:8000]},
+                check_host=False,  # the operator chose this URL when storing the secret
+            ),
         )
 
 
@@ -122,12 +130,13 @@ class HttpTool:
 
     def _policy(self) -> HttpPolicy:
         st = self._ex.runtime.settings
-        return HttpPolicy(
+        policy = HttpPolicy(
             allow_hosts=self._ex.spec.http_allow,
             allow_private=st.http_allow_private,
             timeout=st.http_timeout,
             max_bytes=st.http_max_response_bytes,
         )
+        return call_budget(self._ex, policy)
 
     def _headers(
         self, url: str, headers: dict[str, Any] | None
@@ -152,18 +161,50 @@ class HttpTool:
     ) -> Any:
         """GET ``url`` and decode the JSON body."""
         sent, secret = self._headers(url, headers)
-        got = request_json(
-            "GET", url, self._policy(), headers=sent, params=params, secret_headers=secret
+        policy = self._policy()
+        got = bounded_call(
+            self._ex,
+            lambda: request_json(
+                "GET", url, policy, headers=sent, params=params, secret_headers=secret
+            ),
         )
         return self._ex.redactor.value(got)
 
     def post_json(self, url: str, body: Any, headers: dict[str, Any] | None = None) -> Any:
         """POST ``body`` as JSON and decode the JSON answer."""
         sent, secret = self._headers(url, headers)
-        got = request_json(
-            "POST", url, self._policy(), headers=sent, body=body, secret_headers=secret
+        policy = self._policy()
+        got = bounded_call(
+            self._ex,
+            lambda: request_json(
+                "POST", url, policy, headers=sent, body=body, secret_headers=secret
+            ),
         )
         return self._ex.redactor.value(got)
+
+
+def call_budget(ex: Execution, policy: HttpPolicy) -> HttpPolicy:
+    """``policy`` bounded in wall-clock time: the call ends at the run's deadline (its
+    active-time budget left), after ``http_call_max_seconds`` at most, or as soon as the run
+    stops running here (cancelled, lease lost). The per-read timeout alone lets a server that
+    drips one byte per second hold the worker indefinitely."""
+    cap = time.monotonic() + ex.runtime.settings.http_call_max_seconds
+    lost = ex.lease.lost
+    return dataclasses.replace(
+        policy, deadline=min(cap, ex.deadline), alive=lambda: not lost.is_set()
+    )
+
+
+def bounded_call(ex: Execution, call: Callable[[], Any]) -> Any:
+    """Run a host-tool call; when it fails, stop the run instead if that is why it failed
+    (the run's deadline passed or the run was cancelled): those are not retriable."""
+    try:
+        return call()
+    except RecursionError:  # deeply nested data: the same call would fail again
+        raise NonRetriableError("http tool: the answer is nested too deeply to use") from None
+    except Exception:
+        ex.check_alive()
+        raise
 
 
 SECRET_REF = re.compile(r"\{\{secret:([A-Za-z0-9_.-]{1,64})\}\}")

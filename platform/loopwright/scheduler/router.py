@@ -16,6 +16,7 @@ from typing import Any
 from redis.exceptions import RedisError, ResponseError
 
 from loopwright.events.bus import decode_entry, matches
+from loopwright.runner.lineage import Lineage, budget_refusal, hop_refusal, post_limit_notice
 from loopwright.runner.records import now_ms
 from loopwright.runner.runtime import Runtime
 from loopwright.scheduler.admission import Admission
@@ -25,6 +26,35 @@ from loopwright.sdk.triggers import EventTrigger
 log = logging.getLogger(__name__)
 GROUP = "router"
 RECLAIM_IDLE_MS = 15_000
+
+# Atomically: drop the stream entries every consumer group is done with, and nothing else. An
+# accepted event must never be trimmed before it is routed (the sender was told it was
+# accepted); so the floor is, per group, its oldest pending entry or, with none pending, just
+# past its last delivered one, and the stream is trimmed below the lowest floor. Without a
+# group nothing is trimmed. Backpressure at send time (``bus.SEND_LUA``) bounds the stream.
+# KEYS: stream
+TRIM_LUA = """
+local groups = redis.pcall('XINFO', 'GROUPS', KEYS[1])
+if type(groups) ~= 'table' or groups.err ~= nil or #groups == 0 then return 0 end
+local best_ms, best_seq = nil, nil
+for _, g in ipairs(groups) do
+  local f = {}
+  for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
+  local pend = redis.call('XPENDING', KEYS[1], f['name'])
+  local ms, seq
+  if tonumber(pend[1]) > 0 then
+    ms, seq = string.match(pend[2], '(%d+)-(%d+)')
+    ms, seq = tonumber(ms), tonumber(seq)
+  else
+    ms, seq = string.match(f['last-delivered-id'], '(%d+)-(%d+)')
+    ms, seq = tonumber(ms), tonumber(seq) + 1
+  end
+  if best_ms == nil or ms < best_ms or (ms == best_ms and seq < best_seq) then
+    best_ms, best_seq = ms, seq
+  end
+end
+return redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d-%d', best_ms, best_seq))
+"""
 
 
 class Router:
@@ -36,6 +66,7 @@ class Router:
         self.consumer = consumer
         self.admission = Admission(rt)
         self._group_ready = False
+        self._trim = rt.redis.register_script(TRIM_LUA)
 
     def _ensure_group(self) -> None:
         if self._group_ready:
@@ -63,6 +94,8 @@ class Router:
             if fields:  # a trimmed entry comes back empty: nothing to route
                 self.route(fields)
             r.xack(k.events, GROUP, sid)
+        if entries:
+            self._trim(keys=[k.events])
         return len(entries)
 
     def route(self, fields: dict[str, str]) -> None:
@@ -72,11 +105,28 @@ class Router:
             trig = entry.spec.trigger
             wanted = isinstance(trig, EventTrigger) and trig.name == event["name"]
             if wanted and matches(trig.match, event):  # type: ignore[union-attr]
+                if not self._within_limits(event, entry.name):
+                    continue
                 self.admission.start(
                     entry, f"ev:{event['id']}", event,
                     {"type": "event", "name": event["name"], "event_id": event["id"]},
                 )  # fmt: skip
         self._resolve_waiters(event)
+
+    def _within_limits(self, event: dict[str, Any], skill: str) -> bool:
+        """Whether this event may start ``skill``: its chain is within the hop limit and its
+        root's run budget (charged here). A refusal is logged and told to the inbox once."""
+        lin = Lineage.of_event(event, f"ev:{event['id']}")
+        what = f"starting {skill!r} for event {event['name']!r}"
+        why = hop_refusal(self.rt, lin, what)
+        limit = "hops"
+        if why is None:
+            why, limit = budget_refusal(self.rt, lin.root, what, charge=True), "budget"
+        if why is None:
+            return True
+        log.warning("event router: %s", why)
+        post_limit_notice(self.rt, lin.root, limit, why)
+        return False
 
     def _resolve_waiters(self, event: dict[str, Any]) -> None:
         rt = self.rt

@@ -55,6 +55,7 @@ from loopwright.sandbox.host import SandboxError, wait_ready
 from loopwright.sandbox.limits import GuestLimits
 from loopwright.sandbox.process import GUEST_ENV
 from loopwright.sandbox.protocol import ProtocolError
+from loopwright.sandbox.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -141,15 +142,21 @@ class DockerGuest:
         self._killed = False
         self._exit: str | None = None
 
-    def send(self, data: bytes) -> None:
-        """Write to the guest's stdin."""
+    def send(self, data: bytes, deadline: float | None = None) -> None:
+        """Write to the guest's stdin by ``deadline`` (at most ``SEND_TIMEOUT`` from now);
+        ``TimeoutError`` when the guest stops reading its input."""
         if self._killed:
             raise BrokenPipeError("the guest was killed")
-        self._sock.settimeout(SEND_TIMEOUT)
+        cap = time.monotonic() + SEND_TIMEOUT
+        end = cap if deadline is None else min(cap, deadline)
+        view = memoryview(data)
         try:
-            self._sock.sendall(data)
-        except TimeoutError:
-            raise ConnectionError("the guest stopped reading its input") from None
+            while view:
+                left = end - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("the guest stopped reading its input")
+                self._sock.settimeout(left)
+                view = view[self._sock.send(view) :]
         finally:
             self._sock.settimeout(None)
 
@@ -337,6 +344,10 @@ class DockerBackend:
             raise
         self.owner = owner_id()
         sweep_leftovers(self.client)
+        # When this process ends, however it ends, its containers are removed at once (a
+        # busy guest would otherwise run on until its CPU limit, and a stopped one stay).
+        self.watchdog = Watchdog(then=[sys.executable, "-m", "loopwright.sandbox.docker", "sweep"])
+        self.watchdog.env()
         self._host_config = self._make_host_config()
         self._pool: collections.deque[DockerGuest] = collections.deque()
         self._starting = 0
@@ -503,6 +514,7 @@ class DockerBackend:
             refiller.join(timeout=API_TIMEOUT)
         for guest in pooled:
             guest.kill()
+        self.watchdog.close(wait=False)
         self._close_client()
 
     def _close_client(self) -> None:

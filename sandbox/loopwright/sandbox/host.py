@@ -23,8 +23,8 @@ class GuestTimeoutError(SandboxError):
 class Guest(Protocol):
     """A started guest, whatever the backend (process or container)."""
 
-    def send(self, data: bytes) -> None:
-        """Write bytes to the guest's channel."""
+    def send(self, data: bytes, deadline: float | None = None) -> None:
+        """Write bytes to the guest's channel by ``deadline``; ``TimeoutError`` after it."""
         ...
 
     def read_line(self, deadline: float | None) -> bytes | None:
@@ -69,7 +69,7 @@ def run_session(
     guest is always killed before this returns, so it can never outlive its run.
     """
     try:
-        guest.send(encode({"op": "start", **start}))
+        _send(guest, encode({"op": "start", **start}), deadline)
         while True:
             try:
                 line = guest.read_line(deadline)
@@ -102,16 +102,26 @@ def run_session(
                         },
                     }
                 )
-            guest.send(data)
+            _send(guest, data, deadline)
     except (BrokenPipeError, ConnectionError):
         raise SandboxError(f"the guest died: {guest.describe_exit()}") from None
     finally:
         guest.kill()
 
 
+def _send(guest: Guest, data: bytes, deadline: float | None) -> None:
+    """Send under the run's deadline: a guest that stops reading cannot hold the host."""
+    try:
+        guest.send(data, deadline)
+    except TimeoutError:
+        raise GuestTimeoutError(
+            "the guest ran out of time (it stopped reading its input)"
+        ) from None
+
+
 def _best_effort(guest: Guest, message: dict[str, Any]) -> None:
-    with contextlib.suppress(OSError, ValueError):
-        guest.send(encode(message))
+    with contextlib.suppress(OSError, ValueError):  # TimeoutError is an OSError
+        guest.send(encode(message), time.monotonic() + 0.5)
 
 
 def failed_reply(exc: StepFailedError) -> dict[str, Any]:
@@ -126,8 +136,20 @@ def failed_reply(exc: StepFailedError) -> dict[str, Any]:
     }
 
 
+REFUSAL_MAX_CHARS = 2000
+
+
+def quoted(value: Any, limit: int = 64) -> str:
+    """``repr`` of a value a guest sent, cut to ``limit`` characters: a refusal names what it
+    refuses but never echoes a guest's input back in full (a 5 MB op name)."""
+    text = repr(value if isinstance(value, str | int | float | bool | None) else type(value))
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
+
+
 def refused_reply(message: str) -> dict[str, Any]:
-    """The reply that raises ``NonRetriableError`` in the guest."""
+    """The reply that raises ``NonRetriableError`` in the guest (its message capped)."""
+    if len(message) > REFUSAL_MAX_CHARS:
+        message = message[:REFUSAL_MAX_CHARS] + " [cut]"
     return {"error": {"type": "NonRetriableError", "message": message}}
 
 
@@ -169,8 +191,10 @@ class RequestHandler(ABC):
             reply = self._translate(exc)
             if reply is not None:
                 return reply
-            return refused_reply(f"the host could not serve {op!r}: {type(exc).__name__}: {exc}")
-        return refused_reply(f"unknown request {op!r}")
+            return refused_reply(
+                f"the host could not serve {quoted(op)}: {type(exc).__name__}: {exc}"
+            )
+        return refused_reply(f"unknown request {quoted(op)}")
 
     def _translate(self, exc: Exception) -> dict[str, Any] | None:
         """A reply for an exception this host understands, or None."""

@@ -30,7 +30,8 @@ from typing import Any
 from loopwright.sandbox.cgroup import PidsCgroup, pids_root, sweep_stale
 from loopwright.sandbox.host import SandboxError, wait_ready
 from loopwright.sandbox.limits import GuestLimits
-from loopwright.sandbox.protocol import LineReader
+from loopwright.sandbox.protocol import LineReader, write_all
+from loopwright.sandbox.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,13 @@ def launcher_argv(limits: GuestLimits, cgroup_procs: str | None) -> list[str] | 
 class ProcessGuest:
     """One guest process and its pipes."""
 
-    def __init__(self, argv: list[str], limits: GuestLimits, use_cgroup: Path | None) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        limits: GuestLimits,
+        use_cgroup: Path | None,
+        marker: dict[str, str] | None = None,
+    ) -> None:
         self.limits = limits
         self.cgroup = PidsCgroup(use_cgroup, limits.max_processes) if use_cgroup else None
         procs = self.cgroup.join_path() if self.cgroup else None
@@ -163,12 +170,13 @@ class ProcessGuest:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=dict(GUEST_ENV),
+            env={**GUEST_ENV, **(marker or {})},  # bwrap clears it for the guest's Python
             start_new_session=True,
             close_fds=True,
             **popen,
         )
         assert self.proc.stdout and self.proc.stdin and self.proc.stderr
+        os.set_blocking(self.proc.stdin.fileno(), False)  # writes honour deadlines (send)
         self._reader = LineReader(self.proc.stdout.fileno(), limits.message_max_bytes)
         self._stderr: collections.deque[bytes] = collections.deque()
         self._stderr_size = 0
@@ -194,11 +202,10 @@ class ProcessGuest:
         """True while the process runs."""
         return self.proc.poll() is None
 
-    def send(self, data: bytes) -> None:
-        """Write to the guest's stdin."""
+    def send(self, data: bytes, deadline: float | None = None) -> None:
+        """Write to the guest's stdin by ``deadline``; ``TimeoutError`` if it stops reading."""
         assert self.proc.stdin
-        self.proc.stdin.write(data)
-        self.proc.stdin.flush()
+        write_all(self.proc.stdin.fileno(), data, deadline)
 
     def read_line(self, deadline: float | None) -> bytes | None:
         """The next line from the guest's stdout."""
@@ -312,10 +319,11 @@ class ProcessBackend:
         self._starting = 0
         self._keeper: threading.Thread | None = None
         self._wanted = threading.Event()
+        self.watchdog = Watchdog()
 
     def spawn(self) -> ProcessGuest:
         """Start a guest now (it boots in the background until someone waits for ready)."""
-        return ProcessGuest(self.argv, self.limits, self.cgroup_root)
+        return ProcessGuest(self.argv, self.limits, self.cgroup_root, self.watchdog.env())
 
     def acquire(self) -> ProcessGuest:
         """A ready guest: from the warm pool when one is there; the pool is refilled at once."""
@@ -386,6 +394,7 @@ class ProcessBackend:
                 guest = self._pool.popleft()
                 guest.kill()
                 guest.reap()
+        self.watchdog.close()
 
     def protections(self) -> dict[str, Any]:
         """Which layers hold on this machine (for ``loopwright doctor``)."""

@@ -43,6 +43,30 @@ def decode(line: bytes) -> dict[str, Any]:
     return value
 
 
+SEND_TIMEOUT = 30.0  # a send without a deadline still ends: a guest may stop reading
+
+
+def write_all(fd: int, data: bytes, deadline: float | None) -> None:
+    """Write ``data`` to a non-blocking ``fd`` by ``deadline`` (or ``SEND_TIMEOUT`` from now).
+
+    A guest that stops reading its input fills the pipe; a blocking write would then hold the
+    host past the run's deadline. ``TimeoutError`` when the guest does not take it in time.
+    """
+    end = deadline if deadline is not None else time.monotonic() + SEND_TIMEOUT
+    view = memoryview(data)
+    while view:
+        left = end - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the guest stopped reading its input")
+        _, ready, _ = select.select([], [fd], [], left)
+        if not ready:
+            continue
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            continue
+
+
 class LineReader:
     """Reads capped lines from a file descriptor with a deadline (host side of a pipe)."""
 
