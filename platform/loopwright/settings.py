@@ -230,3 +230,23 @@ class Settings(BaseSettings):
         description="Accepted events not yet routed beyond which new events are refused "
         "(backpressure: accepted events are never trimmed before routing).",
     )
+    # history: recorded tool calls and replay (w3)
+    run_recording: bool = Field(
+        default=True,
+        description="Record every host-tool call of a run (http, llm, notify, send_event, "
+        "invoke) with its checkpoint, for replay; off only to measure its cost.",
+    )
+    run_recording_max_bytes: int = Field(
+        default=1024 * 1024,
+        ge=4096,
+        description="Bytes of recorded tool calls one run may keep (counted in its storage "
+        "quota); a body over 1/16 of it is kept truncated with its sha256, and beyond it the "
+        "run is marked 'recording: partial' (never failed).",
+    )
+    sidecar_replay_runs: int = Field(
+        default=50,
+        ge=0,
+        le=1000,
+        description="Recorded runs of the active version the sidecar replays against a new "
+        "version of the same skill (labelled runs first); advisory, in its verdict.",
+    )

@@ -15,7 +15,9 @@ from loopwright.sdk.errors import RunInterrupt
 # still holds the run's fence and the run is running, and only while the run's checkpoints stay
 # within its storage quota (``stored`` counts their bytes; a rewritten record replaces its old
 # size). Returns 1, 0 when fenced out, -1 over the quota.
-# KEYS: run, steps, out   ARGV: token, seq, record, big_output ('' when inline), quota_bytes
+# KEYS: run, steps, out, calls
+# ARGV: token, seq, record, big_output ('' when inline), quota_bytes, recording cap (-1: off),
+#       then the recorded tool calls of this attempt (JSON, in order)
 COMMIT_LUA = """
 local cur = redis.call('HMGET', KEYS[1], 'fence', 'status', 'stored')
 if cur[1] ~= ARGV[1] or cur[2] ~= 'running' then return 0 end
@@ -26,6 +28,34 @@ if delta > 0 and used + delta > tonumber(ARGV[5]) then return -1 end
 redis.call('HINCRBY', KEYS[1], 'stored', delta)
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 if ARGV[4] ~= '' then redis.call('SET', KEYS[3], ARGV[4]) end
+-- history: recorded tool calls (w3). Appended under the same fence, within the run's recording
+-- cap and its storage quota (counted in 'stored'); past either the run is marked 'partial',
+-- never failed. 'recording' is complete|partial|none.
+local cap = tonumber(ARGV[6])
+if cap < 0 then
+  redis.call('HSETNX', KEYS[1], 'recording', 'none')
+  return 1
+end
+redis.call('HSETNX', KEYS[1], 'recording', 'complete')
+if #ARGV > 6 then
+  local rec = tonumber(redis.call('HGET', KEYS[1], 'recorded') or '0')
+  local room = tonumber(ARGV[5]) - (used + delta)
+  local added = 0
+  for i = 7, #ARGV do
+    local size = string.len(ARGV[i])
+    if rec + added + size > cap or added + size > room then
+      redis.call('HSET', KEYS[1], 'recording', 'partial')
+      break
+    end
+    redis.call('RPUSH', KEYS[4], ARGV[i])
+    added = added + size
+  end
+  if added > 0 then
+    redis.call('HINCRBY', KEYS[1], 'recorded', added)
+    redis.call('HINCRBY', KEYS[1], 'stored', added)
+  end
+end
+-- end history: recorded tool calls
 return 1
 """
 
@@ -49,16 +79,30 @@ class Checkpoints:
     """Read and write a run's checkpoints. Reads happen once per execution (in the acquire)."""
 
     def __init__(
-        self, redis: Redis, keys: Keys, inline_bytes: int, quota_bytes: int = 2**62
+        self,
+        redis: Redis,
+        keys: Keys,
+        inline_bytes: int,
+        quota_bytes: int = 2**62,
+        recording_bytes: int = -1,
     ) -> None:
         self._redis = redis
         self._keys = keys
         self._inline = inline_bytes
         self._quota = quota_bytes
+        self._recording = recording_bytes  # the recorded calls' cap per run; -1: recording off
         self._commit = redis.register_script(COMMIT_LUA)
 
-    def commit(self, run_id: str, token: str, rec: StepRecord, output_json: str | None) -> None:
-        """Record ``rec`` with its encoded output; raise ``LeaseLostError`` when fenced out."""
+    def commit(
+        self,
+        run_id: str,
+        token: str,
+        rec: StepRecord,
+        output_json: str | None,
+        calls: list[str] | None = None,
+    ) -> None:
+        """Record ``rec`` with its encoded output and the tool ``calls`` of its attempt
+        (``runner/recording.py``); raise ``LeaseLostError`` when fenced out."""
         big = ""
         if output_json is None:
             raw = rec.header_json() + "}"
@@ -70,8 +114,13 @@ class Checkpoints:
             big = output_json
         k = self._keys
         ok = self._commit(
-            keys=[k.run(run_id), k.steps(run_id), k.step_output(run_id, rec.seq)],
-            args=[token, rec.seq, raw, big, self._quota],
+            keys=[
+                k.run(run_id),
+                k.steps(run_id),
+                k.step_output(run_id, rec.seq),
+                k.run_calls(run_id),
+            ],
+            args=[token, rec.seq, raw, big, self._quota, self._recording, *(calls or ())],
         )
         if ok == -1:
             raise StorageQuotaError(

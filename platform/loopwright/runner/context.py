@@ -105,7 +105,13 @@ class LocalStep:
     def llm(self, name: str, prompt: str, schema: dict[str, Any] | None = None) -> Any:
         """Ask the configured model once, as a checkpointed step."""
         check_step(self._ex, "llm")
-        return self._body(StepKind.LLM, name, self._ex.runtime.llm_complete, (prompt, schema), {})
+        ex = self._ex
+
+        def ask(p: str, s: dict[str, Any] | None) -> Any:  # recorded for replay
+            req = {"prompt": p, "schema": s}
+            return ex.recorded_call("llm", req, lambda: ex.runtime.llm_complete(p, s))
+
+        return self._body(StepKind.LLM, name, ask, (prompt, schema), {})
 
     def invoke(
         self,

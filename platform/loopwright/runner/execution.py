@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from loopwright.errors import UserError
 from loopwright.runner.checkpoint import LeaseLostError
@@ -25,6 +25,7 @@ from loopwright.runner.lineage import (
     post_limit_notice,
 )
 from loopwright.runner.ports import EventBacklogFullError
+from loopwright.runner.recording import CallRecorder
 from loopwright.runner.records import StepRecord, now_ms
 from loopwright.runner.redaction import Redactor
 from loopwright.runner.signals import RunTimeoutError, Suspend
@@ -41,6 +42,8 @@ from loopwright.sdk.steps import StepKind
 if TYPE_CHECKING:
     from loopwright.runner.lease import HeldLease
     from loopwright.runner.runtime import Runtime
+
+T = TypeVar("T")
 
 
 class Execution:
@@ -79,6 +82,8 @@ class Execution:
         self._effects = 0
         self.redactor = Redactor.for_skill(runtime.settings, spec)  # see runner/redaction.py
         self.lineage = Lineage(0, f"run:{run_id}")  # the executor sets the run's own
+        st = runtime.settings
+        self.recorder = CallRecorder(self.redactor, st.run_recording_max_bytes, st.run_recording)
 
     @property
     def replaying(self) -> bool:
@@ -111,7 +116,37 @@ class Execution:
         """Write a checkpoint under this execution's fence (secret values redacted)."""
         rec.error = self.redactor.text(rec.error) if rec.error else rec.error
         output_json = self.redactor.json_text(output_json) if output_json else output_json
-        self.runtime.checkpoints.commit(self.run_id, self.token, rec, output_json)
+        calls = self.recorder.take(rec.seq, rec.attempts)  # this attempt's tool calls
+        self.runtime.checkpoints.commit(self.run_id, self.token, rec, output_json, calls)
+
+    def recorded_call(
+        self,
+        tool: str,
+        req: dict[str, Any],
+        call: Callable[[], T],
+        seq: int | None = None,
+        view: Callable[[T], Any] | None = None,
+    ) -> T:
+        """Make one host-tool call and record it (``runner/recording.py``) for the checkpoint
+        of step ``seq`` (the current step by default): its answer (as ``view`` shows it) or its
+        error, and timing."""
+        at, began = now_ms(), time.perf_counter()
+        where = seq if seq is not None else self.current_step
+        try:
+            res = call()
+        except Exception as exc:
+            if where is not None:
+                elapsed = (time.perf_counter() - began) * 1000
+                retriable = not isinstance(exc, NonRetriableError)
+                self.recorder.add(
+                    where, tool, req, at=at, elapsed_ms=elapsed, error=exc, retriable=retriable
+                )
+            raise
+        if where is not None:
+            elapsed = (time.perf_counter() - began) * 1000
+            shown = view(res) if view is not None else res
+            self.recorder.add(where, tool, req, at=at, elapsed_ms=elapsed, res=shown)
+        return res
 
     # Step primitives shared by the in-process step API and the sandbox host.
 
@@ -276,6 +311,9 @@ class Execution:
             child = new_run_id()
             ts = now_ms()
             until = ts + int(timeout_s * 1000) if timeout_s else None
+            # the child's result is the step's output, recorded when the child ends
+            req = {"skill": skill, "data": data}
+            self.recorder.add(seq, "invoke", req, at=ts, elapsed_ms=0.0, res={"child": child})
             self.commit(
                 StepRecord(
                     seq, name, StepKind.INVOKE, "pending", 1, ts, 0, until=until, child=child
@@ -327,12 +365,18 @@ class Execution:
             what = f"sending event {str(event)[:128]!r}"
             self._within_limits(seq, name, what, charge=False, kind=kind)
             try:
-                sent = self.runtime.bus.send(
-                    event,
-                    data,
-                    event_id=f"{self.run_id}:{seq}",
-                    lineage=self.lineage.next(),
-                    sender=Sender(self.run_id, self.token, quota),
+                sent = self.recorded_call(
+                    "send_event",
+                    {"event": event, "data": data},
+                    lambda: self.runtime.bus.send(
+                        event,
+                        data,
+                        event_id=f"{self.run_id}:{seq}",
+                        lineage=self.lineage.next(),
+                        sender=Sender(self.run_id, self.token, quota),
+                    ),
+                    seq,
+                    view=lambda s: s.id,
                 )
             except EventBacklogFullError as exc:
                 failure = Failure.of(exc)

@@ -93,7 +93,11 @@ class Runtime:
         """Step checkpoints."""
         st = self.settings
         return Checkpoints(
-            self.redis, self.keys, st.step_output_inline_bytes, st.run_storage_max_bytes
+            self.redis,
+            self.keys,
+            st.step_output_inline_bytes,
+            st.run_storage_max_bytes,
+            st.run_recording_max_bytes if st.run_recording else -1,  # history: recorded calls
         )
 
     @cached_property

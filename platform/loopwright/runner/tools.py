@@ -62,6 +62,10 @@ class NotifyTool:
     ) -> None:
         """Post ``message`` once per step: to the inbox, or with ``channel="slack:SECRET"`` to
         the Slack-compatible webhook whose URL is the secret SECRET."""
+        req = {"message": message, "title": title, "level": level, "channel": channel}
+        self._ex.recorded_call("notify", req, lambda: self._post(message, title, level, channel))
+
+    def _post(self, message: str, title: str | None, level: str, channel: str | None) -> None:
         ex = self._ex
         key = ex.idempotency_key()
         if channel is not None:
@@ -160,6 +164,10 @@ class HttpTool:
         self, url: str, params: dict[str, Any] | None = None, headers: dict[str, Any] | None = None
     ) -> Any:
         """GET ``url`` and decode the JSON body."""
+        req = {"method": "GET", "url": url, "params": params, "headers": headers, "body": None}
+        return self._ex.recorded_call("http", req, lambda: self._get(url, params, headers))
+
+    def _get(self, url: str, params: dict[str, Any] | None, headers: dict[str, Any] | None) -> Any:
         sent, secret = self._headers(url, headers)
         policy = self._policy()
         got = bounded_call(
@@ -172,6 +180,10 @@ class HttpTool:
 
     def post_json(self, url: str, body: Any, headers: dict[str, Any] | None = None) -> Any:
         """POST ``body`` as JSON and decode the JSON answer."""
+        req = {"method": "POST", "url": url, "params": None, "headers": headers, "body": body}
+        return self._ex.recorded_call("http", req, lambda: self._post(url, body, headers))
+
+    def _post(self, url: str, body: Any, headers: dict[str, Any] | None) -> Any:
         sent, secret = self._headers(url, headers)
         policy = self._policy()
         got = bounded_call(

@@ -1,0 +1,1 @@
+"""Run history: recorded tool calls, replay, rollups, error signatures and retention."""
