@@ -274,3 +274,26 @@ def cancel_run(
         console.print(f"cancelled {', '.join(cancelled)}")
     else:
         console.print(f"run {run_id} had already ended ({run.status.value}); nothing to cancel")
+
+
+@runs_app.command("replay")
+def replay_command(
+    run_id: Annotated[str, typer.Argument(help="The run id.")],
+    version: Annotated[
+        str | None, typer.Option("--version", help="A registered version id (or prefix).")
+    ] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", help="A skill file to replay the run on.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Replay a recorded run in the sandbox (on its version, another one, or a file): tool
+    calls answered from the recording, side effects captured, never performed."""
+    from loopwright.service.replay import lines, replay
+
+    data = replay(open_runtime(), run_id, version=version, file=file)
+    if as_json:
+        emit_json(data)
+        return
+    for line in lines(data):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -180,6 +180,7 @@ class Recording:
     state: str  # complete | partial | none (the run hash's ``recording``; absent: none)
     calls: list[dict[str, Any]]
     clock: dict[int, int]  # step seq -> started_at (ms) the run saw
+    steps: dict[int, dict[str, Any]] = field(default_factory=dict)  # seq -> step record
     feedback: str | None = None
 
     @property
@@ -188,7 +189,7 @@ class Recording:
         return self.status in ("completed", "failed", "cancelled", "skipped")
 
 
-def _json(text: str | None, default: Any) -> Any:
+def _json(text: str | bytes | None, default: Any) -> Any:
     try:
         return json.loads(text) if text else default
     except ValueError:
@@ -206,10 +207,18 @@ def load_recording(redis: Redis, keys: Keys, run_id: str) -> Recording | None:
     if not h:
         return None
     clock: dict[int, int] = {}
+    records: dict[int, dict[str, Any]] = {}
     for seq, text in steps.items():
         rec = _json(text, {})
         if isinstance(rec, dict) and str(seq).isdigit():
             clock[int(seq)] = int(rec.get("started_at") or 0)
+            records[int(seq)] = rec
+    big = [s for s, r in records.items() if r.get("ref")]
+    if big:
+        for s, text in zip(
+            big, redis.mget([keys.step_output(run_id, s) for s in big]), strict=True
+        ):
+            records[s]["output"] = _json(text, None)
     return Recording(
         run_id=run_id,
         skill=h.get("skill", ""),
@@ -222,5 +231,6 @@ def load_recording(redis: Redis, keys: Keys, run_id: str) -> Recording | None:
         state=h.get("recording") or "none",
         calls=parse_calls(raw_calls),
         clock=clock,
+        steps=records,
         feedback=h.get("feedback") or None,
     )

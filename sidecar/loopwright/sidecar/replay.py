@@ -1,0 +1,388 @@
+"""Replay mode of the harness: a skill version run in the sandbox on a recorded run.
+
+The guest is the one test cases use (``harness.py``); the host is :class:`ReplayHost`, a
+:class:`~loopwright.sidecar.harness.CaseHost` whose tools answer from the recording
+(``runner/recording.py``) instead of a case's mocks:
+
+* each call is matched to the first unused recorded call with the same tool and request
+  (``http``: method, URL, params, body; ``llm``: prompt, schema; ``invoke``: skill, input), in
+  order, and answered with what the run saw (its answer, or its error: a retriable error is
+  retried by the skill's policy, as the run did);
+* side effects (``notify``, ``send_event``, ``invoke`` and non-GET ``http``) are captured and
+  never performed;
+* a call the recording cannot answer is *off-script*: it fails (non-retriably) in the guest and
+  the result lists it, with its step;
+* sleeps are skipped and ``wait_for_event`` answers with what the recorded step received; the
+  duration is virtual: the recorded ``elapsed_ms`` of the answered calls, never wall time.
+
+Same version + same recording -> same result (nothing here reads a clock or a random source;
+a skill that reads ``datetime.now()`` or ``random`` in the guest is the one exception, and
+the replay cannot pin those today: see ``docs/history.md``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from loopwright.runner.recording import (
+    MATCH_FIELDS,
+    Recording,
+    canonical,
+    is_side_effect,
+)
+from loopwright.sandbox.backend import SandboxBackend
+from loopwright.sdk.errors import NonRetriableError, StepFailedError
+from loopwright.sdk.manifest import Manifest
+from loopwright.sdk.steps import StepKind, host_kind
+from loopwright.sidecar.cases import TestCase
+from loopwright.sidecar.harness import MAX_PARALLEL, CaseHost, MockToolError, _guest_run
+from loopwright.sidecar.quotas import CaseBudget, Quotas, SubmissionBudget
+
+OFF_SCRIPT = "off-script"
+
+
+class ReplayResult(BaseModel):
+    """How one version behaved on one recorded run."""
+
+    run_id: str
+    status: str  # completed | failed
+    output: Any = None
+    error: str | None = None
+    side_effects: list[dict[str, Any]] = Field(default_factory=list)
+    off_script: list[dict[str, Any]] = Field(default_factory=list)
+    answered: int = 0
+    duration_ms: float = 0.0  # virtual: recorded elapsed of the answered calls
+    steps: list[str] = Field(default_factory=list)
+
+
+def _same_body(recorded: Any, actual: Any) -> bool:
+    """Bodies match; a body recorded truncated matches by its sha256."""
+    if isinstance(recorded, dict) and recorded.get("truncated") is True and "sha256" in recorded:
+        raw = canonical(actual).encode("utf-8", "surrogatepass")
+        return bool(hashlib.sha256(raw).hexdigest() == recorded["sha256"])
+    return canonical(recorded) == canonical(actual)
+
+
+def _matches(entry: dict[str, Any], tool: str, req: dict[str, Any]) -> bool:
+    if entry.get("tool") != tool:
+        return False
+    got = entry.get("req")
+    rec: dict[str, Any] = got if isinstance(got, dict) else {}
+    return all(_same_body(rec.get(f), req.get(f)) for f in MATCH_FIELDS.get(tool, ()))
+
+
+def describe(tool: str, req: dict[str, Any]) -> str:
+    """One short line naming a call (for off-script lists and terminals)."""
+    if tool == "http":
+        return f"http {req.get('method')} {str(req.get('url'))[:200]}"
+    if tool == "llm":
+        return f"llm {str(req.get('prompt'))[:80]!r}"
+    if tool == "invoke":
+        return f"invoke {str(req.get('skill'))[:80]}"
+    if tool == "send_event":
+        return f"send_event {str(req.get('event'))[:80]}"
+    return f"{tool} {str(req.get('message'))[:80]!r}"
+
+
+class ReplayHost(CaseHost):
+    """Answers one guest's tool calls from one recorded run; captures side effects."""
+
+    def __init__(
+        self,
+        recording: Recording,
+        manifest: Manifest,
+        max_output_bytes: int,
+        budget: CaseBudget | None = None,
+    ) -> None:
+        super().__init__(
+            TestCase(name=f"replay-{recording.run_id}"[:100]), manifest, max_output_bytes, budget
+        )
+        self.recording = recording
+        self._used: set[int] = set()
+        self._waits_used: set[int] = set()
+        self.side_effects: list[dict[str, Any]] = []
+        self.off_script: list[dict[str, Any]] = []
+        self.answered = 0
+        self.virtual_ms = 0.0
+
+    def _step_name(self) -> str | None:
+        for rec in reversed(self.steps):
+            if rec["seq"] == self.current:
+                return str(rec["name"])
+        return None
+
+    def _answer(self, tool: str, req: dict[str, Any], step: str | None) -> dict[str, Any]:
+        """The recorded entry answering this call (marked used), or raise off-script."""
+        if is_side_effect(tool, req):
+            self._charge(tool, req)
+            self.side_effects.append({"tool": tool, "step": step, "req": req})
+        for i, entry in enumerate(self.recording.calls):
+            if i in self._used or not _matches(entry, tool, req):
+                continue
+            self._used.add(i)
+            if not entry.get("replayable", True):
+                self._off(
+                    tool, req, step, "its recorded body was truncated (over the per-call share)"
+                )
+            self.answered += 1
+            self.virtual_ms += float(entry.get("elapsed_ms") or 0.0)
+            return entry
+        self._off(tool, req, step, "the recording has no such call left")
+        raise AssertionError("unreachable")
+
+    def _off(self, tool: str, req: dict[str, Any], step: str | None, why: str) -> None:
+        call = describe(tool, req)
+        self.off_script.append({"tool": tool, "step": step, "call": call, "why": why})
+        raise NonRetriableError(f"{OFF_SCRIPT}: {call}: {why}")
+
+    # ctx.state (issue 15) will read through the host: answer its reads here from the
+    # recording (``recording.calls`` entries with tool "state"), like the other tools.
+
+    def _tool(self, msg: dict[str, Any]) -> dict[str, Any]:
+        if self.current is None:
+            raise NonRetriableError(
+                "host tools can only be called inside a step: wrap the call in ctx.step.run(...)"
+            )
+        tool = str(msg.get("tool"))
+        if tool not in self.manifest.tools:
+            raise NonRetriableError(
+                f"tool {tool!r} is not declared: add it to @skill(tools=[...]) to use it"
+            )
+        step = self._step_name()
+        if tool == "notify":
+            req = {k: msg.get(k) for k in ("message", "title", "level", "channel")}
+            req["level"] = req["level"] or "info"
+            req["message"] = str(req["message"] or "")
+            try:
+                self._answer("notify", req, step)
+            except NonRetriableError:
+                self.off_script.pop()  # a notice needs no answer: captured, not off-script
+            return {"ok": {"result": None}}
+        if tool != "http":
+            raise NonRetriableError(f"unknown tool {tool!r}")
+        method = {"get_json": "GET", "post_json": "POST"}.get(str(msg.get("method")))
+        if method is None:
+            raise NonRetriableError(f"http tool has no method {msg.get('method')!r}")
+        params = msg.get("params") if method == "GET" else None
+        req = {
+            "method": method,
+            "url": str(msg.get("url", "")),
+            "params": params if isinstance(params, dict) else None,
+            "headers": msg.get("headers") if isinstance(msg.get("headers"), dict) else None,
+            "body": msg.get("body") if method == "POST" else None,
+        }
+        entry = self._answer("http", req, step)
+        self._raise_recorded(entry)
+        return {"ok": {"result": entry.get("res")}}
+
+    def _raise_recorded(self, entry: dict[str, Any]) -> None:
+        """Fail the way the recorded call failed (retriable or not)."""
+        error = entry.get("error")
+        if error is None:
+            return
+        if entry.get("retriable"):
+            raise MockToolError(str(error))
+        raise NonRetriableError(str(error))
+
+    def _other(self, msg: dict[str, Any]) -> dict[str, Any]:
+        kind, name = host_kind(msg.get("kind")), str(msg.get("name", ""))
+        self._check_declared(kind, name, msg)
+        try:
+            out = self._other_answer(kind, name, msg)
+        except (NonRetriableError, StepFailedError):
+            self._record(name, kind, status="failed")
+            raise
+        self._record(name, kind, output=out)
+        return {"ok": {"output": out}}
+
+    def _other_answer(self, kind: StepKind, name: str, msg: dict[str, Any]) -> Any:
+        if kind is StepKind.LLM:
+            schema = msg.get("schema")
+            req = {
+                "prompt": str(msg.get("prompt", "")),
+                "schema": schema if isinstance(schema, dict) else None,
+            }
+            try:
+                entry = self._answer("llm", req, name)
+            except NonRetriableError as exc:
+                raise StepFailedError(name, str(exc)) from None
+            if entry.get("error") is not None:
+                raise StepFailedError(name, str(entry["error"]))
+            return entry.get("res")
+        if kind is StepKind.INVOKE:
+            req = {"skill": str(msg.get("skill", "")), "data": msg.get("data")}
+            try:
+                entry = self._answer("invoke", req, name)
+            except NonRetriableError as exc:
+                raise StepFailedError(name, str(exc)) from None
+            rec = self.recording.steps.get(int(entry.get("seq") or 0), {})
+            if rec.get("status") == "done":
+                return rec.get("output")
+            if rec.get("status") == "failed":
+                raise StepFailedError(name, str(rec.get("error") or "the child run failed"))
+            self._off_step("invoke", req, name, "the recorded child run had not ended")
+        if kind is StepKind.SEND_EVENT:
+            req = {"event": str(msg.get("event", "")), "data": msg.get("data")}
+            try:
+                entry = self._answer("send_event", req, name)
+            except NonRetriableError:
+                self.off_script.pop()  # sending needs no answer: captured, not off-script
+                return f"replay:{self.seq + 1}"
+            return entry.get("res")
+        return self._wait_answer(name, msg)
+
+    def _off_step(self, tool: str, req: dict[str, Any], name: str, why: str) -> None:
+        try:
+            self._off(tool, req, name, why)
+        except NonRetriableError as exc:
+            raise StepFailedError(name, str(exc)) from None
+
+    def _wait_answer(self, name: str, msg: dict[str, Any]) -> Any:
+        """What the recorded ``wait_for_event`` step of this name received (in order)."""
+        event = str(msg.get("event", ""))
+        for seq in sorted(self.recording.steps):
+            rec = self.recording.steps[seq]
+            if seq in self._waits_used or rec.get("kind") != StepKind.WAIT_FOR_EVENT.value:
+                continue
+            if rec.get("name") == name and rec.get("status") == "done":
+                self._waits_used.add(seq)
+                return rec.get("output")
+        self._off_step("wait_for_event", {"event": event}, name, "the recording has no such wait")
+        return None
+
+
+def replay_one(
+    backend: SandboxBackend,
+    source: str,
+    manifest: Manifest,
+    recording: Recording,
+    timeout: float,
+    max_output_bytes: int,
+    quotas: Quotas | None = None,
+    submission: SubmissionBudget | None = None,
+) -> ReplayResult:
+    """Run ``source`` on ``recording`` in a fresh guest (from the backend's warm pool)."""
+    quotas = quotas or Quotas()
+    host = ReplayHost(
+        recording, manifest, max_output_bytes, CaseBudget(quotas.case_max_bytes, submission)
+    )
+    params = {k: p.default for k, p in manifest.params.items()} | dict(recording.params)
+    start = {
+        "source": source,
+        "run_id": recording.run_id,
+        "event": recording.event,
+        "params": params,
+        "max_output_bytes": max_output_bytes,
+    }
+    output, error = _guest_run(backend, start, host, timeout, quotas)
+    if host.budget.exceeded is not None and error is None:
+        error = f"quota: {host.budget.exceeded}"
+    return ReplayResult(
+        run_id=recording.run_id,
+        status="failed" if error is not None else "completed",
+        output=None if error is not None else output,
+        error=error,
+        side_effects=host.side_effects,
+        off_script=host.off_script,
+        answered=host.answered,
+        duration_ms=round(host.virtual_ms, 3),
+        steps=[str(s["name"]) for s in host.steps],
+    )
+
+
+def replay_many(
+    backend: SandboxBackend,
+    source: str,
+    manifest: Manifest,
+    recordings: list[Recording],
+    timeout: float,
+    max_output_bytes: int,
+    quotas: Quotas | None = None,
+) -> list[ReplayResult]:
+    """Every recording, a few at a time (one warm guest each: a guest serves one run and
+    exits, by design), results in the order given."""
+    quotas = quotas or Quotas()
+    budget = SubmissionBudget(quotas.submission_max_bytes)
+    if not recordings:
+        return []
+    args = (backend, source, manifest)
+    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(recordings))) as pool:
+        futures = [
+            pool.submit(replay_one, *args, r, timeout, max_output_bytes, quotas, budget)
+            for r in recordings
+        ]
+        return [f.result() for f in futures]
+
+
+def _effect_key(tool: str, req: dict[str, Any]) -> str:
+    return canonical([tool, [req.get(f) for f in MATCH_FIELDS.get(tool, ())]])
+
+
+def recorded_effects(recording: Recording) -> list[dict[str, Any]]:
+    """The side effects the recorded run made (every attempt's), in order."""
+    out = []
+    for entry in recording.calls:
+        req = entry.get("req")
+        if isinstance(req, dict) and is_side_effect(str(entry.get("tool")), req):
+            out.append({"tool": entry["tool"], "req": req})
+    return out
+
+
+class Difference(BaseModel):
+    """A recorded run's outcome next to a replayed one, and what differs."""
+
+    run_id: str
+    recorded: dict[str, Any]
+    replayed: ReplayResult
+    status_changed: bool
+    output_changed: bool
+    effects_changed: bool
+    effects_added: list[str] = Field(default_factory=list)
+    effects_missing: list[str] = Field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        """``same``, ``off-script``, ``outcome`` (status or output) or ``side-effects``."""
+        if self.replayed.off_script:
+            return OFF_SCRIPT
+        if self.status_changed or self.output_changed:
+            return "outcome"
+        if self.effects_changed:
+            return "side-effects"
+        return "same"
+
+
+def compare(recording: Recording, result: ReplayResult) -> Difference:
+    """What changed between the recorded run and its replay (status, output, side effects)."""
+    before = recorded_effects(recording)
+    old = [_effect_key(e["tool"], e["req"]) for e in before]
+    new = [_effect_key(e["tool"], e["req"]) for e in result.side_effects]
+    shown_old = {_effect_key(e["tool"], e["req"]): describe(e["tool"], e["req"]) for e in before}
+    shown_new = {
+        _effect_key(e["tool"], e["req"]): describe(e["tool"], e["req"]) for e in result.side_effects
+    }
+    added = [shown_new[k] for k in new if k not in old]
+    missing = [shown_old[k] for k in old if k not in new]
+    status = "completed" if recording.status == "completed" else "failed"
+    return Difference(
+        run_id=recording.run_id,
+        recorded={
+            "status": recording.status,
+            "output": recording.output,
+            "error": recording.error,
+            "side_effects": [describe(e["tool"], e["req"]) for e in before],
+            "recording": recording.state,
+            "feedback": recording.feedback,
+        },
+        replayed=result,
+        status_changed=status != result.status,
+        output_changed=status == result.status == "completed"
+        and canonical(recording.output) != canonical(result.output),
+        effects_changed=old != new,
+        effects_added=added,
+        effects_missing=missing,
+    )
