@@ -20,6 +20,7 @@ class Metrics:
     p95: int = 150
     posts: int = 0
     gets: int = 0
+    flaky: int = 0
     seen: list[dict[str, Any]] = field(default_factory=list)
     httpd: ThreadingHTTPServer | None = None
 
@@ -38,7 +39,10 @@ class Metrics:
             def do_GET(self) -> None:
                 server.gets += 1
                 server.seen.append({"path": self.path, "headers": dict(self.headers.items())})
-                if self.path.startswith("/big"):
+                if self.path.startswith("/flaky"):
+                    server.flaky += 1
+                    self._answer({"try": server.flaky}, 503 if server.flaky == 1 else 200)
+                elif self.path.startswith("/big"):
                     self._answer({"blob": "x" * 200_000})
                 elif self.path.startswith("/echo"):
                     self._answer({"path": self.path, "headers": dict(self.headers.items())})

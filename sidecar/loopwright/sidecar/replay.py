@@ -134,6 +134,13 @@ class ReplayHost(CaseHost):
         self._off(tool, req, step, "the recording has no such call left")
         raise AssertionError("unreachable")
 
+    def _has_next(self, tool: str, req: dict[str, Any]) -> bool:
+        """An unused recorded call matches this one."""
+        return any(
+            i not in self._used and _matches(e, tool, req)
+            for i, e in enumerate(self.recording.calls)
+        )
+
     def _off(self, tool: str, req: dict[str, Any], step: str | None, why: str) -> None:
         call = describe(tool, req)
         self.off_script.append({"tool": tool, "step": step, "call": call, "why": why})
@@ -208,6 +215,10 @@ class ReplayHost(CaseHost):
             }
             try:
                 entry = self._answer("llm", req, name)
+                # the host retried a failed model call within the step: so does the replay,
+                # answering each attempt with the next recorded one while there is one
+                while entry.get("error") is not None and self._has_next("llm", req):
+                    entry = self._answer("llm", req, name)
             except NonRetriableError as exc:
                 raise StepFailedError(name, str(exc)) from None
             if entry.get("error") is not None:
