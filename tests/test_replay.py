@@ -10,7 +10,9 @@ import json
 from collections.abc import Callable
 
 from conftest import DOCKER_IMAGE, Cluster
+from loopwright.agent.tools import verdict_view
 from loopwright.history.replay import replay_run
+from loopwright.sidecar.pipeline import Sidecar
 from replay_support import Metrics, health, metrics
 
 __all__ = ["metrics"]
@@ -149,3 +151,57 @@ def test_runs_replay_shows_both_outcomes_and_refuses_bad_input_in_one_line(
     got = cluster.cli("runs", "replay", run_id)
     assert got.returncode != 0 and "has no recording" in got.stderr.strip()
     assert len(got.stderr.strip().splitlines()) == 1
+
+
+CASES = [
+    {
+        "name": "quiet",
+        "event": {"data": {"base": "http://127.0.0.1:9"}},
+        "mocks": {
+            "http": [
+                {"method": "GET", "url": "http://127.0.0.1:9/metrics", "response": {"p95": 10}}
+            ]
+        },
+        "expect": {"status": "completed", "output": {"alert": False, "p95": 10}},
+    }
+]
+
+
+def test_the_sidecar_replays_a_new_version_on_recorded_runs_labelled_first(
+    make_cluster: Callable[..., Cluster], metrics: Metrics
+) -> None:
+    # Given three recorded runs of the active version (the oldest labelled bad) and a sidecar
+    # that replays two
+    cluster = make_cluster(
+        sandbox_backend="process",
+        http_allow_private=True,
+        sidecar_replay_runs=2,
+        sidecar_case_timeout=20,
+    )
+    cluster.worker()
+    labelled = recorded_run(cluster, metrics, health(100))
+    metrics.p95 = 150
+    recorded_run(cluster, metrics, health(100))  # newer, but beyond the two replayed
+    metrics.p95 = 50
+    quiet = recorded_run(cluster, metrics, health(100))
+    cluster.rt.redis.hset(cluster.rt.keys.run(labelled), "feedback", "bad")
+    active = cluster.rt.sources.resolve("health")
+    posts = metrics.posts
+    # When a version with a higher threshold is submitted (dry run)
+    verdict = Sidecar(cluster.rt).submit(health(200), json.dumps(CASES), dry_run=True)
+    # Then its verdict says which runs end the same and which change, with run ids (advisory)
+    assert verdict.accepted, verdict.first_line()
+    report = verdict.replay
+    assert report is not None and report.against == active and report.runs == 2
+    assert report.labelled == {labelled: "bad"}
+    assert report.outcome == [labelled] and report.same == 1 and report.off_script == []
+    assert "1 end the same, 1 change outcome (" + labelled + ")" in report.line()
+    assert verdict_view(verdict)["replay"] == report.line()  # the builder shows the same line
+    assert metrics.posts == posts and quiet
+    # And `skills submit` prints it
+    path = cluster.tmp / "health.py"
+    path.write_text(health(200))
+    (cluster.tmp / "health.tests.json").write_text(json.dumps(CASES))
+    shown = cluster.cli("skills", "submit", str(path))
+    assert shown.returncode == 0, shown.stderr
+    assert "replayed 2 recorded run(s)" in shown.stdout, shown.stdout

@@ -173,6 +173,8 @@ def verdict_view(v: Verdict) -> dict[str, Any]:
         view.update(status=v.status, registration=v.registration, next_fires=v.next_fires)
         if v.warnings:
             view["warnings"] = [w.one_line() for w in v.warnings]
+        if v.replay is not None:  # advisory: behaviour on recorded runs, shown to the person
+            view["replay"] = v.replay.line()
     else:
         view["stage"] = v.stage
         view["findings"] = [f.to_dict() for f in v.findings]

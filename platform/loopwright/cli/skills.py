@@ -72,6 +72,8 @@ def _show_verdict(verdict: Any) -> None:
             console.print(f"  [yellow]warning[/] {w.one_line()} - {w.hint}")
         for fire in verdict.next_fires:
             console.print(f"  next fire {fire}")
+        if getattr(verdict, "replay", None) is not None:  # advisory, run ids only
+            console.print(f"  {verdict.replay.line()}", markup=False, highlight=False)
         return
     console.print(f"[red]rejected at stage {verdict.stage}[/]")
     for f in verdict.findings:

@@ -28,8 +28,9 @@ from loopwright.sdk.names import is_reserved, reserved_message
 from loopwright.sidecar.capabilities import check_capabilities
 from loopwright.sidecar.cases import parse_cases
 from loopwright.sidecar.harness import failure_line, run_cases
-from loopwright.sidecar.quotas import quotas_of
-from loopwright.sidecar.verdict import Finding, Verdict, rejected
+from loopwright.sidecar.quotas import SidecarBusyError, quotas_of
+from loopwright.sidecar.replay import advisory_replay
+from loopwright.sidecar.verdict import Finding, ReplayReport, Verdict, rejected
 from loopwright.skills_registry.diff import diff_versions
 from loopwright.skills_registry.store import AUTHORS, Registry, content_version
 
@@ -119,6 +120,9 @@ class Sidecar:
         )
         t = lap("tests", t)
         failed = [r for r in results if not r.passed]
+        replay = None if failed else self._replay(source, manifest)
+        if replay is not None:
+            t = lap("replay", t)
         if failed:
             found = [
                 Finding(
@@ -150,6 +154,7 @@ class Sidecar:
                 timings_ms=timings,
                 summary=f"{manifest.name} passes every stage ({len(results)} test cases); "
                 "not registered (dry run)",
+                replay=replay,
             )
         mode = approval or self.settings.approval_mode
         reg = self.registry.register(
@@ -195,9 +200,19 @@ class Sidecar:
                 else []
             ),
             timings_ms=timings,
+            replay=replay,
         )
         verdict.summary = _summary(verdict)
         return verdict
+
+    def _replay(self, source: str, manifest: Manifest) -> ReplayReport | None:
+        """Advisory: the candidate on recorded runs of the active version (never rejects)."""
+        try:
+            return advisory_replay(self.rt, self.backend, source, manifest)
+        except SidecarBusyError:
+            raise
+        except Exception as exc:  # the advice failed, not the submission
+            return ReplayReport(against="?", failed=f"{type(exc).__name__}: {exc}"[:300])
 
     def _syntax(self, source: str) -> list[Finding]:
         cap = min(self.settings.skill_source_max_bytes, MAX_SOURCE_BYTES)

@@ -28,19 +28,23 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from loopwright.keys import Keys
 from loopwright.runner.recording import (
     MATCH_FIELDS,
     Recording,
     canonical,
     is_side_effect,
+    load_recording,
 )
+from loopwright.runner.runtime import Runtime
 from loopwright.sandbox.backend import SandboxBackend
 from loopwright.sdk.errors import NonRetriableError, StepFailedError
 from loopwright.sdk.manifest import Manifest
 from loopwright.sdk.steps import StepKind, host_kind
 from loopwright.sidecar.cases import TestCase
 from loopwright.sidecar.harness import MAX_PARALLEL, CaseHost, MockToolError, _guest_run
-from loopwright.sidecar.quotas import CaseBudget, Quotas, SubmissionBudget
+from loopwright.sidecar.quotas import CaseBudget, Quotas, SubmissionBudget, quotas_of
+from loopwright.sidecar.verdict import ReplayReport
 
 OFF_SCRIPT = "off-script"
 
@@ -397,3 +401,65 @@ def compare(recording: Recording, result: ReplayResult) -> Difference:
         effects_added=added,
         effects_missing=missing,
     )
+
+
+SCAN_FACTOR = 20  # newest runs of a skill read to find its recorded runs of one version
+ENDED = frozenset({"completed", "failed", "cancelled"})
+
+
+def recorded_runs(redis: Any, keys: Keys, skill: str, version: str, limit: int) -> list[Recording]:
+    """Up to ``limit`` ended, recorded runs of ``skill`` at ``version``: labelled runs first
+    (the run hash's ``feedback``), then the newest. Reads a bounded window of the newest runs."""
+    if limit <= 0:
+        return []
+    ids = [str(i) for i in redis.zrevrange(keys.runs_by_skill(skill), 0, limit * SCAN_FACTOR - 1)]
+    pipe = redis.pipeline(transaction=False)
+    for run_id in ids:
+        pipe.hmget(keys.run(run_id), "version", "status", "recording", "feedback")
+    labelled: list[str] = []
+    other: list[str] = []
+    for run_id, (ver, status, state, feedback) in zip(ids, pipe.execute(), strict=True):
+        if ver != version or status not in ENDED or state not in ("complete", "partial"):
+            continue
+        (labelled if feedback else other).append(run_id)
+    chosen = (labelled + other)[:limit]
+    found = (load_recording(redis, keys, run_id) for run_id in chosen)
+    return [r for r in found if r is not None]
+
+
+def advisory_replay(
+    rt: Runtime, backend: SandboxBackend, source: str, manifest: Manifest
+) -> ReplayReport | None:
+    """The new version ``source`` replayed on recorded runs of the skill's active version
+    (None for a new skill or with ``sidecar_replay_runs`` 0). Never raises for the skill's
+    behaviour: this is advice next to the verdict, not a stage."""
+    st = rt.settings
+    active = rt.redis.hget(rt.keys.skills, manifest.name)
+    if not active or st.sidecar_replay_runs <= 0:
+        return None
+    report = ReplayReport(against=str(active))
+    recordings = recorded_runs(
+        rt.redis, rt.keys, manifest.name, str(active), st.sidecar_replay_runs
+    )
+    if not recordings:
+        return report
+    timeout = min(manifest.timeout or float("inf"), st.sidecar_case_timeout)
+    results = replay_many(
+        backend, source, manifest, recordings, timeout, st.step_output_max_bytes, quotas_of(st)
+    )
+    report.runs = len(results)
+    for rec, res in zip(recordings, results, strict=True):
+        kind = compare(rec, res).kind
+        if rec.feedback:
+            report.labelled[rec.run_id] = rec.feedback
+        report.duration_ms += res.duration_ms
+        if kind == "same":
+            report.same += 1
+        elif kind == OFF_SCRIPT:
+            report.off_script.append(rec.run_id)
+        elif kind == "outcome":
+            report.outcome.append(rec.run_id)
+        else:
+            report.side_effects.append(rec.run_id)
+    report.duration_ms = round(report.duration_ms, 3)
+    return report

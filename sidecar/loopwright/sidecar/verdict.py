@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from loopwright.sdk.findings import Finding
 
 Stage = Literal["syntax", "policy", "manifest", "capabilities", "tests", "registration"]
-__all__ = ["STAGES", "CaseResult", "Finding", "Stage", "Verdict", "rejected"]
+__all__ = ["STAGES", "CaseResult", "Finding", "ReplayReport", "Stage", "Verdict", "rejected"]
 
 STAGES: tuple[Stage, ...] = (
     "syntax",
@@ -39,6 +39,39 @@ class CaseResult(BaseModel):
     duration_ms: float = 0.0
 
 
+class ReplayReport(BaseModel):
+    """Advisory (never rejects): the new version replayed on recorded runs of the active one
+    (``sidecar/replay.py``), labelled runs first. Run ids per kind of difference."""
+
+    against: str
+    runs: int = 0
+    same: int = 0
+    outcome: list[str] = Field(default_factory=list)  # status or output changed
+    side_effects: list[str] = Field(default_factory=list)  # same outcome, other side effects
+    off_script: list[str] = Field(default_factory=list)  # made a call the run never made
+    labelled: dict[str, str] = Field(default_factory=dict)  # run id -> feedback
+    duration_ms: float = 0.0
+    failed: str | None = None  # why the replay could not run
+
+    def line(self) -> str:
+        """One line for a person or a model."""
+        if self.failed is not None:
+            return f"replay on recorded runs could not run: {self.failed}"
+        if not self.runs:
+            return f"replay: no recorded runs of {self.against[:12]} to try this version on"
+
+        def ids(found: list[str]) -> str:
+            shown = ", ".join(found[:5]) + (f" +{len(found) - 5}" if len(found) > 5 else "")
+            return f" ({shown})" if found else ""
+
+        return (
+            f"replayed {self.runs} recorded run(s) of {self.against[:12]}: {self.same} end the "
+            f"same, {len(self.outcome)} change outcome{ids(self.outcome)}, "
+            f"{len(self.side_effects)} change side effects{ids(self.side_effects)}, "
+            f"{len(self.off_script)} go off-script{ids(self.off_script)}"
+        )
+
+
 class Verdict(BaseModel):
     """The outcome of one submission."""
 
@@ -56,6 +89,7 @@ class Verdict(BaseModel):
     next_fires: list[str] = Field(default_factory=list)
     timings_ms: dict[str, float] = Field(default_factory=dict)
     summary: str = ""
+    replay: ReplayReport | None = None  # advisory: a new version of a skill with recorded runs
 
     def first_line(self) -> str:
         """The verdict as one readable line (the CLI's error line for rejections)."""
