@@ -61,6 +61,10 @@ def canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
+def _dump(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
 def match_key(tool: str, req: dict[str, Any]) -> str:
     """The key a call is matched on: its tool and the fields of ``MATCH_FIELDS``."""
     return canonical([tool, [req.get(f) for f in MATCH_FIELDS.get(tool, ())]])
@@ -68,10 +72,12 @@ def match_key(tool: str, req: dict[str, Any]) -> str:
 
 def _bounded(value: Any, share: int) -> tuple[Any, bool]:
     """``value``, or a truncation marker with its sha256 when its JSON is over ``share``."""
-    text = canonical(value)
-    if len(text.encode("utf-8", "surrogatepass")) <= share:
+    if value is None or isinstance(value, bool | int | float):
         return value, True
-    raw = text.encode("utf-8", "surrogatepass")
+    size = len(json.dumps(value, separators=(",", ":"), default=str))  # >= chars, cheap
+    if size <= share // 6 or len(_dump(value).encode("utf-8", "surrogatepass")) <= share:
+        return value, True
+    raw = canonical(value).encode("utf-8", "surrogatepass")
     digest = hashlib.sha256(raw).hexdigest()
     return {"truncated": True, "sha256": digest, "bytes": len(raw)}, False
 
@@ -149,7 +155,7 @@ class CallRecorder:
             return []
         self._pending = [c for c in self._pending if c["seq"] != seq]
         self._index.pop(seq, None)
-        return [canonical({**c, "attempt": attempt}) for c in mine]
+        return [_dump({**c, "attempt": attempt}) for c in mine]
 
 
 def parse_calls(raw: list[str]) -> list[dict[str, Any]]:
