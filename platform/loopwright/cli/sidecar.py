@@ -9,7 +9,14 @@ from typing import Annotated, Any
 
 import typer
 
-from loopwright.cli.common import JsonFlag, console, emit_json, err_console, open_runtime
+from loopwright.cli.common import (
+    JsonFlag,
+    console,
+    emit_json,
+    err_console,
+    literal,
+    open_runtime,
+)
 from loopwright.errors import UserError
 
 
@@ -21,10 +28,12 @@ def _printer(as_json: bool) -> Any:
             return
         ok = report.get("accepted")
         colour = "green" if ok else ("yellow" if report.get("event") == "removed" else "red")
-        line = f"[{colour}]{report['file']}[/]: {report['summary']}"
+        line = f"[{colour}]{literal(report['file'])}[/]: {literal(report['summary'])}"
         (console if ok or report.get("event") == "removed" else err_console).print(line)
         for f in report.get("findings") or []:
-            err_console.print(f"    line {f['line']}: {f['message']} [{f['rule']}] - {f['hint']}")
+            err_console.print(
+                literal(f"    line {f['line']}: {f['message']} [{f['rule']}] - {f['hint']}")
+            )
 
     return show
 
@@ -65,6 +74,9 @@ def sidecar(
     bind_host, bind_port = host or st.sidecar_host, port or st.sidecar_port
     where = f" watching {watch}" if watch else ""
     err_console.print(
-        f"sidecar listening on http://{bind_host}:{bind_port} (approval {st.approval_mode}){where}"
+        literal(
+            f"sidecar listening on http://{bind_host}:{bind_port} "
+            f"(approval {st.approval_mode}){where}"
+        )
     )
     serve(rt, bind_host, bind_port, watch, on_report=_printer(as_json))

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
-from loopwright.errors import SkillLoadError
+from loopwright.errors import SkillAuthorError, SkillLoadError
 from loopwright.runner.checkpoint import LeaseLostError, StorageQuotaError
 from loopwright.runner.context import Execution, LocalContext, RunTimeoutError, Suspend
 from loopwright.runner.lease import AcquireRefused, HeldLease
@@ -250,5 +250,5 @@ def notify_parent(
         rt.dispatcher.enqueue(child.parent, jid)
 
 
-class GuestFailedError(Exception):
+class GuestFailedError(SkillAuthorError):
     """The sandboxed skill ended with an error (its message is for the skill's author)."""

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from loopwright.sdk.errors import SkillDefinitionError
+from loopwright.sdk.errors import SkillAuthorError, SkillDefinitionError
 from loopwright.sdk.skill import SkillSpec, skill, spec_of
 from loopwright.sdk.triggers import cron, event
 
@@ -20,7 +20,7 @@ _TRIGGERS: dict[str, Callable[..., Any]] = {"cron": cron, "event": event}
 
 
 @dataclass(frozen=True, slots=True)
-class ManifestError(Exception):
+class ManifestError(SkillAuthorError):
     """The declaration cannot be read: what, where, and how to fix it."""
 
     rule: str

@@ -30,9 +30,10 @@ from loopwright.sdk import (
     StepFailedError,
     spec_of,
 )
+from loopwright.sdk.errors import InfrastructureError
 
 
-class HostToolError(Exception):
+class HostToolError(InfrastructureError):
     """A host tool failed in a way worth retrying (timeout, 5xx, connection refused)."""
 
 

@@ -58,6 +58,7 @@ from loopwright.sandbox.guards import (
     PrintSink,
     guard_globals,
 )
+from loopwright.sdk.errors import SkillAuthorError
 
 __all__ = [
     "ALLOWED_MODULES",
@@ -102,7 +103,7 @@ class Finding:
         }
 
 
-class PolicyViolation(Exception):  # noqa: N818 - the name is the public API
+class PolicyViolation(SkillAuthorError):  # noqa: N818 - the name is the public API
     """Raised by :func:`compile_skill` when the source has findings."""
 
     def __init__(self, findings: list[Finding]) -> None:

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from loopwright.sdk.errors import SkillDefinitionError
+from loopwright.sdk.errors import SkillAuthorError, SkillDefinitionError
 from loopwright.sdk.manifest import ManifestError, read_declaration
 from loopwright.sdk.skill import KNOWN_TOOLS, NAME_RE, SkillSpec
 from loopwright.sdk.triggers import cron, event
@@ -41,7 +41,7 @@ class ManifestFinding:
     hint: str
 
 
-class ManifestInvalid(Exception):  # noqa: N818 - carries findings, like PolicyViolation
+class ManifestInvalid(SkillAuthorError):  # noqa: N818 - carries findings, like PolicyViolation
     """The declaration has problems; ``findings`` lists every one found."""
 
     def __init__(self, findings: list[ManifestFinding]) -> None:
