@@ -16,7 +16,6 @@ from typer._click.exceptions import ClickException
 from typer.core import TyperGroup
 
 from loopwright.cli.text import one_line
-from loopwright.errors import LoopwrightError
 
 
 class CommandFailed(ClickException):
@@ -32,6 +31,8 @@ def failure_message(exc: BaseException) -> str | None:
     """The one line to print for an expected failure, or ``None`` for a bug."""
     from pydantic import ValidationError
     from redis.exceptions import RedisError
+
+    from loopwright.errors import LoopwrightError
 
     if isinstance(exc, LoopwrightError):
         return str(exc)

@@ -12,12 +12,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 
 from loopwright.cli.text import literal, one_line, plain
-from loopwright.errors import UserError
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from loopwright.runner.runtime import Runtime
     from loopwright.settings import Settings
 
@@ -39,14 +39,31 @@ __all__ = [
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
-console = Console()
-err_console = Console(stderr=True)
+
+class _LazyConsole:
+    """A rich ``Console`` made on first use, so commands that print nothing never import rich."""
+
+    def __init__(self, stderr: bool) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self._stderr)
+        return getattr(self._console, name)
+
+
+console: Console = _LazyConsole(stderr=False)  # type: ignore[assignment]
+err_console: Console = _LazyConsole(stderr=True)  # type: ignore[assignment]
 
 
 def load_settings() -> Settings:
     """Settings from the environment, or one readable line about the bad variable."""
     from pydantic import ValidationError
 
+    from loopwright.errors import UserError
     from loopwright.settings import Settings
 
     try:

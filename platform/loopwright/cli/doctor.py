@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
-import platform
 import shutil
 import subprocess
 from typing import TYPE_CHECKING, Any
@@ -83,6 +81,9 @@ def _model_check(settings: Settings) -> dict[str, Any]:
 
 def collect() -> dict[str, Any]:
     """Every check as a dict of name -> {ok, detail}; ``ok`` is false for whatever needs action."""
+    import importlib.metadata
+    import platform
+
     from redis.exceptions import RedisError
 
     from loopwright.redis_server import ManagedRedis

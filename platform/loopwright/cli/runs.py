@@ -23,7 +23,6 @@ from loopwright.cli.common import (
     styled,
 )
 from loopwright.errors import SkillLoadError, UserError
-from loopwright.sdk.durations import parse_duration
 
 if TYPE_CHECKING:
     from loopwright.runner.records import Run
@@ -158,6 +157,8 @@ def run_command(
     rt = open_runtime()
     payload = parse_data(data, rt.settings.run_input_max_bytes)
     try:
+        from loopwright.sdk.durations import parse_duration
+
         budget = parse_duration(timeout) if timeout is not None else None
     except ValueError as exc:
         raise UserError(f"--timeout: {exc}") from None
@@ -198,6 +199,8 @@ def list_runs(
     since_ms = None
     if since is not None:
         try:
+            from loopwright.sdk.durations import parse_duration
+
             since_ms = int((time.time() - parse_duration(since)) * 1000)
         except ValueError as exc:
             raise UserError(f"--since: {exc}") from None

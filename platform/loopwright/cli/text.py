@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import re
 
-from rich.markup import escape
-
 # C0 (except tab and newline), DEL, C1, and the Unicode bidi controls and isolates.
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _LINE_BREAKS = re.compile(r"[\r\n\u2028\u2029]+")
@@ -32,6 +30,8 @@ def plain(text: object) -> str:
 
 def literal(text: object) -> str:
     """``text`` for rich: control characters made visible and markup escaped."""
+    from rich.markup import escape
+
     return escape(plain(text))
 
 
