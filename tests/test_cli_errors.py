@@ -227,3 +227,60 @@ def test_run_wait_says_at_once_that_only_dead_workers_are_registered(cluster: Cl
     proc = cluster.cli("run", HELLO, "--wait", "--wait-timeout", "1")
     assert proc.returncode == 1
     assert "no worker is consuming queue" in proc.stderr
+
+
+# Terminal injection: what a skill controls is printed as literal text.
+
+HOSTILE = (
+    "boom [/] [link=http://x]click[/link] \x1b]8;;http://evil\x1b\\here\x1b]8;;\x1b\\ \x1b[2J\u202e"
+)
+HOSTILE_SKILL = f"""
+from loopwright.sdk import skill
+
+@skill(name="hostile", tools=["notify"])
+def main(ctx):
+    ctx.step.run("tell", lambda: ctx.tools.notify({HOSTILE!r}, title={HOSTILE!r}))
+    ctx.log.info({HOSTILE!r})
+    ctx.step.run("say", lambda: {HOSTILE!r})
+    raise ValueError({HOSTILE!r})
+"""
+
+
+def _literal_ok(text: str, whole: bool = True) -> None:
+    assert "\x1b" not in text and "\u202e" not in text, repr(text)
+    assert "[/]" in text and "[link=http://x]" in text, text
+    if whole:  # 'runs list' shows the first 60 characters of an error
+        assert "\\x1b]8;;http://evil" in text, text
+        assert "\\x1b[2J" in text and "\\u202e" in text, text
+
+
+def test_hostile_text_from_a_skill_prints_literally_everywhere(cluster: Cluster) -> None:
+    cluster.worker()
+    path = cluster.tmp / "hostile.py"
+    path.write_text(HOSTILE_SKILL)
+    waited = cluster.cli("run", str(path), "--wait", "--trusted")
+    assert waited.returncode == 1 and "Traceback" not in waited.stderr, waited.stderr
+    _literal_ok(waited.stdout + waited.stderr)
+    run_id = cluster.rt.runs.find(skill="hostile")[0].id
+    env = {"COLUMNS": "400"}
+    for argv in (["runs", "list"], ["runs", "show", run_id], ["inbox"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "loopwright.cli", *argv],
+            env={**cluster.env, **env}, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0, (argv, proc.stderr)
+        assert "Traceback" not in proc.stderr
+        _literal_ok(proc.stdout, whole=argv != ["runs", "list"])
+
+
+def test_literal_makes_markup_and_control_characters_visible() -> None:
+    from rich.console import Console
+
+    from loopwright.cli.common import literal, one_line
+
+    console = Console(record=True, width=400, force_terminal=False)
+    console.print(literal(HOSTILE))
+    out = console.export_text()
+    _literal_ok(out)
+    assert "\n" not in one_line("a\nb\r\x1b[2J").strip()
+    assert one_line("a\nb\x1b[2J") == "a b\\x1b[2J"
