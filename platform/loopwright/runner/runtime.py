@@ -19,11 +19,10 @@ from loopwright.runner.lease import LeaseKeeper, Leases
 from loopwright.runner.sources import SourceStore
 from loopwright.runner.store import Dispatcher, RunStore
 from loopwright.runner.transitions import Transitions
-from loopwright.sandbox.backend import SandboxBackend
 
 if TYPE_CHECKING:
     from loopwright.events.bus import EventBus
-from loopwright.sandbox.limits import GuestLimits
+    from loopwright.sandbox.backend import SandboxBackend
 from loopwright.settings import Settings
 
 
@@ -130,6 +129,7 @@ class Runtime:
     def sandbox(self) -> SandboxBackend:
         """Where untrusted skills run (settings.sandbox_backend), with this machine's limits."""
         from loopwright.sandbox.backend import make_backend
+        from loopwright.sandbox.limits import GuestLimits
 
         st = self.settings
         limits = GuestLimits(
