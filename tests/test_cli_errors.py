@@ -284,3 +284,102 @@ def test_literal_makes_markup_and_control_characters_visible() -> None:
     _literal_ok(out)
     assert "\n" not in one_line("a\nb\r\x1b[2J").strip()
     assert one_line("a\nb\x1b[2J") == "a b\\x1b[2J"
+
+
+# The exception tree.
+
+
+def _defined_exceptions() -> list[type[BaseException]]:
+    """Every exception class defined in a loopwright module (all modules imported)."""
+    import importlib
+    import pkgutil
+
+    import loopwright
+
+    names = [
+        info.name
+        for info in pkgutil.walk_packages(loopwright.__path__, "loopwright.")
+        if not info.name.endswith("__main__")
+    ]
+    modules = []
+    for attempt in range(2):  # a package-level import cycle can need a second pass
+        retry = []
+        for name in names:
+            try:
+                modules.append(importlib.import_module(name))
+            except ImportError:
+                if attempt:
+                    raise
+                retry.append(name)
+        names = retry
+    found: dict[str, type[BaseException]] = {}
+    for module in modules:
+        for obj in vars(module).values():
+            if (
+                isinstance(obj, type)
+                and issubclass(obj, BaseException)
+                and obj.__module__ == module.__name__
+            ):
+                found[f"{obj.__module__}.{obj.__qualname__}"] = obj
+    return list(found.values())
+
+
+def test_every_platform_exception_is_in_the_one_tree() -> None:
+    from loopwright.errors import (
+        InfrastructureError,
+        LoopwrightError,
+        PlatformError,
+        SkillAuthorError,
+        UserError,
+    )
+    from loopwright.sdk.errors import RunInterrupt, SkillError
+
+    branches = (UserError, SkillAuthorError, InfrastructureError, PlatformError)
+    # Private signals and test doubles that never leave their module, and the CLI's carrier of
+    # an already-translated failure (a click exception by necessity).
+    private = {"_RetryableError", "_Stop", "BadRequestError", "CommandFailed"}
+    outside = []
+    for exc in _defined_exceptions():
+        if exc.__name__ in private or issubclass(exc, (RunInterrupt, SkillError)):
+            continue
+        if exc in (LoopwrightError, *branches):
+            continue
+        if not (issubclass(exc, LoopwrightError) and issubclass(exc, branches)):
+            outside.append(f"{exc.__module__}.{exc.__qualname__}")
+    assert not outside, f"not under a LoopwrightError branch: {outside}"
+
+
+def test_the_tree_sorts_by_who_can_fix_it() -> None:
+    from loopwright.errors import InfrastructureError, PlatformError, SkillAuthorError, UserError
+    from loopwright.llm.errors import ModelConfigError, ModelUnavailableError
+    from loopwright.runner.execute import GuestFailedError
+    from loopwright.sandbox.guards import GuardViolation
+    from loopwright.sandbox.host import GuestTimeoutError, SandboxError
+    from loopwright.sandbox.policy import PolicyViolation
+    from loopwright.sandbox.protocol import ProtocolError
+    from loopwright.sdk.errors import RunInterrupt
+    from loopwright.sdk.manifest import ManifestError
+    from loopwright.skills_registry.manifest import ManifestInvalid
+
+    assert issubclass(SandboxError, InfrastructureError)
+    assert issubclass(GuestTimeoutError, SandboxError)
+    assert issubclass(ModelUnavailableError, InfrastructureError)
+    for exc in (PolicyViolation, ManifestError, ManifestInvalid, GuestFailedError):
+        assert issubclass(exc, SkillAuthorError), exc
+    assert issubclass(ModelConfigError, UserError)
+    assert issubclass(ProtocolError, PlatformError)
+    # A guard refusal must end the run: skill code's "except Exception" cannot swallow it.
+    assert issubclass(GuardViolation, RunInterrupt) and not issubclass(GuardViolation, Exception)
+
+
+def test_the_guest_imports_only_the_sdk_and_the_sandbox() -> None:
+    code = (
+        "import sys, loopwright.sandbox.guest\n"
+        "print(sorted(m for m in sys.modules if m.startswith('loopwright')))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    modules = json.loads(proc.stdout.replace("'", '"'))
+    allowed = ("loopwright.sdk", "loopwright.sandbox")
+    assert [m for m in modules if m != "loopwright" and not m.startswith(allowed)] == []
