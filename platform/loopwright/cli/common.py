@@ -142,7 +142,8 @@ def live_workers(rt: Runtime) -> int:
             live += _process_exists(w.pid)
             continue
         beat = w.last_heartbeat
-        if beat is not None and time.time() - beat.timestamp() <= float(w.worker_ttl) + 60:
+        ttl = float(w.worker_ttl or 420)  # RQ's default
+        if beat is not None and time.time() - beat.timestamp() <= ttl + 60:
             live += 1
     return live
 
