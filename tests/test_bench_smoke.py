@@ -44,3 +44,10 @@ def test_agent_bench_quick_profile_reports_every_measurement(tmp_path: Path) -> 
             assert item["steps"] == 2 * results["model_calls"] + 1  # + the final answer
             assert item["prompt_tokens"] > 0 and item["overhead_ms_per_step"] > 0
     assert results["durable"]["checkpoints"] >= results["durable"]["steps"]
+
+
+def test_cli_bench_quick_profile_reports_every_measurement(tmp_path: Path) -> None:
+    results: Any = quick("cli.py", tmp_path / "cli.json")
+    for name in ("rq info", "loopwright --help", "runs list", "runs show", "events send"):
+        assert results["startup_ms"][name]["median"] > 0, name
+    assert results["ping"]["python_us"] > 0
