@@ -23,6 +23,7 @@ test: lint
 bench: setup
 	$(BIN)/python bench/run.py --out docs/benchmarks.md
 	$(BIN)/python bench/sandbox.py --out docs/benchmarks.md
+	$(BIN)/python bench/replay.py --out docs/benchmarks.md
 	$(BIN)/python bench/triggers.py --out docs/benchmarks.md
 	$(BIN)/python bench/registry.py --out docs/benchmarks.md
 	$(BIN)/python bench/agent.py --out docs/benchmarks.md

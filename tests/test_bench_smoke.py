@@ -51,3 +51,10 @@ def test_cli_bench_quick_profile_reports_every_measurement(tmp_path: Path) -> No
     for name in ("rq info", "loopwright --help", "runs list", "runs show", "events send"):
         assert results["startup_ms"][name]["median"] > 0, name
     assert results["ping"]["python_us"] > 0
+
+
+def test_replay_bench_quick_profile_reports_every_measurement(tmp_path: Path) -> None:
+    results: Any = quick("replay.py", tmp_path / "replay.json")
+    assert results["run_recorded"]["median"] > 0 and results["run_unrecorded"]["median"] > 0
+    assert results["recorder"]["us_per_call"] > 0
+    assert results["replay"]["per_run"]["median"] > 0

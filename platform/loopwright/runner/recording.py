@@ -114,10 +114,12 @@ class CallRecorder:
         if not self.enabled:
             return
         red = self.redactor
-        req = red.value(req)
-        body, ok_req = _bounded(req.get("body"), self.share)
-        if "body" in req:
-            req["body"] = body
+        ok_req = True
+        bounded: dict[str, Any] = {}
+        for key, value in red.value(req).items():  # a body, a prompt, a message, event data
+            bounded[key], ok = _bounded(value, self.share)
+            ok_req = ok_req and ok
+        req = bounded
         res, ok_res = _bounded(red.value(res), self.share)
         text = red.text(str(error))[:4000] if error is not None else None
         status = None

@@ -28,7 +28,7 @@ from loopwright.sdk.names import is_reserved, reserved_message
 from loopwright.sidecar.capabilities import check_capabilities
 from loopwright.sidecar.cases import parse_cases
 from loopwright.sidecar.harness import failure_line, run_cases
-from loopwright.sidecar.quotas import SidecarBusyError, quotas_of
+from loopwright.sidecar.quotas import quotas_of
 from loopwright.sidecar.replay import advisory_replay
 from loopwright.sidecar.verdict import Finding, ReplayReport, Verdict, rejected
 from loopwright.skills_registry.diff import diff_versions
@@ -209,9 +209,7 @@ class Sidecar:
         """Advisory: the candidate on recorded runs of the active version (never rejects)."""
         try:
             return advisory_replay(self.rt, self.backend, source, manifest)
-        except SidecarBusyError:
-            raise
-        except Exception as exc:  # the advice failed, not the submission
+        except Exception as exc:  # the advice failed (or no guest came free), not the submission
             return ReplayReport(against="?", failed=f"{type(exc).__name__}: {exc}"[:300])
 
     def _syntax(self, source: str) -> list[Finding]:
