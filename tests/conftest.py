@@ -236,6 +236,7 @@ def make_settings(redis_url: str, tmp: Path, **overrides: Any) -> Settings:
         "lease_ttl": 1.0,
         "reaper_interval": 0.05,
         "dispatch_grace": 1.0,
+        "sidecar_replay_runs": 3,  # the sidecar's advisory replay stays fast in tests
     }
     base.update(overrides)
     return Settings(**base)

@@ -151,6 +151,12 @@ def test_secrets_never_appear_in_recordings(
     assert "[secret:API_KEY]" in calls
     # And the header template is recorded by name, never substituted
     assert "{{secret:API_KEY}}" in calls
+    # And a replay matches the skill's requests after the same redaction, and keeps no secret
+    posts = metrics.posts
+    _, diff = replay_run(cluster.rt, run.id)
+    assert diff.kind == "same", diff
+    assert diff.replayed.answered == 4 and secret not in diff.model_dump_json()
+    assert metrics.posts == posts
 
 
 def test_a_big_body_is_kept_truncated_with_its_hash_and_the_cap_marks_the_run_partial(

@@ -16,7 +16,7 @@ from loopwright.runner.recording import Recording, load_recording
 from loopwright.runner.runtime import Runtime
 from loopwright.sdk.manifest import Manifest, ManifestInvalid, read_manifest
 from loopwright.sidecar.quotas import quotas_of
-from loopwright.sidecar.replay import Difference, compare, replay_many
+from loopwright.sidecar.replay import Difference, compare, redactor_for, replay_many
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,7 @@ def replay_runs(rt: Runtime, cand: Candidate, recordings: list[Recording]) -> li
         timeout,
         st.step_output_max_bytes,
         quotas_of(st),
+        redactor_for(st, cand.manifest),
     )
     return [compare(r, res) for r, res in zip(recordings, results, strict=True)]
 

@@ -36,11 +36,13 @@ from loopwright.runner.recording import (
     is_side_effect,
     load_recording,
 )
+from loopwright.runner.redaction import NO_SECRETS, Redactor
 from loopwright.runner.runtime import Runtime
 from loopwright.sandbox.backend import SandboxBackend
 from loopwright.sdk.errors import NonRetriableError, StepFailedError
 from loopwright.sdk.manifest import Manifest
 from loopwright.sdk.steps import StepKind, host_kind
+from loopwright.settings import Settings
 from loopwright.sidecar.cases import TestCase
 from loopwright.sidecar.harness import MAX_PARALLEL, CaseHost, MockToolError, _guest_run
 from loopwright.sidecar.quotas import CaseBudget, Quotas, SubmissionBudget, quotas_of
@@ -101,11 +103,13 @@ class ReplayHost(CaseHost):
         manifest: Manifest,
         max_output_bytes: int,
         budget: CaseBudget | None = None,
+        redactor: Redactor = NO_SECRETS,
     ) -> None:
         super().__init__(
             TestCase(name=f"replay-{recording.run_id}"[:100]), manifest, max_output_bytes, budget
         )
         self.recording = recording
+        self.redactor = redactor
         self._used: set[int] = set()
         self._waits_used: set[int] = set()
         self.side_effects: list[dict[str, Any]] = []
@@ -120,7 +124,9 @@ class ReplayHost(CaseHost):
         return None
 
     def _answer(self, tool: str, req: dict[str, Any], step: str | None) -> dict[str, Any]:
-        """The recorded entry answering this call (marked used), or raise off-script."""
+        """The recorded entry answering this call (marked used), or raise off-script. The
+        request is redacted first, as the recorder redacted the recorded one."""
+        req = self.redactor.value(req)
         if is_side_effect(tool, req):
             self._charge(tool, req)
             self.side_effects.append({"tool": tool, "step": step, "req": req})
@@ -165,9 +171,13 @@ class ReplayHost(CaseHost):
             )
         step = self._step_name()
         if tool == "notify":
-            req = {k: msg.get(k) for k in ("message", "title", "level", "channel")}
-            req["level"] = req["level"] or "info"
-            req["message"] = str(req["message"] or "")
+            level, title, channel = msg.get("level", "info"), msg.get("title"), msg.get("channel")
+            req = {  # as the worker's host passes them to the notify tool (runner/remote.py)
+                "message": str(msg.get("message", "")),
+                "title": str(title) if title is not None else None,
+                "level": level if level in ("info", "warning", "error") else "info",
+                "channel": str(channel) if channel is not None else None,
+            }
             try:
                 self._answer("notify", req, step)
             except NonRetriableError:
@@ -279,12 +289,14 @@ def replay_one(
     max_output_bytes: int,
     quotas: Quotas | None = None,
     submission: SubmissionBudget | None = None,
+    redactor: Redactor = NO_SECRETS,
 ) -> ReplayResult:
-    """Run ``source`` on ``recording`` in a fresh guest (from the backend's warm pool)."""
+    """Run ``source`` on ``recording`` in a fresh guest (from the backend's warm pool).
+    ``redactor`` holds the platform's values of the skill's secrets: requests are matched and
+    results kept with them replaced, as the recording has them."""
     quotas = quotas or Quotas()
-    host = ReplayHost(
-        recording, manifest, max_output_bytes, CaseBudget(quotas.case_max_bytes, submission)
-    )
+    budget = CaseBudget(quotas.case_max_bytes, submission)
+    host = ReplayHost(recording, manifest, max_output_bytes, budget, redactor)
     params = {k: p.default for k, p in manifest.params.items()} | dict(recording.params)
     start = {
         "source": source,
@@ -299,8 +311,8 @@ def replay_one(
     return ReplayResult(
         run_id=recording.run_id,
         status="failed" if error is not None else "completed",
-        output=None if error is not None else output,
-        error=error,
+        output=None if error is not None else redactor.value(output),
+        error=redactor.text(error) if error is not None else None,
         side_effects=host.side_effects,
         off_script=host.off_script,
         answered=host.answered,
@@ -317,6 +329,7 @@ def replay_many(
     timeout: float,
     max_output_bytes: int,
     quotas: Quotas | None = None,
+    redactor: Redactor = NO_SECRETS,
 ) -> list[ReplayResult]:
     """Every recording, a few at a time (one warm guest each: a guest serves one run and
     exits, by design), results in the order given."""
@@ -327,7 +340,7 @@ def replay_many(
     args = (backend, source, manifest)
     with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(recordings))) as pool:
         futures = [
-            pool.submit(replay_one, *args, r, timeout, max_output_bytes, quotas, budget)
+            pool.submit(replay_one, *args, r, timeout, max_output_bytes, quotas, budget, redactor)
             for r in recordings
         ]
         return [f.result() for f in futures]
@@ -403,6 +416,12 @@ def compare(recording: Recording, result: ReplayResult) -> Difference:
     )
 
 
+def redactor_for(settings: Settings, manifest: Manifest) -> Redactor:
+    """The redactor of runs of ``manifest``: the platform's values of the secrets it declares."""
+    held = settings.secrets
+    return Redactor({n: held[n].get_secret_value() for n in manifest.secrets if n in held})
+
+
 SCAN_FACTOR = 20  # newest runs of a skill read to find its recorded runs of one version
 ENDED = frozenset({"completed", "failed", "cancelled"})
 
@@ -445,7 +464,14 @@ def advisory_replay(
         return report
     timeout = min(manifest.timeout or float("inf"), st.sidecar_case_timeout)
     results = replay_many(
-        backend, source, manifest, recordings, timeout, st.step_output_max_bytes, quotas_of(st)
+        backend,
+        source,
+        manifest,
+        recordings,
+        timeout,
+        st.step_output_max_bytes,
+        quotas_of(st),
+        redactor_for(st, manifest),
     )
     report.runs = len(results)
     for rec, res in zip(recordings, results, strict=True):
