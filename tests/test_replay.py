@@ -55,6 +55,8 @@ def test_replay_of_its_own_version_reproduces_the_run_and_performs_nothing(
     assert [e["tool"] for e in first.replayed.side_effects] == ["http", "notify"]
     assert first.replayed.off_script == []
     assert first.replayed.duration_ms > 0
+    assert len(first.replayed.call_ms) == first.replayed.answered == 3
+    assert abs(sum(first.replayed.call_ms) - first.replayed.duration_ms) < 0.01
     assert (metrics.posts, metrics.gets) == (posts, gets)
     # And it is deterministic
     assert first.model_dump_json() == second.model_dump_json()

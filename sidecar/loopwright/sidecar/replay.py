@@ -62,6 +62,7 @@ class ReplayResult(BaseModel):
     off_script: list[dict[str, Any]] = Field(default_factory=list)
     answered: int = 0
     duration_ms: float = 0.0  # virtual: recorded elapsed of the answered calls
+    call_ms: list[float] = Field(default_factory=list)  # each answered call's recorded elapsed
     steps: list[str] = Field(default_factory=list)
 
 
@@ -115,6 +116,7 @@ class ReplayHost(CaseHost):
         self.side_effects: list[dict[str, Any]] = []
         self.off_script: list[dict[str, Any]] = []
         self.answered = 0
+        self.call_ms: list[float] = []
         self.virtual_ms = 0.0
 
     def _step_name(self) -> str | None:
@@ -139,7 +141,8 @@ class ReplayHost(CaseHost):
                     tool, req, step, "its recorded body was truncated (over the per-call share)"
                 )
             self.answered += 1
-            self.virtual_ms += float(entry.get("elapsed_ms") or 0.0)
+            self.call_ms.append(float(entry.get("elapsed_ms") or 0.0))
+            self.virtual_ms += self.call_ms[-1]
             return entry
         self._off(tool, req, step, "the recording has no such call left")
         raise AssertionError("unreachable")
@@ -317,6 +320,7 @@ def replay_one(
         off_script=host.off_script,
         answered=host.answered,
         duration_ms=round(host.virtual_ms, 3),
+        call_ms=host.call_ms,
         steps=[str(s["name"]) for s in host.steps],
     )
 
