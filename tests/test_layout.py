@@ -43,12 +43,18 @@ ALLOWED: dict[str, set[str]] = {
     "sidecar": FOUNDATION | {"sdk", "sandbox", "runner", "skills_registry", "auth"},
     "llm": FOUNDATION | {"sdk", "runner", "skills_registry", "sidecar"},
     "assembly": FOUNDATION | {"runner", "events", "skills_registry", "llm"},
+    "history": FOUNDATION
+    | {"redis_server", "sdk", "sandbox", "runner", "events"}
+    | {"skills_registry", "sidecar"},
+    "service": FOUNDATION
+    | {"redis_server", "sdk", "sandbox", "runner", "events"}
+    | {"skills_registry", "sidecar", "history"},
     "agent": FOUNDATION
     | {"sdk", "sandbox", "runner", "events", "skills_registry", "sidecar", "llm", "assembly"}
-    | {"auth"},
+    | {"auth", "history", "service"},
     "cli": FOUNDATION
     | {"redis_server", "supervisor", "sdk", "sandbox", "runner", "events", "scheduler"}
-    | {"skills_registry", "sidecar", "llm", "agent", "assembly", "auth"},
+    | {"skills_registry", "sidecar", "llm", "agent", "assembly", "auth", "history", "service"},
     # Test doubles may use anything; nothing above may use them (see the test below).
     "testing": set(),
 }
