@@ -40,6 +40,9 @@ The keyspace is a small state machine (see ``docs/runner.md``):
 * ``{p}:sessions``            zset   session ids by last update
 * ``{p}:auth:token:{id}``     hash   platform token: name, SHA-256 of the secret, scopes, author
 * ``{p}:auth:tokens``         zset   token ids by creation time
+* ``{p}:rollup:{skill}:{version}:{yyyymmdd}`` hash per-version daily rollup (runs by status,
+                                     origin, durations, signatures; ``runner/rollup.py``)
+* ``{p}:rollups:{skill}``     zset   ``<day>:<version>`` of a skill's rollups, scored by day
 """
 
 from __future__ import annotations
@@ -249,3 +252,12 @@ class Keys:
     def limit_notice(self, root: str, limit: str) -> str:
         """Marker that the inbox was told once that a root's chain hit ``limit``."""
         return f"{self.prefix}:root:{root}:notice:{limit}"
+
+    # history: rollups (w2)
+    def rollup(self, skill: str, version: str, day: str) -> str:
+        """Per-version daily rollup hash (``day`` is ``yyyymmdd`` UTC; ``runner/rollup.py``)."""
+        return f"{self.prefix}:rollup:{skill}:{version}:{day}"
+
+    def rollup_index(self, skill: str) -> str:
+        """Zset of a skill's rollups: member ``<day>:<version>``, score the day as a number."""
+        return f"{self.prefix}:rollups:{skill}"

@@ -14,8 +14,12 @@ from loopwright.sdk.errors import RunInterrupt
 # Atomically: write one step record (and its large output, when separate) only if the caller
 # still holds the run's fence and the run is running, and only while the run's checkpoints stay
 # within its storage quota (``stored`` counts their bytes; a rewritten record replaces its old
-# size). Returns 1, 0 when fenced out, -1 over the quota.
-# KEYS: run, steps, out   ARGV: token, seq, record, big_output ('' when inline), quota_bytes
+# size). A record that ends its step (``done``/``failed``) adds to the run's counters the
+# rollups fold in when it ends (``runner/rollup.py``): ``c_steps``, ``c_attempts``,
+# ``c_retries`` (attempts beyond the first) and the model usage of an ``llm`` step.
+# Returns 1, 0 when fenced out, -1 over the quota.
+# KEYS: run, steps, out   ARGV: token, seq, record, big_output ('' when inline), quota_bytes,
+#   step status, attempts, tokens in, tokens out, cost in micro-dollars
 COMMIT_LUA = """
 local cur = redis.call('HMGET', KEYS[1], 'fence', 'status', 'stored')
 if cur[1] ~= ARGV[1] or cur[2] ~= 'running' then return 0 end
@@ -26,6 +30,15 @@ if delta > 0 and used + delta > tonumber(ARGV[5]) then return -1 end
 redis.call('HINCRBY', KEYS[1], 'stored', delta)
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 if ARGV[4] ~= '' then redis.call('SET', KEYS[3], ARGV[4]) end
+if ARGV[6] == 'done' or ARGV[6] == 'failed' then
+  local tries = tonumber(ARGV[7])
+  redis.call('HINCRBY', KEYS[1], 'c_steps', 1)
+  redis.call('HINCRBY', KEYS[1], 'c_attempts', tries)
+  if tries > 1 then redis.call('HINCRBY', KEYS[1], 'c_retries', tries - 1) end
+  if ARGV[8] ~= '0' then redis.call('HINCRBY', KEYS[1], 'c_tokens_in', ARGV[8]) end
+  if ARGV[9] ~= '0' then redis.call('HINCRBY', KEYS[1], 'c_tokens_out', ARGV[9]) end
+  if ARGV[10] ~= '0' then redis.call('HINCRBY', KEYS[1], 'c_cost_micros', ARGV[10]) end
+end
 return 1
 """
 
@@ -57,8 +70,16 @@ class Checkpoints:
         self._quota = quota_bytes
         self._commit = redis.register_script(COMMIT_LUA)
 
-    def commit(self, run_id: str, token: str, rec: StepRecord, output_json: str | None) -> None:
-        """Record ``rec`` with its encoded output; raise ``LeaseLostError`` when fenced out."""
+    def commit(
+        self,
+        run_id: str,
+        token: str,
+        rec: StepRecord,
+        output_json: str | None,
+        usage: tuple[int, int, int] = (0, 0, 0),
+    ) -> None:
+        """Record ``rec`` with its encoded output; raise ``LeaseLostError`` when fenced out.
+        ``usage`` is an ``llm`` step's (tokens in, tokens out, cost in micro-dollars)."""
         big = ""
         if output_json is None:
             raw = rec.header_json() + "}"
@@ -71,7 +92,7 @@ class Checkpoints:
         k = self._keys
         ok = self._commit(
             keys=[k.run(run_id), k.steps(run_id), k.step_output(run_id, rec.seq)],
-            args=[token, rec.seq, raw, big, self._quota],
+            args=[token, rec.seq, raw, big, self._quota, rec.status, rec.attempts, *usage],
         )
         if ok == -1:
             raise StorageQuotaError(

@@ -76,6 +76,7 @@ class Execution:
         self._big = runtime.checkpoints.fetch_outputs(run_id, big)
         self.seq = 0
         self.current_step: int | None = None
+        self.failed_step = ""  # the last step that failed for good (the run's rollup names it)
         self._effects = 0
         self.redactor = Redactor.for_skill(runtime.settings, spec)  # see runner/redaction.py
         self.lineage = Lineage(0, f"run:{run_id}")  # the executor sets the run's own
@@ -136,6 +137,7 @@ class Execution:
     ) -> NoReturn:
         """Checkpoint the step as failed for good and raise ``StepFailedError`` into the skill."""
         self.current_step = None
+        self.failed_step = name
         self.commit(
             StepRecord(seq, name, kind, "failed", attempts, started, now_ms(), error=message),
             None,
