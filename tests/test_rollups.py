@@ -155,3 +155,94 @@ def test_the_seeders_explicit_end_time_picks_the_day(rt: Runtime) -> None:
     assert r.counts["dur_ms"] == 1500 and r.counts["dur:8"] == 1  # [1280, 2560) ms
     assert rt.redis.hget(rt.keys.run(run), "finished_at") == str(at + 1500)
     assert 0 < rt.redis.pttl(rt.keys.rollup(SKILL, "v1", utc_day(at))) <= 400 * 86_400_000
+
+
+# The seeder and ``skills stats`` ----------------------------------------------------------
+
+
+def test_seeded_history_reads_back_as_configured(make_cluster: Callable[..., Cluster]) -> None:
+    from loopwright.history.seeder import SeedSkill, seed_history
+    from loopwright.service.stats import skill_stats
+
+    c = make_cluster()
+    rt = c.rt
+    end = now_ms()
+    profiles = [
+        SeedSkill("flaky", runs_per_day=40, success=0.8, platform_failures=0.1, steps=2),
+        SeedSkill(
+            "hc", runs_per_day=24, success=1.0, threshold_ms=250, slow_nights=1.0, labelled=1.0
+        ),
+        SeedSkill("broken", runs_per_day=10, success=1.0, bad_version_day=5, bad_rate=1.0),
+    ]
+    counts = seed_history(rt, profiles, days=10, end_ms=end, seed=7)
+    # Deterministic: the same seed into another keyspace writes the same outcomes
+    again = seed_history(make_cluster().rt, profiles, days=10, end_ms=end, seed=7)
+    assert counts == again
+    flaky = skill_stats(rt.redis, rt.keys, "flaky", "10d", now=end)
+    t = flaky.total
+    assert t.runs == counts["flaky:completed"] + counts["flaky:failed"]
+    assert 0.05 < t.failed_platform / t.runs < 0.15
+    assert t.success_rate is not None and 0.72 < t.success_rate < 0.88
+    assert t.success_low is not None and t.success_high is not None
+    assert t.success_low < t.success_rate < t.success_high
+    assert t.p50_ms is not None and t.p95_ms is not None and 20 < t.p50_ms <= t.p95_ms < 2000
+    sigs = {s.step for s in t.signatures}
+    assert "step-2" in sigs
+    # The health check: every night is slow (false alarms), all labelled bad
+    hc = skill_stats(rt.redis, rt.keys, "hc", "10d", now=end).total
+    assert hc.fb_bad == counts["hc:bad"] > 0 and hc.fb_good == 0
+    # The broken version: by version, the new one fails with its signature
+    broken = skill_stats(rt.redis, rt.keys, "broken", "10d", by="version", now=end)
+    (old, new) = sorted(broken.groups, key=lambda s: s.runs)
+    assert {old.success_rate, new.success_rate} == {1.0, 0.0}
+    assert broken.total.signatures[0].message == "KeyError: 'p95_ms'"
+    by_day = skill_stats(rt.redis, rt.keys, "broken", "10d", by="day", now=end)
+    assert len(by_day.groups) == 10
+    # And the rollups equal a recount from the seeded runs
+    ids = [str(x) for x in rt.redis.zrange(rt.keys.runs, 0, -1)]
+    rec = recount(rt.redis, rt.keys, ids)
+    for name in ("flaky", "hc", "broken"):
+        for r in read_rollups(rt.redis, rt.keys, name, "19700101", "99991231"):
+            assert counted(r) == rec[(r.skill, r.version, r.day)]
+
+
+def test_skills_stats_command_and_bad_input(make_cluster: Callable[..., Cluster]) -> None:
+    from loopwright.history.seeder import SeedSkill, seed_history
+
+    c = make_cluster()
+    bad = "KeyError: '\x1b[31mred'"
+    seed_history(
+        c.rt, [SeedSkill("svc", runs_per_day=30, success=0.7, errors=(bad,))], days=3,
+        end_ms=now_ms(),
+    )  # fmt: skip
+    out = c.cli("skills", "stats", "svc", "--window", "3d")
+    assert out.returncode == 0, out.stderr
+    assert "svc" in out.stdout and "success" in out.stdout and "step-2" in out.stdout
+    assert "\x1b" not in out.stdout  # a skill's error text cannot drive the terminal
+    js = c.cli("skills", "stats", "svc", "--by", "day", "--json")
+    data = json.loads(js.stdout)
+    assert data["total"]["runs"] == sum(g["runs"] for g in data["groups"])
+    assert data["total"]["signatures"][0]["example_run"]
+    for args, words in [
+        (("nope",), "unknown skill 'nope'"),
+        (("svc", "--window", "soon"), "--window"),
+        (("svc", "--window", "900d"), "between 1d and 400d"),
+        (("svc", "--by", "week"), "--by must be one of: version, day"),
+    ]:
+        res = c.cli("skills", "stats", *args)
+        assert res.returncode == 2, (args, res.stdout, res.stderr)
+        assert res.stderr.count("\n") == 1 and words in res.stderr, res.stderr
+
+
+def test_dev_seed_history_command(make_cluster: Callable[..., Cluster]) -> None:
+    c = make_cluster()
+    out = c.cli("dev", "seed-history", "--days", "2", "--scale", "0.1", "--json")
+    assert out.returncode == 0, out.stderr
+    counts = json.loads(out.stdout)
+    assert counts["steady:completed"] > 0
+    again = c.cli("dev", "seed-history", "--days", "2")
+    assert again.returncode == 2 and "already have runs" in again.stderr
+    stats = c.cli("skills", "stats", "health-check", "--window", "2d", "--json")
+    assert json.loads(stats.stdout)["total"]["runs"] == counts[
+        "health-check:completed"
+    ] + counts.get("health-check:failed", 0)

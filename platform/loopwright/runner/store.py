@@ -171,6 +171,7 @@ class RunStore:
         wake_at: int | None = None,
         admitted_at: int | None = None,
         at_ms: int | None = None,
+        dispatch: bool = True,
     ) -> Created:
         """Record a new queued run and dispatch it, unless a run with this id exists.
 
@@ -182,7 +183,9 @@ class RunStore:
         ``spec`` brings the skill's concurrency limit; ``skipped`` records a start that flow
         control refused (a terminal run, never dispatched, with the terminal bookkeeping of
         every ended run); ``wake_at`` creates it parked. ``at_ms`` is an explicit creation time
-        (the history seeder only; default now).
+        (the history seeder only; default now); ``dispatch=False`` leaves a queued run
+        without its RQ job (the seeder takes it itself; the lost-dispatch check would otherwise
+        dispatch it after its grace).
         """
         run_id = run_id or new_run_id()
         ts = now_ms() if at_ms is None else at_ms
@@ -232,7 +235,7 @@ class RunStore:
             mapping["admitted_at"] = admitted_at  # the rate limiter's own time for this start
         place = "ended" if skipped is not None else "timers" if wake_at is not None else "queued"
         created, parent_job = self._create_script(run_id, skill, mapping, place, ts)
-        if created and place == "queued":
+        if created and place == "queued" and dispatch:
             # After the script: a crash before this line leaves a queued run with a vanished
             # job, which the scheduler's lost-dispatch check re-dispatches.
             self.dispatcher.enqueue(run_id, job_id)
