@@ -106,9 +106,17 @@ def test_every_terminal_path_counts_the_run_once(rt: Runtime) -> None:
     assert c["active_ms"] >= 45
     assert sum(v for n, v in c.items() if n.startswith("dur:")) == 5
     sig = r.sigs[signature(err)]
-    assert sig == {"n": "1", "msg": err, "step": "s1", "first": failed, "last": failed}
+    assert sig == {
+        "n": "1",
+        "msg": err,
+        "step": "s1",
+        "origin": "skill",
+        "first": failed,
+        "last": failed,
+    }
     lost = signature("the worker executing this run was lost 2 times; giving up")
     assert r.sigs[lost]["n"] == "1" and r.sigs[lost]["first"] == reaped
+    assert r.sigs[lost]["origin"] == "platform"
     assert r.sigs[signature("stopped by ops")]["n"] == "1"
     hashes = {rid: rt.redis.hgetall(rt.keys.run(rid)) for rid in all_runs(rt)}
     assert hashes[reaped]["origin"] == "platform" and hashes[failed]["origin"] == "skill"
@@ -186,6 +194,7 @@ def test_seeded_history_reads_back_as_configured(make_cluster: Callable[..., Clu
     assert t.success_low is not None and t.success_high is not None
     assert t.success_low < t.success_rate < t.success_high
     assert t.p50_ms is not None and t.p95_ms is not None and 20 < t.p50_ms <= t.p95_ms < 2000
+    assert t.retries_per_run is not None and 0 < t.retries_per_run < 0.3
     sigs = {s.step for s in t.signatures}
     assert "step-2" in sigs
     # The health check: every night is slow (false alarms), all labelled bad

@@ -415,10 +415,10 @@ def stats(
         )  # fmt: skip
     console.print(table)
     if t.signatures:
-        errs = Table("signature", "count", "failing step", "example run", "message")
+        errs = Table("signature", "count", "origin", "failing step", "example run", "message")
         for sig in t.signatures:
             errs.add_row(
-                sig.signature, str(sig.count), _safe(sig.step) or "-", sig.example_run,
+                sig.signature, str(sig.count), sig.origin, _safe(sig.step) or "-", sig.example_run,
                 _safe(sig.message)[:120],
             )  # fmt: skip
         console.print(errs)

@@ -51,6 +51,7 @@ class SeedSkill:
     step_ms: tuple[int, int] = (40, 400)
     errors: tuple[str, ...] = ("TimeoutError: no answer from https://svc.local/api after 30s",)
     failing_step: int = 2  # which step (1-based) the skill's failures happen in
+    retry_rate: float = 0.05  # share of steps that needed a second (or third) attempt
     # A new version from this day on (0-based), failing with ``bad_error`` at ``bad_rate``.
     bad_version_day: int | None = None
     bad_error: str = "KeyError: 'p95_ms'"
@@ -131,12 +132,14 @@ class _Plan:
     output: Any = None
     label: str | None = None
     step_ms: list[int] = field(default_factory=list)
+    attempts: list[int] = field(default_factory=list)
 
 
 def _plan(p: SeedSkill, rng: random.Random, day: int, t0: int) -> _Plan:
     bad = p.bad_version_day is not None and day >= p.bad_version_day
     plan = _Plan(version=p.versions[-1] if bad else p.versions[0])
     plan.step_ms = [rng.randint(*p.step_ms) for _ in range(p.steps)]
+    plan.attempts = [1 + (rng.random() < p.retry_rate) * rng.randint(1, 2) for _ in range(p.steps)]
     if rng.random() < p.platform_failures:
         plan.status, plan.origin = "failed", "platform"
         plan.error = "sandbox: the guest did not start within 10s (docker engine unavailable)"
@@ -188,16 +191,12 @@ def _write(rt: Runtime, p: SeedSkill, run_id: str, t0: int, plan: _Plan) -> Seed
         status = "failed" if failed and plan.origin == "skill" else "done"
         if failed and plan.origin == "platform":
             break  # the platform lost it mid-step: no record of that step
-        rec = StepRecord(
-            seq,
-            f"step-{seq}",
-            StepKind.RUN,
-            status,
-            1,
-            t,
-            end,
-            error=plan.error if failed else None,
-        )
+        name, tries = f"step-{seq}", plan.attempts[seq - 1]
+        if tries > 1:  # the failed attempts' record, as ``retry_or_fail`` writes it
+            retry = StepRecord(seq, name, StepKind.RUN, "retrying", tries - 1, t, t + 1)
+            rt.checkpoints.commit(run_id, acq.token, retry, None)
+        error = plan.error if failed else None
+        rec = StepRecord(seq, name, StepKind.RUN, status, tries, t, end, error=error)
         out = None if failed else json.dumps(plan.output if seq == last else {"seq": seq})
         rt.checkpoints.commit(run_id, acq.token, rec, out)
         t = end

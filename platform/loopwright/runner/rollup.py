@@ -20,8 +20,9 @@ Fields of a rollup hash (all integers unless said):
   [10·2^(b-1), 10·2^b) ms, bucket 31 is everything from 10·2^30 ms (12 days) up; ``dur_ms`` its
   sum. A run's duration is its end minus its ``created_at``: the wall time its trigger waited
   for, queueing, sleeps and waits included; ``active_ms`` sums execution time apart.
-* ``sig:<hash>:n|msg|step|first|last``: per error signature (``runner/signature.py``): count,
-  a sample message (capped, redacted), the failing step of the latest, first and last run id
+* ``sig:<hash>:n|msg|step|origin|first|last``: per error signature (``runner/signature.py``):
+  count, a sample message (capped, redacted), the failing step and origin of the latest run,
+  the first and the last run id
 * ``fb_good``, ``fb_bad``: feedback counts (written by the feedback operation)
 
 The day is the run's end day in UTC as the process that ends it sees its clock (the same
@@ -96,7 +97,7 @@ local function rollup(run_id, status, now)
     redis.call('HINCRBY', r, p .. 'n', 1)
     redis.call('HSETNX', r, p .. 'msg', A.sig_msg or '')
     redis.call('HSETNX', r, p .. 'first', run_id)
-    redis.call('HSET', r, p .. 'last', run_id, p .. 'step', A.sig_step or '')
+    redis.call('HSET', r, p .. 'last', run_id, p .. 'step', A.sig_step or '', p .. 'origin', origin)
     redis.call('HSET', K.run, 'sig', A.sig)
   end
   redis.call('PEXPIRE', r, A.rollup_ttl_ms)

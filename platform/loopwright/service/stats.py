@@ -77,6 +77,7 @@ class SignatureStat:
     first_run: str
     first_day: str
     last_day: str
+    origin: str = "skill"
 
 
 @dataclass(slots=True)
@@ -183,12 +184,14 @@ def _signatures(rollups: list[Rollup]) -> list[SignatureStat]:
                 found[sig] = SignatureStat(
                     sig, n, parts.get("msg", ""), parts.get("step", ""),
                     parts.get("last", ""), parts.get("first", ""), r.day, r.day,
+                    parts.get("origin", "skill"),
                 )  # fmt: skip
                 continue
             cur.count += n
             cur.last_day = r.day
             cur.step = parts.get("step", cur.step)
             cur.example_run = parts.get("last", cur.example_run)
+            cur.origin = parts.get("origin", cur.origin)
     return sorted(found.values(), key=lambda s: (-s.count, s.signature))[:TOP_SIGNATURES]
 
 
