@@ -255,3 +255,103 @@ def test_dev_seed_history_command(make_cluster: Callable[..., Cluster]) -> None:
     assert json.loads(stats.stdout)["total"]["runs"] == counts[
         "health-check:completed"
     ] + counts.get("health-check:failed", 0)
+
+
+# Real workers ------------------------------------------------------------------------------
+
+CHAOS = """
+from loopwright.sdk import skill
+import os, random, time
+
+def work(fx, run_id, i, pause, fail):
+    with open(fx, "a") as f:
+        f.write(f"{run_id} {i} {os.getpid()}\\n")
+    time.sleep(pause)
+    if fail and random.random() < 0.5:
+        raise ValueError(f"flaky step {i} of {run_id}")
+    return i
+
+@skill(name="rolled", retries=3, backoff=0.01)
+def main(ctx):
+    d = ctx.event["data"]
+    out = [ctx.step.run(f"s{i}", work, d["fx"], ctx.run_id, i, d["pause"], d["flaky"])
+           for i in range(1, 4)]
+    if d["boom"]:
+        raise KeyError(f"missing {ctx.run_id}")
+    return out
+"""
+
+
+def test_rollups_equal_a_recount_after_workers_are_sigkilled(cluster: Cluster) -> None:
+    import os
+    import signal
+
+    from conftest import effects, wait_until
+
+    # Given 30 runs (some flaky steps, some failing skills) on two workers and a scheduler
+    fx = cluster.tmp / "fx"
+    name = cluster.skill(CHAOS)
+    cluster.scheduler()
+    workers = [cluster.worker(), cluster.worker()]
+    runs = [
+        cluster.start(name, {"fx": str(fx), "pause": 0.05, "flaky": i % 3 == 0, "boom": i % 5 == 0})
+        for i in range(30)
+    ]
+    # When one worker is SIGKILLed mid-run and another replaces it
+    victim = workers[0]
+    wait_until(lambda: any(line[2] == str(victim.pid) for line in effects(fx)), timeout=20)
+    os.killpg(victim.pid, signal.SIGKILL)
+    cluster.worker()
+    for run_id in runs:
+        cluster.wait(run_id, timeout=60)
+    rt = cluster.rt
+    reaped = [r for r in runs if int(rt.redis.hget(rt.keys.run(r), "reaps") or 0)]
+    assert reaped, "the killed worker held no run"
+    # Then every rollup field equals a recount from the run hashes and step records
+    got = {
+        (r.skill, r.version, r.day): counted(r)
+        for r in read_rollups(rt.redis, rt.keys, name, "19700101", "99991231")
+    }
+    assert got == recount(rt.redis, rt.keys, runs)
+    total = sum(c["runs"] for c in got.values())
+    assert total == 30
+    assert sum(c["status:failed"] for c in got.values()) >= 6  # the booms at least
+
+
+PLATFORM_SPLIT = """
+from loopwright.sdk import skill
+
+@skill(name="split")
+def main(ctx):
+    ctx.step.run("first", lambda: 1)
+    if ctx.event["data"].get("boom"):
+        raise ValueError("the skill's own bug")
+    return "ok"
+"""
+
+
+def test_a_sandbox_infrastructure_failure_is_the_platforms_a_skill_exception_the_skills(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    # Given workers whose Docker engine is down (the docker backend, a dead socket)
+    c = make_cluster(sandbox_backend="docker", sandbox_docker_image="loopwright-guest:w2-none")
+    name = c.skill(PLATFORM_SPLIT)
+    c.worker(env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    # When a sandboxed run starts, and a trusted run raises its own exception
+    platform = c.wait(c.start(name, {}, trusted=False))
+    skill = c.wait(c.start(name, {"boom": True}))
+    rt = c.rt
+    # Then the first failed by the platform, the second by the skill
+    assert platform.status.value == skill.status.value == "failed"
+    assert "sandbox: no Docker engine is reachable" in (platform.error or "")
+    origin = {r: rt.redis.hget(rt.keys.run(r), "origin") for r in (platform.id, skill.id)}
+    assert origin == {platform.id: "platform", skill.id: "skill"}
+    (r,) = read_rollups(rt.redis, rt.keys, name, "19700101", "99991231")
+    assert (r.counts["failed:platform"], r.counts["failed:skill"]) == (1, 1)
+    from loopwright.service.stats import skill_stats
+
+    stats = skill_stats(rt.redis, rt.keys, name, "1d").total
+    assert stats.success_rate == 0.0 and stats.failed_platform == 1  # 0 of 1, not 0 of 2
+    assert {s.origin for s in stats.signatures} == {"platform", "skill"}
+    sig = next(s for s in stats.signatures if s.origin == "skill")
+    assert sig.step == "" and sig.example_run == skill.id
