@@ -44,3 +44,10 @@ def test_agent_bench_quick_profile_reports_every_measurement(tmp_path: Path) -> 
             assert item["steps"] == 2 * results["model_calls"] + 1  # + the final answer
             assert item["prompt_tokens"] > 0 and item["overhead_ms_per_step"] > 0
     assert results["durable"]["checkpoints"] >= results["durable"]["steps"]
+
+
+def test_rollups_bench_quick_profile_reports_every_measurement(tmp_path: Path) -> None:
+    results: Any = quick("rollups.py", tmp_path / "rollups.json")
+    for key in ("ping_p50_us", "rollup_server_us", "share_of_ping", "signature_us"):
+        assert isinstance(results[key], float), key
+    assert results["finish_server_us"]["with_rollup"] > 0

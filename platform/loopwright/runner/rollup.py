@@ -28,7 +28,9 @@ Fields of a rollup hash (all integers unless said):
 The day is the run's end day in UTC as the process that ends it sees its clock (the same
 process computes the key it declares; a run ending at midnight lands on one of the two days and
 records which in ``rolled``). ``Keys.rollup_index(skill)`` lists ``<day>:<version>`` by day so
-stats read a window without SCAN. Both expire ``ROLLUP_TTL_DAYS`` after their last write.
+stats read a window without SCAN. Both expire ``ROLLUP_TTL_DAYS`` after the day's first run
+(set once, when the day's hash is created: the fold itself is one read and one write of the
+hash and one write of the run, whatever the number of fields).
 
 ``A.now`` (an explicit end time in ms) replaces the server clock in the terminal scripts; only
 the history seeder passes it (``history/seeder.py``), to write past weeks.
@@ -71,35 +73,51 @@ end
 ROLLUP = """
 local function rollup(run_id, status, now)
   if not K.rollup then return end
-  if redis.call('HSETNX', K.run, 'rolled', A.day) == 0 then return end
+  local h = redis.call('HMGET', K.run, 'rolled', 'created_at', 'active_ms', 'c_steps',
+    'c_attempts', 'c_retries', 'c_tokens_in', 'c_tokens_out', 'c_cost_micros')
+  if h[1] then return end
   local origin = A.origin or 'skill'
-  local h = redis.call('HMGET', K.run, 'created_at', 'active_ms', 'c_steps', 'c_attempts',
-    'c_retries', 'c_tokens_in', 'c_tokens_out', 'c_cost_micros')
-  local r = K.rollup
-  redis.call('HINCRBY', r, 'runs', 1)
-  redis.call('HINCRBY', r, 'status:' .. status, 1)
-  if status == 'failed' then redis.call('HINCRBY', r, 'failed:' .. origin, 1) end
-  local dur = now - (tonumber(h[1] or '') or now)
+  local dur = now - (tonumber(h[2] or '') or now)
   if dur < 0 then dur = 0 end
   local b, edge = 0, 10
   while dur >= edge and b < 31 do b = b + 1; edge = edge * 2 end
-  redis.call('HINCRBY', r, 'dur:' .. b, 1)
-  redis.call('HINCRBY', r, 'dur_ms', dur)
+  -- One read and one write of the rollup hash: every field it adds to, with its increment.
+  local f = {'runs', 'status:' .. status, 'dur:' .. b, 'dur_ms'}
+  local d = {1, 1, 1, dur}
   local names = {'active_ms', 'steps', 'attempts', 'retries', 'tokens_in', 'tokens_out',
     'cost_micros'}
   for i, name in ipairs(names) do
-    local v = tonumber(h[i + 1] or '')
-    if v and v ~= 0 then redis.call('HINCRBY', r, name, v) end
+    local v = tonumber(h[i + 2] or '')
+    if v and v ~= 0 then f[#f + 1] = name; d[#d + 1] = v end
   end
-  redis.call('HSET', K.run, 'origin', origin, 'dur_bucket', b, 'dur_ms', dur)
-  if A.sig then
-    local p = 'sig:' .. A.sig .. ':'
-    redis.call('HINCRBY', r, p .. 'n', 1)
-    redis.call('HSETNX', r, p .. 'msg', A.sig_msg or '')
-    redis.call('HSETNX', r, p .. 'first', run_id)
-    redis.call('HSET', r, p .. 'last', run_id, p .. 'step', A.sig_step or '', p .. 'origin', origin)
-    redis.call('HSET', K.run, 'sig', A.sig)
+  if status == 'failed' then f[#f + 1] = 'failed:' .. origin; d[#d + 1] = 1 end
+  local p = A.sig and ('sig:' .. A.sig .. ':') or nil
+  if p then f[#f + 1] = p .. 'n'; d[#d + 1] = 1 end
+  local r = K.rollup
+  local cur = redis.call('HMGET', r, unpack(f))
+  local w = {}
+  for i = 1, #f do
+    w[#w + 1] = f[i]
+    w[#w + 1] = string.format('%d', (tonumber(cur[i] or '0') or 0) + d[i])
   end
+  if p then
+    if not cur[#f] then
+      w[#w + 1] = p .. 'msg'; w[#w + 1] = A.sig_msg or ''
+      w[#w + 1] = p .. 'first'; w[#w + 1] = run_id
+    end
+    w[#w + 1] = p .. 'last'; w[#w + 1] = run_id
+    w[#w + 1] = p .. 'step'; w[#w + 1] = A.sig_step or ''
+    w[#w + 1] = p .. 'origin'; w[#w + 1] = origin
+  end
+  redis.call('HSET', r, unpack(w))
+  if p then
+    redis.call('HSET', K.run, 'rolled', A.day, 'origin', origin, 'dur_bucket', b, 'dur_ms', dur,
+      'sig', A.sig)
+  else
+    redis.call('HSET', K.run, 'rolled', A.day, 'origin', origin, 'dur_bucket', b, 'dur_ms', dur)
+  end
+  if cur[1] then return end
+  -- The day's first run of this version: its TTL, and its place in the skill's index.
   redis.call('PEXPIRE', r, A.rollup_ttl_ms)
   redis.call('ZADD', K.rollup_index, tonumber(A.day), A.day .. ':' .. A.version)
   redis.call('ZREMRANGEBYSCORE', K.rollup_index, '-inf', '(' .. A.oldest_day)
