@@ -288,14 +288,14 @@ def test_rollups_equal_a_recount_after_workers_are_sigkilled(cluster: Cluster) -
 
     from conftest import effects, wait_until
 
-    # Given 30 runs (some flaky steps, some failing skills) on two workers and a scheduler
+    # Given 16 runs (some flaky steps, some failing skills) on two workers and a scheduler
     fx = cluster.tmp / "fx"
     name = cluster.skill(CHAOS)
     cluster.scheduler()
     workers = [cluster.worker(), cluster.worker()]
     runs = [
-        cluster.start(name, {"fx": str(fx), "pause": 0.05, "flaky": i % 3 == 0, "boom": i % 5 == 0})
-        for i in range(30)
+        cluster.start(name, {"fx": str(fx), "pause": 0.25, "flaky": i % 3 == 0, "boom": i % 5 == 0})
+        for i in range(16)
     ]
     # When one worker is SIGKILLed mid-run and another replaces it
     victim = workers[0]
@@ -314,8 +314,8 @@ def test_rollups_equal_a_recount_after_workers_are_sigkilled(cluster: Cluster) -
     }
     assert got == recount(rt.redis, rt.keys, runs)
     total = sum(c["runs"] for c in got.values())
-    assert total == 30
-    assert sum(c["status:failed"] for c in got.values()) >= 6  # the booms at least
+    assert total == 16
+    assert sum(c["status:failed"] for c in got.values()) >= 4  # the booms at least
 
 
 PLATFORM_SPLIT = """
