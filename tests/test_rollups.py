@@ -355,3 +355,38 @@ def test_a_sandbox_infrastructure_failure_is_the_platforms_a_skill_exception_the
     assert {s.origin for s in stats.signatures} == {"platform", "skill"}
     sig = next(s for s in stats.signatures if s.origin == "skill")
     assert sig.step == "" and sig.example_run == skill.id
+
+
+def test_model_usage_of_llm_steps_reaches_the_rollup(cluster: Cluster) -> None:
+    from loopwright.testing.scripted import ScriptedServer
+
+    skill = """
+from loopwright.sdk import skill
+
+@skill(name="asker", tools=["llm"], retries=2, backoff=0.05)
+def main(ctx):
+    first = ctx.step.llm("first", "classify", schema={"type": "object"})
+    return ctx.step.llm("second", "summarise " + first["label"])
+"""
+    with ScriptedServer() as srv:
+        srv.push({"text": "not json"}, {"text": '{"label": "ok"}'}, {"text": "fine"})
+        cluster.worker(
+            env={
+                "LOOPWRIGHT_SKILL_MODEL": "anthropic:claude-haiku-4-5",
+                "LOOPWRIGHT_ANTHROPIC_API_KEY": "k",
+                "LOOPWRIGHT_ANTHROPIC_BASE_URL": srv.anthropic_base_url,
+            }
+        )
+        name = cluster.skill(skill)
+        run = cluster.wait(cluster.start(name, {}, trusted=False), timeout=60)
+    assert run.status.value == "completed", run.error
+    rt = cluster.rt
+    h = rt.redis.hgetall(rt.keys.run(run.id))
+    (r,) = read_rollups(rt.redis, rt.keys, name, "19700101", "99991231")
+    # The three calls (the retried attempt included) are in the run's counters and its rollup
+    assert int(h["c_tokens_in"]) > 0 and int(h["c_tokens_out"]) >= 3
+    assert int(h["c_cost_micros"]) > 0
+    for field, counter in (("tokens_in", "c_tokens_in"), ("tokens_out", "c_tokens_out")):
+        assert r.counts[field] == int(h[counter])
+    assert r.counts["cost_micros"] == int(h["c_cost_micros"])
+    assert (r.counts["steps"], r.counts["attempts"], r.counts["retries"]) == (2, 3, 1)

@@ -28,6 +28,7 @@ from loopwright.runner.ports import EventBacklogFullError
 from loopwright.runner.records import StepRecord, now_ms
 from loopwright.runner.redaction import Redactor
 from loopwright.runner.signals import RunTimeoutError, Suspend
+from loopwright.runner.usage import take_usage
 from loopwright.sdk.errors import (
     NonDeterminismError,
     NonRetriableError,
@@ -109,10 +110,13 @@ class Execution:
             raise RunTimeoutError()
 
     def commit(self, rec: StepRecord, output_json: str | None) -> None:
-        """Write a checkpoint under this execution's fence (secret values redacted)."""
+        """Write a checkpoint under this execution's fence (secret values redacted); a record
+        ending an ``llm`` step carries the model usage of its attempts (``runner/usage.py``)."""
         rec.error = self.redactor.text(rec.error) if rec.error else rec.error
         output_json = self.redactor.json_text(output_json) if output_json else output_json
-        self.runtime.checkpoints.commit(self.run_id, self.token, rec, output_json)
+        ends_llm = rec.kind is StepKind.LLM and rec.status in ("done", "failed")
+        usage = take_usage() if ends_llm else (0, 0, 0)
+        self.runtime.checkpoints.commit(self.run_id, self.token, rec, output_json, usage)
 
     # Step primitives shared by the in-process step API and the sandbox host.
 
@@ -120,6 +124,8 @@ class Execution:
         """Position of the next step and its checkpoint, if any; checks the recorded name and
         kind (``NonDeterminismError`` naming both when either differs)."""
         seq = self.next_seq()
+        if kind is StepKind.LLM:
+            take_usage()  # nothing left over from a step that never reached its checkpoint
         rec = self.recorded(seq)
         if rec is not None and (rec.name != name or not rec.replays_as(kind)):
             raise NonDeterminismError(seq, rec.name, name, rec.kind.value, kind.value)
