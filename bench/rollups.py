@@ -152,8 +152,9 @@ def section(r: dict[str, Any], command: str) -> str:
         f"| error signature in the worker (Python, per failed run) | {r['signature_us']:.1f} µs "
         "| off Redis |",
         "",
-        "The rollup runs inside the finish script and adds no round trip: in steady state four "
-        "commands (read the run's counters, read and write the day's hash, mark the run); the "
+        "The rollup runs inside the finish script and adds no round trip: in steady state three "
+        "commands (read and write the day's hash, mark the run; the run's counters come with "
+        "the read that checks the declared keys, which both sides do); the "
         "day's first run of a version also sets the TTLs and the index entry. Server time is "
         "read from `INFO commandstats` (evalsha): the only place where the cost is shared with "
         "every client. On a loaded machine it counts the time Redis is descheduled inside a "

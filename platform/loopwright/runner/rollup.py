@@ -30,7 +30,8 @@ process computes the key it declares; a run ending at midnight lands on one of t
 records which in ``rolled``). ``Keys.rollup_index(skill)`` lists ``<day>:<version>`` by day so
 stats read a window without SCAN. Both expire ``ROLLUP_TTL_DAYS`` after the day's first run
 (set once, when the day's hash is created: the fold itself is one read and one write of the
-hash and one write of the run, whatever the number of fields).
+hash and one write of the run, whatever the number of fields; the run's counters come with the
+read that checks the declaration, ``stale_rollup``).
 
 ``A.now`` (an explicit end time in ms) replaces the server clock in the terminal scripts; only
 the history seeder passes it (``history/seeder.py``), to write past weeks.
@@ -57,13 +58,17 @@ if A.now then now = tonumber(A.now) end
 
 # ``stale_rollup()``: an error reply unless the declared skill and version (``A.skill``,
 # ``A.version``, from which the caller built ``K.rollup``) are the run's. Call before writing.
+# The same read keeps the run's counters for ``rollup`` (one command less at the end): the
+# script may change only ``active_ms`` in between, by ``A.active_ms`` (the finish script).
 CHECK_ROLLUP = """
 local function stale_rollup()
-  local sv = redis.call('HMGET', K.run, 'skill', 'version')
+  local sv = redis.call('HMGET', K.run, 'skill', 'version', unpack(RUN_FIELDS))
   if sv[1] and (sv[1] ~= A.skill or sv[2] ~= A.version) then
     return redis.error_reply('LW-STALE rollup declared ' .. tostring(A.skill) .. ' '
       .. tostring(A.version) .. ', stored ' .. tostring(sv[1]) .. ' ' .. tostring(sv[2]))
   end
+  run_read = {}
+  for i = 1, #RUN_FIELDS do run_read[i] = sv[i + 2] end
   return nil
 end
 """
@@ -71,10 +76,17 @@ end
 # ``rollup(run_id, status, now)``: fold the ended run into ``K.rollup`` once (see the module
 # doc); nothing when no rollup key is declared or the run was already counted.
 ROLLUP = """
+local RUN_FIELDS = {'rolled', 'created_at', 'active_ms', 'c_steps', 'c_attempts', 'c_retries',
+  'c_tokens_in', 'c_tokens_out', 'c_cost_micros'}
+local run_read = nil
 local function rollup(run_id, status, now)
   if not K.rollup then return end
-  local h = redis.call('HMGET', K.run, 'rolled', 'created_at', 'active_ms', 'c_steps',
-    'c_attempts', 'c_retries', 'c_tokens_in', 'c_tokens_out', 'c_cost_micros')
+  local h = run_read
+  if h then
+    h[3] = tostring((tonumber(h[3] or '0') or 0) + (tonumber(A.active_ms or 0) or 0))
+  else
+    h = redis.call('HMGET', K.run, unpack(RUN_FIELDS))
+  end
   if h[1] then return end
   local origin = A.origin or 'skill'
   local dur = now - (tonumber(h[2] or '') or now)
