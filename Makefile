@@ -28,6 +28,7 @@ bench: setup
 	$(BIN)/python bench/registry.py --out docs/benchmarks.md
 	$(BIN)/python bench/agent.py --out docs/benchmarks.md
 	$(BIN)/python bench/cli.py --out docs/benchmarks.md
+	$(BIN)/python bench/rollups.py --out docs/benchmarks.md
 
 up: setup
 	$(BIN)/loopwright up

@@ -58,3 +58,10 @@ def test_replay_bench_quick_profile_reports_every_measurement(tmp_path: Path) ->
     assert results["run_recorded"]["median"] > 0 and results["run_unrecorded"]["median"] > 0
     assert results["recorder"]["us_per_call"] > 0
     assert results["replay"]["per_run"]["median"] > 0
+
+
+def test_rollups_bench_quick_profile_reports_every_measurement(tmp_path: Path) -> None:
+    results: Any = quick("rollups.py", tmp_path / "rollups.json")
+    for key in ("ping_p50_us", "rollup_server_us", "share_of_ping", "signature_us"):
+        assert isinstance(results[key], float), key
+    assert results["finish_server_us"]["with_rollup"] > 0

@@ -43,9 +43,12 @@ ALLOWED: dict[str, set[str]] = {
     "sidecar": FOUNDATION | {"sdk", "sandbox", "runner", "skills_registry", "auth"},
     "llm": FOUNDATION | {"sdk", "runner", "skills_registry", "sidecar"},
     "assembly": FOUNDATION | {"runner", "events", "skills_registry", "llm"},
-    "history": FOUNDATION | {"sdk", "sandbox", "runner", "events", "skills_registry", "sidecar"},
+    "history": FOUNDATION
+    | {"redis_server", "sdk", "sandbox", "runner", "events"}
+    | {"skills_registry", "sidecar"},
     "service": FOUNDATION
-    | {"sdk", "sandbox", "runner", "events", "skills_registry", "sidecar", "history"},
+    | {"redis_server", "sdk", "sandbox", "runner", "events"}
+    | {"skills_registry", "sidecar", "history"},
     "agent": FOUNDATION
     | {"sdk", "sandbox", "runner", "events", "skills_registry", "sidecar", "llm", "assembly"}
     | {"auth", "history", "service"},

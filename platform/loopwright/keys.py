@@ -41,6 +41,9 @@ The keyspace is a small state machine (see ``docs/runner.md``):
 * ``{p}:auth:token:{id}``     hash   platform token: name, SHA-256 of the secret, scopes, author
 * ``{p}:auth:tokens``         zset   token ids by creation time
 * ``{p}:run:{id}:calls``      list   recorded host-tool calls of a run (JSON, in order; replay)
+* ``{p}:rollup:{skill}:{version}:{yyyymmdd}`` hash per-version daily rollup (runs by status,
+                                     origin, durations, signatures; ``runner/rollup.py``)
+* ``{p}:rollups:{skill}``     zset   ``<day>:<version>`` of a skill's rollups, scored by day
 """
 
 from __future__ import annotations
@@ -255,3 +258,12 @@ class Keys:
     def run_calls(self, run_id: str) -> str:
         """The run's recorded host-tool calls, one JSON entry each, in order (replay)."""
         return f"{self.prefix}:run:{run_id}:calls"
+
+    # history: rollups (w2)
+    def rollup(self, skill: str, version: str, day: str) -> str:
+        """Per-version daily rollup hash (``day`` is ``yyyymmdd`` UTC; ``runner/rollup.py``)."""
+        return f"{self.prefix}:rollup:{skill}:{version}:{day}"
+
+    def rollup_index(self, skill: str) -> str:
+        """Zset of a skill's rollups: member ``<day>:<version>``, score the day as a number."""
+        return f"{self.prefix}:rollups:{skill}"

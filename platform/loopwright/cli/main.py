@@ -13,6 +13,7 @@ import typer
 from loopwright.cli.app import LoopwrightGroup
 from loopwright.cli.chat import chat
 from loopwright.cli.common import JsonFlag, console, emit_json, fmt_ts, literal, open_runtime
+from loopwright.cli.dev import dev_app
 from loopwright.cli.doctor import doctor
 from loopwright.cli.events import events_app
 from loopwright.cli.mcp import mcp
@@ -36,6 +37,7 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(events_app, name="events")
 app.add_typer(skills_app, name="skills")
 app.add_typer(tokens_app, name="tokens")
+app.add_typer(dev_app, name="dev")
 app.command()(chat)
 app.command()(sidecar)
 app.command()(mcp)

@@ -7,6 +7,7 @@ pipeline in-process otherwise; the other commands read and change the registry i
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -366,3 +367,69 @@ def import_(
     if failed:
         names = ", ".join(r["file"] for r in failed)
         raise UserError(f"{len(failed)} of {len(results)} file(s) not imported: {names}")
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _ms(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.0f} ms" if x < 1000 else f"{x / 1000:.2f} s"
+
+
+@skills_app.command("stats")
+def stats(
+    name: Annotated[str, typer.Argument()],
+    window: Annotated[str, typer.Option("--window", help="How far back: 7d, 36h, 30d.")] = "7d",
+    by: Annotated[str | None, typer.Option("--by", help="Group by 'version' or 'day'.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Runs, success rate (95% Wilson interval), durations, retries, cost, top errors and
+    feedback of a skill, from its per-version daily rollups."""
+    from rich.table import Table
+
+    from loopwright.service.stats import skill_stats
+
+    rt = open_runtime()
+    try:
+        report = skill_stats(rt.redis, rt.keys, name, window, by)
+    except UserError as exc:
+        from loopwright.cli.text import one_line
+
+        sys.stderr.write(f"loopwright: error: {one_line(exc)}\n")
+        raise typer.Exit(2) from None
+    if as_json:
+        emit_json(report.to_json())
+        return
+    t = report.total
+    console.print(
+        f"[bold]{literal(report.skill)}[/] {report.first_day}..{report.last_day} "
+        f"({report.window_days}d): {t.runs} runs, success {_pct(t.success_rate)} "
+        f"[{_pct(t.success_low)}, {_pct(t.success_high)}], platform failures "
+        f"{t.failed_platform} (not counted against the skill), feedback "
+        f"+{t.fb_good}/-{t.fb_bad}",
+        highlight=False,
+    )
+    table = Table(
+        report.by or "window", "runs", "ok", "failed", "platform", "success (95% CI)",
+        "p50", "p95", "retries/run", "cost/run",
+    )  # fmt: skip
+    for s in report.groups or [t]:
+        ci = f"{_pct(s.success_rate)} [{_pct(s.success_low)}-{_pct(s.success_high)}]"
+        retries = "-" if s.retries_per_run is None else f"{s.retries_per_run:.2f}"
+        cost = "-" if s.cost_per_run is None else f"${s.cost_per_run:.4f}"
+        table.add_row(
+            literal(s.group), str(s.runs), str(s.completed), str(s.failed_skill),
+            str(s.failed_platform), ci, _ms(s.p50_ms), _ms(s.p95_ms), retries, cost,
+        )  # fmt: skip
+    console.print(table)
+    if t.signatures:
+        errs = Table("signature", "count", "origin", "failing step", "example run", "message")
+        for sig in t.signatures:
+            errs.add_row(
+                sig.signature, str(sig.count), sig.origin, literal(sig.step) or "-",
+                sig.example_run, literal(sig.message[:120]),
+            )  # fmt: skip
+        console.print(errs)

@@ -15,7 +15,9 @@ from typing import Any
 
 from loopwright.llm.errors import ModelConfigError, ModelError
 from loopwright.llm.factory import default_model_spec, make_model
+from loopwright.llm.pricing import cost_usd
 from loopwright.llm.types import Message, Model
+from loopwright.runner.usage import add_usage
 from loopwright.sdk.errors import NonRetriableError
 from loopwright.settings import Settings
 
@@ -61,6 +63,7 @@ class SkillCalls:
         self._settings = settings
         self._lock = threading.Lock()
         self._model: Model | None = None
+        self._spec = ""
 
     def model(self) -> Model:
         """The configured skill model; ``NonRetriableError`` when none can be made."""
@@ -77,6 +80,7 @@ class SkillCalls:
                 )
             try:
                 self._model = make_model(spec, s)
+                self._spec = spec
             except ModelConfigError as exc:
                 raise NonRetriableError(f"ctx.step.llm: {exc}") from None
             return self._model
@@ -104,4 +108,6 @@ class SkillCalls:
             if exc.retryable:
                 raise
             raise NonRetriableError(f"ctx.step.llm: {exc}") from None
+        cost = cost_usd(self._spec, comp.usage, self._settings)  # for the run's rollup
+        add_usage(comp.usage.input_tokens, comp.usage.output_tokens, round(cost * 1_000_000))
         return comp.text if schema is None else _parse(comp.text, schema)

@@ -14,9 +14,14 @@ from loopwright.sdk.errors import RunInterrupt
 # Atomically: write one step record (and its large output, when separate) only if the caller
 # still holds the run's fence and the run is running, and only while the run's checkpoints stay
 # within its storage quota (``stored`` counts their bytes; a rewritten record replaces its old
-# size). Returns 1, 0 when fenced out, -1 over the quota.
+# size). A record that ends its step (``done``/``failed``) adds to the run's counters the
+# rollups fold in when it ends (``runner/rollup.py``): ``c_steps``, ``c_attempts``,
+# ``c_retries`` (attempts beyond the first) and the model usage of an ``llm`` step. The tool
+# calls of the attempt are appended to its recording (``runner/recording.py``).
+# Returns 1, 0 when fenced out, -1 over the quota.
 # KEYS: run, steps, out, calls
 # ARGV: token, seq, record, big_output ('' when inline), quota_bytes, recording cap (-1: off),
+#       step status, attempts, tokens in, tokens out, cost in micro-dollars,
 #       then the recorded tool calls of this attempt (JSON, in order)
 COMMIT_LUA = """
 local cur = redis.call('HMGET', KEYS[1], 'fence', 'status', 'stored')
@@ -28,6 +33,15 @@ if delta > 0 and used + delta > tonumber(ARGV[5]) then return -1 end
 redis.call('HINCRBY', KEYS[1], 'stored', delta)
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 if ARGV[4] ~= '' then redis.call('SET', KEYS[3], ARGV[4]) end
+if ARGV[7] == 'done' or ARGV[7] == 'failed' then
+  local tries = tonumber(ARGV[8])
+  redis.call('HINCRBY', KEYS[1], 'c_steps', 1)
+  redis.call('HINCRBY', KEYS[1], 'c_attempts', tries)
+  if tries > 1 then redis.call('HINCRBY', KEYS[1], 'c_retries', tries - 1) end
+  if ARGV[9] ~= '0' then redis.call('HINCRBY', KEYS[1], 'c_tokens_in', ARGV[9]) end
+  if ARGV[10] ~= '0' then redis.call('HINCRBY', KEYS[1], 'c_tokens_out', ARGV[10]) end
+  if ARGV[11] ~= '0' then redis.call('HINCRBY', KEYS[1], 'c_cost_micros', ARGV[11]) end
+end
 -- history: recorded tool calls (w3). Appended under the same fence, within the run's recording
 -- cap and its storage quota (counted in 'stored'); past either the run is marked 'partial',
 -- never failed. 'recording' is complete|partial|none.
@@ -37,11 +51,11 @@ if cap < 0 then
   return 1
 end
 redis.call('HSETNX', KEYS[1], 'recording', 'complete')
-if #ARGV > 6 then
+if #ARGV > 11 then
   local rec = tonumber(redis.call('HGET', KEYS[1], 'recorded') or '0')
   local room = tonumber(ARGV[5]) - (used + delta)
   local added = 0
-  for i = 7, #ARGV do
+  for i = 12, #ARGV do
     local size = string.len(ARGV[i])
     if rec + added + size > cap or added + size > room then
       redis.call('HSET', KEYS[1], 'recording', 'partial')
@@ -100,9 +114,11 @@ class Checkpoints:
         rec: StepRecord,
         output_json: str | None,
         calls: list[str] | None = None,
+        usage: tuple[int, int, int] = (0, 0, 0),
     ) -> None:
         """Record ``rec`` with its encoded output and the tool ``calls`` of its attempt
-        (``runner/recording.py``); raise ``LeaseLostError`` when fenced out."""
+        (``runner/recording.py``); raise ``LeaseLostError`` when fenced out. ``usage`` is an
+        ``llm`` step's (tokens in, tokens out, cost in micro-dollars)."""
         big = ""
         if output_json is None:
             raw = rec.header_json() + "}"
@@ -120,7 +136,18 @@ class Checkpoints:
                 k.step_output(run_id, rec.seq),
                 k.run_calls(run_id),
             ],
-            args=[token, rec.seq, raw, big, self._quota, self._recording, *(calls or ())],
+            args=[
+                token,
+                rec.seq,
+                raw,
+                big,
+                self._quota,
+                self._recording,
+                rec.status,
+                rec.attempts,
+                *usage,
+                *(calls or ()),
+            ],
         )
         if ok == -1:
             raise StorageQuotaError(

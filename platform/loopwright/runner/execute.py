@@ -28,6 +28,7 @@ from loopwright.runner.lineage import Lineage
 from loopwright.runner.records import Run, RunStatus, encode_json, now_ms
 from loopwright.runner.redaction import NO_SECRETS, Redactor
 from loopwright.runner.remote import GuestHost
+from loopwright.runner.rollup import Ending
 from loopwright.runner.runtime import Runtime
 from loopwright.runner.signals import RunTimeoutError, Suspend
 from loopwright.runner.tools import HostTools
@@ -124,10 +125,11 @@ class Executor:
             log.exception("run %s: unexpected error outside the skill", run_id)
             reason = f"platform error: {type(exc).__name__}: {exc}"
             if run is not None:
-                return self._fail(run, acq.token, started, reason)
+                return self._fail(run, acq.token, started, reason, origin="platform")
+            text = safe_text(reason)[:8000]
             res = rt.transitions.finish(
-                run_id, acq.token, RunStatus.FAILED.value, "", safe_text(reason)[:8000],
-                self._active_ms(started), Declared.of(acq.run),
+                run_id, acq.token, RunStatus.FAILED.value, "", text,
+                self._active_ms(started), Declared.of(acq.run), Ending("platform", text),
             )  # fmt: skip
             parent = acq.run.get("parent")
             if res.job_id and parent:
@@ -140,23 +142,45 @@ class Executor:
         return int((time.monotonic() - started) * 1000)
 
     def _finish(
-        self, run: Run, token: str, started: float, status: RunStatus, output: str, error: str
+        self,
+        run: Run,
+        token: str,
+        started: float,
+        status: RunStatus,
+        output: str,
+        error: str,
+        origin: str = "skill",
+        step: str = "",
     ) -> str:
         """End the run (secret values redacted); its end resolves a waiting parent in the same
-        script (``run_ended``), and the resumed parent is enqueued here, after it."""
+        script (``run_ended``), and the resumed parent is enqueued here, after it. ``origin``
+        (``skill``/``platform``) and the failing ``step`` go to the run's rollup with the
+        error's signature (``runner/rollup.py``)."""
         rt = self.rt
         output = self.redactor.json_text(output) if output else output
         error = safe_text(self.redactor.text(error))[:8000] if error else error
         active = self._active_ms(started)
+        ending = Ending(origin, error, self.redactor.text(step) if step else "")
         res = rt.transitions.finish(
-            run.id, token, status.value, output, error, active, Declared.of(run.raw)
+            run.id, token, status.value, output, error, active, Declared.of(run.raw), ending
         )
         if res.job_id and run.parent:
             rt.dispatcher.enqueue(run.parent, res.job_id)
         return status.value if res.ok else "lease-lost"
 
-    def _fail(self, run: Run, token: str, started: float, error: str) -> str:
-        return self._finish(run, token, started, RunStatus.FAILED, "", error[:8000])
+    def _fail(
+        self,
+        run: Run,
+        token: str,
+        started: float,
+        error: str,
+        origin: str = "skill",
+        step: str = "",
+    ) -> str:
+        """Fail the run: ``origin`` ``platform`` for the platform's own failures (the sandbox's
+        infrastructure, a skill the registry cannot load, a defect outside the skill), else
+        the skill's (its exceptions, timeouts, quota, non-determinism)."""
+        return self._finish(run, token, started, RunStatus.FAILED, "", error[:8000], origin, step)
 
     def _run(
         self,
@@ -176,7 +200,7 @@ class Executor:
                 source, spec = rt.sources.declaration(run.version, run.skill)
                 filename = "<skill>"
         except SkillLoadError as exc:
-            return self._fail(run, token, started, f"skill cannot be loaded: {exc}")
+            return self._fail(run, token, started, f"skill cannot be loaded: {exc}", "platform")
         self.redactor = Redactor.for_skill(rt.settings, spec)
         budget = run.timeout or spec.timeout or rt.settings.default_run_timeout
         remaining = budget - run.active_ms / 1000.0
@@ -202,19 +226,19 @@ class Executor:
         except Suspend as s:
             return self._park(run, token, started, s)
         except StorageQuotaError as exc:
-            return self._fail(run, token, started, str(exc))
+            return self._fail(run, token, started, str(exc), step=ex.failed_step)
         except (RunTimeoutError, GuestTimeoutError):
-            return self._fail(
-                run, token, started, f"run exceeded its {budget:g}s timeout (at step #{ex.seq})"
-            )
+            msg = f"run exceeded its {budget:g}s timeout (at step #{ex.seq})"
+            return self._fail(run, token, started, msg, step=ex.failed_step)
         except (NonDeterminismError, StepFailedError, StepOutputError, GuestFailedError) as exc:
-            return self._fail(run, token, started, str(exc))
+            return self._fail(run, token, started, str(exc), step=ex.failed_step)
         except SandboxError as exc:
-            return self._fail(run, token, started, f"sandbox: {exc}")
+            return self._fail(run, token, started, f"sandbox: {exc}", "platform", ex.failed_step)
         except LeaseLostError:
             raise
         except (Exception, SystemExit) as exc:
-            return self._fail(run, token, started, _error_text(exc, filename))
+            text = _error_text(exc, filename)
+            return self._fail(run, token, started, text, step=ex.failed_step)
         return self._finish(run, token, started, RunStatus.COMPLETED, output, "")
 
     def _park(self, run: Run, token: str, started: float, s: Suspend) -> str:

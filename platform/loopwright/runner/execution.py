@@ -29,6 +29,7 @@ from loopwright.runner.recording import CallRecorder
 from loopwright.runner.records import StepRecord, now_ms
 from loopwright.runner.redaction import Redactor
 from loopwright.runner.signals import RunTimeoutError, Suspend
+from loopwright.runner.usage import take_usage
 from loopwright.sdk.errors import (
     NonDeterminismError,
     NonRetriableError,
@@ -79,6 +80,7 @@ class Execution:
         self._big = runtime.checkpoints.fetch_outputs(run_id, big)
         self.seq = 0
         self.current_step: int | None = None
+        self.failed_step = ""  # the last step that failed for good (the run's rollup names it)
         self._effects = 0
         self.redactor = Redactor.for_skill(runtime.settings, spec)  # see runner/redaction.py
         self.lineage = Lineage(0, f"run:{run_id}")  # the executor sets the run's own
@@ -113,11 +115,14 @@ class Execution:
             raise RunTimeoutError()
 
     def commit(self, rec: StepRecord, output_json: str | None) -> None:
-        """Write a checkpoint under this execution's fence (secret values redacted)."""
+        """Write a checkpoint under this execution's fence (secret values redacted); a record
+        ending an ``llm`` step carries the model usage of its attempts (``runner/usage.py``)."""
         rec.error = self.redactor.text(rec.error) if rec.error else rec.error
         output_json = self.redactor.json_text(output_json) if output_json else output_json
         calls = self.recorder.take(rec.seq, rec.attempts)  # this attempt's tool calls
-        self.runtime.checkpoints.commit(self.run_id, self.token, rec, output_json, calls)
+        ends_llm = rec.kind is StepKind.LLM and rec.status in ("done", "failed")
+        usage = take_usage() if ends_llm else (0, 0, 0)
+        self.runtime.checkpoints.commit(self.run_id, self.token, rec, output_json, calls, usage)
 
     def recorded_call(
         self,
@@ -154,6 +159,8 @@ class Execution:
         """Position of the next step and its checkpoint, if any; checks the recorded name and
         kind (``NonDeterminismError`` naming both when either differs)."""
         seq = self.next_seq()
+        if kind is StepKind.LLM:
+            take_usage()  # nothing left over from a step that never reached its checkpoint
         rec = self.recorded(seq)
         if rec is not None and (rec.name != name or not rec.replays_as(kind)):
             raise NonDeterminismError(seq, rec.name, name, rec.kind.value, kind.value)
@@ -171,6 +178,7 @@ class Execution:
     ) -> NoReturn:
         """Checkpoint the step as failed for good and raise ``StepFailedError`` into the skill."""
         self.current_step = None
+        self.failed_step = name
         self.commit(
             StepRecord(seq, name, kind, "failed", attempts, started, now_ms(), error=message),
             None,

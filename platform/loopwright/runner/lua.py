@@ -19,6 +19,7 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from loopwright.errors import LoopwrightError
+from loopwright.runner.rollup import CHECK_ROLLUP, ROLLUP
 from loopwright.scripts import named
 
 STALE = "LW-STALE"
@@ -78,6 +79,10 @@ local function resolve_pending(r)
   local enc = cjson.encode(rec)
   if r.output ~= '' then enc = string.sub(enc, 1, -2) .. ',"output":' .. r.output .. '}' end
   redis.call('HSET', r.steps, r.seq, enc)
+  local tries = tonumber(rec['attempts'] or 1) or 1
+  redis.call('HINCRBY', r.run, 'c_steps', 1)
+  redis.call('HINCRBY', r.run, 'c_attempts', tries)
+  if tries > 1 then redis.call('HINCRBY', r.run, 'c_retries', tries - 1) end
   local jid = r.job_prefix .. redis.call('HINCRBY', r.run, 'dispatches', 1)
   redis.call('HSET', r.run, 'status', 'queued', 'dispatch', jid, 'updated_at', r.now)
   redis.call('HDEL', r.run, 'wake_at')
@@ -110,11 +115,14 @@ end
 # concurrency slot (``K.slot``), index the run in ``K.ended`` by end time, announce it on
 # ``A.channel`` and, when it has a parent (``K.parent_run``, ``K.parent_steps`` declared with
 # ``A.parent``, ``A.parent_seq``, ``A.parent_job_prefix``), resolve the parent's pending invoke
-# step with this run's outcome. Returns the parent's new job id ('' when none) to enqueue.
-# Needs NAMED, RESOLVE_PENDING and CHILD_OUTCOME before it; ``K.timers``, ``K.queued`` and
+# step with this run's outcome; and first fold the run into its per-version rollup (``rollup``,
+# ``runner/rollup.py``: ``K.rollup``, ``K.rollup_index`` and the ``A`` fields it names). Returns
+# the parent's new job id ('' when none) to enqueue. Needs NAMED, RESOLVE_PENDING, CHILD_OUTCOME
+# and ROLLUP before it; ``K.timers``, ``K.queued`` and
 # ``K.waiting`` are declared whenever a parent is.
 RUN_ENDED = """
 local function run_ended(run_id, status, now)
+  rollup(run_id, status, now)
   if K.slot then redis.call('ZREM', K.slot, run_id) end
   redis.call('ZADD', K.ended, now, run_id)
   redis.call('PUBLISH', A.channel, run_id .. ' ' .. status)
@@ -128,7 +136,7 @@ local function run_ended(run_id, status, now)
 end
 """
 
-ENDED = RESOLVE_PENDING + CHILD_OUTCOME + RUN_ENDED
+ENDED = RESOLVE_PENDING + CHILD_OUTCOME + ROLLUP + CHECK_ROLLUP + RUN_ENDED
 
 
 class StaleDeclarationError(LoopwrightError):

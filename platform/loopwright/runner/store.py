@@ -17,6 +17,7 @@ from loopwright.runner.checkpoint import Checkpoints
 from loopwright.runner.flow import concurrency_fields
 from loopwright.runner.lua import ENDED, NOW, call_named
 from loopwright.runner.records import Run, RunStatus, StepRecord, encode_json, now_ms
+from loopwright.runner.rollup import Ending, rollup_declaration
 from loopwright.runner.transitions import Declared, Transitions
 from loopwright.scripts import NAMED
 from loopwright.sdk.errors import StepOutputError
@@ -37,7 +38,8 @@ JOB_FUNC = "loopwright.runner.execute.execute"
 # KEYS (named): run, runs, runs_by_skill, queued, timers, ended, waiting; children (of the
 #   parent, when there is one); parent_run, parent_steps (a skipped child resolves its parent)
 # ARGV (named): run_id, fields (the record: name -> string), place, score (ms), channel;
-#   parent, parent_seq, parent_job_prefix (with parent_run)
+#   parent, parent_seq, parent_job_prefix (with parent_run); a skipped run's rollup keys and
+#   arguments (``runner/rollup.py``)
 # Returns {1, parent job id or ''} when created, {0, ''} when the run existed.
 CREATE_LUA = (
     NOW
@@ -179,6 +181,8 @@ class RunStore:
         skipped: str | None = None,
         wake_at: int | None = None,
         admitted_at: int | None = None,
+        at_ms: int | None = None,
+        dispatch: bool = True,
     ) -> Created:
         """Record a new queued run and dispatch it, unless a run with this id exists.
 
@@ -189,10 +193,13 @@ class RunStore:
         Runs execute in the sandbox unless ``trusted`` (built-in skills, ``--trusted``).
         ``spec`` brings the skill's concurrency limit; ``skipped`` records a start that flow
         control refused (a terminal run, never dispatched, with the terminal bookkeeping of
-        every ended run); ``wake_at`` creates it parked.
+        every ended run); ``wake_at`` creates it parked. ``at_ms`` is an explicit creation time
+        (the history seeder only; default now); ``dispatch=False`` leaves a queued run
+        without its RQ job (the seeder takes it itself; the lost-dispatch check would otherwise
+        dispatch it after its grace).
         """
         run_id = run_id or new_run_id()
-        ts = now_ms()
+        ts = now_ms() if at_ms is None else at_ms
         if event is None:
             event = {
                 "name": event_name,
@@ -239,7 +246,7 @@ class RunStore:
             mapping["admitted_at"] = admitted_at  # the rate limiter's own time for this start
         place = "ended" if skipped is not None else "timers" if wake_at is not None else "queued"
         created, parent_job = self._create_script(run_id, skill, mapping, place, ts)
-        if created and place == "queued":
+        if created and place == "queued" and dispatch:
             # After the script: a crash before this line leaves a queued run with a vanished
             # job, which the scheduler's lost-dispatch check re-dispatches.
             self.dispatcher.enqueue(run_id, job_id)
@@ -279,6 +286,10 @@ class RunStore:
                 parent_seq=d.parent_seq,
                 parent_job_prefix=self._transitions.job_prefix(d.parent),
             )
+        if place == "ended":
+            end = Ending(origin="skill", now_ms=ts)  # flow control's refusal is no error
+            rk, ra = rollup_declaration(k, skill, str(mapping["version"]), end, ts)
+            keys, args = {**keys, **rk}, {**args, **ra}
         created, parent_job = call_named(self._create, keys, args)
         return bool(int(created)), str(parent_job) or None
 

@@ -25,6 +25,8 @@ from loopwright.runner.lua import (
     call_named,
     checked,
 )
+from loopwright.runner.records import now_ms
+from loopwright.runner.rollup import AT, Ending, rollup_declaration
 from loopwright.scripts import NAMED
 
 # Every script below re-checks the state it expects before writing, so it is safe to call
@@ -42,6 +44,7 @@ from loopwright.scripts import NAMED
 FINISH_LUA = (
     NOW
     + NAMED
+    + AT
     + CHECK_SLOT
     + CHECK_PARENT
     + ENDED
@@ -49,6 +52,7 @@ FINISH_LUA = (
 local cur = redis.call('HMGET', K.run, 'fence', 'status')
 if cur[1] ~= A.token or cur[2] ~= 'running' then return {0, ''} end
 local bad = stale(K.run, K.slot) or stale_parent(K.run, A.parent, A.parent_seq)
+  or stale_rollup()
 if bad then return bad end
 redis.call('HSET', K.run, 'status', A.status, 'finished_at', now, 'updated_at', now)
 if A.output ~= '' then redis.call('HSET', K.run, 'output', A.output) end
@@ -180,6 +184,7 @@ return jid
 REAP_LUA = (
     NOW
     + NAMED
+    + AT
     + CHECK_SLOT
     + CHECK_PARENT
     + ENDED
@@ -188,6 +193,7 @@ local cur = redis.call('HMGET', K.run, 'status', 'lease_until')
 if cur[1] ~= 'running' then redis.call('ZREM', K.leases, A.run_id) return {'', ''} end
 if tonumber(cur[2] or '0') > now then return {'', ''} end
 local bad = stale(K.run, K.slot) or stale_parent(K.run, A.parent, A.parent_seq)
+  or stale_rollup()
 if bad then return bad end
 if K.slot then redis.call('ZREM', K.slot, A.run_id) end
 redis.call('HINCRBY', K.run, 'fence', 1)
@@ -232,6 +238,7 @@ return jid
 CANCEL_LUA = (
     NOW
     + NAMED
+    + AT
     + CHECK_SLOT
     + CHECK_PARENT
     + ENDED
@@ -242,6 +249,7 @@ if st == 'completed' or st == 'failed' or st == 'cancelled' or st == 'skipped' t
   return {0, ''}
 end
 local bad = stale(K.run, K.slot) or stale_parent(K.run, A.parent, A.parent_seq)
+  or stale_rollup()
 if bad then return bad end
 redis.call('HINCRBY', K.run, 'fence', 1)
 redis.call('HSET', K.run, 'status', 'cancelled', 'error', A.reason, 'finished_at', now,
@@ -267,14 +275,18 @@ class Declared:
     slot: str | None = None
     parent: str | None = None
     parent_seq: int | None = None
+    skill: str = ""
+    version: str = ""
 
     @classmethod
     def of(cls, h: dict[str, str]) -> Declared:
-        """From the run hash (or the subset ``conc_slot``, ``parent``, ``parent_seq``)."""
+        """From the run hash (or the subset ``conc_slot``, ``parent``, ``parent_seq``,
+        ``skill``, ``version``; the last two name the run's rollup)."""
         parent, seq = h.get("parent") or None, h.get("parent_seq") or None
+        slot, skill, version = h.get("conc_slot") or None, h.get("skill", ""), h.get("version", "")
         if parent is None or seq is None:
-            return cls(slot=h.get("conc_slot") or None)
-        return cls(slot=h.get("conc_slot") or None, parent=parent, parent_seq=int(seq))
+            return cls(slot=slot, skill=skill, version=version)
+        return cls(slot, parent, int(seq), skill, version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,12 +335,15 @@ class Transitions:
 
     def declared(self, run_id: str) -> Declared:
         """Read the run's slot and parent, to declare them to a script."""
-        h = self._redis.hmget(self._keys.run(run_id), ["conc_slot", "parent", "parent_seq"])
-        slot, parent, seq = (str(x) if x is not None else "" for x in h)
-        return Declared.of({"conc_slot": slot, "parent": parent, "parent_seq": seq})
+        names = ["conc_slot", "parent", "parent_seq", "skill", "version"]
+        h = self._redis.hmget(self._keys.run(run_id), names)
+        return Declared.of(
+            {n: str(x) if x is not None else "" for n, x in zip(names, h, strict=True)}
+        )
 
     def _ended_keys(self, run_id: str, d: Declared) -> dict[str, str | None]:
-        """The keys ``run_ended`` touches, for a run with declaration ``d``."""
+        """The keys ``run_ended`` touches, for a run with declaration ``d`` (its rollup's are
+        added by :meth:`_rollup`)."""
         k = self._keys
         return {
             "run": k.run(run_id),
@@ -341,6 +356,13 @@ class Transitions:
             "parent_run": k.run(d.parent) if d.parent else None,
             "parent_steps": k.steps(d.parent) if d.parent else None,
         }
+
+    def _rollup(
+        self, keys: dict[str, str | None], args: dict[str, Any], d: Declared, ending: Ending
+    ) -> tuple[dict[str, str | None], dict[str, Any]]:
+        """``keys`` and ``args`` plus the rollup's (``runner/rollup.py``), for ``run_ended``."""
+        rk, ra = rollup_declaration(self._keys, d.skill, d.version, ending, now_ms())
+        return {**keys, **rk}, {**args, **ra}
 
     def _parent_args(self, d: Declared) -> dict[str, Any]:
         if not d.parent:
@@ -368,16 +390,18 @@ class Transitions:
         error: str,
         active_ms: int,
         declared: Declared | None = None,
+        ending: Ending | None = None,
     ) -> Applied:
         """Complete or fail a held run (not applied when fenced out); ``job_id`` is a resumed
         parent's. ``declared`` comes from the acquired run hash; None assumes no slot and no
-        parent (one more round trip when the run has either)."""
+        parent (one more round trip when the run has either). ``ending`` says who is to blame
+        and the failing step, for the rollup (default: the skill; ``error`` is signed)."""
+        end = ending or Ending(error=error)
 
         def call(d: Declared) -> Any:
             return call_named(
                 self._finish,
-                self._ended_keys(run_id, d),
-                {
+                *self._rollup(self._ended_keys(run_id, d), {
                     "run_id": run_id,
                     "token": str(token),
                     "status": status,
@@ -386,8 +410,8 @@ class Transitions:
                     "active_ms": int(active_ms),
                     "channel": self._keys.notify_channel,
                     **self._parent_args(d),
-                },
-            )
+                }, d, end),
+            )  # fmt: skip
 
         ok, job = self._declaring(run_id, declared or Declared(), call)
         return Applied(bool(int(ok)), str(job) or None)
@@ -432,7 +456,12 @@ class Transitions:
                 "channel": self._keys.notify_channel,
                 **self._parent_args(d),
             }
-            return call_named(self._reap, keys, args)
+            return call_named(self._reap, *self._rollup(keys, args, d, ending))
+
+        # The message the script writes when it gives up (the count is always max_reaps + 1):
+        # a platform failure, never the skill's.
+        lost = f"the worker executing this run was lost {self._max_reaps + 1} times; giving up"
+        ending = Ending(origin="platform", error=lost)
 
         res, parent_job = (str(x) for x in self._declaring(run_id, None, call))
         if res == "failed":
@@ -448,8 +477,12 @@ class Transitions:
         )
         return str(jid) if jid else None
 
-    def cancel(self, run_id: str, reason: str) -> tuple[int, str | None]:
-        """(1 cancelled, 0 already ended, -1 no such run; job id of a resumed parent)."""
+    def cancel(
+        self, run_id: str, reason: str, ending: Ending | None = None
+    ) -> tuple[int, str | None]:
+        """(1 cancelled, 0 already ended, -1 no such run; job id of a resumed parent).
+        The reason is signed for the rollup; a cancel is not a failure of either origin."""
+        end = ending or Ending(error=reason)
 
         def call(d: Declared) -> Any:
             args = {
@@ -458,7 +491,9 @@ class Transitions:
                 "channel": self._keys.notify_channel,
                 **self._parent_args(d),
             }
-            return call_named(self._cancel, self._ended_keys(run_id, d), args)
+            return call_named(
+                self._cancel, *self._rollup(self._ended_keys(run_id, d), args, d, end)
+            )
 
         code, job = self._declaring(run_id, None, call)
         return int(code), str(job) or None
