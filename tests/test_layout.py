@@ -39,16 +39,19 @@ ALLOWED: dict[str, set[str]] = {
     "events": FOUNDATION | {"sdk", "runner"},
     "skills_registry": FOUNDATION | {"sdk"},
     "auth": FOUNDATION,
-    "scheduler": FOUNDATION | {"sdk", "runner", "events"},
+    "scheduler": FOUNDATION | {"sdk", "runner", "events", "history"},
     "sidecar": FOUNDATION | {"sdk", "sandbox", "runner", "skills_registry", "auth"},
+    "history": FOUNDATION | {"sdk", "sandbox", "runner", "events", "skills_registry", "sidecar"},
+    "service": FOUNDATION
+    | {"sdk", "sandbox", "runner", "events", "skills_registry", "sidecar", "history"},
     "llm": FOUNDATION | {"sdk", "runner", "skills_registry", "sidecar"},
     "assembly": FOUNDATION | {"runner", "events", "skills_registry", "llm"},
     "agent": FOUNDATION
     | {"sdk", "sandbox", "runner", "events", "skills_registry", "sidecar", "llm", "assembly"}
-    | {"auth"},
+    | {"auth", "history", "service"},
     "cli": FOUNDATION
     | {"redis_server", "supervisor", "sdk", "sandbox", "runner", "events", "scheduler"}
-    | {"skills_registry", "sidecar", "llm", "agent", "assembly", "auth"},
+    | {"skills_registry", "sidecar", "llm", "agent", "assembly", "auth", "history", "service"},
     # Test doubles may use anything; nothing above may use them (see the test below).
     "testing": set(),
 }

@@ -40,6 +40,13 @@ The keyspace is a small state machine (see ``docs/runner.md``):
 * ``{p}:sessions``            zset   session ids by last update
 * ``{p}:auth:token:{id}``     hash   platform token: name, SHA-256 of the secret, scopes, author
 * ``{p}:auth:tokens``         zset   token ids by creation time
+* ``{p}:run:{id}:calls``      list   recorded host-tool calls of a run (deleted with the run)
+* ``{p}:gone:{id}``           string tombstone of a run retention deleted inside the event
+                                     dedupe window (its trigger claim must not restart it)
+* ``{p}:pins``                set    pinned run ids (kept by retention until unpinned)
+* ``{p}:retention:deleted``   string counter of runs deleted by retention
+* ``{p}:rollup:{skill}:{version}:{yyyymmdd}`` hash per-version daily counters (``fb_good``,
+                                     ``fb_bad`` feedback labels)
 """
 
 from __future__ import annotations
@@ -249,3 +256,29 @@ class Keys:
     def limit_notice(self, root: str, limit: str) -> str:
         """Marker that the inbox was told once that a root's chain hit ``limit``."""
         return f"{self.prefix}:root:{root}:notice:{limit}"
+
+    # history: retention, pins, feedback -------------------------------------------------------
+
+    def calls(self, run_id: str) -> str:
+        """The run's recorded host-tool calls (written by the recorder; deleted with the run)."""
+        return f"{self.prefix}:run:{run_id}:calls"
+
+    def tombstone(self, run_id: str) -> str:
+        """Marker that retention deleted this run while its trigger claim may still live: the
+        claim must not start the run again (expires with the event dedupe window)."""
+        return f"{self.prefix}:gone:{run_id}"
+
+    @property
+    def pins(self) -> str:
+        """Pinned run ids (feedback, ``runs pin``): exempt from retention until unpinned."""
+        return f"{self.prefix}:pins"
+
+    @property
+    def retention_deleted(self) -> str:
+        """Counter of runs retention has deleted (doctor, tests, benchmarks)."""
+        return f"{self.prefix}:retention:deleted"
+
+    def rollup(self, skill: str, version: str, day: str) -> str:
+        """Per (skill, version, UTC day ``yyyymmdd``) counters (feedback: ``fb_good``,
+        ``fb_bad``)."""
+        return f"{self.prefix}:rollup:{skill}:{version}:{day}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import sys
 import time
@@ -29,6 +30,7 @@ from loopwright.runner.sources import load_skill, read_skill_file
 from loopwright.sandbox.policy import check_source
 from loopwright.sdk.durations import parse_duration
 from loopwright.sdk.manifest import ManifestError, read_declaration
+from loopwright.service.runs import RunService
 
 runs_app = typer.Typer(help="Inspect and cancel runs.", no_args_is_help=True)
 
@@ -274,3 +276,51 @@ def cancel_run(
         console.print(f"cancelled {', '.join(cancelled)}")
     else:
         console.print(f"run {run_id} had already ended ({run.status.value}); nothing to cancel")
+
+
+def _run_service() -> RunService:
+    rt = open_runtime()
+    return RunService(rt.redis, rt.keys)
+
+
+@runs_app.command("feedback")
+def feedback_run(
+    run_id: Annotated[str, typer.Argument(help="The run id.")],
+    good: Annotated[bool, typer.Option("--good", help="The run did the right thing.")] = False,
+    bad: Annotated[bool, typer.Option("--bad", help="The run did the wrong thing.")] = False,
+    note: Annotated[str | None, typer.Option(help="Why (plain text, e.g. 'false alarm').")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Record a verdict on a run; the run is pinned (kept by retention) as a replay case."""
+    if good == bad:
+        raise UserError("give exactly one of --good or --bad")
+    fb = _run_service().feedback(run_id, good, note, f"cli:{getpass.getuser()}")
+    if as_json:
+        emit_json(fb.to_dict())
+        return
+    was = f" (was {fb.previous})" if fb.previous else ""
+    console.print(f"run {run_id}: {'good' if good else 'bad'}{was}; pinned", markup=False)
+
+
+@runs_app.command("pin")
+def pin_run(
+    run_id: Annotated[str, typer.Argument(help="The run id.")], as_json: JsonFlag = False
+) -> None:
+    """Keep a run until it is unpinned (retention skips pinned runs)."""
+    _run_service().pin(run_id)
+    if as_json:
+        emit_json({"run_id": run_id, "pinned": True})
+    else:
+        console.print(f"run {run_id}: pinned", markup=False)
+
+
+@runs_app.command("unpin")
+def unpin_run(
+    run_id: Annotated[str, typer.Argument(help="The run id.")], as_json: JsonFlag = False
+) -> None:
+    """Release a pin: the run is deleted once LOOPWRIGHT_RUN_RETENTION has passed."""
+    _run_service().unpin(run_id)
+    if as_json:
+        emit_json({"run_id": run_id, "pinned": False})
+    else:
+        console.print(f"run {run_id}: unpinned", markup=False)

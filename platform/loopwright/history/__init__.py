@@ -1,0 +1,1 @@
+"""Run history kept bounded and useful: retention, rollups, recordings and replay."""

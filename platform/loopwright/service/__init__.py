@@ -1,0 +1,1 @@
+"""The service layer: run and skill operations shared by the CLI, MCP and the API."""
