@@ -29,7 +29,7 @@ FOUNDATION = {"errors", "keys", "settings", "scripts"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "keys": set(),
-    "settings": set(),
+    "settings": {"sdk"},  # durations read by the one parser (sdk.durations)
     "scripts": set(),
     "sdk": set(),
     "supervisor": set(),
