@@ -44,3 +44,12 @@ def test_agent_bench_quick_profile_reports_every_measurement(tmp_path: Path) -> 
             assert item["steps"] == 2 * results["model_calls"] + 1  # + the final answer
             assert item["prompt_tokens"] > 0 and item["overhead_ms_per_step"] > 0
     assert results["durable"]["checkpoints"] >= results["durable"]["steps"]
+
+
+def test_history_bench_quick_profile_reports_every_measurement(tmp_path: Path) -> None:
+    results: Any = quick("history.py", tmp_path / "history.json")
+    assert results["without_retention"]["bytes_per_run"] > 0
+    assert results["with_retention"]["deleted"] > 0
+    assert results["retention_pass"]["deleted"] == results["without_retention"]["runs"]
+    assert results["retention_pass"]["left"] == 0 and results["runs_per_gb"] > 0
+    assert results["ping_us"]["median"] > 0

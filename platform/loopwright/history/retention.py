@@ -11,7 +11,8 @@ What is never deleted: a run that is not terminal, a pinned run (``pinned`` on i
 run whose end is younger than the retention, and a child whose parent has not ended (the
 parent may still read the child's record when it resumes). Those are *kept*: the pass steps
 over them with an offset into ``ended`` so a pile of pinned runs never blocks the expired runs
-behind it; a new sweep starts from the front when the expired part is exhausted.
+behind it; a new sweep starts from the front when the expired part is exhausted (after a
+pause of up to a minute when the last sweep had kept runs to step over).
 
 Tombstones: a trigger claims ``{p}:trig:{skill}:{source}`` (run id, expiring after
 ``event_retention``) before it creates the run, and a claim whose run is missing means "the
@@ -38,7 +39,8 @@ from loopwright.keys import Keys
 TERMINAL = ("completed", "failed", "cancelled", "skipped")
 KEY_BUDGET = 300  # keys one call may delete (a bigger run goes alone in its call)
 TICK_BUDGET_S = 0.02  # wall time one scheduler tick may spend on retention
-TOMBSTONE_MARGIN_MS = 60_000  # clock skew between the claim's writer and Redis
+TOMBSTONE_MARGIN_MS = 60_000
+SWEEP_PAUSE_MAX_S = 60.0  # clock skew between the claim's writer and Redis
 
 # Atomically, for each declared run: delete it with every per-run key and its index entries,
 # unless it must be kept. Each run is re-checked here (status terminal, end older than the
@@ -138,6 +140,10 @@ class Retention:
         self._purge = redis.register_script(PURGE_LUA)
         self._offset = 0  # kept runs at the front of ``ended`` in the current sweep
         self._backfill_cursor: int | None = 0  # ZSCAN cursor over ``runs``; None when done
+        # After a sweep that stepped over kept runs (pins, children of live parents), the next
+        # one waits a little, so a pile of pinned runs is not re-read on every tick.
+        self._pause_s = min(SWEEP_PAUSE_MAX_S, max(1.0, retention_s / 1000))
+        self._paused_until = 0.0
 
     def _cutoff_ms(self) -> int:
         sec, usec = self._redis.time()
@@ -149,11 +155,16 @@ class Retention:
         stats = PassStats()
         if self._backfill_cursor is not None:
             stats.backfilled = self.backfill_page()
-        end = time.monotonic() + budget_s
+        now = time.monotonic()
+        if now < self._paused_until:
+            return stats
+        end = now + budget_s
         while time.monotonic() < end:
             _, _, full = self.step(stats)
-            if not full:
-                self._offset = 0  # the expired part is exhausted: next sweep from the front
+            if not full:  # the expired part is exhausted: the next sweep starts at the front
+                if self._offset:
+                    self._paused_until = time.monotonic() + self._pause_s
+                self._offset = 0
                 break
         return stats
 
