@@ -250,6 +250,8 @@ def test_a_note_is_stored_literally_and_pin_cli_pins(make_cluster: Any) -> None:
     note = "[bold]not[/] a $(shell) 'quote' — ünïcode"
     assert c.cli("runs", "feedback", run_id, "--bad", "--note", note).returncode == 0
     assert rt.redis.hget(k.run(run_id), "feedback_note") == note
+    shown = json.loads(c.cli("runs", "show", run_id, "--json").stdout)
+    assert (shown["feedback"], shown["feedback_note"], shown["pinned"]) == ("bad", note, True)
     other = finished_run(rt)
     pin = c.cli("runs", "pin", other, "--json")
     assert pin.returncode == 0 and json.loads(pin.stdout) == {"run_id": other, "pinned": True}
@@ -277,8 +279,11 @@ def test_bad_input_to_the_new_commands_is_one_line_and_stores_nothing(
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 1 and len(lines) == 1 and message in lines[0], (args, proc)
     # A 1 MB note through the service layer (the shared logic) is refused the same way
+    svc = RunService(rt.redis, k)
     with pytest.raises(UserError, match="over the 2000"):
-        RunService(rt.redis, k).feedback(run_id, False, "n" * (1 << 20), "test")
+        svc.feedback(run_id, False, "n" * (1 << 20), "test")
+    with pytest.raises(UserError, match="control character"):  # a text direction override
+        svc.feedback(run_id, False, "ok \u202egnp.exe", "test")
     h = rt.redis.hgetall(k.run(run_id))
     assert not {"feedback", "feedback_note", "pinned"} & set(h)
     assert not rt.redis.exists(k.pins) and not rt.redis.keys(f"{k.prefix}:rollup:*")

@@ -229,7 +229,9 @@ def show_run(
     if as_json:
         run = rt.runs.get(run_id)
         steps = [s.to_dict() for s in rt.runs.steps(run_id)]
-        emit_json({**run.to_dict(), "steps": steps, "logs": rt.runs.logs(run_id)})
+        labels = {f: run.raw.get(f) for f in ("feedback", "feedback_note", "feedback_by")}
+        history = {**labels, "pinned": run.raw.get("pinned") == "1"}
+        emit_json({**run.to_dict(), **history, "steps": steps, "logs": rt.runs.logs(run_id)})
         return
     render_run(rt, run_id)
 
@@ -258,6 +260,10 @@ def render_run(rt: Runtime, run_id: str) -> None:
         console.print("output:", preview(run.output, 200))
     if run.error:
         console.print(f"[red]error: {run.error}[/]")
+    if run.raw.get("feedback") or run.raw.get("pinned") == "1":
+        note = run.raw.get("feedback_note")
+        label = f"feedback: {run.raw.get('feedback', '-')}" + (f" ({note})" if note else "")
+        console.print(label + ("  pinned" if run.raw.get("pinned") == "1" else ""), markup=False)
     for line in logs:
         console.print(f"  {fmt_ts(line['ts'])} {line['level']:7} #{line['step']} {line['message']}")
 
@@ -283,6 +289,14 @@ def _run_service() -> RunService:
     return RunService(rt.redis, rt.keys)
 
 
+def _who() -> str:
+    """Who gives feedback from this terminal (the login name, when there is one)."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):
+        return "cli"
+
+
 @runs_app.command("feedback")
 def feedback_run(
     run_id: Annotated[str, typer.Argument(help="The run id.")],
@@ -294,7 +308,7 @@ def feedback_run(
     """Record a verdict on a run; the run is pinned (kept by retention) as a replay case."""
     if good == bad:
         raise UserError("give exactly one of --good or --bad")
-    fb = _run_service().feedback(run_id, good, note, f"cli:{getpass.getuser()}")
+    fb = _run_service().feedback(run_id, good, note, _who())
     if as_json:
         emit_json(fb.to_dict())
         return

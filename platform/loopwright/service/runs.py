@@ -23,6 +23,8 @@ from loopwright.keys import Keys
 
 NOTE_MAX_CHARS = 2000
 WHO_MAX_CHARS = 200
+# Text direction overrides can make a note display as something else on a terminal.
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 # Atomically: label a run good or bad, pin it, and move its rollup count from the old label
 # to the new one (one count per run, whatever the number of relabels).
@@ -63,7 +65,9 @@ def checked_text(value: str, what: str, max_chars: int) -> str:
     Stored literally and shown on terminals later, so no control characters (no newlines)."""
     if len(value) > max_chars:
         raise UserError(f"{what} is {len(value)} characters, over the {max_chars} limit")
-    bad = next((c for c in value if unicodedata.category(c) in ("Cc", "Cs")), None)
+    bad = next(
+        (c for c in value if unicodedata.category(c) in ("Cc", "Cs") or c in BIDI_CONTROLS), None
+    )
     if bad is not None:
         raise UserError(f"{what} contains a control character (U+{ord(bad):04X}); use plain text")
     return value
