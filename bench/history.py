@@ -35,10 +35,11 @@ from bench.common import (
 )
 
 from loopwright.assembly import build_runtime
-from loopwright.history.retention import Retention
+from loopwright.history.retention import TICK_BUDGET_S, Retention
 from loopwright.runner.lease import Acquired
 from loopwright.runner.records import StepRecord, encode_json, now_ms
 from loopwright.runner.runtime import Runtime
+from loopwright.runner.store import new_run_id
 from loopwright.sdk.steps import StepKind
 
 SKILL = "bench-history"
@@ -85,6 +86,41 @@ def write_finished_run(rt: Runtime, i: int = 0, steps: int = 5, logs: int = 3) -
     return run_id
 
 
+# Bench only: copy finished template runs (written through the runner's scripts) under new
+# ids, with their index entries, so 100,000 runs take seconds instead of an hour on a busy
+# machine; every copy has the structure, encodings and sizes of a real run.
+# KEYS: runs, runs_by_skill, ended, then per copy: template run, new run, template steps, new
+#   steps, template logs, new logs
+# ARGV: end time ms, then the new ids
+CLONE_LUA = """
+for i = 2, #ARGV do
+  local b = 3 + (i - 2) * 6
+  redis.call('COPY', KEYS[b + 1], KEYS[b + 2])
+  redis.call('HSET', KEYS[b + 2], 'id', ARGV[i])
+  redis.call('COPY', KEYS[b + 3], KEYS[b + 4])
+  redis.call('COPY', KEYS[b + 5], KEYS[b + 6])
+  redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i])
+  redis.call('ZADD', KEYS[2], ARGV[1], ARGV[i])
+  redis.call('ZADD', KEYS[3], ARGV[1], ARGV[i])
+end
+return #ARGV - 1
+"""
+
+
+def clone_runs(rt: Runtime, templates: list[str], n: int, batch: int = 200) -> None:
+    """``n`` copies of the template runs (round robin), ``batch`` per script call."""
+    k, clone = rt.keys, rt.redis.register_script(CLONE_LUA)
+    done = 0
+    while done < n:
+        ids = [new_run_id() for _ in range(min(batch, n - done))]
+        keys = [k.runs, k.runs_by_skill(SKILL), k.ended]
+        for j, rid in enumerate(ids):
+            src = templates[(done + j) % len(templates)]
+            keys += [k.run(src), k.run(rid), k.steps(src), k.steps(rid), k.logs(src), k.logs(rid)]
+        clone(keys=keys, args=[now_ms(), *ids])
+        done += len(ids)
+
+
 def used_memory(rt: Runtime) -> int:
     """Redis ``used_memory`` in bytes."""
     return int(rt.redis.info("memory")["used_memory"])
@@ -100,19 +136,23 @@ def ping_us(rt: Runtime, n: int) -> dict[str, float]:
     return summary(times)
 
 
-def memory_without_retention(rt: Runtime, n: int) -> dict[str, Any]:
-    """Memory after ``n`` finished runs with nothing deleted, and per run."""
+def memory_without_retention(rt: Runtime, n: int, templates: int) -> dict[str, Any]:
+    """Memory per run over ``templates`` runs written through the scripts, then after ``n``
+    runs in all (the rest copies of those) with nothing deleted."""
     before = used_memory(rt)
     t0 = time.perf_counter()
-    for i in range(n):
-        write_finished_run(rt, i)
+    ids = [write_finished_run(rt, i) for i in range(templates)]
     took = time.perf_counter() - t0
+    written = used_memory(rt) - before
+    clone_runs(rt, ids, n - templates)
     after = used_memory(rt)
     return {
         "runs": n,
+        "templates": templates,
+        "bytes_per_run": written / templates,
+        "bytes_per_run_all": (after - before) / n,
         "bytes_total": after - before,
-        "bytes_per_run": (after - before) / n,
-        "write_s_per_run": took / n,
+        "write_s_per_run": took / templates,
         "kept": int(rt.redis.zcard(rt.keys.runs)),
     }
 
@@ -163,29 +203,39 @@ def retention_pass(rt: Runtime) -> dict[str, Any]:
     }
 
 
-def memory_with_retention(rt: Runtime, n: int) -> dict[str, Any]:
-    """Write ``n`` runs while a retention pass (1 s retention) deletes behind the writer."""
+def memory_with_retention(rt: Runtime, n: int, templates: int, rate: float) -> dict[str, Any]:
+    """``n`` runs arriving at ``rate`` per second while the retention pass (1 s retention, in a
+    thread as on the scheduler) deletes behind them: memory stays at arrival rate x (retention
+    + the pass's lag) x run size."""
+    before = used_memory(rt)
+    ids = [write_finished_run(rt, i) for i in range(templates)]
     ret = Retention(
         rt.redis, rt.keys, 1.0, rt.settings.event_retention, rt.settings.retention_batch_runs
     )
     stop = threading.Event()
     peak = [0]
-    before = used_memory(rt)
 
     def purge() -> None:
         while not stop.is_set():
-            ret.tick()
+            ret.tick(budget_s=0.2)
             peak[0] = max(peak[0], used_memory(rt) - before)
             stop.wait(0.05)
 
     th = threading.Thread(target=purge, daemon=True)
     th.start()
-    for i in range(n):
-        write_finished_run(rt, i)
+    t0, done, step = time.perf_counter(), 0, 100
+    while done < n - templates:
+        clone_runs(rt, ids, min(step, n - templates - done))
+        done += step
+        ahead = t0 + done / rate - time.perf_counter()
+        if ahead > 0:
+            time.sleep(ahead)  # pace the arrivals
+    rate = (n - templates) / (time.perf_counter() - t0)
     stop.set()
     th.join()
     return {
         "runs": n,
+        "arrival_per_s": rate,
         "bytes_total": used_memory(rt) - before,
         "peak_bytes": peak[0],
         "kept": int(rt.redis.zcard(rt.keys.runs)),
@@ -195,7 +245,7 @@ def memory_with_retention(rt: Runtime, n: int) -> dict[str, Any]:
 
 def measure(quick: bool) -> dict[str, Any]:
     """Every measurement against one private Redis."""
-    n = 2000 if quick else 100_000
+    n, templates, rate = (3000, 200, 1000.0) if quick else (100_000, 1000, 2000.0)
     with tempfile.TemporaryDirectory() as tmp:
         procs = Processes(Path(tmp))
         server = RedisServer(Path(tmp) / "redis", procs)
@@ -205,10 +255,10 @@ def measure(quick: bool) -> dict[str, Any]:
             rt.redis.config_set("appendonly", "no")  # memory, not disk, is measured here
             results: dict[str, Any] = {"machine": machine_info(server.url), "quick": quick}
             results["ping_us"] = ping_us(rt, 2000)
-            results["without_retention"] = memory_without_retention(rt, n)
+            results["without_retention"] = memory_without_retention(rt, n, templates)
             results["retention_pass"] = retention_pass(rt)
             rt2 = build_runtime(make_settings(server.url, Path(tmp) / "data"))
-            results["with_retention"] = memory_with_retention(rt2, n)
+            results["with_retention"] = memory_with_retention(rt2, n, templates // 4, rate)
             results["ping_us_after"] = ping_us(rt, 2000)
             results["load"] = load_average()
             rt.close()
@@ -216,8 +266,11 @@ def measure(quick: bool) -> dict[str, Any]:
         finally:
             server.stop()
             procs.kill_all()
-    per_run = results["without_retention"]["bytes_per_run"]
+    per_run = results["without_retention"]["bytes_per_run_all"]
     results["runs_per_gb"] = int(1024**3 / per_run) if per_run > 0 else 0
+    # One scheduler spends up to TICK_BUDGET_S per tick (every reaper_interval, 0.25 s).
+    wall = results["retention_pass"]["wall_us_per_run"] / 1e6
+    results["deletes_per_s_one_scheduler"] = TICK_BUDGET_S / wall / 0.25 if wall else 0
     return results
 
 
@@ -234,14 +287,19 @@ def section(r: dict[str, Any], command: str) -> str:
             "",
             "| measurement | value |",
             "| --- | --- |",
-            f"| Redis memory per finished 5-step run (typical outputs, 3 log lines) "
+            f"| Redis memory per finished 5-step run (typical outputs, 3 log lines; "
+            f"{wo['templates']:,} runs written through the scripts) "
             f"| {wo['bytes_per_run']:,.0f} bytes |",
             f"| memory after {wo['runs']:,} runs, no retention | "
-            f"{wo['bytes_total'] / 2**20:,.1f} MiB ({wo['kept']:,} runs kept) |",
-            f"| memory after {wr['runs']:,} runs, retention 1 s deleting behind the writer | "
-            f"{wr['bytes_total'] / 2**20:,.1f} MiB ({wr['kept']:,} runs kept, peak "
-            f"{wr['peak_bytes'] / 2**20:,.1f} MiB) |",
+            f"{wo['bytes_total'] / 2**20:,.1f} MiB ({wo['kept']:,} runs kept; "
+            f"{wo['bytes_per_run_all']:,.0f} bytes per run) |",
+            f"| memory after {wr['runs']:,} runs arriving at {wr['arrival_per_s']:,.0f}/s, "
+            f"retention 1 s | {wr['bytes_total'] / 2**20:,.1f} MiB ({wr['kept']:,} runs kept, "
+            f"peak {wr['peak_bytes'] / 2**20:,.1f} MiB) |",
             f"| implied capacity | {r['runs_per_gb']:,} finished runs per GB |",
+            f"| deletion throughput of one scheduler (20 ms of each 250 ms tick) | "
+            f"{r['deletes_per_s_one_scheduler']:,.0f} runs/s "
+            f"({r['deletes_per_s_one_scheduler'] * 86400 / 1e6:,.1f} M runs/day) |",
             f"| retention: server time per deleted run | {rp['server_us_per_run']:.1f} µs |",
             f"| retention: server time per script call ({rp['runs_per_call']:.0f} runs) | "
             f"{rp['server_us_per_call']:.0f} µs |",
@@ -258,8 +316,14 @@ def section(r: dict[str, Any], command: str) -> str:
             "",
             "- Memory per run is `used_memory` growth over the runs divided by their number: the "
             "run hash, the steps hash, the log list and the index entries (`runs`, "
-            "`runs:skill:*`, `ended`).",
-            "- Retention deletes in script calls of at most 20 runs (`LOOPWRIGHT_RETENTION_"
+            "`runs:skill:*`, `ended`). The first runs are written through the runner's scripts "
+            "(create, wake, acquire, five checkpoint commits, finish); the rest up to the total "
+            "are copies of them (`COPY` in one script per 200, same structure and sizes) so "
+            "that 100,000 runs take seconds. With retention, memory stays at arrival rate x "
+            "retention x bytes per run, whatever the number of runs written.",
+            "- The retention pass row deletes every run of the no-retention row: its cost per "
+            "run is what a steady 14-day retention pays per run it deletes.",
+            "- Retention deletes in script calls of at most 10 runs (`LOOPWRIGHT_RETENTION_"
             "BATCH_RUNS`) and ~300 keys, so one call holds Redis for well under the 1-2 ms "
             "budget; large values are freed by `UNLINK` off the main thread.",
         ]

@@ -254,7 +254,7 @@ class Settings(BaseSettings):
         "until unpinned.",
     )
     retention_batch_runs: int = Field(
-        default=20,
+        default=10,
         ge=1,
         le=1000,
         description="Most runs one retention script call deletes (each call stays ~1-2 ms).",

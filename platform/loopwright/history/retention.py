@@ -130,7 +130,7 @@ class Retention:
         keys: Keys,
         retention_s: float,
         event_retention_s: int,
-        batch_runs: int = 20,
+        batch_runs: int = 10,
     ) -> None:
         self._redis = redis
         self._keys = keys
