@@ -46,6 +46,13 @@ def test_agent_bench_quick_profile_reports_every_measurement(tmp_path: Path) -> 
     assert results["durable"]["checkpoints"] >= results["durable"]["steps"]
 
 
+def test_cli_bench_quick_profile_reports_every_measurement(tmp_path: Path) -> None:
+    results: Any = quick("cli.py", tmp_path / "cli.json")
+    for name in ("rq info", "loopwright --help", "runs list", "runs show", "events send"):
+        assert results["startup_ms"][name]["median"] > 0, name
+    assert results["ping"]["python_us"] > 0
+
+
 def test_history_bench_quick_profile_reports_every_measurement(tmp_path: Path) -> None:
     results: Any = quick("history.py", tmp_path / "history.json")
     assert results["without_retention"]["bytes_per_run"] > 0

@@ -207,6 +207,7 @@ def test_failed_run_with_wait_exits_non_zero_and_prints_the_error(cluster: Clust
 
 def test_inbox_and_doctor_report_as_json(cluster: Cluster) -> None:
     cluster.worker()
+    cluster.scheduler()
     notifier = """
 from loopwright.sdk import skill
 
@@ -219,10 +220,11 @@ def main(ctx):
     assert [(e["skill"], e["title"], e["message"]) for e in inbox] == [
         ("notifier", "ops", "disk almost full")
     ]
+    wait_until(lambda: cluster.rt.redis.exists(cluster.rt.keys.scheduler_heartbeat))
     doctor = cluster.cli("doctor", "--json")
     checks = json.loads(doctor.stdout)
     assert doctor.returncode == 0, checks
-    assert checks["redis"]["ok"] and "1 on queue" in checks["workers"]["detail"]
+    assert checks["redis"]["ok"] and "1 live on queue" in checks["workers"]["detail"]
     assert "offline template model" in checks["builder model"]["detail"]
     broken = {**cluster.env, "LOOPWRIGHT_MODEL": "openai:gpt-4.1"}  # no key configured
     proc = subprocess.run(

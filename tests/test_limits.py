@@ -118,7 +118,7 @@ def test_cancel_stops_a_slow_drip_call_promptly(
 FLOODER = """
 from loopwright.sdk import skill
 
-@skill(name="flooder", retries=0)
+@skill(name="flooder", retries=0, tools=["events"], events={"send": ["flood.blob"]})
 def main(ctx):
     for i in range(40):
         ctx.step.send_event(f"send-{i}", "flood.blob", {"blob": "x" * 8000})
@@ -152,7 +152,7 @@ def main(ctx):
 SENDER = """
 from loopwright.sdk import skill
 
-@skill(name="sender", retries=0)
+@skill(name="sender", retries=0, tools=["events"], events={"send": ["order.created"]})
 def main(ctx):
     return ctx.step.send_event("announce", "order.created", {"n": 1})
 """
@@ -216,7 +216,8 @@ def test_the_router_trims_nothing_a_consumer_group_has_not_acknowledged(
 PING = """
 from loopwright.sdk import skill, event
 
-@skill(name="ping", trigger=event("ping"), retries=0)
+@skill(name="ping", trigger=event("ping"), retries=0, tools=["events"],
+       events={"send": ["pong"]})
 def main(ctx):
     return ctx.step.send_event("pong", "pong", {})
 """
@@ -224,7 +225,8 @@ def main(ctx):
 PONG = """
 from loopwright.sdk import skill, event
 
-@skill(name="pong", trigger=event("pong"), retries=0)
+@skill(name="pong", trigger=event("pong"), retries=0, tools=["events"],
+       events={"send": ["ping"]})
 def main(ctx):
     return ctx.step.send_event("ping", "ping", {})
 """
@@ -290,7 +292,8 @@ def test_a_self_invoking_skill_stops_at_the_hop_limit(
 FAN = """
 from loopwright.sdk import skill, event
 
-@skill(name="fan", trigger=event("boom"), retries=0)
+@skill(name="fan", trigger=event("boom"), retries=0, tools=["events"],
+       events={"send": ["boom"]})
 def main(ctx):
     ctx.step.send_event("left", "boom", {})
     ctx.step.send_event("right", "boom", {})
@@ -376,7 +379,7 @@ def test_a_refusal_does_not_echo_a_huge_op_name_back() -> None:
 BAD_WAIT = """
 from loopwright.sdk import skill
 
-@skill(name="bad-wait", retries=3, backoff=0.01)
+@skill(name="bad-wait", retries=3, backoff=0.01, events={"receive": ["order.*"]})
 def main(ctx):
     return ctx.step.wait_for_event("w", "order" + chr(55296), timeout="1h")
 """
@@ -392,8 +395,10 @@ def test_a_lone_surrogate_in_a_wait_for_event_name_fails_the_run_once(
     assert run.status.value == "failed", run.error
     assert "event name 'order\\ud800' must be" in (run.error or ""), run.error
     assert run.reaps == 0
-    (step,) = cluster.rt.runs.steps(run.id)
-    assert step.status == "failed" and step.attempts == 1
+    # Refused by the host's declaration check before the step is recorded, or by the step
+    # itself: either way once, never retried.
+    steps = cluster.rt.runs.steps(run.id)
+    assert all(s.status == "failed" and s.attempts == 1 for s in steps), steps
 
 
 SURROGATE_OUTPUT = """
@@ -419,7 +424,8 @@ def test_a_lone_surrogate_in_a_trusted_step_output_fails_the_step_once(
 BAD_SEND = """
 from loopwright.sdk import skill
 
-@skill(name="bad-send", retries=3, backoff=0.01)
+@skill(name="bad-send", retries=3, backoff=0.01, tools=["events"],
+       events={"send": ["order.*"]})
 def main(ctx):
     return ctx.step.send_event("s", "order" + chr(55296), {})
 """
@@ -432,8 +438,9 @@ def test_a_bad_event_name_sent_by_a_step_fails_it_once(
     cluster.worker()
     run = cluster.wait(cluster.start(cluster.skill(BAD_SEND), trusted=False))
     assert run.status.value == "failed" and "must be 1-128 of letters" in (run.error or "")
-    (step,) = cluster.rt.runs.steps(run.id)
-    assert step.status == "failed" and step.attempts == 1
+    assert run.reaps == 0
+    steps = cluster.rt.runs.steps(run.id)
+    assert all(s.status == "failed" and s.attempts == 1 for s in steps), steps
 
 
 @pytest.mark.parametrize("command", [["events", "send", "x.y"], ["run", "anything"]])

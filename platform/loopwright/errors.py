@@ -1,19 +1,56 @@
 """The platform's exception tree, sorted by who can fix the problem.
 
-``LoopwrightError`` is the root. ``UserError`` is for the person at the CLI or API (bad input,
-unknown ids); ``InfrastructureError`` for things outside the code (Redis unreachable, a missing
-binary). Skill-author errors live in ``loopwright.sdk.errors`` because skills import them.
+``LoopwrightError`` is the root of every error Loopwright raises on purpose; a handler that
+catches it (the CLI, the sidecar service) shows its message as one line. Its four branches say
+who acts:
+
+* ``UserError``: the person at the CLI or API (bad input, unknown ids, bad settings).
+* ``SkillAuthorError``: the skill's author (policy findings, an unreadable declaration, a skill
+  that failed in the sandbox).
+* ``InfrastructureError``: whoever runs the machine (Redis unreachable, no container engine, a
+  guest that could not start, a model provider that is down).
+* ``PlatformError``: a Loopwright bug (the host and guest disagree on the protocol).
+
+The root and the branches are defined in ``loopwright.sdk.errors`` (the guest process imports
+only the SDK and the sandbox, whose errors belong to the tree) and re-exported here: import them
+from this module. The errors skill code raises or sees (``SkillError`` and its subclasses) and
+``RunInterrupt``, the one ``BaseException`` root of what skill code must not catch, live in
+``loopwright.sdk.errors`` because skills import them.
+
+Where the subclasses live (each beside the code that raises it):
+
+* user: ``NotFoundError``, ``SkillLoadError`` (here), ``SkillStateError``
+  (``skills_registry.store``), ``ModelConfigError`` and ``ModelAuthError`` (``llm.errors``);
+* skill author: ``PolicyViolation`` (``sandbox.policy``), ``ManifestError`` (``sdk.manifest``),
+  ``ManifestInvalid`` (``skills_registry.manifest``), ``GuestFailedError`` (``runner.execute``),
+  ``SkillDefinitionError`` (``sdk.errors``);
+* infrastructure: ``RedisUnavailableError`` (here), ``SandboxError`` and ``GuestTimeoutError``
+  (``sandbox.host``), ``HostToolError`` (``sandbox.guest``), ``MockToolError``
+  (``sidecar.harness``), ``ModelRateLimitedError``, ``ModelUnavailableError`` (``llm.errors``);
+* platform: ``ProtocolError`` (``sandbox.protocol``);
+* ``ModelError`` (``llm.errors``) is the root of the model errors, each also under its branch.
 """
 
 from __future__ import annotations
 
+from loopwright.sdk.errors import (
+    InfrastructureError,
+    LoopwrightError,
+    PlatformError,
+    SkillAuthorError,
+    UserError,
+)
 
-class LoopwrightError(Exception):
-    """Root of every error Loopwright raises on purpose."""
-
-
-class UserError(LoopwrightError):
-    """The input was wrong: the message says what to change."""
+__all__ = [
+    "InfrastructureError",
+    "LoopwrightError",
+    "NotFoundError",
+    "PlatformError",
+    "RedisUnavailableError",
+    "SkillAuthorError",
+    "SkillLoadError",
+    "UserError",
+]
 
 
 class NotFoundError(UserError):
@@ -22,10 +59,6 @@ class NotFoundError(UserError):
 
 class SkillLoadError(UserError):
     """A skill file that cannot be loaded: syntax error, failing import, no or several @skill."""
-
-
-class InfrastructureError(LoopwrightError):
-    """Something outside the code is missing or down; the message says how to fix it."""
 
 
 class RedisUnavailableError(InfrastructureError):

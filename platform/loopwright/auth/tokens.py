@@ -25,16 +25,17 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
-from redis import Redis
 
+from loopwright.auth.scopes import AUTHORS, SCOPES
 from loopwright.errors import NotFoundError, UserError
 from loopwright.keys import Keys
 
-SCOPES = ("read", "operate", "approve", "admin")
-AUTHORS = ("person", "agent", "review")
+if TYPE_CHECKING:
+    from redis import Redis
+
 TOKEN_PREFIX = "lwt_"
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 _TOKEN_RE = re.compile(r"lwt_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")

@@ -11,21 +11,17 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.markdown import Markdown
-from rich.markup import escape
-from rich.panel import Panel
-from rich.table import Table
 
-from loopwright.agent.session import SessionStore, build_agent, ensure_builtin
-from loopwright.cli.common import JsonFlag, console, emit_json, fmt_ts, open_runtime
+from loopwright.cli.common import JsonFlag, console, emit_json, fmt_ts, open_runtime, plain
+from loopwright.cli.common import literal as escape
 from loopwright.errors import UserError
-from loopwright.llm.factory import default_model_spec
-from loopwright.runner.execute import Executor, install_runtime
-from loopwright.runner.records import now_ms
-from loopwright.runner.runtime import Runtime
+
+if TYPE_CHECKING:
+    from loopwright.agent.session import SessionStore
+    from loopwright.runner.runtime import Runtime
 
 EXIT_WORDS = {"/exit", "/quit", "exit", "quit"}
 
@@ -96,13 +92,16 @@ def render_step(name: str, status: str, output: Any, error: str | None) -> None:
     elif name.startswith("critic-") and isinstance(output, dict):
         mark = "[green]passed[/]" if output.get("passed") else "[red]failed[/]"
         console.print(
-            f"    critic {mark} score {output.get('score')}: "
+            f"    critic {mark} score {escape(str(output.get('score')))}: "
             + escape(str(output.get("notes", ""))[:200])
         )
 
 
 def drive(rt: Runtime, run_id: str, timeout: float, show: bool) -> dict[str, Any]:
     """Execute (or wait for) a turn's run; returns the turn report."""
+    from loopwright.runner.execute import Executor
+    from loopwright.runner.records import now_ms
+
     printer = StepPrinter(rt, run_id) if show else None
     if printer is not None:
         printer.__enter__()
@@ -132,9 +131,14 @@ def drive(rt: Runtime, run_id: str, timeout: float, show: bool) -> dict[str, Any
 
 
 def render_report(report: dict[str, Any]) -> None:
-    reply = report.get("reply") or ""
+    """The builder's reply as Markdown (control characters made visible, links shown as text)
+    and the turn's metrics."""
+    from rich.markdown import Markdown
+    from rich.panel import Panel
+
+    reply = plain(report.get("reply") or "")
     style = "yellow" if report.get("stopped") else "green"
-    console.print(Panel(Markdown(reply), title="builder", border_style=style))
+    console.print(Panel(Markdown(reply, hyperlinks=False), title="builder", border_style=style))
     m = report.get("metrics") or {}
     console.print(
         f"[dim]steps {m.get('model_calls', 0) + m.get('tool_calls', 0)} · tool calls "
@@ -146,6 +150,8 @@ def render_report(report: dict[str, Any]) -> None:
 
 
 def show_sessions(store: SessionStore, json_out: bool) -> None:
+    from rich.table import Table
+
     rows = []
     for info in store.list(50):
         m = info.state.get("metrics") or {}
@@ -171,8 +177,9 @@ def show_sessions(store: SessionStore, json_out: bool) -> None:
         table.add_column(name)
     for r in rows:
         table.add_row(
-            r["session"], r["model"], str(r["turns"]), fmt_ts(r["updated_at"]),
-            str(r["tokens"]), f"${r['cost_usd']:.4f}", str(r["accepted"]), r["pending_run"] or "",
+            escape(r["session"]), escape(r["model"]), str(r["turns"]), fmt_ts(r["updated_at"]),
+            str(r["tokens"]), f"${r['cost_usd']:.4f}", str(r["accepted"]),
+            escape(r["pending_run"] or ""),
         )  # fmt: skip
     console.print(table)
 
@@ -196,6 +203,10 @@ def chat(
     json_out: JsonFlag = False,
 ) -> None:
     """Chat with the builder agent: ask for a capability, get tested, registered skills."""
+    from loopwright.agent.session import SessionStore, build_agent, ensure_builtin
+    from loopwright.llm.factory import default_model_spec
+    from loopwright.runner.execute import install_runtime
+
     rt = open_runtime()
     install_runtime(rt)
     try:
@@ -213,12 +224,12 @@ def chat(
             sid = store.create(spec)
         show = not json_out
         if show:
-            console.print(f"[dim]session {sid} · model {store.get(sid).model}[/]")
+            console.print(f"[dim]session {escape(sid)} · model {escape(store.get(sid).model)}[/]")
         resumed: dict[str, Any] | None = None
         pending = store.pending(rt, sid)
         if pending:
             if show:
-                console.print(f"[yellow]resuming the unfinished turn (run {pending})[/]")
+                console.print(f"[yellow]resuming the unfinished turn (run {escape(pending)})[/]")
             resumed = {"run_id": pending, **drive(rt, pending, timeout, show)}
             if show:
                 render_report(resumed)
@@ -249,7 +260,7 @@ def chat(
                 render_report(drive(rt, run_id, timeout, True))
             except UserError as exc:
                 console.print(f"[red]{escape(str(exc))}[/]")
-        console.print(f"[dim]continue later with: loopwright chat --session {sid}[/]")
+        console.print(f"[dim]continue later with: loopwright chat --session {escape(sid)}[/]")
     finally:
         install_runtime(None)
         rt.close()

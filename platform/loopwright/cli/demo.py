@@ -15,10 +15,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from rich.markup import escape
 from rich.rule import Rule
 
 from loopwright.cli.common import console, open_runtime
+from loopwright.cli.common import literal as escape
 from loopwright.cli.runs import render_run, start_run
 from loopwright.errors import UserError
 from loopwright.runner.runtime import Runtime
@@ -123,7 +123,7 @@ def run_demo(workdir: str | None, examples_dir: str = "examples") -> int:
         ok &= _finish(rt, report)
         console.print("journal (step, pid) — finished steps never ran again:")
         for line in journal.read_text().splitlines():
-            console.print(f"  {line}")
+            console.print(f"  {escape(line)}")
 
         console.print(Rule("4. Service health (the seed article's scenario, rule-based)"))
         health = str(examples / "service_health.py")

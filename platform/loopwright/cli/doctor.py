@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.metadata
-import platform
 import shutil
 import subprocess
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from redis.exceptions import RedisError
-from rich.table import Table
-from rq import Worker
 
-from loopwright.cli.common import JsonFlag, console, emit_json, load_settings
+from loopwright.cli.common import JsonFlag, console, emit_json, literal, live_workers, load_settings
 from loopwright.errors import LoopwrightError
-from loopwright.redis_server import ManagedRedis
-from loopwright.runner.runtime import Runtime
-from loopwright.settings import Settings
+
+if TYPE_CHECKING:
+    from loopwright.runner.runtime import Runtime
+    from loopwright.settings import Settings
 
 
 def _version(argv: list[str]) -> str | None:
@@ -34,7 +30,6 @@ def _version(argv: list[str]) -> str | None:
 def _sandbox_check(settings: Settings) -> dict[str, Any]:
     """Which sandbox backend is active and which protections hold on this machine."""
     from loopwright.sandbox.backend import make_backend
-    from loopwright.sandbox.host import SandboxError
     from loopwright.sandbox.limits import GuestLimits
 
     try:
@@ -49,7 +44,7 @@ def _sandbox_check(settings: Settings) -> dict[str, Any]:
             require_isolation=settings.sandbox_require_isolation,
             docker_image=settings.sandbox_docker_image,
         )
-    except (SandboxError, LoopwrightError, OSError) as exc:
+    except (LoopwrightError, OSError) as exc:
         return {"ok": False, "detail": f"{settings.sandbox_backend} backend unavailable: {exc}"}
     try:
         prot = backend.protections()
@@ -110,7 +105,15 @@ def _history_check(rt: Runtime) -> dict[str, Any]:
 
 
 def collect() -> dict[str, Any]:
-    """Every check as a dict of name -> {ok, detail}."""
+    """Every check as a dict of name -> {ok, detail}; ``ok`` is false for whatever needs action."""
+    import importlib.metadata
+    import platform
+
+    from redis.exceptions import RedisError
+
+    from loopwright.redis_server import ManagedRedis
+    from loopwright.runner.runtime import Runtime
+
     settings = load_settings()
     checks: dict[str, dict[str, Any]] = {}
     checks["python"] = {"ok": True, "detail": platform.python_version()}
@@ -139,17 +142,17 @@ def collect() -> dict[str, Any]:
             "ok": True,
             "detail": f"{rt.redis_url} (redis {info.get('redis_version')}, appendonly={aof})",
         }
-        workers = Worker.all(queue=rt.dispatcher.queue)
+        workers = live_workers(rt)
         checks["workers"] = {
-            "ok": True,
-            "detail": f"{len(workers)} on queue '{settings.queue}', "
+            "ok": workers > 0,
+            "detail": f"{workers} live on queue '{settings.queue}', "
             f"{rt.dispatcher.queue.count} job(s) waiting"
             + ("" if workers else " (start with: loopwright up)"),
         }
         checks["history"] = _history_check(rt)
         beat = str(rt.redis.get(rt.keys.scheduler_heartbeat) or "")
         checks["scheduler"] = {
-            "ok": True,
+            "ok": bool(beat),
             "detail": f"alive ({beat})" if beat else "not running (start with: loopwright up)",
         }
     except (LoopwrightError, RedisError) as exc:
@@ -162,14 +165,17 @@ def collect() -> dict[str, Any]:
 
 
 def doctor(as_json: JsonFlag = False) -> None:
-    """Check what is installed and reachable."""
+    """Check what is installed and reachable; exits 1 when something needs action."""
     checks = collect()
     if as_json:
         emit_json(checks)
     else:
+        from rich.table import Table
+
         table = Table("check", "ok", "detail")
         for name, c in checks.items():
-            table.add_row(name, "[green]yes[/]" if c["ok"] else "[red]NO[/]", str(c["detail"]))
+            ok = "[green]yes[/]" if c["ok"] else "[red]NO[/]"
+            table.add_row(name, ok, literal(c["detail"]))
         console.print(table)
     if not all(c["ok"] for c in checks.values()):
         raise typer.Exit(1)

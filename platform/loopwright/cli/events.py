@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from loopwright.cli.common import JsonFlag, console, emit_json, open_runtime
+from loopwright.cli.common import JsonFlag, console, emit_json, literal, open_runtime
 from loopwright.cli.runs import parse_data
 
 events_app = typer.Typer(help="Send events.", no_args_is_help=True)
@@ -30,6 +30,6 @@ def send(
     if as_json:
         emit_json({"id": sent.id, "stream_id": sent.stream_id, "accepted": sent.accepted})
     elif sent.accepted:
-        console.print(f"event [bold]{sent.id}[/] accepted ({sent.stream_id})")
+        console.print(f"event [bold]{literal(sent.id)}[/] accepted ({literal(sent.stream_id)})")
     else:
-        console.print(f"event [bold]{sent.id}[/] was already accepted; nothing new starts")
+        console.print(f"event [bold]{literal(sent.id)}[/] was already accepted; nothing new starts")

@@ -1,18 +1,18 @@
-"""The ``loopwright`` command: one readable line and a non-zero exit for every failure."""
+"""The ``loopwright`` command: one readable line and a non-zero exit for every failure.
+
+Startup stays cheap: the command modules import only typer at the top and what a command needs
+when it runs (see ``bench/cli.py``). The failure handling lives in ``cli/app.py``.
+"""
 
 from __future__ import annotations
 
-import json
-import sys
 from typing import Annotated
 
-import click
 import typer
-from redis.exceptions import RedisError
-from rich.table import Table
 
+from loopwright.cli.app import LoopwrightGroup
 from loopwright.cli.chat import chat
-from loopwright.cli.common import JsonFlag, console, emit_json, fmt_ts, open_runtime
+from loopwright.cli.common import JsonFlag, console, emit_json, fmt_ts, literal, open_runtime
 from loopwright.cli.doctor import doctor
 from loopwright.cli.events import events_app
 from loopwright.cli.mcp import mcp
@@ -21,14 +21,15 @@ from loopwright.cli.services import scheduler, up, worker
 from loopwright.cli.sidecar import sidecar
 from loopwright.cli.skills import skills_app
 from loopwright.cli.tokens import tokens_app
-from loopwright.errors import LoopwrightError
 
 app = typer.Typer(
     name="loopwright",
     help="Loopwright: durable, checkpointed multi-step skills on Redis and RQ.",
+    cls=LoopwrightGroup,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,
 )
 app.command("run")(run_command)
 app.add_typer(runs_app, name="runs")
@@ -44,11 +45,35 @@ app.command()(scheduler)
 app.command()(doctor)
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        import importlib.metadata
+
+        typer.echo(f"loopwright {importlib.metadata.version('loopwright')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Loopwright: durable, checkpointed multi-step skills on Redis and RQ."""
+
+
 @app.command()
 def inbox(
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 20, as_json: JsonFlag = False
 ) -> None:
     """Show the newest messages skills posted with the notify tool."""
+    import json
+
+    from rich.table import Table
+
     rt = open_runtime()
     raw: list[str] = rt.redis.lrange(rt.keys.inbox, -limit, -1)  # type: ignore[assignment]
     entries = [json.loads(x) for x in raw]
@@ -57,8 +82,12 @@ def inbox(
         return
     table = Table("time (UTC)", "skill", "level", "message", "run")
     for e in entries:
-        text = f"[bold]{e['title']}[/] {e['message']}" if e.get("title") else e["message"]
-        table.add_row(fmt_ts(e["ts"]), e["skill"], e["level"], text, e["run_id"])
+        text = literal(e["message"])
+        if e.get("title"):
+            text = f"[bold]{literal(e['title'])}[/] {text}"
+        table.add_row(
+            fmt_ts(e["ts"]), literal(e["skill"]), literal(e["level"]), text, literal(e["run_id"])
+        )
     console.print(table)
 
 
@@ -87,26 +116,6 @@ def demo(
     raise typer.Exit(run_scenario(workdir))
 
 
-def _fail(message: str, code: int = 1) -> None:
-    sys.stderr.write(f"loopwright: error: {message}\n")
-    sys.exit(code)
-
-
 def run() -> None:
-    """Console-script entry point."""
-    try:
-        rv = app(standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        _fail("aborted", 130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except LoopwrightError as exc:
-        _fail(str(exc))
-    except RedisError as exc:
-        _fail(f"Redis error: {exc} (is Redis up? see 'loopwright doctor')")
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
-    sys.exit(rv if isinstance(rv, int) else 0)
+    """Console-script entry point (usage errors exit 2, failures 1, see ``cli/app.py``)."""
+    app(prog_name="loopwright")

@@ -7,11 +7,9 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
-from rq import Worker
 
 from loopwright.cli.common import (
     JsonFlag,
@@ -19,18 +17,18 @@ from loopwright.cli.common import (
     emit_json,
     err_console,
     fmt_ts,
+    literal,
+    live_workers,
     open_runtime,
     preview,
     styled,
 )
 from loopwright.errors import SkillLoadError, UserError
-from loopwright.runner.records import Run
-from loopwright.runner.runtime import Runtime
-from loopwright.runner.sources import load_skill, read_skill_file
-from loopwright.sandbox.policy import check_source
-from loopwright.sdk.durations import parse_duration
-from loopwright.sdk.manifest import ManifestError, read_declaration
-from loopwright.service.runs import RunService
+
+if TYPE_CHECKING:
+    from loopwright.runner.records import Run
+    from loopwright.runner.runtime import Runtime
+    from loopwright.service.runs import RunService
 
 runs_app = typer.Typer(help="Inspect and cancel runs.", no_args_is_help=True)
 
@@ -71,6 +69,9 @@ def parse_data(data: str | None, max_bytes: int) -> Any:
 
 def _checked_name(source: str, path: Path) -> str:
     """The skill's name, after the sandbox policy accepted the source (nothing is executed)."""
+    from loopwright.sandbox.policy import check_source
+    from loopwright.sdk.manifest import ManifestError, read_declaration
+
     try:
         name = read_declaration(source).spec.name
     except ManifestError as exc:
@@ -91,6 +92,8 @@ def start_run(
     A file is executed here only with ``trusted``; otherwise its declaration is read from the
     syntax tree and the policy checked, and it runs in the sandbox.
     """
+    from loopwright.runner.sources import load_skill, read_skill_file
+
     path = Path(target)
     if target.endswith(".py") or path.exists():
         source = read_skill_file(path, rt.settings.skill_source_max_bytes)
@@ -101,15 +104,18 @@ def start_run(
     return rt.runs.create(skill=name, version=version, data=data, timeout=timeout, trusted=trusted)
 
 
-def _workers_on_queue(rt: Runtime) -> int:
-    return len(Worker.all(queue=rt.dispatcher.queue))
-
-
 def wait_with_progress(rt: Runtime, run_id: str, timeout: float | None, quiet: bool) -> Run:
-    """Wait for the run to end, showing its status and step count while it goes."""
+    """Wait for the run to end, showing its status and step count while it goes.
+
+    With no live worker on the queue it says so at once (a queued run would wait forever).
+    """
     deadline = None if timeout is None else time.monotonic() + timeout
-    warned = warned_sched = False
-    started = time.monotonic()
+    warned_sched = False
+    if live_workers(rt) == 0:
+        err_console.print(
+            f"[yellow]no worker is consuming queue '{literal(rt.settings.queue)}': start one "
+            f"with 'loopwright worker' or 'loopwright up'[/]"
+        )
     with console.status("waiting for the run...", spinner="dots") as status:
         while True:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -118,14 +124,9 @@ def wait_with_progress(rt: Runtime, run_id: str, timeout: float | None, quiet: b
                 return run
             steps = rt.redis.hlen(rt.keys.steps(run_id))
             if not quiet:
-                status.update(f"run {run_id}: {run.status.value}, {steps} step(s) checkpointed")
-            if not warned and time.monotonic() - started > 3 and run.status.value == "queued":
-                if _workers_on_queue(rt) == 0:
-                    err_console.print(
-                        f"[yellow]no worker is consuming queue '{rt.settings.queue}': start one "
-                        f"with 'loopwright worker' or 'loopwright up'[/]"
-                    )
-                warned = True
+                status.update(
+                    f"run {literal(run_id)}: {run.status.value}, {steps} step(s) checkpointed"
+                )
             overdue = run.wake_at is not None and run.wake_at < time.time() * 1000 - 2000
             if not warned_sched and overdue and not rt.redis.exists(rt.keys.scheduler_heartbeat):
                 err_console.print(
@@ -160,6 +161,8 @@ def run_command(
     rt = open_runtime()
     payload = parse_data(data, rt.settings.run_input_max_bytes)
     try:
+        from loopwright.sdk.durations import parse_duration
+
         budget = parse_duration(timeout) if timeout is not None else None
     except ValueError as exc:
         raise UserError(f"--timeout: {exc}") from None
@@ -168,17 +171,17 @@ def run_command(
         if as_json:
             emit_json({"run_id": run_id, "status": "queued"})
         else:
-            console.print(f"run [bold]{run_id}[/] queued")
+            console.print(f"run [bold]{literal(run_id)}[/] queued")
         return
     run = wait_with_progress(rt, run_id, wait_timeout, quiet=as_json)
     if as_json:
         emit_json(run.to_dict())
     else:
-        console.print(f"run [bold]{run_id}[/] {styled(run.status.value)}")
+        console.print(f"run [bold]{literal(run_id)}[/] {styled(run.status.value)}")
         if run.output is not None:
-            console.print_json(json.dumps(run.output))
+            console.print(literal(json.dumps(run.output, indent=2)))
         if run.error:
-            err_console.print(f"[red]{run.error}[/]")
+            err_console.print(f"[red]{literal(run.error)}[/]")
     if run.status.value != "completed":
         raise typer.Exit(1)
 
@@ -194,10 +197,14 @@ def list_runs(
     as_json: JsonFlag = False,
 ) -> None:
     """List runs, newest first."""
+    from rich.table import Table
+
     rt = open_runtime()
     since_ms = None
     if since is not None:
         try:
+            from loopwright.sdk.durations import parse_duration
+
             since_ms = int((time.time() - parse_duration(since)) * 1000)
         except ValueError as exc:
             raise UserError(f"--since: {exc}") from None
@@ -207,15 +214,15 @@ def list_runs(
         return
     table = Table("run", "skill", "status", "attempts", "created (UTC)", "active", "result")
     for r in runs:
-        result = r.error or preview(r.output, 40)
+        result = literal(r.error[:60]) if r.error else preview(r.output, 40)
         table.add_row(
-            r.id,
-            r.skill,
+            literal(r.id),
+            literal(r.skill),
             styled(r.status.value),
             str(r.attempts),
             fmt_ts(r.created_at),
             f"{r.active_ms / 1000:.2f}s",
-            result[:60],
+            result,
         )
     console.print(table)
 
@@ -237,12 +244,15 @@ def show_run(
 
 
 def render_run(rt: Runtime, run_id: str) -> None:
-    """Print a run's header, step timeline, output or error, and log."""
+    """Print a run's header, step timeline, output or error, and log (all of it literal)."""
+    from rich.table import Table
+
     run = rt.runs.get(run_id)
     steps = rt.runs.steps(run_id)
     logs = rt.runs.logs(run_id)
     console.print(
-        f"run [bold]{run.id}[/]  skill [bold]{run.skill}[/]@{run.version[:12]}  "
+        f"run [bold]{literal(run.id)}[/]  skill [bold]{literal(run.skill)}[/]"
+        f"@{literal(run.version[:12])}  "
         f"{styled(run.status.value)}  attempts {run.attempts}  lost executors {run.reaps}"
     )
     console.print(
@@ -253,19 +263,28 @@ def render_run(rt: Runtime, run_id: str) -> None:
     for s in steps:
         d = s.to_dict()
         dur = f"{d['duration_ms']} ms" if d["duration_ms"] is not None else "-"
-        detail = s.error or (f"until {fmt_ts(s.until)}" if s.kind == "sleep" else preview(s.output))
-        table.add_row(str(s.seq), s.name, s.kind, styled(s.status), str(s.attempts), dur, detail)
+        if s.error:
+            detail = literal(s.error)
+        else:
+            detail = f"until {fmt_ts(s.until)}" if s.kind == "sleep" else preview(s.output)
+        table.add_row(
+            str(s.seq), literal(s.name), literal(s.kind), styled(s.status), str(s.attempts), dur,
+            detail,
+        )  # fmt: skip
     console.print(table)
     if run.output is not None:
         console.print("output:", preview(run.output, 200))
     if run.error:
-        console.print(f"[red]error: {run.error}[/]")
+        console.print(f"[red]error: {literal(run.error)}[/]")
     if run.raw.get("feedback") or run.raw.get("pinned") == "1":
         note = run.raw.get("feedback_note")
         label = f"feedback: {run.raw.get('feedback', '-')}" + (f" ({note})" if note else "")
-        console.print(label + ("  pinned" if run.raw.get("pinned") == "1" else ""), markup=False)
+        console.print(literal(label) + ("  pinned" if run.raw.get("pinned") == "1" else ""))
     for line in logs:
-        console.print(f"  {fmt_ts(line['ts'])} {line['level']:7} #{line['step']} {line['message']}")
+        console.print(
+            f"  {fmt_ts(line['ts'])} {literal(line['level']):7} #{literal(line['step'])} "
+            f"{literal(line['message'])}"
+        )
 
 
 @runs_app.command("cancel")
@@ -279,12 +298,16 @@ def cancel_run(
     if as_json:
         emit_json({"run_id": run_id, "status": run.status.value, "cancelled": cancelled})
     elif cancelled:
-        console.print(f"cancelled {', '.join(cancelled)}")
+        console.print(f"cancelled {literal(', '.join(cancelled))}")
     else:
-        console.print(f"run {run_id} had already ended ({run.status.value}); nothing to cancel")
+        console.print(
+            f"run {literal(run_id)} had already ended ({run.status.value}); nothing to cancel"
+        )
 
 
 def _run_service() -> RunService:
+    from loopwright.service.runs import RunService
+
     rt = open_runtime()
     return RunService(rt.redis, rt.keys)
 
@@ -313,7 +336,7 @@ def feedback_run(
         emit_json(fb.to_dict())
         return
     was = f" (was {fb.previous})" if fb.previous else ""
-    console.print(f"run {run_id}: {'good' if good else 'bad'}{was}; pinned", markup=False)
+    console.print(f"run {literal(run_id)}: {'good' if good else 'bad'}{was}; pinned")
 
 
 @runs_app.command("pin")
@@ -325,7 +348,7 @@ def pin_run(
     if as_json:
         emit_json({"run_id": run_id, "pinned": True})
     else:
-        console.print(f"run {run_id}: pinned", markup=False)
+        console.print(f"run {literal(run_id)}: pinned")
 
 
 @runs_app.command("unpin")
@@ -337,4 +360,4 @@ def unpin_run(
     if as_json:
         emit_json({"run_id": run_id, "pinned": False})
     else:
-        console.print(f"run {run_id}: unpinned", markup=False)
+        console.print(f"run {literal(run_id)}: unpinned")

@@ -19,13 +19,13 @@ import time
 from pathlib import Path
 
 import httpx
-from rich.markup import escape
 from rich.rule import Rule
 from rich.table import Table
 
 from loopwright.agent.session import SessionStore, ensure_builtin
 from loopwright.cli.chat import drive, render_report
 from loopwright.cli.common import console, fmt_ts, load_settings, open_runtime
+from loopwright.cli.common import literal as escape
 from loopwright.cli.demo import _Procs, _wait_for
 from loopwright.cli.fakemetrics import FakeMetrics
 from loopwright.cli.runs import render_run
@@ -79,11 +79,11 @@ def _history(rt: Runtime, registry: Registry, since_ms: int) -> None:
         trig = manifest.get("trigger") or {}
         trigger = trig.get("expr") or trig.get("event") or trig.get("name") or "manual"
         table.add_row(
-            name,
-            ver.version[:12],
-            f"{trig.get('type', '')} {trigger}".strip(),
-            rec.status,
-            ver.author,
+            escape(name),
+            escape(ver.version[:12]),
+            escape(f"{trig.get('type', '')} {trigger}".strip()),
+            escape(rec.status),
+            escape(ver.author),
             str(len(ver.tests or [])),
         )
     console.print(table)
@@ -93,7 +93,10 @@ def _history(rt: Runtime, registry: Registry, since_ms: int) -> None:
     for name in SKILLS:
         for r in reversed(rt.runs.find(skill=name, since_ms=since_ms, limit=10)):
             out = json.dumps(r.output, default=str) if r.output is not None else r.error or ""
-            runs.add_row(fmt_ts(r.created_at), r.skill, r.id, r.status.value, escape(out[:40]))
+            runs.add_row(
+                fmt_ts(r.created_at), escape(r.skill), escape(r.id), r.status.value,
+                escape(out[:40]),
+            )  # fmt: skip
     console.print(runs)
 
 

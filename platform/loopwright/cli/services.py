@@ -6,16 +6,16 @@ import logging
 import os
 import sys
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from loopwright.assembly import build_runtime
-from loopwright.cli.common import err_console, load_settings, open_runtime
+from loopwright.cli.common import err_console, literal, load_settings, open_runtime
 from loopwright.errors import RedisUnavailableError
-from loopwright.redis_server import ManagedRedis
-from loopwright.runner.runtime import Runtime
-from loopwright.supervisor import Child, Supervisor
+
+if TYPE_CHECKING:
+    from loopwright.runner.runtime import Runtime
+    from loopwright.supervisor import Child
 
 log = logging.getLogger("loopwright.services")
 
@@ -34,6 +34,8 @@ def service_runtime() -> Runtime:
     One-shot commands fail fast when Redis is down; a worker or scheduler started during an
     outage (a restart, a deploy) must come up when Redis does.
     """
+    from loopwright.assembly import build_runtime
+
     rt = build_runtime(load_settings())
     wait = 0.5
     while True:
@@ -47,6 +49,8 @@ def service_runtime() -> Runtime:
 
 
 def _child(name: str, *args: str) -> Child:
+    from loopwright.supervisor import Child
+
     return Child(name, [sys.executable, "-m", "loopwright.cli", *args])
 
 
@@ -58,6 +62,9 @@ def up(
     verbose: Verbose = False,
 ) -> None:
     """Start everything: the managed Redis when needed, workers and the scheduler. Ctrl-C stops."""
+    from loopwright.redis_server import ManagedRedis
+    from loopwright.supervisor import Supervisor
+
     _logging(verbose)
     settings = load_settings()
     env = dict(os.environ)
@@ -65,7 +72,7 @@ def up(
     if settings.redis_url is None:
         managed = ManagedRedis(settings.data_dir, settings.redis_server_bin)
         env["LOOPWRIGHT_REDIS_URL"] = managed.ensure_running()
-        err_console.print(f"managed Redis at {managed.url} (data in {settings.data_dir})")
+        err_console.print(literal(f"managed Redis at {managed.url} (data in {settings.data_dir})"))
 
         def on_tick() -> None:
             if not managed.is_running():
@@ -87,6 +94,8 @@ def worker(
     verbose: Verbose = False,
 ) -> None:
     """Run worker process(es) executing runs from the queue."""
+    from loopwright.supervisor import Supervisor
+
     _logging(verbose)
     if n > 1:
         args = ["worker"] + (["--burst"] if burst else []) + (["--verbose"] if verbose else [])

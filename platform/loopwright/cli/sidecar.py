@@ -9,7 +9,14 @@ from typing import Annotated, Any
 
 import typer
 
-from loopwright.cli.common import JsonFlag, console, emit_json, err_console, open_runtime
+from loopwright.cli.common import (
+    JsonFlag,
+    console,
+    emit_json,
+    err_console,
+    literal,
+    open_runtime,
+)
 from loopwright.errors import UserError
 
 
@@ -21,10 +28,12 @@ def _printer(as_json: bool) -> Any:
             return
         ok = report.get("accepted")
         colour = "green" if ok else ("yellow" if report.get("event") == "removed" else "red")
-        line = f"[{colour}]{report['file']}[/]: {report['summary']}"
+        line = f"[{colour}]{literal(report['file'])}[/]: {literal(report['summary'])}"
         (console if ok or report.get("event") == "removed" else err_console).print(line)
         for f in report.get("findings") or []:
-            err_console.print(f"    line {f['line']}: {f['message']} [{f['rule']}] - {f['hint']}")
+            err_console.print(
+                literal(f"    line {f['line']}: {f['message']} [{f['rule']}] - {f['hint']}")
+            )
 
     return show
 
@@ -68,9 +77,9 @@ def sidecar(
     tokens = ensure_local_tokens(rt.redis, rt.keys, st)
     where = f" watching {watch}" if watch else ""
     err_console.print(
-        f"sidecar listening on http://{bind_host}:{bind_port} (approval {st.approval_mode}){where}"
-        f"; local tools use the tokens in {tokens}",
-        markup=False,
-        highlight=False,
+        literal(
+            f"sidecar listening on http://{bind_host}:{bind_port} "
+            f"(approval {st.approval_mode}){where}; local tools use the tokens in {tokens}"
+        )
     )
     serve(rt, bind_host, bind_port, watch, on_report=_printer(as_json))

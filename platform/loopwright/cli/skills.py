@@ -8,23 +8,24 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.syntax import Syntax
-from rich.table import Table
 
-from loopwright.agent.tools import BUILTIN_SKILLS
 from loopwright.cli.common import (
     JsonFlag,
     console,
     emit_json,
     err_console,
     fmt_ts,
+    literal,
     open_runtime,
+    plain,
 )
 from loopwright.errors import UserError
-from loopwright.runner.runtime import Runtime
+
+if TYPE_CHECKING:
+    from loopwright.runner.runtime import Runtime
 
 skills_app = typer.Typer(help="Submit skills and manage the registry.", no_args_is_help=True)
 
@@ -67,21 +68,21 @@ def _submit(rt: Runtime, source: str, tests: str | None, author: str) -> Any:
 
 def _show_verdict(verdict: Any) -> None:
     if verdict.accepted:
-        console.print(f"[green]{verdict.summary}[/]")
+        console.print(f"[green]{literal(verdict.summary)}[/]")
         for w in verdict.warnings:
-            console.print(f"  [yellow]warning[/] {w.one_line()} - {w.hint}")
+            console.print(f"  [yellow]warning[/] {literal(w.one_line())} - {literal(w.hint)}")
         for fire in verdict.next_fires:
-            console.print(f"  next fire {fire}")
+            console.print(f"  next fire {literal(fire)}")
         return
-    console.print(f"[red]rejected at stage {verdict.stage}[/]")
+    console.print(f"[red]rejected at stage {literal(verdict.stage)}[/]")
     for f in verdict.findings:
-        console.print(f"  {f.one_line()}")
+        console.print(f"  {literal(f.one_line())}")
         if f.hint:
-            console.print(f"      hint: {f.hint}")
+            console.print(f"      hint: {literal(f.hint)}")
     for case in verdict.cases:
         if not case.passed:
             steps = ", ".join(f"{s['name']}:{s['status']}" for s in case.steps)
-            console.print(f"  case {case.name}: steps [{steps}]")
+            console.print(f"  case {literal(case.name)}: steps {literal(f'[{steps}]')}")
 
 
 @skills_app.command("submit")
@@ -114,6 +115,10 @@ def submit(
 @skills_app.command("list")
 def list_skills(as_json: JsonFlag = False) -> None:
     """Every registered skill: status, active version, owner, versions."""
+    from rich.table import Table
+
+    from loopwright.agent.tools import BUILTIN_SKILLS
+
     rt = open_runtime()
     skills = _registry(rt).skills()
     if as_json:
@@ -125,12 +130,12 @@ def list_skills(as_json: JsonFlag = False) -> None:
         table.add_column(col, no_wrap=col in ("active", "owner"))
     for s in skills:
         table.add_row(
-            s.name,
-            s.status,
-            (s.active or "-")[:12],
-            "built-in" if s.name in BUILTIN_SKILLS else s.owner,
+            literal(s.name),
+            literal(s.status),
+            literal((s.active or "-")[:12]),
+            "built-in" if s.name in BUILTIN_SKILLS else literal(s.owner),
             str(s.versions),
-            ", ".join(p[:12] for p in s.pending) or "-",
+            literal(", ".join(p[:12] for p in s.pending) or "-"),
             fmt_ts(s.updated_at),
         )
     console.print(table)
@@ -145,6 +150,8 @@ def show(
     as_json: JsonFlag = False,
 ) -> None:
     """One skill: its record, a version's manifest and report, and the source."""
+    from rich.syntax import Syntax
+
     from loopwright.sidecar.service import skill_view
 
     rt = open_runtime()
@@ -154,33 +161,38 @@ def show(
         return
     s, v = view["skill"], view["version"]
     console.print(
-        f"[bold]{s['name']}[/]  {s['status']}  owner {s['owner']}  {s['versions']} version(s)"
+        f"[bold]{literal(s['name'])}[/]  {literal(s['status'])}  owner {literal(s['owner'])}  "
+        f"{s['versions']} version(s)"
     )
     console.print(
-        f"version {v['version']} ({v['state']})  author {v['author']}  "
-        f"parent {(v['parent'] or '-')[:12]}  created {fmt_ts(v['created_at'])}  "
-        f"{'validated by the sidecar' if v['validated'] else 'run from a file (no sidecar)'}"
+        literal(
+            f"version {v['version']} ({v['state']})  author {v['author']}  "
+            f"parent {(v['parent'] or '-')[:12]}  created {fmt_ts(v['created_at'])}  "
+            f"{'validated by the sidecar' if v['validated'] else 'run from a file (no sidecar)'}"
+        )
     )
     m = v["manifest"] or {}
     trig = m.get("trigger") or {}
     if trig:
-        console.print(f"trigger {json.dumps(trig)}")
+        console.print(literal(f"trigger {json.dumps(trig)}"))
     for fire in view["next_fires"]:
-        console.print(f"  next fire {fire}")
+        console.print(literal(f"  next fire {fire}"))
     for key in ("tools", "http_allow", "secrets", "retries", "timeout", "concurrency"):
         if m.get(key):
-            console.print(f"{key} {json.dumps(m[key])}")
+            console.print(literal(f"{key} {json.dumps(m[key])}"))
     if m.get("params"):
         console.print(
-            "params " + ", ".join(f"{k}={p['default']!r}" for k, p in m["params"].items())
+            literal("params " + ", ".join(f"{k}={p['default']!r}" for k, p in m["params"].items()))
         )
     console.print(f"tests {len(v['tests'] or [])} case(s)")
-    console.print(Syntax(view["source"], "python", line_numbers=True))
+    console.print(Syntax(plain(view["source"]), "python", line_numbers=True))
 
 
 @skills_app.command("versions")
 def versions(name: Annotated[str, typer.Argument()], as_json: JsonFlag = False) -> None:
     """A skill's versions, oldest first, with author, parent and state."""
+    from rich.table import Table
+
     from loopwright.skills_registry.store import version_state
 
     rt = open_runtime()
@@ -196,10 +208,10 @@ def versions(name: Annotated[str, typer.Argument()], as_json: JsonFlag = False) 
     table = Table("version", "state", "author", "parent", "created (UTC)", "validated")
     for r in rows:
         table.add_row(
-            r["version"][:12],
-            r["state"],
-            r["author"],
-            (r["parent"] or "-")[:12],
+            literal(r["version"][:12]),
+            literal(r["state"]),
+            literal(r["author"]),
+            literal((r["parent"] or "-")[:12]),
             fmt_ts(r["created_at"]),
             "yes" if r["validated"] else "no (run from a file)",
         )
@@ -214,6 +226,8 @@ def diff(
     as_json: JsonFlag = False,
 ) -> None:
     """What changed between two versions: source, manifest fields, test cases."""
+    from rich.syntax import Syntax
+
     from loopwright.skills_registry.diff import diff_refs
 
     rt = open_runtime()
@@ -221,11 +235,13 @@ def diff(
     if as_json:
         emit_json({**d.model_dump(), "summary": d.summary()})
         return
-    console.print(d.summary())
+    console.print(literal(d.summary()))
     for key, change in d.manifest.items():
-        console.print(f"  {key}: {json.dumps(change['from'])} -> {json.dumps(change['to'])}")
+        console.print(
+            literal(f"  {key}: {json.dumps(change['from'])} -> {json.dumps(change['to'])}")
+        )
     if d.source_diff:
-        console.print(Syntax(d.source_diff, "diff"))
+        console.print(Syntax(plain(d.source_diff), "diff"))
 
 
 def _change(action: str, name: str, version: str | None, as_json: bool) -> None:
@@ -238,12 +254,14 @@ def _change(action: str, name: str, version: str | None, as_json: bool) -> None:
         return
     if change.action == "unchanged":
         console.print(
-            f"{name}: nothing to do ({change.status}, version {str(change.version)[:12]})"
+            literal(f"{name}: nothing to do ({change.status}, version {str(change.version)[:12]})")
         )
     else:
         console.print(
-            f"{name}: {change.action}; status {change.status}, active version "
-            f"{str(change.version)[:12]} (was {str(change.previous)[:12]})"
+            literal(
+                f"{name}: {change.action}; status {change.status}, active version "
+                f"{str(change.version)[:12]} (was {str(change.previous)[:12]})"
+            )
         )
 
 
@@ -299,13 +317,13 @@ def export(
         emit_json(result)
         return
     console.print(
-        f"exported {len(result['skills'])} skill(s) to {directory}: "
+        f"exported {len(result['skills'])} skill(s) to {literal(directory)}: "
         f"{len(result['written'])} file(s) written, {len(result['removed'])} removed"
     )
     for name in result["untested"]:
         err_console.print(
-            f"[yellow]{name}: its active version was run from a file and has no tests; add "
-            f"{name}.tests.json before importing it[/]"
+            f"[yellow]{literal(name)}: its active version was run from a file and has no tests; "
+            f"add {literal(name)}.tests.json before importing it[/]"
         )
 
 
@@ -342,7 +360,7 @@ def import_(
     else:
         for r in results:
             colour = "green" if r["accepted"] else "red"
-            console.print(f"[{colour}]{r['file']}[/]: {r['summary']}")
+            console.print(f"[{colour}]{literal(r['file'])}[/]: {literal(r['summary'])}")
     if failed:
         names = ", ".join(r["file"] for r in failed)
         raise UserError(f"{len(failed)} of {len(results)} file(s) not imported: {names}")

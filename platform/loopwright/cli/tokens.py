@@ -6,16 +6,25 @@ plaintext of a new token is printed once and never stored.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
-from loopwright.auth.tokens import AUTHORS, SCOPES, TokenInfo, TokenStore
-from loopwright.cli.common import JsonFlag, console, emit_json, err_console, fmt_ts, open_runtime
+from loopwright.auth.scopes import AUTHORS, SCOPES
+from loopwright.cli.common import (
+    JsonFlag,
+    console,
+    emit_json,
+    err_console,
+    fmt_ts,
+    literal,
+    open_runtime,
+)
 from loopwright.errors import UserError
 from loopwright.sdk.durations import parse_duration
+
+if TYPE_CHECKING:
+    from loopwright.auth.tokens import TokenInfo, TokenStore
 
 tokens_app = typer.Typer(
     help="Platform tokens for the sidecar service and the API.", no_args_is_help=True
@@ -23,6 +32,8 @@ tokens_app = typer.Typer(
 
 
 def _store() -> TokenStore:
+    from loopwright.auth.tokens import TokenStore
+
     rt = open_runtime()
     return TokenStore(rt.redis, rt.keys)
 
@@ -62,7 +73,7 @@ def create(
         emit_json({**info.model_dump(), "token": plain})
         return
     err_console.print(
-        f"created token {info.id} '{escape(info.name)}' (scopes {', '.join(info.scopes)}; "
+        f"created token {info.id} '{literal(info.name)}' (scopes {', '.join(info.scopes)}; "
         f"author {info.author}; expires {fmt_ts(info.expires_at) if info.expires_at else 'never'})"
         "; the secret below is shown once, store it now:"
     )
@@ -72,7 +83,7 @@ def create(
 def _row(t: TokenInfo) -> list[str]:
     return [
         t.id,
-        escape(t.name) + (" (local)" if t.local else ""),
+        literal(t.name) + (" (local)" if t.local else ""),
         ",".join(t.scopes),
         t.author,
         t.state(),
@@ -89,6 +100,8 @@ def list_tokens(as_json: JsonFlag = False) -> None:
     if as_json:
         emit_json([{**t.model_dump(), "state": t.state()} for t in tokens])
         return
+    from rich.table import Table
+
     table = Table("id", "name", "scopes", "author", "state", "created", "last used", "expires")
     for t in tokens:
         table.add_row(*_row(t))
@@ -105,4 +118,4 @@ def revoke(
     if as_json:
         emit_json({**info.model_dump(), "state": info.state()})
         return
-    console.print(f"revoked token {info.id} '{escape(info.name)}'")
+    console.print(f"revoked token {info.id} '{literal(info.name)}'")

@@ -19,7 +19,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from loopwright.errors import SkillLoadError
+from loopwright.errors import SkillAuthorError, SkillLoadError
 from loopwright.runner.checkpoint import LeaseLostError, StorageQuotaError
 from loopwright.runner.context import LocalContext
 from loopwright.runner.execution import Execution
@@ -293,5 +293,5 @@ def notify_parent(
         rt.dispatcher.enqueue(child.parent, jid)
 
 
-class GuestFailedError(Exception):
+class GuestFailedError(SkillAuthorError):
     """The sandboxed skill ended with an error (its message is for the skill's author)."""

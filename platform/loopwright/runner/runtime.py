@@ -11,7 +11,7 @@ import os
 import socket
 import uuid
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -31,9 +31,10 @@ from loopwright.runner.ports import (
 from loopwright.runner.sources import SourceStore
 from loopwright.runner.store import Dispatcher, RunStore
 from loopwright.runner.transitions import Transitions
-from loopwright.sandbox.backend import SandboxBackend
-from loopwright.sandbox.limits import GuestLimits
 from loopwright.settings import Settings
+
+if TYPE_CHECKING:
+    from loopwright.sandbox.backend import SandboxBackend
 
 
 def connect(url: str, settings: Settings, *, decode: bool = True) -> Redis:
@@ -149,6 +150,7 @@ class Runtime:
     def sandbox(self) -> SandboxBackend:
         """Where untrusted skills run (settings.sandbox_backend), with this machine's limits."""
         from loopwright.sandbox.backend import make_backend
+        from loopwright.sandbox.limits import GuestLimits
 
         st = self.settings
         limits = GuestLimits(

@@ -6,12 +6,10 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from redis import Redis
-from rq import Queue
-from rq.job import Job
-from rq.serializers import JSONSerializer
 
 from loopwright.errors import NotFoundError, UserError
 from loopwright.keys import Keys
@@ -23,6 +21,9 @@ from loopwright.runner.transitions import Declared, Transitions
 from loopwright.scripts import NAMED
 from loopwright.sdk.errors import StepOutputError
 from loopwright.sdk.skill import SkillSpec
+
+if TYPE_CHECKING:
+    from rq import Queue
 
 JOB_FUNC = "loopwright.runner.execute.execute"
 
@@ -75,8 +76,16 @@ class Dispatcher:
     """Enqueues ``execute(run_id)`` on RQ: the job is only the vehicle, the run is data."""
 
     def __init__(self, rq_redis: Redis, queue_name: str) -> None:
-        self.queue = Queue(queue_name, connection=rq_redis, serializer=JSONSerializer)
+        self._queue_name = queue_name
         self._rq_redis = rq_redis
+
+    @cached_property
+    def queue(self) -> Queue:
+        """The RQ queue; RQ loads on first use (reading runs needs none: a fast CLI)."""
+        from rq import Queue
+        from rq.serializers import JSONSerializer
+
+        return Queue(self._queue_name, connection=self._rq_redis, serializer=JSONSerializer)
 
     def enqueue(
         self, run_id: str, job_id: str, pipeline: Any = None, *, at_front: bool = False
@@ -100,6 +109,8 @@ class Dispatcher:
 
     def job_status(self, job_id: str) -> str | None:
         """RQ's status of a dispatch job, or None when the job is gone."""
+        from rq.job import Job
+
         raw = self._rq_redis.hget(Job.key_for(job_id), "status")
         return raw.decode() if isinstance(raw, bytes) else None
 

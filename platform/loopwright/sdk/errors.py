@@ -6,10 +6,36 @@
 * ``StepOutputError``: a step returned something that is not JSON or is too large.
 * ``NonDeterminismError``, ``SkillDefinitionError``: for the skill's author.
 * ``RunInterrupt``: the one ``BaseException`` root of what skill code must not catch
-  (``NonDeterminismError`` and the runner's suspension, timeout, quota and lease-lost signals).
+  (``NonDeterminismError``, the sandbox guards' refusals and the runner's suspension, timeout,
+  quota and lease-lost signals).
+
+The root of the platform's own exception tree (``LoopwrightError`` and its four branches,
+sorted by who can fix the problem) is defined here too, because the guest process imports only
+``loopwright.sdk`` and ``loopwright.sandbox`` and the sandbox's errors belong to the tree. Its
+documented home is ``loopwright.errors``, which re-exports these classes.
 """
 
 from __future__ import annotations
+
+
+class LoopwrightError(Exception):
+    """Root of every error Loopwright raises on purpose (see ``loopwright.errors``)."""
+
+
+class UserError(LoopwrightError):
+    """The person at the CLI or API gave wrong input: the message says what to change."""
+
+
+class SkillAuthorError(LoopwrightError):
+    """The skill's source or declaration is wrong: its author fixes the skill."""
+
+
+class InfrastructureError(LoopwrightError):
+    """Something outside the code is missing or down: the message says how to fix it."""
+
+
+class PlatformError(LoopwrightError):
+    """Loopwright itself broke an internal contract: a bug to report, not to work around."""
 
 
 class SkillError(Exception):
@@ -41,7 +67,7 @@ class StepOutputError(NonRetriableError):
     """A step's return value is not JSON-serialisable or exceeds the configured size cap."""
 
 
-class SkillDefinitionError(TypeError):
+class SkillDefinitionError(SkillAuthorError, TypeError):
     """The ``@skill(...)`` arguments are invalid; raised when the module is loaded."""
 
 

@@ -19,8 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import ValidationError
 
-from loopwright.errors import UserError
-from loopwright.sdk.errors import SkillDefinitionError
+from loopwright.sdk.errors import SkillAuthorError, SkillDefinitionError
 from loopwright.sdk.findings import Finding
 from loopwright.sdk.manifest_model import (
     MAX_NAME,
@@ -57,7 +56,7 @@ _RULE_BY_FIELD = {
 }
 
 
-class ManifestInvalid(UserError):  # noqa: N818 - carries findings, like PolicyViolation
+class ManifestInvalid(SkillAuthorError):  # noqa: N818 - carries findings, like PolicyViolation
     """The declaration cannot be read or is invalid; ``findings`` lists every problem found."""
 
     def __init__(self, findings: list[Finding]) -> None:

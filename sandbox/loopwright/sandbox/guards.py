@@ -47,6 +47,8 @@ from RestrictedPython.Guards import (
 )
 from RestrictedPython.transformer import INSPECT_ATTRIBUTES
 
+from loopwright.sdk.errors import RunInterrupt
+
 __all__ = [
     "ALLOWED_MODULES",
     "DENIED_ATTRIBUTES",
@@ -70,7 +72,7 @@ __all__ = [
 ]
 
 
-class GuardViolation(BaseException):
+class GuardViolation(RunInterrupt):
     """A skill tried, at run time, something the sandbox guards refuse.
 
     It derives from ``BaseException`` on purpose: skills routinely wrap work

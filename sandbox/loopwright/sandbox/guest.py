@@ -25,11 +25,12 @@ from loopwright.sandbox.policy import (
 )
 from loopwright.sandbox.protocol import decode, encode
 from loopwright.sdk import NonRetriableError, StepFailedError, spec_of
+from loopwright.sdk.errors import InfrastructureError
 from loopwright.sdk.retry import RETRIED, Failure
 from loopwright.sdk.steps import StepKind
 
 
-class HostToolError(Exception):
+class HostToolError(InfrastructureError):
     """A host tool failed in a way worth retrying (timeout, 5xx, connection refused)."""
 
 

@@ -9,10 +9,10 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from loopwright.sandbox.protocol import ProtocolError, decode, encode
-from loopwright.sdk.errors import NonRetriableError, StepFailedError
+from loopwright.sdk.errors import InfrastructureError, NonRetriableError, StepFailedError
 
 
-class SandboxError(Exception):
+class SandboxError(InfrastructureError):
     """The guest failed as a process: crashed, broke the protocol, or could not start."""
 
 

@@ -58,6 +58,7 @@ from loopwright.sandbox.guards import (
     PrintSink,
     guard_globals,
 )
+from loopwright.sdk.errors import SkillAuthorError
 from loopwright.sdk.findings import Finding
 
 __all__ = [
@@ -78,7 +79,7 @@ __all__ = [
 MAX_SOURCE_BYTES: Final = 256 * 1024
 
 
-class PolicyViolation(Exception):  # noqa: N818 - the name is the public API
+class PolicyViolation(SkillAuthorError):  # noqa: N818 - the name is the public API
     """Raised by :func:`compile_skill` when the source has findings."""
 
     def __init__(self, findings: list[Finding]) -> None:

@@ -19,10 +19,12 @@ import select
 import time
 from typing import Any
 
+from loopwright.sdk.errors import PlatformError
+
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
-class ProtocolError(Exception):
+class ProtocolError(PlatformError):
     """A message that is not one JSON object on one line, or is over the size cap."""
 
 

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
+from loopwright.errors import InfrastructureError
 from loopwright.runner.netguard import host_allowed
 from loopwright.runner.tools import SECRET_REF
 from loopwright.sandbox.backend import SandboxBackend
@@ -46,7 +47,7 @@ SKILL_LINE = re.compile(r"skill line (\d+)")
 MAX_PARALLEL = 4
 
 
-class MockToolError(Exception):
+class MockToolError(InfrastructureError):
     """A mocked tool failure worth retrying (the guest's retry policy applies)."""
 
 

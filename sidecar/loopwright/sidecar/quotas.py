@@ -20,13 +20,13 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from loopwright.errors import InfrastructureError
+from loopwright.errors import InfrastructureError, SkillAuthorError
 from loopwright.settings import Settings
 
 RECORD_OVERHEAD = 64  # bytes charged per kept record besides its text (dict, ints, keys)
 
 
-class QuotaExceeded(Exception):  # noqa: N818 - reads as what happened, like StopIteration
+class QuotaExceeded(SkillAuthorError):  # noqa: N818 - reads as what happened, like StopIteration
     """A case recorded more than its quota (or its submission's); ends the case's session."""
 
 
