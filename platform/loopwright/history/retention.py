@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
@@ -118,7 +118,6 @@ class PassStats:
     calls: int = 0
     longest_call_s: float = 0.0
     backfilled: int = 0
-    call_times: list[float] = field(default_factory=list)
 
 
 class Retention:
@@ -193,7 +192,6 @@ class Retention:
             d, kp = self._purge(keys=keys, args=[json.dumps(payload)])
             took = time.perf_counter() - t0
             stats.calls += 1
-            stats.call_times.append(took)
             stats.longest_call_s = max(stats.longest_call_s, took)
             deleted, kept = deleted + int(d), kept + int(kp)
         self._offset += kept
