@@ -16,9 +16,10 @@ pause of up to a minute when the last sweep had kept runs to step over).
 
 Tombstones: a trigger claims ``{p}:trig:{skill}:{source}`` (run id, expiring after
 ``event_retention``) before it creates the run, and a claim whose run is missing means "the
-creator died, create it". A run deleted while its claim may still live therefore leaves a
-tombstone ``{p}:gone:{id}`` for ``event_retention`` seconds, which ``scheduler.starts``
-reads: a redelivered event inside the dedupe window starts nothing.
+creator died, create it". A run a trigger started (not by hand, not invoked) deleted while
+its claim may still live therefore leaves a tombstone ``{p}:gone:{id}`` for
+``event_retention`` seconds, which ``scheduler.starts`` reads: a redelivered event inside the
+dedupe window starts nothing. With the defaults (14 days against 24 hours) none is written.
 
 Runs that ended before ``ended`` existed are not in it: :meth:`Retention.backfill_page` walks
 ``{p}:runs`` by ZSCAN cursor, a page per tick, and indexes the terminal ones by their
@@ -52,6 +53,11 @@ SWEEP_PAUSE_MAX_S = 60.0  # clock skew between the claim's writer and Redis
 #   r (run key index), p (parent key index, 0 = none), d0, d1 (delete key range)}]}
 # Returns {deleted, kept}.
 PURGE_LUA = """
+-- Runs started by hand or by a parent's invoke have no trigger claim to outlive them.
+local function claimed(trigger)
+  local ok, t = pcall(cjson.decode, trigger or '')
+  return not ok or type(t) ~= 'table' or (t.type ~= 'manual' and t.type ~= 'invoke')
+end
 local a = cjson.decode(ARGV[1])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -60,7 +66,8 @@ local terminal = {completed = true, failed = true, cancelled = true, skipped = t
 local deleted, kept = 0, 0
 for _, r in ipairs(a.runs) do
   local run = KEYS[r.r]
-  local h = redis.call('HMGET', run, 'status', 'pinned', 'skill', 'parent', 'created_at')
+  local h = redis.call('HMGET', run, 'status', 'pinned', 'skill', 'parent', 'created_at',
+    'trigger')
   local ended = redis.call('ZSCORE', KEYS[2], r.id)
   local keep = false
   if h[1] then
@@ -82,7 +89,8 @@ for _, r in ipairs(a.runs) do
     redis.call('ZREM', KEYS[2], r.id)
     redis.call('SREM', KEYS[3], r.id)
     redis.call('ZREM', KEYS[r.r + 1], r.id)
-    if h[1] and tonumber(h[5] or '0') > now - tonumber(a.tomb_window_ms) then
+    if h[1] and tonumber(h[5] or '0') > now - tonumber(a.tomb_window_ms)
+        and claimed(h[6]) then
       redis.call('SET', KEYS[r.r + 2], '1', 'EX', a.tomb_ttl_s)
     end
     if h[1] then
