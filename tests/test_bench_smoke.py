@@ -65,3 +65,12 @@ def test_rollups_bench_quick_profile_reports_every_measurement(tmp_path: Path) -
     for key in ("ping_p50_us", "rollup_server_us", "share_of_ping", "signature_us"):
         assert isinstance(results[key], float), key
     assert results["finish_server_us"]["with_rollup"] > 0
+
+
+def test_history_bench_quick_profile_reports_every_measurement(tmp_path: Path) -> None:
+    results: Any = quick("history.py", tmp_path / "history.json")
+    assert results["without_retention"]["bytes_per_run"] > 0
+    assert results["with_retention"]["deleted"] > 0
+    assert results["retention_pass"]["deleted"] == results["without_retention"]["runs"]
+    assert results["retention_pass"]["left"] == 0 and results["runs_per_gb"] > 0
+    assert results["ping_us"]["median"] > 0

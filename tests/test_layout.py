@@ -29,7 +29,7 @@ FOUNDATION = {"errors", "keys", "settings", "scripts"}
 ALLOWED: dict[str, set[str]] = {
     "errors": {"sdk"},  # the tree's root lives in sdk.errors (the guest imports it)
     "keys": set(),
-    "settings": set(),
+    "settings": {"sdk"},  # durations read by the one parser (sdk.durations)
     "scripts": set(),
     "sdk": set(),
     "supervisor": set(),
@@ -39,7 +39,7 @@ ALLOWED: dict[str, set[str]] = {
     "events": FOUNDATION | {"sdk", "runner"},
     "skills_registry": FOUNDATION | {"sdk"},
     "auth": FOUNDATION,
-    "scheduler": FOUNDATION | {"sdk", "runner", "events"},
+    "scheduler": FOUNDATION | {"sdk", "runner", "events", "history"},
     "sidecar": FOUNDATION | {"sdk", "sandbox", "runner", "skills_registry", "auth"},
     "llm": FOUNDATION | {"sdk", "runner", "skills_registry", "sidecar"},
     "assembly": FOUNDATION | {"runner", "events", "skills_registry", "llm"},

@@ -44,6 +44,10 @@ The keyspace is a small state machine (see ``docs/runner.md``):
 * ``{p}:rollup:{skill}:{version}:{yyyymmdd}`` hash per-version daily rollup (runs by status,
                                      origin, durations, signatures; ``runner/rollup.py``)
 * ``{p}:rollups:{skill}``     zset   ``<day>:<version>`` of a skill's rollups, scored by day
+* ``{p}:gone:{id}``           string tombstone of a run retention deleted inside the event
+                                     dedupe window (its trigger claim must not restart it)
+* ``{p}:pins``                set    pinned run ids (kept by retention until unpinned)
+* ``{p}:retention:deleted``   string counter of runs deleted by retention
 """
 
 from __future__ import annotations
@@ -267,3 +271,20 @@ class Keys:
     def rollup_index(self, skill: str) -> str:
         """Zset of a skill's rollups: member ``<day>:<version>``, score the day as a number."""
         return f"{self.prefix}:rollups:{skill}"
+
+    # history: retention, pins, feedback -------------------------------------------------------
+
+    def tombstone(self, run_id: str) -> str:
+        """Marker that retention deleted this run while its trigger claim may still live: the
+        claim must not start the run again (expires with the event dedupe window)."""
+        return f"{self.prefix}:gone:{run_id}"
+
+    @property
+    def pins(self) -> str:
+        """Pinned run ids (feedback, ``runs pin``): exempt from retention until unpinned."""
+        return f"{self.prefix}:pins"
+
+    @property
+    def retention_deleted(self) -> str:
+        """Counter of runs retention has deleted (doctor, tests, benchmarks)."""
+        return f"{self.prefix}:retention:deleted"

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from loopwright.sdk.durations import parse_duration
+
+
+def _whole_seconds(value: Any) -> int:
+    """A duration rounded up to whole seconds (Redis expiries take whole seconds)."""
+    return math.ceil(parse_duration(value))
+
+
+# Every duration setting reads through the one parser: ``14d``, ``2h``, ``90s``, ``500ms`` or a
+# plain number of seconds (so environments written before units were accepted keep working).
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+WholeSeconds = Annotated[int, BeforeValidator(_whole_seconds)]
 
 
 def _default_data_dir() -> Path:
@@ -27,9 +41,9 @@ class Settings(BaseSettings):
     key_prefix: str = Field(default="lw", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     queue: str = Field(default="loopwright", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
 
-    lease_ttl: float = Field(default=4.0, gt=0.2, le=600)
-    reaper_interval: float = Field(default=0.25, gt=0.01, le=60)
-    dispatch_grace: float = Field(
+    lease_ttl: Duration = Field(default=4.0, gt=0.2, le=600)
+    reaper_interval: Duration = Field(default=0.25, gt=0.01, le=60)
+    dispatch_grace: Duration = Field(
         default=5.0, gt=0, description="Seconds a queued run may sit with a vanished RQ job."
     )
 
@@ -43,24 +57,24 @@ class Settings(BaseSettings):
     )
     skill_source_max_bytes: int = Field(default=256 * 1024, ge=1024)
     run_log_max_entries: int = Field(default=1000, ge=10)
-    inline_retry_max_delay: float = Field(
+    inline_retry_max_delay: Duration = Field(
         default=1.0, ge=0, description="Retry delays up to this many seconds wait in-process."
     )
-    default_run_timeout: float = Field(default=3600.0, gt=0)
+    default_run_timeout: Duration = Field(default=3600.0, gt=0)
     max_run_reaps: int = Field(
         default=20, ge=1, description="Lost executors after which a run fails instead of retrying."
     )
     skill_cache_size: int = Field(default=128, ge=1)
-    redis_socket_timeout: float = Field(default=10.0, gt=0)
+    redis_socket_timeout: Duration = Field(default=10.0, gt=0)
 
-    event_retention: int = Field(
+    event_retention: WholeSeconds = Field(
         default=24 * 3600, ge=60, description="Seconds an event id deduplicates resends."
     )
     event_stream_max: int = Field(default=100_000, ge=1000)
-    cron_catchup: float = Field(
+    cron_catchup: Duration = Field(
         default=10.0, ge=0, description="Missed cron ticks younger than this all fire."
     )
-    scheduler_leader_ttl: float = Field(default=3.0, gt=0.2, le=120)
+    scheduler_leader_ttl: Duration = Field(default=3.0, gt=0.2, le=120)
 
     sandbox_backend: Literal["process", "docker"] = "process"
     sandbox_require_isolation: bool = Field(
@@ -72,7 +86,7 @@ class Settings(BaseSettings):
     sandbox_open_files: int = Field(default=64, ge=16)
     sandbox_pool_size: int = Field(default=1, ge=0, le=16)
     sandbox_docker_image: str = "loopwright-guest:local"
-    http_timeout: float = Field(default=15.0, gt=0, le=300)
+    http_timeout: Duration = Field(default=15.0, gt=0, le=300)
     http_max_response_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     secrets: dict[str, SecretStr] = Field(
         default_factory=dict,
@@ -108,7 +122,7 @@ class Settings(BaseSettings):
         description="Platform token ('loopwright tokens create') the CLI presents to the "
         "sidecar service; unset: the local person token in data_dir.",
     )
-    sidecar_case_timeout: float = Field(
+    sidecar_case_timeout: Duration = Field(
         default=30.0, gt=0, le=600, description="Wall-clock limit of one sandboxed test case."
     )
     sidecar_tests_max_bytes: int = Field(default=256 * 1024, ge=1024)
@@ -135,9 +149,9 @@ class Settings(BaseSettings):
     vllm_base_url: str = "http://127.0.0.1:8000/v1"
     llamacpp_base_url: str = "http://127.0.0.1:8080/v1"
     lmstudio_base_url: str = "http://127.0.0.1:1234/v1"
-    llm_timeout: float = Field(default=120.0, gt=0, le=3600)
+    llm_timeout: Duration = Field(default=120.0, gt=0, le=3600)
     llm_max_retries: int = Field(default=4, ge=0, le=20)
-    llm_max_retry_wait: float = Field(
+    llm_max_retry_wait: Duration = Field(
         default=60.0, gt=0, description="Longest retry-after the client honours before failing."
     )
     llm_max_output_tokens: int = Field(default=4096, ge=16, le=200_000)
@@ -196,7 +210,7 @@ class Settings(BaseSettings):
         le=256,
         description="Test-case guests running at once in one process, across all submissions.",
     )
-    sidecar_guest_wait: float = Field(
+    sidecar_guest_wait: Duration = Field(
         default=60.0,
         gt=0,
         le=3600,
@@ -204,7 +218,7 @@ class Settings(BaseSettings):
         "refused as busy (HTTP 503).",
     )
     # Limits that hold against hostile skills (security issue, resource limits).
-    http_call_max_seconds: float = Field(
+    http_call_max_seconds: Duration = Field(
         default=60.0,
         gt=0,
         le=3600,
@@ -249,4 +263,19 @@ class Settings(BaseSettings):
         le=1000,
         description="Recorded runs of the active version the sidecar replays against a new "
         "version of the same skill (labelled runs first); advisory, in its verdict.",
+    )
+
+    # history: retention, pins, feedback (issue 10)
+    run_retention: WholeSeconds = Field(
+        default=14 * 86400,
+        ge=1,
+        description="How long a finished run (record, steps, outputs, logs) is kept after it "
+        "ends, e.g. 14d, 12h, 90s or seconds; pinned runs (feedback, 'runs pin') are kept "
+        "until unpinned.",
+    )
+    retention_batch_runs: int = Field(
+        default=10,
+        ge=1,
+        le=1000,
+        description="Most runs one retention script call deletes (each call stays ~1-2 ms).",
     )

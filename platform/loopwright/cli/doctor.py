@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -12,6 +13,7 @@ from loopwright.cli.common import JsonFlag, console, emit_json, literal, live_wo
 from loopwright.errors import LoopwrightError
 
 if TYPE_CHECKING:
+    from loopwright.runner.runtime import Runtime
     from loopwright.settings import Settings
 
 
@@ -79,6 +81,29 @@ def _model_check(settings: Settings) -> dict[str, Any]:
     return {"ok": True, "detail": detail}
 
 
+def _history_check(rt: Runtime) -> dict[str, Any]:
+    """Redis memory used, runs kept (pinned among them) and the oldest run's age."""
+    from loopwright.service.runs import RunService
+
+    mem = rt.redis.info("memory")
+    kept = RunService(rt.redis, rt.keys).kept()
+    age = "-"
+    if kept.oldest_ms is not None:
+        days = max(0.0, time.time() - kept.oldest_ms / 1000) / 86400
+        age = f"{days:.1f} days" if days >= 1 else f"{days * 24:.1f} hours"
+    retention = rt.settings.run_retention / 86400
+    return {
+        "ok": True,
+        "detail": f"redis memory {mem.get('used_memory_human', '?')}; {kept.runs} runs kept "
+        f"({kept.pinned} pinned), oldest {age}; retention {retention:g} days, "
+        f"{kept.deleted} deleted so far",
+        "memory_bytes": int(mem.get("used_memory", 0)),
+        "runs": kept.runs,
+        "pinned": kept.pinned,
+        "oldest_ms": kept.oldest_ms,
+    }
+
+
 def collect() -> dict[str, Any]:
     """Every check as a dict of name -> {ok, detail}; ``ok`` is false for whatever needs action."""
     import importlib.metadata
@@ -124,6 +149,7 @@ def collect() -> dict[str, Any]:
             f"{rt.dispatcher.queue.count} job(s) waiting"
             + ("" if workers else " (start with: loopwright up)"),
         }
+        checks["history"] = _history_check(rt)
         beat = str(rt.redis.get(rt.keys.scheduler_heartbeat) or "")
         checks["scheduler"] = {
             "ok": bool(beat),

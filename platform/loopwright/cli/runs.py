@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import sys
 import time
@@ -27,6 +28,7 @@ from loopwright.errors import SkillLoadError, UserError
 if TYPE_CHECKING:
     from loopwright.runner.records import Run
     from loopwright.runner.runtime import Runtime
+    from loopwright.service.runs import RunService
 
 runs_app = typer.Typer(help="Inspect and cancel runs.", no_args_is_help=True)
 
@@ -234,7 +236,9 @@ def show_run(
     if as_json:
         run = rt.runs.get(run_id)
         steps = [s.to_dict() for s in rt.runs.steps(run_id)]
-        emit_json({**run.to_dict(), "steps": steps, "logs": rt.runs.logs(run_id)})
+        labels = {f: run.raw.get(f) for f in ("feedback", "feedback_note", "feedback_by")}
+        history = {**labels, "pinned": run.raw.get("pinned") == "1"}
+        emit_json({**run.to_dict(), **history, "steps": steps, "logs": rt.runs.logs(run_id)})
         return
     render_run(rt, run_id)
 
@@ -272,6 +276,10 @@ def render_run(rt: Runtime, run_id: str) -> None:
         console.print("output:", preview(run.output, 200))
     if run.error:
         console.print(f"[red]error: {literal(run.error)}[/]")
+    if run.raw.get("feedback") or run.raw.get("pinned") == "1":
+        note = run.raw.get("feedback_note")
+        label = f"feedback: {run.raw.get('feedback', '-')}" + (f" ({note})" if note else "")
+        console.print(literal(label) + ("  pinned" if run.raw.get("pinned") == "1" else ""))
     for line in logs:
         console.print(
             f"  {fmt_ts(line['ts'])} {literal(line['level']):7} #{literal(line['step'])} "
@@ -318,3 +326,61 @@ def replay_command(
         return
     for line in lines(data):
         console.print(literal(line), soft_wrap=True)
+
+
+def _run_service() -> RunService:
+    from loopwright.service.runs import RunService
+
+    rt = open_runtime()
+    return RunService(rt.redis, rt.keys)
+
+
+def _who() -> str:
+    """Who gives feedback from this terminal (the login name, when there is one)."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):
+        return "cli"
+
+
+@runs_app.command("feedback")
+def feedback_run(
+    run_id: Annotated[str, typer.Argument(help="The run id.")],
+    good: Annotated[bool, typer.Option("--good", help="The run did the right thing.")] = False,
+    bad: Annotated[bool, typer.Option("--bad", help="The run did the wrong thing.")] = False,
+    note: Annotated[str | None, typer.Option(help="Why (plain text, e.g. 'false alarm').")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Record a verdict on a run; the run is pinned (kept by retention) as a replay case."""
+    if good == bad:
+        raise UserError("give exactly one of --good or --bad")
+    fb = _run_service().feedback(run_id, good, note, _who())
+    if as_json:
+        emit_json(fb.to_dict())
+        return
+    was = f" (was {fb.previous})" if fb.previous else ""
+    console.print(f"run {literal(run_id)}: {'good' if good else 'bad'}{was}; pinned")
+
+
+@runs_app.command("pin")
+def pin_run(
+    run_id: Annotated[str, typer.Argument(help="The run id.")], as_json: JsonFlag = False
+) -> None:
+    """Keep a run until it is unpinned (retention skips pinned runs)."""
+    _run_service().pin(run_id)
+    if as_json:
+        emit_json({"run_id": run_id, "pinned": True})
+    else:
+        console.print(f"run {literal(run_id)}: pinned")
+
+
+@runs_app.command("unpin")
+def unpin_run(
+    run_id: Annotated[str, typer.Argument(help="The run id.")], as_json: JsonFlag = False
+) -> None:
+    """Release a pin: the run is deleted once LOOPWRIGHT_RUN_RETENTION has passed."""
+    _run_service().unpin(run_id)
+    if as_json:
+        emit_json({"run_id": run_id, "pinned": False})
+    else:
+        console.print(f"run {literal(run_id)}: unpinned")

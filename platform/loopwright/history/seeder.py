@@ -89,12 +89,19 @@ def direct_feedback(rt: Runtime, run: SeededRun, label: str) -> None:
     """Record a person's label on a seeded run: the run's ``feedback`` fields, ``pinned``, and
     the ``fb_good``/``fb_bad`` count of its day's rollup (the feedback operation's fields)."""
     keys: Keys = rt.keys
+    day = utc_day(run.finished_at)
     pipe = rt.redis.pipeline(transaction=True)
     pipe.hset(
         keys.run(run.run_id),
-        mapping={"feedback": label, "feedback_at": run.finished_at, "pinned": "1"},
+        mapping={
+            "feedback": label,
+            "feedback_at": run.finished_at,
+            "feedback_by": "seeder",
+            "feedback_day": day,
+            "pinned": "1",
+        },
     )
-    day = utc_day(run.finished_at)
+    pipe.sadd(keys.pins, run.run_id)
     pipe.hincrby(keys.rollup(run.skill, run.version, day), f"fb_{label}", 1)
     pipe.execute()
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
+from loopwright.history.retention import Retention
 from loopwright.runner.execute import child_outcome, notify_parent
 from loopwright.runner.runtime import Runtime
 from loopwright.scheduler.catalog import Catalog
@@ -36,6 +37,7 @@ class TickStats:
     cron: int = 0
     resolved: int = 0
     debounced: int = 0
+    purged: int = 0
 
 
 class Scheduler:
@@ -48,6 +50,14 @@ class Scheduler:
         self.cron = CronFirer(runtime, self.catalog)
         # ZSCAN cursor of the pass over runs parked by earlier versions; None once done.
         self._legacy_cursor: int | None = 0
+        st = runtime.settings
+        self.retention = Retention(
+            runtime.redis,
+            runtime.keys,
+            st.run_retention,
+            st.event_retention,
+            st.retention_batch_runs,
+        )
 
     def _server_ms(self) -> int:
         sec, usec = self.rt.redis.time()
@@ -98,6 +108,8 @@ class Scheduler:
             stats.debounced = self.cron.admission.fire_debounced(entries)
         if self._legacy_cursor is not None:
             stats.resolved = self.adopt_parked_parents()
+        if self.cron.epoch > 0:  # the leader (cron.tick just renewed it) keeps history bounded
+            stats.purged = self.retention.tick().deleted
         return stats
 
     def adopt_parked_parents(self, count: int = LEGACY_PAGE) -> int:

@@ -31,7 +31,8 @@ def start_once(
     run_id = new_run_id()
     if not rt.redis.set(claim, run_id, nx=True, ex=rt.settings.event_retention):
         run_id = str(rt.redis.get(claim) or run_id)
-        if rt.runs.exists(run_id):
+        # The run exists, or retention deleted it (its tombstone): either way it was started.
+        if rt.redis.exists(k.run(run_id), k.tombstone(run_id)):
             return run_id, False
     res = rt.runs.create_if_absent(
         skill=entry.name,
