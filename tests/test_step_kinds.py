@@ -28,7 +28,8 @@ from loopwright.sdk import skill
 def now():
     return datetime.now(timezone.utc).timestamp()
 
-@skill(name="shifty", tools=["llm", "events"], retries=0)
+@skill(name="shifty", tools=["llm", "events"], retries=0,
+       events={"send": ["kinds.sent"], "receive": ["kinds.sent"]})
 def main(ctx):
     t0 = ctx.step.run("t0", now)
     if now() - t0 < 0.5:
@@ -137,7 +138,8 @@ def test_old_kind_names_are_read_as_today_s_kinds() -> None:
 LEGACY = """
 from loopwright.sdk import skill
 
-@skill(name="legacy-resume", tools=["llm", "events"])
+@skill(name="legacy-resume", tools=["llm", "events"],
+       events={"send": ["legacy.sent"], "receive": ["legacy.approved"]})
 def main(ctx):
     a = ctx.step.run("fetch", lambda: 1)
     verdict = ctx.step.llm("classify", "is it fine?")
