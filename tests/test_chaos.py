@@ -83,7 +83,10 @@ def test_chaos_every_run_completes_and_no_finished_step_reruns(
             victim.wait()
             disrupted.add(victim.pid)
             workers.remove(victim)
-            workers.append(cluster.worker())
+            # Not waiting for the replacement to register keeps the chaos rate independent of
+            # worker start-up time (seconds on a loaded machine); a replacement killed while it
+            # starts is chaos too.
+            workers.append(cluster.spawn("worker"))
             actions["kill_worker"] += 1
         elif roll < 0.8 and len(live) > 1:
             victim = rng.choice(live)
