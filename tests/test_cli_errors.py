@@ -111,8 +111,8 @@ def test_every_command_with_a_broken_configuration_prints_one_line(
         seen.add(_assert_one_line(result, argv))
     if broken == "bad setting":
         assert seen == {
-            "loopwright: error: invalid setting LOOPWRIGHT_LEASE_TTL: Input should be a valid "
-            "number, unable to parse string as a number"
+            "loopwright: error: invalid setting LOOPWRIGHT_LEASE_TTL: Value error, not a "
+            "duration: 'abc' (use e.g. 30, '500ms', '30s', '2m', '1h', '1d')"
         }
     if broken == "no redis":
         assert all("Redis" in line for line in seen), seen

@@ -28,6 +28,7 @@ from loopwright.sandbox.docker import (
     OWNER_LABEL,
     DockerBackend,
     DockerGuest,
+    owner_id,
     sweep_leftovers,
 )
 from loopwright.sandbox.host import GuestTimeoutError, SandboxError, run_session
@@ -283,14 +284,16 @@ def test_orphaned_guest_exits_and_is_swept(
     """A worker that dies leaves no running guest: stdin closes, the guest exits, and the
     next backend on the host removes containers whose owner process is gone."""
     backend = new_backend()
-    dead_owner = subprocess.run(
-        [sys.executable, "-c", "from loopwright.sandbox.docker import owner_id; print(owner_id())"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    backend.owner = dead_owner  # as if that (now finished) process had started the guest
-    guest = backend.spawn()
+    # The guest belongs to a stand-in worker that is alive while the guest starts (a sweep
+    # by any other backend on this host must not take it yet) and then dies.
+    stand_in = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                                stdin=subprocess.PIPE)  # fmt: skip
+    try:
+        backend.owner = owner_id(stand_in.pid)
+        guest = backend.spawn()
+    finally:
+        stand_in.kill()
+        stand_in.wait()
     guest._sock.shutdown(socket.SHUT_RDWR)  # the worker "dies": its attach connection goes
     # The guest exits; it may even be swept already by another backend's watchdog (any sweep
     # on this host removes containers whose owner is gone), so only its end is awaited here.
