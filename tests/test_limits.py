@@ -511,13 +511,12 @@ def test_a_container_guest_that_stops_reading_cannot_hold_the_host(
 ) -> None:
     import docker
 
-    from conftest import docker_engine_reachable
+    from conftest import require_docker_engine
     from loopwright.sandbox.docker import GUEST_LABEL, OWNER_LABEL, DockerGuest, owner_id
     from loopwright.sandbox.host import GuestTimeoutError, run_session
     from loopwright.sandbox.limits import GuestLimits
 
-    if not docker_engine_reachable():
-        pytest.skip("no Docker engine reachable")
+    require_docker_engine()
     client = docker.from_env(timeout=30)
     api = client.api
     created = api.create_container(

@@ -8,8 +8,6 @@ import os
 import signal
 from collections.abc import Callable
 
-import pytest
-
 from conftest import Cluster, wait_until
 from loopwright.sandbox.watchdog import OWNER_ENV
 
@@ -75,11 +73,10 @@ def test_a_sigkilled_worker_leaves_no_container_of_a_running_run(
 ) -> None:
     import docker
 
-    from conftest import DOCKER_IMAGE, docker_engine_reachable
+    from conftest import DOCKER_IMAGE, require_docker_engine
     from loopwright.sandbox.docker import OWNER_LABEL
 
-    if not docker_engine_reachable():
-        pytest.skip("no Docker engine reachable")
+    require_docker_engine()
     client = docker.from_env(timeout=10)
 
     def containers_of(pid: int) -> list[str]:
