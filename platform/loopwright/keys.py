@@ -48,6 +48,10 @@ The keyspace is a small state machine (see ``docs/runner.md``):
                                      dedupe window (its trigger claim must not restart it)
 * ``{p}:pins``                set    pinned run ids (kept by retention until unpinned)
 * ``{p}:retention:deleted``   string counter of runs deleted by retention
+* ``{p}:api:idem:{token}:{h}`` string a POST's stored answer under its Idempotency-Key
+* ``{p}:audit``               stream who did what through the API and the pages (capped)
+* ``{p}:web:login:{h}``       string one-time login code -> token id (TTL)
+* ``{p}:web:session:{h}``     hash   browser session: token id, CSRF secret (TTL)
 """
 
 from __future__ import annotations
@@ -288,3 +292,22 @@ class Keys:
     def retention_deleted(self) -> str:
         """Counter of runs retention has deleted (doctor, tests, benchmarks)."""
         return f"{self.prefix}:retention:deleted"
+
+    # The HTTP API and web sessions (``loopwright.api``).
+
+    def api_idempotency(self, token_id: str, key_hash: str) -> str:
+        """A POST's stored answer under its ``Idempotency-Key`` (per token; expires)."""
+        return f"{self.prefix}:api:idem:{token_id}:{key_hash}"
+
+    @property
+    def audit(self) -> str:
+        """Stream of who did what through the API and the pages (capped)."""
+        return f"{self.prefix}:audit"
+
+    def web_login(self, code_hash: str) -> str:
+        """A one-time login code (hashed) -> the token id it signs in as; short TTL."""
+        return f"{self.prefix}:web:login:{code_hash}"
+
+    def web_session(self, session_hash: str) -> str:
+        """A browser session (hashed cookie) -> token id and CSRF secret; expires."""
+        return f"{self.prefix}:web:session:{session_hash}"

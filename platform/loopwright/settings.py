@@ -279,3 +279,11 @@ class Settings(BaseSettings):
         le=1000,
         description="Most runs one retention script call deletes (each call stays ~1-2 ms).",
     )
+
+    # the HTTP API and web pages (issue 13)
+    api_host: str = Field(default="127.0.0.1", description="Address 'loopwright serve' binds.")
+    api_port: int = Field(default=8700, ge=1, le=65535)
+    api_cookie_secure: bool = Field(
+        default=False,
+        description="Mark session cookies Secure (set it when a TLS proxy is in front).",
+    )

@@ -220,6 +220,13 @@ class TokenStore:
             raise NotFoundError(f"{what} {ref!r}: give its id (see 'loopwright tokens list')")
         return matches[0]
 
+    def by_id(self, token_id: str) -> TokenInfo | None:
+        """A token by its exact id (one read), or None."""
+        if not re.fullmatch(r"[0-9a-f]{12}", token_id or ""):
+            return None
+        raw: dict[str, str] = self.redis.hgetall(self.keys.auth_token(token_id))  # type: ignore[assignment]
+        return self._info(raw) if raw else None
+
     def revoke(self, ref: str) -> TokenInfo:
         """Revoke a token for good; its next request is refused (idempotent)."""
         info = self.get(ref)

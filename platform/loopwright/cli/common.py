@@ -122,45 +122,7 @@ def styled(status: str) -> str:
 
 
 def live_workers(rt: Runtime) -> int:
-    """Workers on the runtime's queue that are alive.
+    """Workers on the runtime's queue that are alive (``service.health.live_workers``)."""
+    from loopwright.service.health import live_workers as count
 
-    RQ's ``Worker.all`` lists a SIGKILLed worker until its key expires, and an idle worker
-    beats only once per dequeue timeout (minutes), so neither the listing nor the key's TTL
-    tells a dead worker from a quiet one. A worker on this host is alive when its process
-    exists; a worker elsewhere when its last heartbeat is younger than its TTL. ``doctor``
-    and ``run --wait`` both count through here.
-    """
-    import socket
-    import time
-
-    from rq import Worker
-
-    here = socket.gethostname()
-    live = 0
-    for w in Worker.all(queue=rt.dispatcher.queue):
-        if w.hostname == here and w.pid:
-            live += _process_exists(w.pid)
-            continue
-        beat = w.last_heartbeat
-        ttl = float(w.worker_ttl or 420)  # RQ's default
-        if beat is not None and time.time() - beat.timestamp() <= ttl + 60:
-            live += 1
-    return live
-
-
-def _process_exists(pid: int) -> bool:
-    """Whether ``pid`` is a running process (a zombie, killed but not reaped, is not)."""
-    import os
-    from pathlib import Path
-
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # someone else's process: it exists
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no procfs: trust kill(0)
-    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+    return count(rt)

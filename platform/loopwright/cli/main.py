@@ -18,6 +18,7 @@ from loopwright.cli.doctor import doctor
 from loopwright.cli.events import events_app
 from loopwright.cli.mcp import mcp
 from loopwright.cli.runs import run_command, runs_app
+from loopwright.cli.serve import serve
 from loopwright.cli.services import scheduler, up, worker
 from loopwright.cli.sidecar import sidecar
 from loopwright.cli.skills import skills_app
@@ -45,6 +46,7 @@ app.command()(up)
 app.command()(worker)
 app.command()(scheduler)
 app.command()(doctor)
+app.command()(serve)
 
 
 def _show_version(value: bool) -> None:

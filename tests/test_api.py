@@ -1,0 +1,276 @@
+"""The HTTP API (issue 13): a real `loopwright serve` process, a real worker, raw HTTP from
+127.0.0.1. Auth by token and by one-time login + session cookie with CSRF, problem+json
+errors, server-side filters with stable cursors, Idempotency-Key, the audit log, hostile
+input."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import Cluster, free_port, wait_until
+from loopwright.api.app import bind_warning
+from loopwright.auth.audit import AuditLog
+from loopwright.auth.tokens import TokenStore
+from loopwright.auth.web import WebSessions
+
+PROBLEM = "application/problem+json"
+SMOKE = [{"name": "smoke", "event": {"data": {"n": 1}}, "expect": {"status": "completed"}}]
+
+OK_SKILL = """
+from loopwright.sdk import skill
+
+
+@skill(name="api-ok")
+def main(ctx):
+    n = ctx.event["data"].get("n", 1)
+    return ctx.step.run("double", lambda: n * 2)
+"""
+
+BAD_SKILL = """
+from loopwright.sdk import skill, NonRetriableError
+
+
+@skill(name="api-bad")
+def main(ctx):
+    def boom():
+        raise NonRetriableError("upstream said 503 for order 12345")
+    return ctx.step.run("fetch", boom)
+"""
+
+
+class Api:
+    """A served API and tokens for it."""
+
+    def __init__(self, cluster: Cluster, port: int) -> None:
+        self.cluster = cluster
+        self.url = f"http://127.0.0.1:{port}"
+        self.http = httpx.Client(base_url=self.url, timeout=60)
+        self.tokens = TokenStore(cluster.rt.redis, cluster.rt.keys)
+
+    def token(self, *scopes: str, author: str = "person") -> str:
+        return self.tokens.create(f"t-{len(self.tokens.list())}", list(scopes), author=author)[1]
+
+    def call(self, method: str, path: str, token: str | None = None, **kw: Any) -> httpx.Response:
+        headers = dict(kw.pop("headers", {}))
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        return self.http.request(method, path, headers=headers, **kw)
+
+
+@pytest.fixture
+def api(cluster: Cluster) -> Iterator[Api]:
+    port = free_port()
+    proc = cluster.spawn("serve", "--port", str(port))
+    served = Api(cluster, port)
+
+    def up() -> bool:
+        assert proc.poll() is None, cluster.log_of(proc)
+        try:
+            return served.http.get("/healthz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_until(up, timeout=30)
+    yield served
+    served.http.close()
+
+
+def _problem(resp: httpx.Response, status: int) -> dict[str, Any]:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith(PROBLEM)
+    body: dict[str, Any] = resp.json()
+    assert body["status"] == status and body["title"] and body["detail"]
+    return body
+
+
+def test_serve_prints_a_one_time_login_url_and_healthz_needs_no_token(
+    api: Api, cluster: Cluster
+) -> None:
+    proc = cluster.procs[-1]
+    url_line = wait_until(
+        lambda: next((x for x in cluster.log_of(proc).splitlines() if "/login?code=" in x), None)
+    )
+    code = url_line.rsplit("code=", 1)[1].strip()
+    assert api.http.get("/healthz").json() == {"ok": True}
+    first = api.http.get(f"/login?code={code}", follow_redirects=False)
+    assert first.status_code == 303
+    cookie = first.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie
+    _problem(api.http.get(f"/login?code={code}", follow_redirects=False), 401)  # one use only
+
+
+def test_every_api_route_needs_a_token_with_the_right_scope(api: Api) -> None:
+    body = _problem(api.call("GET", "/api/v1/runs"), 401)
+    assert "bearer" in body["detail"].lower()
+    _problem(api.call("GET", "/api/v1/runs", "lwt_000000000000_" + "x" * 43), 401)
+    _problem(api.call("GET", "/api/v1/openapi.json"), 401)
+    reader = api.token("read")
+    assert api.call("GET", "/api/v1/runs", reader).status_code == 200
+    spec = api.call("GET", "/api/v1/openapi.json", reader).json()
+    assert "/api/v1/runs" in spec["paths"]
+    denied = _problem(api.call("POST", "/api/v1/events", reader, json={"name": "x"}), 403)
+    assert "operate" in denied["detail"]
+    _problem(api.call("GET", "/api/v1/audit", reader), 403)
+    revoked = api.token("read")
+    api.tokens.revoke(revoked.split("_")[1])
+    _problem(api.call("GET", "/api/v1/runs", revoked), 401)
+
+
+def test_foreign_host_and_cross_site_origin_are_refused_before_any_route(api: Api) -> None:
+    reader = api.token("read")
+    resp = api.call("GET", "/api/v1/runs", reader, headers={"Host": "evil.example"})
+    assert resp.status_code == 421
+    resp = api.call(
+        "POST", "/api/v1/events", api.token("operate"), json={"name": "x"},
+        headers={"Origin": "https://evil.example"},
+    )  # fmt: skip
+    assert resp.status_code == 403
+
+
+def test_runs_start_idempotently_run_and_show_steps_logs_and_detail(
+    api: Api, cluster: Cluster
+) -> None:
+    cluster.skill(OK_SKILL)
+    cluster.worker()
+    op = api.token("operate")
+    key = {"Idempotency-Key": "start-1"}
+    first = api.call("POST", "/api/v1/runs", op, json={"skill": "api-ok", "data": {"n": 21}},
+                     headers=key)  # fmt: skip
+    assert first.status_code == 202, first.text
+    again = api.call("POST", "/api/v1/runs", op, json={"skill": "api-ok", "data": {"n": 21}},
+                     headers=key)  # fmt: skip
+    assert again.status_code == 202 and again.json()["run_id"] == first.json()["run_id"]
+    assert again.headers.get("idempotent-replayed") == "true"
+    other = api.call("POST", "/api/v1/runs", op, json={"skill": "api-ok", "data": {"n": 1}},
+                     headers=key)  # fmt: skip
+    _problem(other, 422)
+    run_id = first.json()["run_id"]
+    run = cluster.wait(run_id)
+    assert run.output == 42
+    detail = api.call("GET", f"/api/v1/runs/{run_id}", op).json()
+    assert detail["status"] == "completed" and detail["output"] == 42
+    steps = api.call("GET", f"/api/v1/runs/{run_id}/steps", op).json()
+    assert [s["name"] for s in steps] == ["double"]
+    assert api.call("GET", f"/api/v1/runs/{run_id}/logs", op).status_code == 200
+    assert api.call("GET", f"/api/v1/runs/{run_id}/calls", op).status_code == 200
+    _problem(api.call("GET", "/api/v1/runs/nope", op), 404)
+    # exactly one run was created for the two requests with the same key
+    listed = api.call("GET", "/api/v1/runs?skill=api-ok", op).json()["items"]
+    assert [r["id"] for r in listed] == [run_id]
+    audit = AuditLog(cluster.rt.redis, cluster.rt.keys).recent()
+    assert [(e.action, e.target) for e in audit] == [("runs.start", run_id)]
+    assert audit[0].who.startswith("person:")
+
+
+def test_cursor_pages_do_not_jump_while_runs_arrive_and_filters_cover_all_history(
+    api: Api, cluster: Cluster
+) -> None:
+    cluster.skill(OK_SKILL)
+    cluster.skill(BAD_SKILL, "bad.py")
+    first = [cluster.start("api-ok", {"n": i}) for i in range(7)]
+    reader = api.token("read")
+    whole = [r["id"] for r in api.call("GET", "/api/v1/runs?skill=api-ok", reader).json()["items"]]
+    assert sorted(whole) == sorted(first)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        q = "/api/v1/runs?skill=api-ok&limit=3" + (f"&cursor={cursor}" if cursor else "")
+        page = api.call("GET", q, reader).json()
+        seen += [r["id"] for r in page["items"]]
+        cluster.start("api-ok", {"n": 100})  # a new run arrives between pages
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == whole  # the same order as one page, none twice, none missed
+    # a failure far back in history is found by its error signature, server-side
+    cluster.worker()
+    bad = cluster.wait(cluster.start("api-bad"))
+    assert bad.status.value == "failed"
+    sig = cluster.rt.redis.hget(cluster.rt.keys.run(bad.id), "sig")
+    assert sig
+    for _ in range(30):
+        cluster.start("api-ok", {"n": 0})
+    found = api.call("GET", f"/api/v1/runs?signature={str(sig)[:8]}&limit=5", reader).json()
+    assert [r["id"] for r in found["items"]] == [bad.id]
+    failed = api.call("GET", "/api/v1/runs?status=failed", reader).json()["items"]
+    assert [r["id"] for r in failed] == [bad.id]
+    assert failed[0]["signature"] == sig and failed[0]["origin"] == "skill"
+
+
+def test_bad_and_hostile_input_gets_a_problem_document_and_changes_nothing(
+    api: Api, cluster: Cluster
+) -> None:
+    op = api.token("operate")
+    _problem(api.call("GET", "/api/v1/runs?cursor=%%%", op), 400)
+    _problem(api.call("GET", "/api/v1/runs?status=exploded", op), 400)
+    _problem(api.call("GET", "/api/v1/runs?limit=100000", op), 422)
+    _problem(api.call("GET", "/api/v1/runs?since=yesterdayish", op), 400)
+    _problem(api.call("POST", "/api/v1/runs", op, content=b"{not json",
+                      headers={"Content-Type": "application/json"}), 422)  # fmt: skip
+    _problem(api.call("POST", "/api/v1/runs", op, json={"skill": "missing"}), 404)
+    huge = {"name": "big", "data": "x" * (cluster.settings.run_input_max_bytes + 10)}
+    resp = api.call("POST", "/api/v1/events", op, json=huge)
+    assert resp.status_code in (400, 413)
+    _problem(api.call("POST", "/api/v1/events", op, json={"name": ""}), 422)
+    long_key = {"Idempotency-Key": "k" * 300}
+    _problem(api.call("POST", "/api/v1/events", op, json={"name": "a"}, headers=long_key), 400)
+    assert cluster.rt.redis.xlen(cluster.rt.keys.events) == 0
+    assert cluster.rt.redis.zcard(cluster.rt.keys.runs) == 0
+
+
+def test_events_are_sent_once_per_id_and_listed(api: Api, cluster: Cluster) -> None:
+    op = api.token("operate")
+    sent = api.call("POST", "/api/v1/events", op, json={"name": "order.created", "id": "e1",
+                                                       "data": {"n": 1}})  # fmt: skip
+    assert sent.status_code == 202 and sent.json()["accepted"] is True
+    dup = api.call("POST", "/api/v1/events", op, json={"name": "order.created", "id": "e1"})
+    assert dup.json()["accepted"] is False
+    feed = api.call("GET", "/api/v1/events", op).json()
+    assert [(e["name"], e["id"]) for e in feed] == [("order.created", "e1")]
+    assert feed[0]["data"] == {"n": 1}
+
+
+def test_a_browser_session_reads_with_its_cookie_and_writes_only_with_csrf(
+    api: Api, cluster: Cluster
+) -> None:
+    op = api.token("operate")
+    who = api.tokens.verify(op)
+    sessions = WebSessions(cluster.rt.redis, cluster.rt.keys, api.tokens)
+    browser = httpx.Client(base_url=api.url, timeout=30)
+    login = browser.get(f"/login?code={sessions.login_code(who.token_id)}",
+                        follow_redirects=False)  # fmt: skip
+    assert login.status_code == 303
+    me = browser.get("/api/v1/whoami").json()
+    assert me["name"] == who.name and me["csrf"]
+    _problem(browser.post("/api/v1/events", json={"name": "x"}), 403)
+    ok = browser.post("/api/v1/events", json={"name": "x"}, headers={"X-CSRF-Token": me["csrf"]})
+    assert ok.status_code == 202
+    api.tokens.revoke(who.token_id)
+    _problem(browser.get("/api/v1/runs"), 401)  # revoking the token signs the browser out
+    browser.close()
+
+
+def test_skills_routes_list_stats_and_lifecycle_with_scopes(api: Api, cluster: Cluster) -> None:
+    op, approver = api.token("operate"), api.token("approve")
+    src = textwrap.dedent(OK_SKILL)
+    verdict = api.call("POST", "/api/v1/skills", op, json={"source": src, "tests": SMOKE}).json()
+    assert verdict["author"] == "person" and verdict["accepted"], verdict
+    names = [s["name"] for s in api.call("GET", "/api/v1/skills", op).json()]
+    assert "api-ok" in names
+    assert api.call("GET", "/api/v1/skills/api-ok/versions", op).status_code == 200
+    assert api.call("GET", "/api/v1/skills/api-ok/stats?window=7d", op).status_code == 200
+    _problem(api.call("POST", "/api/v1/skills/api-ok/pause", op), 403)
+    assert api.call("POST", "/api/v1/skills/api-ok/pause", approver).json()["status"] == "paused"
+    _problem(api.call("POST", "/api/v1/runs", op, json={"skill": "api-ok"}), 409)
+
+
+def test_a_non_loopback_bind_without_tls_is_warned_about() -> None:
+    assert bind_warning("127.0.0.1", tls=False) is None
+    assert bind_warning("0.0.0.0", tls=True) is None
+    warning = bind_warning("0.0.0.0", tls=False)
+    assert warning is not None and "TLS" in warning
