@@ -287,3 +287,12 @@ class Settings(BaseSettings):
         default=False,
         description="Mark session cookies Secure (set it when a TLS proxy is in front).",
     )
+    webhooks: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Webhook sources as JSON (LOOPWRIGHT_WEBHOOKS): name -> {kind: github|stripe"
+        "|hmac, secret: NAME in LOOPWRIGHT_SECRETS, tolerance: seconds}; served at "
+        "POST /hooks/{name}.",
+    )
+    webhook_max_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Largest webhook delivery body accepted."
+    )
