@@ -274,3 +274,80 @@ def test_a_non_loopback_bind_without_tls_is_warned_about() -> None:
     assert bind_warning("0.0.0.0", tls=True) is None
     warning = bind_warning("0.0.0.0", tls=False)
     assert warning is not None and "TLS" in warning
+
+
+def _read_sse(
+    resp: httpx.Response | Iterator[str], want: int, timeout: float = 20
+) -> list[dict[str, Any]]:
+    """Parse SSE messages from a streaming response (or its line iterator) until ``want`` data
+    messages arrived."""
+    import json
+    import time
+
+    out: list[dict[str, Any]] = []
+    msg: dict[str, Any] = {}
+    deadline = time.monotonic() + timeout
+    lines = resp.iter_lines() if isinstance(resp, httpx.Response) else resp
+    for line in lines:
+        if time.monotonic() > deadline:
+            break
+        if line == "":
+            if "data" in msg:
+                out.append(msg)
+                if len(out) >= want:
+                    return out
+            msg = {}
+            continue
+        field_name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if field_name == "data":
+            msg["data"] = json.loads(value)
+        elif field_name in ("id", "event"):
+            msg[field_name] = value
+    raise AssertionError(f"only {len(out)} of {want} SSE messages arrived")
+
+
+def test_the_stream_resumes_from_last_event_id_without_losing_or_repeating(
+    api: Api, cluster: Cluster
+) -> None:
+    cluster.skill(OK_SKILL)
+    reader = api.token("read")
+    headers = {"Authorization": f"Bearer {reader}"}
+    with api.http.stream("GET", "/api/v1/stream?topics=runs,events", headers=headers) as resp:
+        assert resp.status_code == 200
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        a = cluster.start("api-ok", {"n": 1})
+        cluster.rt.bus.send("tick", {}, "ev-1")
+        got = _read_sse(resp, 2)
+    assert {(m["event"], m["data"].get("run_id") or m["data"].get("id")) for m in got} == {
+        ("runs", a),
+        ("events", "ev-1"),
+    }
+    last = got[-1]["id"]
+    # While the browser is away: two runs, one event.
+    b = cluster.start("api-ok", {"n": 2})
+    c = cluster.start("api-ok", {"n": 3})
+    cluster.rt.bus.send("tock", {}, "ev-2")
+    resumed = {**headers, "Last-Event-ID": last}
+    with api.http.stream("GET", "/api/v1/stream?topics=runs,events", headers=resumed) as resp:
+        again = _read_sse(resp, 3)
+    keys = [(m["event"], m["data"].get("run_id") or m["data"].get("id")) for m in again]
+    assert sorted(keys) == sorted([("runs", b), ("runs", c), ("events", "ev-2")])
+    _problem(api.call("GET", "/api/v1/stream?topics=secrets", reader), 400)
+    bad = {"Last-Event-ID": "garbage!"}
+    _problem(api.call("GET", "/api/v1/stream?topics=runs", reader, headers=bad), 400)
+
+
+def test_a_run_topic_follows_one_run_to_its_end(api: Api, cluster: Cluster) -> None:
+    cluster.skill(OK_SKILL)
+    run_id = cluster.start("api-ok", {"n": 5})
+    headers = {"Authorization": f"Bearer {api.token('read')}"}
+    with api.http.stream("GET", f"/api/v1/stream?topics=run:{run_id}", headers=headers) as resp:
+        lines = resp.iter_lines()
+        first = _read_sse(lines, 1)[0]["data"]
+        assert first["status"] == "queued"
+        cluster.worker()
+        seen = [first]
+        while seen[-1]["status"] != "completed":
+            seen.append(_read_sse(lines, 1)[0]["data"])
+    assert seen[-1]["steps"] == 1

@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
-from loopwright.api import events, hooks, problems, runs, skills
+from loopwright.api import events, hooks, problems, runs, skills, stream
 from loopwright.api.context import ApiContext
 from loopwright.auth.asgi import BodyLimit, HostGuard
 from loopwright.auth.origin import HostPolicy, is_loopback
@@ -104,6 +104,7 @@ def create_app(rt: Runtime, host: str = "127.0.0.1") -> FastAPI:
     app.include_router(skills.router(ctx))
     app.include_router(events.router(ctx))
     app.include_router(hooks.router(ctx))
+    app.include_router(stream.router(ctx))
 
     limit = (
         max(rt.settings.skill_source_max_bytes * 2, rt.settings.webhook_max_bytes)
