@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -236,13 +237,24 @@ def main(ctx):
     assert "LOOPWRIGHT_OPENAI_API_KEY" in model["detail"]
 
 
+def _get_or_none(httpx: Any, url: str) -> Any:
+    try:
+        return httpx.get(url, timeout=5)
+    except httpx.TransportError:
+        return None
+
+
 def test_up_with_managed_redis_runs_skills_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     # Given no LOOPWRIGHT_REDIS_URL: the CLI must start and reuse a managed redis-server
     from loopwright.redis_server import ManagedRedis
 
     data = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPWRIGHT_")}
-    env.update({"LOOPWRIGHT_DATA_DIR": str(data), "PYTHONUNBUFFERED": "1"})
+    api_port = free_port()
+    env.update(
+        {"LOOPWRIGHT_DATA_DIR": str(data), "PYTHONUNBUFFERED": "1",
+         "LOOPWRIGHT_API_PORT": str(api_port)}
+    )  # fmt: skip
     skill = tmp_path / "g.py"
     skill.write_text(GOOD)
     up = subprocess.Popen(
@@ -274,12 +286,20 @@ def test_up_with_managed_redis_runs_skills_and_stops_cleanly_on_ctrl_c(tmp_path:
         assert proc.returncode == 0, proc.stderr
         assert json.loads(proc.stdout)["output"] == "hello world"
         assert ManagedRedis(data).is_running()
+        # and it serves the API on the configured port
+        import httpx
+
+        health = wait_until(
+            lambda: _get_or_none(httpx, f"http://127.0.0.1:{api_port}/healthz"), timeout=30
+        )
+        assert health.json() == {"ok": True}
         # When Ctrl-C reaches `up`
         up.send_signal(signal.SIGINT)
         out, _ = up.communicate(timeout=30)
         # Then it stops its children and exits 0
         assert up.returncode == 0, out
         assert "stopped" in out
+        assert f"http://127.0.0.1:{api_port}/login?code=" in out
     finally:
         if up.poll() is None:
             up.kill()

@@ -48,6 +48,19 @@ def service_runtime() -> Runtime:
             wait = min(30.0, wait * 2)
 
 
+def _port_free(host: str, port: int) -> bool:
+    """Whether ``host:port`` can be bound now (so the API child will not crash-loop)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def _child(name: str, *args: str) -> Child:
     from loopwright.supervisor import Child
 
@@ -59,9 +72,13 @@ Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO leve
 
 def up(
     workers: Annotated[int, typer.Option("--workers", "-n", min=1, max=64)] = 2,
+    api: Annotated[
+        bool, typer.Option("--api/--no-api", help="Serve the HTTP API (LOOPWRIGHT_API_PORT).")
+    ] = True,
     verbose: Verbose = False,
 ) -> None:
-    """Start everything: the managed Redis when needed, workers and the scheduler. Ctrl-C stops."""
+    """Start everything: the managed Redis when needed, workers, the scheduler and the HTTP API
+    (its one-time login URL is printed). Ctrl-C stops."""
     from loopwright.redis_server import ManagedRedis
     from loopwright.supervisor import Supervisor
 
@@ -84,6 +101,13 @@ def up(
     extra = ["--verbose"] if verbose else []
     for c in children:
         c.argv += extra
+    if api and _port_free(settings.api_host, settings.api_port):
+        children.append(_child("api", "serve"))
+    elif api:
+        err_console.print(
+            f"[yellow]port {settings.api_port} on {literal(settings.api_host)} is taken: not "
+            "serving the API (set LOOPWRIGHT_API_PORT, or --no-api)[/]"
+        )
     code = Supervisor(children, env=env, on_tick=on_tick).run()
     raise typer.Exit(code)
 
