@@ -14,10 +14,12 @@ gets 421 and a cross-site ``Origin`` 403 before any route runs (DNS rebinding, C
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from loopwright.api import events, hooks, problems, runs, skills, stream
 from loopwright.api.context import ApiContext
@@ -111,9 +113,34 @@ def create_app(rt: Runtime, host: str = "127.0.0.1") -> FastAPI:
         + rt.settings.run_input_max_bytes
         + 65536
     )
+    app.add_middleware(ServerTiming)
     app.add_middleware(BodyLimit, limit=limit)
     app.add_middleware(HostGuard, policy=HostPolicy(host, tuple(rt.settings.sidecar_allowed_hosts)))
     return app
+
+
+class ServerTiming:
+    """Adds ``Server-Timing: app;dur=<ms>`` to every response: the application's own time,
+    which benchmarks and browser dev tools read without the network in it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+
+        async def timed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                dur = (time.perf_counter() - t0) * 1000
+                headers = list(message.get("headers", []))
+                headers.append((b"server-timing", f"app;dur={dur:.2f}".encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, timed)
 
 
 def bind_warning(host: str, tls: bool) -> str | None:

@@ -97,7 +97,9 @@ def find_runs(
     if after is not None:
         hi = after[0] if hi == "+inf" else min(float(hi), after[0])
     out: list[Run] = []
-    scanned, offset, batch = 0, 0, 200
+    # An unfiltered page reads just what it shows; a filtered one reads ahead in larger batches.
+    filtered = any(v is not None for v in (flt.status, flt.version, flt.trigger, flt.signature))
+    scanned, offset, batch = 0, 0, (200 if filtered else limit + 1)
     last: tuple[float, str] | None = after
     exhausted = False
     while len(out) < limit:
