@@ -18,15 +18,15 @@ import time
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from loopwright.api import events, hooks, problems, runs, skills, stream
+from loopwright.api import events, hooks, pages, problems, runs, skills, stream
 from loopwright.api.context import ApiContext
 from loopwright.auth.asgi import BodyLimit, HostGuard
 from loopwright.auth.origin import HostPolicy, is_loopback
 from loopwright.auth.tokens import Principal
-from loopwright.auth.web import COOKIE, SESSION_TTL_S
+from loopwright.auth.web import COOKIE
 from loopwright.runner.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -49,23 +49,6 @@ def create_app(rt: Runtime, host: str = "127.0.0.1") -> FastAPI:
     def healthz() -> dict[str, Any]:
         rt.redis.ping()
         return {"ok": True}
-
-    @app.get("/login", include_in_schema=False)
-    def login(code: str = "", next: str = "/") -> Response:
-        cookie, session = ctx.sessions.redeem(code)
-        ctx.audit.record(session.principal, "web.login", session.principal.token_id, via="web")
-        target = next if next.startswith("/") and not next.startswith("//") else "/"
-        resp = RedirectResponse(target, status_code=303)
-        resp.set_cookie(
-            COOKIE,
-            cookie,
-            max_age=SESSION_TTL_S,
-            httponly=True,
-            samesite="strict",
-            secure=rt.settings.api_cookie_secure,
-            path="/",
-        )
-        return resp
 
     @app.post("/logout", include_in_schema=False)
     def logout(request: Request) -> Response:
@@ -107,12 +90,17 @@ def create_app(rt: Runtime, host: str = "127.0.0.1") -> FastAPI:
     app.include_router(events.router(ctx))
     app.include_router(hooks.router(ctx))
     app.include_router(stream.router(ctx))
+    app.include_router(pages.router(ctx))
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount("/static", StaticFiles(directory=pages.HERE / "static"), name="static")
 
     limit = (
         max(rt.settings.skill_source_max_bytes * 2, rt.settings.webhook_max_bytes)
         + rt.settings.run_input_max_bytes
         + 65536
     )
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(ServerTiming)
     app.add_middleware(BodyLimit, limit=limit)
     app.add_middleware(HostGuard, policy=HostPolicy(host, tuple(rt.settings.sidecar_allowed_hosts)))
@@ -141,6 +129,39 @@ class ServerTiming:
             await send(message)
 
         await self.app(scope, receive, timed)
+
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+    "form-action 'self'"
+)
+_SECURITY_HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"x-frame-options", b"DENY"),
+]
+
+
+class SecurityHeaders:
+    """Pages load scripts from this origin only (no inline script, no CDN), cannot be framed,
+    and responses are never sniffed as another type."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def headed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *_SECURITY_HEADERS]}
+            await send(message)
+
+        await self.app(scope, receive, headed)
 
 
 def bind_warning(host: str, tls: bool) -> str | None:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 LOGIN_TTL_S = 600
 SESSION_TTL_S = 12 * 3600
 COOKIE = "lw_session"
+USED = "this login link is invalid, expired or already used: run 'loopwright serve' for a new one"
 CSRF_HEADER = "x-csrf-token"
 
 
@@ -57,10 +58,10 @@ class WebSessions:
     def redeem(self, code: str) -> tuple[str, WebSession]:
         """Consume ``code``: a new session cookie value and its session, or AuthError."""
         if not code or len(code) > 200:
-            raise AuthError("invalid or used login code: run 'loopwright serve' for a new URL")
+            raise AuthError(USED)
         token_id = self.redis.getdel(self.keys.web_login(_h(code)))
         if not token_id:
-            raise AuthError("invalid or used login code: run 'loopwright serve' for a new URL")
+            raise AuthError(USED)
         principal = self._principal(str(token_id))
         cookie = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(24)

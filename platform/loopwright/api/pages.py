@@ -1,0 +1,400 @@
+"""The web pages: server-rendered (jinja2) with htmx, live through the API's SSE stream.
+
+Pages read through the same service layer as the API and the CLI, and act through small
+``/ui/...`` POST routes that call the same functions, record the same audit entries and answer
+with ``HX-Refresh`` (or an error fragment shown in the page's alert area). A browser signs in
+with the one-time URL ``loopwright serve`` prints; every write carries the session's CSRF
+secret (htmx sends it as ``X-CSRF-Token``). Everything a skill, a model or an event sender
+controls is untrusted text: jinja2 autoescapes it, and nothing is marked safe.
+
+Pages: needs attention (``/``), runs (``/runs``: filters in the URL, a "new runs" banner
+instead of jumping rows), run detail (``/runs/{id}``: a failure banner, the step waterfall,
+outputs, errors, logs, recorded calls, live while it runs; ``/runs/{id}/why``), skills and
+skill detail (versions with author, a diff of any two, pause/resume/rollback/approve),
+approvals, events (feed and a send form) and workers.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from loopwright.api.context import ApiContext
+from loopwright.auth.tokens import AuthError, Principal
+from loopwright.auth.web import COOKIE, SESSION_TTL_S
+from loopwright.errors import LoopwrightError, NotFoundError
+from loopwright.runner.records import Run
+from loopwright.service.queries import RunFilter, find_runs
+
+HERE = Path(__file__).resolve().parent
+STATUS = ("queued", "running", "sleeping", "waiting", "completed", "failed", "cancelled",
+          "skipped")  # fmt: skip
+
+
+def _fmt_ts(ms: int | None) -> str:
+    if not ms:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000))
+
+
+def _pretty(value: Any, limit: int = 20_000) -> str:
+    text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[:limit] + f"\n… ({len(text)} characters)"
+
+
+def templates() -> Jinja2Templates:
+    """The page templates (autoescaped), with the filters they use."""
+    t = Jinja2Templates(directory=str(HERE / "templates"))
+    t.env.filters["ts"] = _fmt_ts
+    t.env.filters["pretty"] = _pretty
+    t.env.filters["short"] = lambda s, n=12: (s or "")[:n]
+    return t
+
+
+class Viewer:
+    """Who is looking at a page, and the CSRF secret their writes carry."""
+
+    def __init__(self, principal: Principal, csrf: str) -> None:
+        self.principal = principal
+        self.csrf = csrf
+
+
+def router(ctx: ApiContext) -> APIRouter:
+    """The page routes."""
+    from loopwright.skills_registry.diff import diff_refs
+    from loopwright.skills_registry.store import Registry, version_state
+
+    r = APIRouter(include_in_schema=False)
+    rt = ctx.rt
+    registry = Registry(rt.redis, rt.keys)
+    tpl = templates()
+
+    def viewer(request: Request) -> Viewer | None:
+        if request.headers.get("authorization"):
+            try:
+                return Viewer(ctx.tokens.authenticate(request.headers["authorization"]), "")
+            except AuthError:
+                return None
+        session = ctx.sessions.session(request.cookies.get(COOKIE))
+        return Viewer(session.principal, session.csrf) if session else None
+
+    def page(request: Request, name: str, title: str, **data: Any) -> Response:
+        who = viewer(request)
+        if who is None:
+            return tpl.TemplateResponse(
+                request, "signin.html", {"title": "Sign in", "who": None}, status_code=401
+            )
+        return tpl.TemplateResponse(
+            request, name, {"title": title, "who": who, "nav": name, **data}
+        )
+
+    def act(request: Request, scope: str, action: str, target: str, fn: Any) -> Response:
+        """Run a page action for a session holding ``scope``: refresh, or an alert fragment."""
+        try:
+            who = ctx.principal(request).require(scope)
+            detail = fn(who)
+            ctx.audit.record(who, action, target, via="web", detail=detail or {})
+        except (LoopwrightError, ValueError) as exc:
+            status = getattr(exc, "status", 400)
+            return tpl.TemplateResponse(
+                request, "_alert.html", {"message": str(exc)}, status_code=status
+            )
+        return Response(status_code=204, headers={"HX-Refresh": "true"})
+
+    @r.get("/login", response_class=HTMLResponse)
+    def login(request: Request, code: str = "", next: str = "/") -> Response:
+        try:
+            cookie, session = ctx.sessions.redeem(code)
+        except AuthError as exc:
+            return tpl.TemplateResponse(
+                request, "signin.html", {"title": "Sign in", "who": None, "message": str(exc)},
+                status_code=401,
+            )  # fmt: skip
+        ctx.audit.record(session.principal, "web.login", session.principal.token_id, via="web")
+        target = next if next.startswith("/") and not next.startswith("//") else "/"
+        resp = RedirectResponse(target, status_code=303)
+        resp.set_cookie(
+            COOKIE, cookie, max_age=SESSION_TTL_S, httponly=True, samesite="strict",
+            secure=rt.settings.api_cookie_secure, path="/",
+        )  # fmt: skip
+        return resp
+
+    # Needs attention -------------------------------------------------------------------
+
+    @r.get("/", response_class=HTMLResponse)
+    def home(request: Request) -> Response:
+        from loopwright.service.stats import skill_stats
+
+        failing: list[dict[str, Any]] = []
+        pending: list[dict[str, Any]] = []
+        cost = 0.0
+        runs_today = 0
+        if viewer(request) is not None:
+            for s in registry.skills():
+                if s.pending:
+                    pending.append({"name": s.name, "versions": s.pending})
+                try:
+                    st = skill_stats(rt.redis, rt.keys, s.name, "1d").total
+                except LoopwrightError:
+                    continue
+                runs_today += st.runs
+                cost += (st.cost_per_run or 0.0) * st.runs
+                for sig in st.signatures:
+                    failing.append({"skill": s.name, **asdict(sig)})
+        failing.sort(key=lambda f: -int(f["count"]))
+        return page(
+            request, "home.html", "Needs attention", failing=failing[:50], pending=pending,
+            cost=cost, runs_today=runs_today,
+        )  # fmt: skip
+
+    # Runs -------------------------------------------------------------------------------
+
+    @r.get("/runs", response_class=HTMLResponse)
+    def runs(
+        request: Request,
+        skill: str | None = None,
+        status: str | None = None,
+        signature: str | None = None,
+        cursor: str | None = None,
+    ) -> Response:
+        from loopwright.api.pagination import Cursor
+
+        flt = RunFilter(skill=skill or None, status=status or None, signature=signature or None)
+        error = None
+        items: list[Run] = []
+        nxt = None
+        if viewer(request) is not None:
+            try:
+                after = None
+                if cursor:
+                    c = Cursor.decode(cursor)
+                    after = (c.score, c.member)
+                pg = find_runs(rt.redis, rt.keys, flt, limit=50, after=after)
+                items = pg.runs
+                nxt = Cursor(*pg.next_cursor).encode() if pg.next_cursor else None
+            except LoopwrightError as exc:
+                error = str(exc)
+        return page(
+            request, "runs.html", "Runs", runs=items, next_cursor=nxt, error=error,
+            filters={"skill": skill or "", "status": status or "", "signature": signature or ""},
+            statuses=STATUS,
+        )  # fmt: skip
+
+    def run_data(run_id: str) -> dict[str, Any]:
+        from loopwright.runner.recording import load_recording
+
+        run = rt.runs.get(run_id)
+        steps = [s.to_dict() for s in rt.runs.steps(run_id)]
+        failed = next((s for s in steps if s["status"] == "failed"), None)
+        rec = load_recording(rt.redis, rt.keys, run_id)
+        t0 = min([s["started_at"] for s in steps if s.get("started_at")] or [run.created_at])
+        t1 = max([s.get("finished_at") or s.get("started_at") or t0 for s in steps] or [t0])
+        span = max(1, (run.finished_at or t1) - t0)
+        for s in steps:
+            start = (s.get("started_at") or t0) - t0
+            end = (s.get("finished_at") or s.get("started_at") or t0) - t0
+            s["bar_left"] = round(100 * start / span, 2)
+            s["bar_width"] = max(0.5, round(100 * (end - start) / span, 2))
+        return {
+            "run": run,
+            "steps": steps,
+            "failed_step": failed,
+            "logs": rt.runs.logs(run_id),
+            "calls": rec.calls if rec else [],
+            "recording": rec.state if rec else "none",
+            "children": sorted(str(c) for c in rt.redis.smembers(rt.keys.children(run_id))),
+            "feedback": run.raw.get("feedback"),
+        }
+
+    @r.get("/runs/{run_id}", response_class=HTMLResponse)
+    def run_page(request: Request, run_id: str) -> Response:
+        if viewer(request) is None:
+            return page(request, "run.html", "Run")
+        try:
+            data = run_data(run_id)
+        except NotFoundError as exc:
+            return tpl.TemplateResponse(
+                request, "notfound.html", {"title": "Not found", "who": viewer(request),
+                                           "message": str(exc)}, status_code=404,
+            )  # fmt: skip
+        return page(request, "run.html", f"Run {run_id[:12]}", **data)
+
+    @r.get("/runs/{run_id}/body", response_class=HTMLResponse)
+    def run_body(request: Request, run_id: str) -> Response:
+        if viewer(request) is None:
+            return Response(status_code=401)
+        return tpl.TemplateResponse(request, "_run_body.html", run_data(run_id))
+
+    @r.get("/runs/{run_id}/why", response_class=HTMLResponse)
+    def why(request: Request, run_id: str) -> Response:
+        if viewer(request) is None:
+            return page(request, "why.html", "Why did it fail")
+        data = run_data(run_id)
+        run: Run = data["run"]
+        last_ok = _last_success(rt, run)
+        input_diff: list[str] = []
+        version_diff = None
+        if last_ok is not None:
+            a = _pretty({"event": last_ok.event, "params": last_ok.params}).splitlines()
+            b = _pretty({"event": run.event, "params": run.params}).splitlines()
+            input_diff = list(difflib.unified_diff(a, b, "last success", "this run", lineterm=""))
+            if last_ok.version != run.version:
+                try:
+                    version_diff = diff_refs(registry, run.skill, last_ok.version, run.version)
+                except LoopwrightError:
+                    version_diff = None
+        sig = run.raw.get("sig")
+        sharing = 0
+        if sig:
+            page_ = find_runs(rt.redis, rt.keys, RunFilter(skill=run.skill, signature=sig),
+                              limit=500)  # fmt: skip
+            sharing = len(page_.runs)
+        return page(
+            request, "why.html", "Why did it fail", last_ok=last_ok, input_diff=input_diff,
+            version_diff=version_diff, sharing=sharing, signature=sig, **data,
+        )  # fmt: skip
+
+    @r.post("/ui/runs/{run_id}/cancel")
+    def ui_cancel(request: Request, run_id: str) -> Response:
+        return act(request, "operate", "runs.cancel", run_id,
+                   lambda who: {"cancelled": rt.runs.cancel(run_id)})  # fmt: skip
+
+    @r.post("/ui/runs/{run_id}/feedback")
+    def ui_feedback(request: Request, run_id: str, good: str = Form(...)) -> Response:
+        from loopwright.service.runs import RunService
+
+        def fn(who: Principal) -> dict[str, Any]:
+            RunService(rt.redis, rt.keys).feedback(run_id, good == "1", None, who.identity)
+            return {"good": good == "1"}
+
+        return act(request, "operate", "runs.feedback", run_id, fn)
+
+    # Skills -----------------------------------------------------------------------------
+
+    @r.get("/skills", response_class=HTMLResponse)
+    def skills(request: Request) -> Response:
+        from loopwright.service.stats import skill_stats
+
+        rows = []
+        if viewer(request) is not None:
+            for s in registry.skills():
+                try:
+                    st = skill_stats(rt.redis, rt.keys, s.name, "7d").total
+                except LoopwrightError:
+                    st = None
+                rows.append({"skill": s, "stats": st})
+        return page(request, "skills.html", "Skills", rows=rows)
+
+    @r.get("/skills/{name}", response_class=HTMLResponse)
+    def skill_page(
+        request: Request, name: str, a: str | None = None, b: str | None = None
+    ) -> Response:
+        if viewer(request) is None:
+            return page(request, "skill.html", name)
+        try:
+            rec = registry.skill(name)
+        except NotFoundError as exc:
+            return tpl.TemplateResponse(
+                request, "notfound.html", {"title": "Not found", "who": viewer(request),
+                                           "message": str(exc)}, status_code=404,
+            )  # fmt: skip
+        versions = [{"v": v, "state": version_state(rec, v)} for v in registry.versions(name)]
+        diff = None
+        diff_error = None
+        if b:
+            try:
+                diff = diff_refs(registry, name, a or None, b)
+            except LoopwrightError as exc:
+                diff_error = str(exc)
+        in_flight = [
+            x for x in find_runs(rt.redis, rt.keys, RunFilter(skill=name), limit=200).runs
+            if not x.status.terminal
+        ]  # fmt: skip
+        return page(
+            request, "skill.html", name, skill=rec, versions=versions, diff=diff,
+            diff_error=diff_error, in_flight=in_flight, a=a or "", b=b or "",
+        )  # fmt: skip
+
+    for action in ("pause", "resume"):
+
+        def lifecycle(request: Request, name: str, _action: str = action) -> Response:
+            fn = getattr(registry, _action)
+            return act(request, "approve", f"skills.{_action}", name,
+                       lambda who: {"status": fn(name).status})  # fmt: skip
+
+        r.post(f"/ui/skills/{{name}}/{action}")(lifecycle)
+
+    @r.post("/ui/skills/{name}/rollback")
+    def ui_rollback(request: Request, name: str, version: str = Form(...)) -> Response:
+        return act(request, "approve", "skills.rollback", name,
+                   lambda who: {"version": registry.rollback(name, version).version})  # fmt: skip
+
+    @r.post("/ui/skills/{name}/approve")
+    def ui_approve(request: Request, name: str, version: str = Form(...)) -> Response:
+        return act(request, "approve", "skills.approve", name,
+                   lambda who: {"version": registry.approve(name, version).version})  # fmt: skip
+
+    @r.get("/approvals", response_class=HTMLResponse)
+    def approvals(request: Request) -> Response:
+        items = []
+        if viewer(request) is not None:
+            for s in registry.skills():
+                for v in s.pending:
+                    ver = registry.version(s.name, v)
+                    items.append({"skill": s, "version": ver})
+        return page(request, "approvals.html", "Approvals", items=items)
+
+    # Events and workers -----------------------------------------------------------------
+
+    @r.get("/events", response_class=HTMLResponse)
+    def events_page(request: Request) -> Response:
+        feed = []
+        if viewer(request) is not None:
+            rows: list[tuple[str, dict[str, str]]] = rt.redis.xrevrange(  # type: ignore[assignment]
+                rt.keys.events, count=100
+            )
+            for sid, f in rows:
+                feed.append({"stream_id": sid, **f})
+        return page(request, "events.html", "Events", feed=feed)
+
+    @r.post("/ui/events/send")
+    def ui_send(
+        request: Request,
+        name: str = Form(...),
+        data: str = Form(""),
+    ) -> Response:
+        def fn(who: Principal) -> dict[str, Any]:
+            try:
+                payload = json.loads(data) if data.strip() else {}
+            except ValueError as exc:
+                raise ValueError(f"data is not JSON: {exc}") from None
+            sent = rt.bus.send(name, payload)
+            return {"id": sent.id}
+
+        return act(request, "operate", "events.send", name, fn)
+
+    @r.get("/workers", response_class=HTMLResponse)
+    def workers(request: Request) -> Response:
+        from loopwright.service.health import health
+
+        report = health(rt) if viewer(request) is not None else {}
+        return page(request, "workers.html", "Workers", health=report)
+
+    return r
+
+
+def _last_success(rt: Any, run: Run) -> Run | None:
+    """The newest completed run of the same skill created before ``run``."""
+    page_ = find_runs(
+        rt.redis, rt.keys, RunFilter(skill=run.skill, status="completed",
+                                     until_ms=max(0, run.created_at - 1)), limit=1,
+    )  # fmt: skip
+    return page_.runs[0] if page_.runs else None

@@ -1,0 +1,255 @@
+"""The web pages (issue 13) in headless Chromium through Playwright: a real `loopwright serve`,
+a real worker, real Redis. Sign in with the printed one-time URL, watch a run complete live,
+see the "new runs" banner instead of jumping rows, read why a run failed, roll a skill back,
+approve a pending version — while a guard fails any request the page makes to another host.
+Every page is checked with axe-core for serious accessibility violations."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+import pytest
+
+from conftest import Cluster, free_port, wait_until
+from loopwright.skills_registry.manifest import read_manifest
+from loopwright.skills_registry.store import Registry
+
+CHROMIUM = Path("/usr/bin/chromium")
+AXE = Path(__file__).parent / "assets" / "axe-core-4.14.1.min.js"
+
+if not CHROMIUM.exists():
+    if os.environ.get("CI"):  # in CI the browser tests must run, never skip
+        raise RuntimeError("CI needs /usr/bin/chromium: .ci/run installs it with apt-get")
+    pytestmark = pytest.mark.skip(reason="needs Debian's chromium (apt-get install chromium)")
+
+SLOW = """
+from loopwright.sdk import skill
+
+
+@skill(name="ui-slow")
+def main(ctx):
+    a = ctx.step.run("fetch", lambda: {"n": ctx.event["data"].get("n", 1)})
+    ctx.step.sleep("pause", 0.5)
+    return ctx.step.run("double", lambda: a["n"] * 2)
+"""
+
+BROKEN = """
+from loopwright.sdk import skill, NonRetriableError
+
+
+@skill(name="ui-broken")
+def main(ctx):
+    ctx.step.run("first", lambda: 1)
+
+    def second():
+        if ctx.event["data"].get("bad"):
+            raise NonRetriableError("KeyError: 'p95_ms' <script>alert(1)</script>")
+        return 2
+
+    return ctx.step.run("second", second)
+"""
+
+VERSION = """
+from loopwright.sdk import skill
+
+
+@skill(name="ui-versions", params={{"factor": {factor}}})
+def main(ctx):
+    return ctx.step.run("x", lambda: ctx.params["factor"])
+"""
+
+
+class Site:
+    def __init__(self, cluster: Cluster, port: int, login_url: str) -> None:
+        self.cluster = cluster
+        self.base = f"http://127.0.0.1:{port}"
+        self.login_url = login_url
+        self.foreign: list[str] = []
+
+
+@pytest.fixture
+def site(cluster: Cluster) -> Iterator[Site]:
+    port = free_port()
+    proc = cluster.spawn("serve", "--port", str(port))
+    line = wait_until(
+        lambda: (
+            next((x for x in cluster.log_of(proc).splitlines() if "/login?code=" in x), None)
+            or (proc.poll() is not None and pytest.fail(cluster.log_of(proc)))
+        ),
+        timeout=30,
+    )
+    url = line[line.index("http://") :].strip()
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_until(up, timeout=30)
+    yield Site(cluster, port, url)
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+def signed_in(browser: Any, site: Site, **context: Any) -> Any:
+    """A page signed in through the one-time URL, with the foreign-host guard on."""
+    ctx = browser.new_context(**context)
+    page = ctx.new_page()
+    own = urlparse(site.base).netloc
+
+    def guard(route: Any) -> None:
+        if urlparse(route.request.url).netloc != own:
+            site.foreign.append(route.request.url)
+            route.abort()
+        else:
+            route.continue_()
+
+    page.route("**/*", guard)
+    page.goto(site.login_url)
+    page.wait_for_selector("h1:has-text('Needs attention')")
+    return page
+
+
+def test_sign_in_once_then_watch_a_run_complete_live_and_new_runs_appear(
+    site: Site, browser: Any
+) -> None:
+    c = site.cluster
+    c.skill(SLOW)
+    page = signed_in(browser, site)
+    # the login URL works once: a second browser gets the sign-in page
+    other = browser.new_context().new_page()
+    other.goto(site.login_url)
+    assert "Sign in" in other.title()
+    # the runs list shows a banner for new runs instead of moving the rows
+    first = c.start("ui-slow", {"n": 1})
+    page.goto(f"{site.base}/runs")
+    page.wait_for_selector(f"text={first}")
+    second = c.start("ui-slow", {"n": 2})
+    page.wait_for_selector("#new-runs:not([hidden]) >> text=1")
+    assert page.locator(f"text={second}").count() == 0  # rows did not jump
+    # a queued run's page follows it to the end without a reload
+    page.goto(f"{site.base}/runs/{first}")
+    page.wait_for_selector("#run-body >> text=queued")
+    c.worker()
+    c.scheduler()  # wakes the run from its sleep step
+    page.wait_for_selector("#run-body >> text=sleeping", timeout=30_000)
+    page.wait_for_selector("#run-body .status.s-completed", timeout=30_000)
+    assert page.locator("#step-3").count() == 1
+    assert site.foreign == []
+
+
+def test_why_did_it_fail_names_the_step_the_signature_and_the_input_change(
+    site: Site, browser: Any
+) -> None:
+    c = site.cluster
+    c.skill(BROKEN)
+    c.worker()
+    ok = c.wait(c.start("ui-broken", {"bad": False}))
+    bad = c.wait(c.start("ui-broken", {"bad": True}))
+    assert ok.status.value == "completed" and bad.status.value == "failed"
+    page = signed_in(browser, site)
+    page.goto(f"{site.base}/runs/{bad.id}")
+    banner = page.locator(".banner.failure")
+    assert "step 2 of 2 (second)" in banner.inner_text()
+    assert page.locator("script:has-text('alert(1)')").count() == 0  # error text escaped
+    page.click("text=Why did it fail?")
+    page.wait_for_selector("h1:has-text('Why did run')")
+    body = page.locator("main").inner_text()
+    assert "second" in body and "1 run(s)" in body
+    assert '"bad": true' in body and '"bad": false' in body  # the input compared
+    assert site.foreign == []
+
+
+def test_roll_back_a_skill_and_approve_a_pending_version_from_the_pages(
+    site: Site, browser: Any
+) -> None:
+    c = site.cluster
+    reg = Registry(c.rt.redis, c.rt.keys)
+    sources = [textwrap.dedent(VERSION.format(factor=f)) for f in (1, 2, 3)]
+    v1 = reg.register(sources[0], read_manifest(sources[0])[0], None, author="person").version
+    reg.register(sources[1], read_manifest(sources[1])[0], None, author="person")
+    v3 = reg.register(
+        sources[2], read_manifest(sources[2])[0], None, author="person", mode="pending"
+    ).version
+    assert v3 in reg.skill("ui-versions").pending
+    page = signed_in(browser, site)
+    page.on("dialog", lambda d: d.accept())
+    page.goto(f"{site.base}/skills/ui-versions")
+    row = page.locator("tr", has_text=v1[:12])
+    row.locator("text=Activate").click()
+    wait_until(lambda: reg.skill("ui-versions").active == v1)
+    page.wait_for_selector(f"tr:has-text('{v1[:12]}') >> text=active")
+    page.goto(f"{site.base}/approvals")
+    page.locator("tr", has_text=v3[:12]).locator("text=Approve").click()
+    wait_until(lambda: reg.skill("ui-versions").active == v3)
+    page.wait_for_selector("text=Nothing waits for approval")
+    assert site.foreign == []
+
+
+def test_an_action_the_token_may_not_take_is_refused_in_the_page(site: Site, browser: Any) -> None:
+    c = site.cluster
+    reg = Registry(c.rt.redis, c.rt.keys)
+    src = textwrap.dedent(VERSION.format(factor=1))
+    reg.register(src, read_manifest(src)[0], None, author="person")
+    from loopwright.auth.tokens import TokenStore
+    from loopwright.auth.web import WebSessions
+
+    tokens = TokenStore(c.rt.redis, c.rt.keys)
+    info, _ = tokens.create("reader", ["read"])
+    code = WebSessions(c.rt.redis, c.rt.keys, tokens).login_code(info.id)
+    site.login_url = f"{site.base}/login?code={code}"
+    page = signed_in(browser, site)
+    page.on("dialog", lambda d: d.accept())
+    page.goto(f"{site.base}/skills/ui-versions")
+    page.click("text=Pause")
+    page.wait_for_selector("#flash >> text=lacks the 'approve' scope")
+    assert reg.skill("ui-versions").status == "active"
+
+
+def test_every_page_passes_axe_without_serious_violations(site: Site, browser: Any) -> None:
+    c = site.cluster
+    c.skill(BROKEN)
+    c.worker()
+    bad = c.wait(c.start("ui-broken", {"bad": True}))
+    page = signed_in(browser, site, bypass_csp=True)  # only to inject axe
+    paths = ["/", "/runs", f"/runs/{bad.id}", f"/runs/{bad.id}/why", "/skills",
+             "/skills/ui-broken", "/approvals", "/events", "/workers"]  # fmt: skip
+    for path in paths:
+        page.goto(site.base + path)
+        page.add_script_tag(path=str(AXE))
+        result = page.evaluate("async () => await axe.run(document)")
+        serious = [
+            (v["id"], v["help"], [n["target"] for n in v["nodes"]][:3])
+            for v in result["violations"]
+            if v["impact"] in ("serious", "critical")
+        ]
+        assert serious == [], f"{path}: {serious}"
+    assert site.foreign == []
+
+
+def test_pages_without_a_session_ask_to_sign_in_and_actions_need_csrf(site: Site) -> None:
+    resp = httpx.get(f"{site.base}/runs")
+    assert resp.status_code == 401 and "loopwright serve" in resp.text
+    assert "content-security-policy" in resp.headers
+    # a session without its CSRF secret cannot act
+    client = httpx.Client(base_url=site.base)
+    assert client.get(site.login_url, follow_redirects=False).status_code == 303
+    refused = client.post("/ui/events/send", data={"name": "x"})
+    assert refused.status_code == 403
+    assert site.cluster.rt.redis.xlen(site.cluster.rt.keys.events) == 0
+    client.close()
