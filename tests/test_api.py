@@ -352,3 +352,26 @@ def test_a_run_topic_follows_one_run_to_its_end(api: Api, cluster: Cluster) -> N
         while seen[-1]["status"] != "completed":
             seen.append(_read_sse(lines, 1)[0]["data"])
     assert seen[-1]["steps"] == 1
+
+
+def test_chat_turns_run_on_a_worker_and_come_back_as_cards(api: Api, cluster: Cluster) -> None:
+    op = api.token("operate")
+    made = api.call("POST", "/api/v1/chat/sessions", op, json={})
+    assert made.status_code == 201, made.text
+    sid = made.json()["id"]
+    ask = {"message": "forward order.created events to https://hooks.acme-corp.io/orders"}
+    first = api.call("POST", f"/api/v1/chat/sessions/{sid}/messages", op, json=ask)
+    assert first.status_code == 202, first.text
+    busy = api.call("POST", f"/api/v1/chat/sessions/{sid}/messages", op, json=ask)
+    _problem(busy, 409)  # one turn at a time
+    cluster.worker()
+    run_id = first.json()["run_id"]
+    cluster.wait(run_id, timeout=120)
+    turn = api.call("GET", f"/api/v1/chat/sessions/{sid}/turns/{run_id}", op).json()
+    assert turn["status"] == "completed" and turn["answer"]
+    tools = [c for c in turn["cards"] if c["kind"] == "tool"]
+    assert tools
+    written = [c for c in tools if c["tool"] == "write_skill"]
+    assert written and written[-1]["verdict"]["accepted"] is True, written
+    _problem(api.call("GET", f"/api/v1/chat/sessions/{sid}/turns/nope", op), 404)
+    _problem(api.call("GET", "/api/v1/chat/sessions/s-000000000000", op), 404)

@@ -227,7 +227,7 @@ def test_every_page_passes_axe_without_serious_violations(site: Site, browser: A
     c.worker()
     bad = c.wait(c.start("ui-broken", {"bad": True}))
     page = signed_in(browser, site, bypass_csp=True)  # only to inject axe
-    paths = ["/", "/runs", f"/runs/{bad.id}", f"/runs/{bad.id}/why", "/skills",
+    paths = ["/", "/chat", "/runs", f"/runs/{bad.id}", f"/runs/{bad.id}/why", "/skills",
              "/skills/ui-broken", "/approvals", "/events", "/workers"]  # fmt: skip
     for path in paths:
         page.goto(site.base + path)
@@ -253,3 +253,22 @@ def test_pages_without_a_session_ask_to_sign_in_and_actions_need_csrf(site: Site
     assert refused.status_code == 403
     assert site.cluster.rt.redis.xlen(site.cluster.rt.keys.events) == 0
     client.close()
+
+
+def test_ask_the_builder_in_the_chat_and_watch_its_tool_calls_arrive(
+    site: Site, browser: Any
+) -> None:
+    site.cluster.worker()
+    page = signed_in(browser, site)
+    page.click("nav >> text=Chat")
+    page.click("text=New conversation")
+    page.wait_for_url("**/chat/s-*")
+    page.fill("#message", "forward order.created events to https://hooks.acme-corp.io/orders")
+    page.click("text=Send")
+    page.wait_for_selector(".turn >> text=The builder is working")
+    page.wait_for_selector(".card.k-tool >> text=write_skill", timeout=120_000)
+    page.wait_for_selector(".turn >> text=sidecar: accepted", timeout=120_000)
+    page.wait_for_selector(".reply >> text=Registered 1 skill", timeout=120_000)
+    page.click(".turn >> a:has-text('relay-order-created')")
+    page.wait_for_selector("h1:has-text('relay-order-created')")
+    assert site.foreign == []

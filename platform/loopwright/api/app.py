@@ -21,7 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from loopwright.api import events, hooks, pages, problems, runs, skills, stream
+from loopwright.api import chat, events, hooks, pages, problems, runs, skills, stream
 from loopwright.api.context import ApiContext
 from loopwright.auth.asgi import BodyLimit, HostGuard
 from loopwright.auth.origin import HostPolicy, is_loopback
@@ -88,6 +88,7 @@ def create_app(rt: Runtime, host: str = "127.0.0.1") -> FastAPI:
     app.include_router(runs.router(ctx))
     app.include_router(skills.router(ctx))
     app.include_router(events.router(ctx))
+    app.include_router(chat.router(ctx))
     app.include_router(hooks.router(ctx))
     app.include_router(stream.router(ctx))
     app.include_router(pages.router(ctx))

@@ -352,6 +352,88 @@ def router(ctx: ApiContext) -> APIRouter:
                     items.append({"skill": s, "version": ver})
         return page(request, "approvals.html", "Approvals", items=items)
 
+    # Chat -------------------------------------------------------------------------------
+
+    def turns_of(sid: str, limit: int = 20) -> list[dict[str, Any]]:
+        from loopwright.api.chat import cards
+
+        found = find_runs(rt.redis, rt.keys, RunFilter(skill="builder-session"), limit=500)
+        out = []
+        for run in found.runs:
+            data = run.event.get("data") or {}
+            if data.get("session") != sid:
+                continue
+            reply = run.output.get("reply") if isinstance(run.output, dict) else None
+            out.append({"run": run, "message": data.get("message"), "reply": reply,
+                        "cards": cards(rt.runs.steps(run.id))})  # fmt: skip
+            if len(out) >= limit:
+                break
+        return list(reversed(out))
+
+    @r.get("/chat", response_class=HTMLResponse)
+    def chat_home(request: Request) -> Response:
+        from loopwright.agent.session import SessionStore
+
+        items = SessionStore(rt.redis, rt.keys).list(50) if viewer(request) else []
+        return page(request, "chat_list.html", "Chat", sessions=items)
+
+    @r.post("/ui/chat/new")
+    def ui_chat_new(request: Request) -> Response:
+        from loopwright.agent.session import SessionStore, build_agent, ensure_builtin
+        from loopwright.llm.factory import default_model_spec
+
+        made: dict[str, str] = {}
+
+        def fn(who: Principal) -> dict[str, Any]:
+            spec = default_model_spec(rt.settings)
+            ensure_builtin(rt)
+            build_agent(rt, spec)
+            made["sid"] = SessionStore(rt.redis, rt.keys).create(spec)
+            return {"session": made["sid"], "model": spec}
+
+        resp = act(request, "operate", "chat.create", "session", fn)
+        if "sid" in made:
+            return Response(status_code=204, headers={"HX-Redirect": f"/chat/{made['sid']}"})
+        return resp
+
+    @r.get("/chat/{sid}", response_class=HTMLResponse)
+    def chat_page(request: Request, sid: str) -> Response:
+        from loopwright.agent.session import SessionStore
+
+        if viewer(request) is None:
+            return page(request, "chat.html", "Chat")
+        try:
+            info = SessionStore(rt.redis, rt.keys).get(sid)
+        except (LoopwrightError, ValueError) as exc:
+            return tpl.TemplateResponse(
+                request, "notfound.html", {"title": "Not found", "who": viewer(request),
+                                           "message": str(exc)}, status_code=404,
+            )  # fmt: skip
+        return page(request, "chat.html", "Chat", session=info, turns=turns_of(sid))
+
+    @r.get("/chat/{sid}/turns/{run_id}", response_class=HTMLResponse)
+    def chat_turn(request: Request, sid: str, run_id: str) -> Response:
+        from loopwright.api.chat import cards
+
+        if viewer(request) is None:
+            return Response(status_code=401)
+        run = rt.runs.get(run_id)
+        data = run.event.get("data") or {}
+        if run.skill != "builder-session" or data.get("session") != sid:
+            return Response(status_code=404)
+        reply = run.output.get("reply") if isinstance(run.output, dict) else None
+        turn = {"run": run, "message": data.get("message"), "reply": reply,
+                "cards": cards(rt.runs.steps(run_id))}  # fmt: skip
+        return tpl.TemplateResponse(request, "_turn.html", {"t": turn, "sid": sid})
+
+    @r.post("/ui/chat/{sid}/message")
+    def ui_chat_message(request: Request, sid: str, message: str = Form(...)) -> Response:
+        from loopwright.agent.session import SessionStore
+
+        return act(request, "operate", "chat.message", sid,
+                   lambda who: {"run_id": SessionStore(rt.redis, rt.keys).start_turn(
+                       rt, sid, message)})  # fmt: skip
+
     # Events and workers -----------------------------------------------------------------
 
     @r.get("/events", response_class=HTMLResponse)
