@@ -196,11 +196,11 @@ def router(ctx: ApiContext) -> APIRouter:
         failed = next((s for s in steps if s["status"] == "failed"), None)
         rec = load_recording(rt.redis, rt.keys, run_id)
         t0 = min([s["started_at"] for s in steps if s.get("started_at")] or [run.created_at])
-        t1 = max([s.get("finished_at") or s.get("started_at") or t0 for s in steps] or [t0])
-        span = max(1, (run.finished_at or t1) - t0)
+        ends = [s.get("ended_at") or s.get("started_at") or t0 for s in steps]
+        span = max(1, max(ends or [t0]) - t0)
         for s in steps:
             start = (s.get("started_at") or t0) - t0
-            end = (s.get("finished_at") or s.get("started_at") or t0) - t0
+            end = (s.get("ended_at") or s.get("started_at") or t0) - t0
             s["bar_left"] = round(100 * start / span, 2)
             s["bar_width"] = max(0.5, round(100 * (end - start) / span, 2))
         return {

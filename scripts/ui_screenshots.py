@@ -1,0 +1,126 @@
+"""Screenshots of every web page for docs/ui.md, from a private Redis with seeded history.
+
+    .venv/bin/python scripts/ui_screenshots.py [--out docs/ui]
+
+Starts a private redis-server, writes four weeks of the review demo's history through the
+runner's scripts (``history.seeder``), a few real runs and a pending version, serves the API
+(``loopwright serve``), signs in with its one-time URL in Debian's Chromium and saves one PNG
+per page. Only loopback traffic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx
+from bench.common import (
+    Processes,
+    RedisServer,
+    child_env,
+    cli_argv,
+    free_port,
+    make_settings,
+    wait_until,
+)
+
+from loopwright.assembly import build_runtime
+from loopwright.history.seeder import demo_profiles, seed_history
+from loopwright.sdk.manifest import read_manifest
+from loopwright.skills_registry.store import Registry
+
+PAGES = {
+    "home": "/",
+    "chat": "/chat",
+    "runs": "/runs",
+    "runs-failed": "/runs?status=failed",
+    "run": "{failed}",
+    "why": "{failed}/why",
+    "skills": "/skills",
+    "skill": "/skills/health-check",
+    "approvals": "/approvals",
+    "events": "/events",
+    "workers": "/workers",
+}
+
+PENDING = """
+from loopwright.sdk import skill
+
+
+@skill(name="health-check", params={"threshold_ms": 300})
+def main(ctx):
+    return ctx.step.run("probe", lambda: {"p95_ms": 180, "alarm": False})
+"""
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", default="docs/ui")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    procs = Processes(Path(tempfile.mkdtemp(prefix="lw-ui-shots-")))
+    server = RedisServer(procs.log_dir / "redis", procs)
+    try:
+        server.start()
+        settings = make_settings(server.url, procs.log_dir / "data")
+        rt = build_runtime(settings)
+        seed_history(rt, demo_profiles(), days=28, end_ms=int(time.time() * 1000))
+        src = textwrap.dedent(PENDING)
+        Registry(rt.redis, rt.keys).register(
+            src, read_manifest(src)[0], None, author="review", mode="pending"
+        )
+        rt.bus.send("order.created", {"id": 42, "total": 99.5}, "order-42")
+        failed = rt.runs.find(skill="field-reader", status="failed", limit=1)[0].id
+        port = free_port()
+        serve = procs.spawn(cli_argv("serve", "--port", str(port)), child_env(settings), "serve")
+        log = next(procs.log_dir.glob("serve-*.log"))
+        line = wait_until(
+            lambda: (
+                next((x for x in _read(log).splitlines() if "/login?code=" in x), None)
+                or (serve.poll() is not None and sys.exit(_read(log)))
+            ),
+            30,
+            what="the login URL",
+        )
+        login = line[line.index("http://") :].strip()
+        base = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _up(base), 30, what="the API")
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(login)
+            for name, path in PAGES.items():
+                page.goto(base + path.format(failed=f"/runs/{failed}"))
+                page.wait_for_load_state("networkidle")
+                page.screenshot(path=str(out / f"{name}.png"), full_page=False)
+                print(f"{out / name}.png")
+            browser.close()
+        rt.close()
+    finally:
+        procs.kill_all()
+    return 0
+
+
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def _up(base: str) -> bool:
+    try:
+        return httpx.get(base + "/healthz").status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())
