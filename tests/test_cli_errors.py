@@ -337,7 +337,7 @@ def test_every_platform_exception_is_in_the_one_tree() -> None:
     branches = (UserError, SkillAuthorError, InfrastructureError, PlatformError)
     # Private signals and test doubles that never leave their module, and the CLI's carrier of
     # an already-translated failure (a click exception by necessity).
-    private = {"_RetryableError", "_Stop", "BadRequestError", "CommandFailed"}
+    private = {"_RetryableError", "_Stop", "_Defer", "BadRequestError", "CommandFailed"}
     outside = []
     for exc in _defined_exceptions():
         if exc.__name__ in private or issubclass(exc, (RunInterrupt, SkillError)):

@@ -23,13 +23,14 @@ from loopwright.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 ROOTS = ("platform", "sidecar", "skills_registry", "sandbox")
-FOUNDATION = {"errors", "keys", "settings", "scripts"}
+FOUNDATION = {"errors", "keys", "settings", "scripts", "envmodel"}
 
 # What each package may import besides itself, bottom-up (docs/layout.md explains each line).
 ALLOWED: dict[str, set[str]] = {
     "errors": {"sdk"},  # the tree's root lives in sdk.errors (the guest imports it)
     "keys": set(),
-    "settings": {"sdk"},  # durations read by the one parser (sdk.durations)
+    "settings": {"sdk", "envmodel"},  # durations read by the one parser (sdk.durations)
+    "envmodel": set(),  # the settings' declaration syntax and env loader
     "scripts": set(),
     "sdk": set(),
     "supervisor": set(),

@@ -1,4 +1,9 @@
-"""One settings object for the whole platform, read once at the edge (prefix ``LOOPWRIGHT_``)."""
+"""One settings object for the whole platform, read once at the edge (prefix ``LOOPWRIGHT_``).
+
+Declared as pydantic models are (``name: type = Field(default=..., ge=..., description=...)``)
+and validated by pydantic-core through :mod:`loopwright.envmodel`, which loads in milliseconds
+where pydantic-settings took ~0.3 s of every CLI command's start-up (docs/benchmarks.md).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,10 @@ import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
+from loopwright.envmodel import BeforeValidator, EnvModel, Field, SecretStr
 from loopwright.sdk.durations import parse_duration
+
+__all__ = ["Duration", "Field", "SecretStr", "Settings", "WholeSeconds"]
 
 
 def _whole_seconds(value: Any) -> int:
@@ -27,10 +32,8 @@ def _default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "loopwright"
 
 
-class Settings(BaseSettings):
+class Settings(EnvModel, env_prefix="LOOPWRIGHT_"):
     """Platform configuration; every field can be set as ``LOOPWRIGHT_<FIELD>``."""
-
-    model_config = SettingsConfigDict(env_prefix="LOOPWRIGHT_", extra="ignore")
 
     redis_url: str | None = Field(
         default=None,

@@ -29,7 +29,7 @@ class CommandFailed(ClickException):
 
 def failure_message(exc: BaseException) -> str | None:
     """The one line to print for an expected failure, or ``None`` for a bug."""
-    from pydantic import ValidationError
+    from pydantic_core import ValidationError
     from redis.exceptions import RedisError
 
     from loopwright.errors import LoopwrightError

@@ -61,7 +61,7 @@ err_console: Console = _LazyConsole(stderr=True)  # type: ignore[assignment]
 
 def load_settings() -> Settings:
     """Settings from the environment, or one readable line about the bad variable."""
-    from pydantic import ValidationError
+    from pydantic_core import ValidationError
 
     from loopwright.errors import UserError
     from loopwright.settings import Settings

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from loopwright.settings import SecretStr
 
 from loopwright.llm.anthropic import AnthropicModel
 from loopwright.llm.errors import ModelConfigError

@@ -28,12 +28,12 @@ from loopwright.runner.ports import (
     SkillModel,
     SkillRegistrar,
 )
-from loopwright.runner.sources import SourceStore
 from loopwright.runner.store import Dispatcher, RunStore
 from loopwright.runner.transitions import Transitions
 from loopwright.settings import Settings
 
 if TYPE_CHECKING:
+    from loopwright.runner.sources import SourceStore
     from loopwright.sandbox.backend import SandboxBackend
 
 
@@ -109,6 +109,10 @@ class Runtime:
     @cached_property
     def sources(self) -> SourceStore:
         """Skill sources and the loaded-skill cache."""
+        # Imported here: it reads declarations with the pydantic manifest model, which the
+        # read-only CLI commands never need (their start-up is measured, bench/cli.py).
+        from loopwright.runner.sources import SourceStore
+
         registrar = self.registrar if self.services is not None else None
         return SourceStore(self.redis, self.keys, self.settings.skill_cache_size, registrar)
 
