@@ -279,3 +279,21 @@ class Settings(BaseSettings):
         le=1000,
         description="Most runs one retention script call deletes (each call stays ~1-2 ms).",
     )
+
+    # inbox and failure alerts (issue 15: someone hears about failures)
+    inbox_max: int = Field(
+        default=10_000,
+        ge=10,
+        description="Notices the inbox keeps; the oldest go first (acknowledged or not).",
+    )
+    alert_interval: Duration = Field(
+        default=3600.0,
+        gt=0,
+        description="After a skill's first failure with one error signature, at most one "
+        "summary notice (with the count) per this interval while it keeps failing that way.",
+    )
+    alert_webhook_secret: str | None = Field(
+        default=None,
+        description="Name of a secret (LOOPWRIGHT_SECRETS) holding a Slack-compatible webhook "
+        'URL: platform notices (failure alerts, recoveries) are POSTed to it as {"text": ...}.',
+    )
