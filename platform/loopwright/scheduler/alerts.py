@@ -74,8 +74,8 @@ APPLY = (
 if redis.call('GET', K.leader) ~= A.owner then return -1 end
 if (redis.call('GET', K.cursor) or '') ~= A.cursor then return -2 end
 redis.call('SET', K.cursor, A.next)
-local member = A.skill .. '\\n' .. (A.field or '')
 if A.status == 'failed' then
+  local member = A.skill .. '\\n' .. A.field
   local raw = redis.call('HGET', K.state, A.field)
   if not raw then
     redis.call('HSET', K.state, A.field, cjson.encode({n = 1, pending = 0,
@@ -393,7 +393,7 @@ class Deliverer:
                 self._post(url, notice)
             except Exception as exc:  # any failure: retry later; the notice stays
                 tries = int(rt.redis.hget(k.inbox_notice(nid), "deliver_tries") or 0) + 1
-                wait_ms = min(3_600_000, 5_000 * 2 ** min(tries, 10))
+                wait_ms = min(3_600_000, 2_000 * 2 ** min(tries - 1, 11))  # 2 s, 4 s ... 1 h
                 n = int(
                     self._retry(
                         keys=[k.inbox_outbox, k.inbox_notice(nid)],

@@ -113,8 +113,17 @@ class Scheduler:
             stats.resolved = self.adopt_parked_parents()
         if self.cron.epoch > 0:  # the leader (cron.tick just renewed it) keeps history bounded
             stats.purged = self.retention.tick().deleted
-            stats.alerted = self.alerts.tick()  # and tells the inbox about failures
+            stats.alerted = self._alert()  # and tells the inbox about failures
         return stats
+
+    def _alert(self) -> int:
+        """Failure alerts (``scheduler/alerts.py``); their failure never stops timers, the
+        reaper or cron: it is logged and the same runs are tried again next tick."""
+        try:
+            return self.alerts.tick()
+        except Exception:  # a bug here must not stop the scheduler's other duties
+            log.exception("failure alerts failed; trying again next tick")
+            return 0
 
     def adopt_parked_parents(self, count: int = LEGACY_PAGE) -> int:
         """One page of a single pass (per scheduler process) over every waiting run, resolving
