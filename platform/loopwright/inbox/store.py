@@ -26,7 +26,7 @@ from typing import Any
 
 from redis import Redis
 
-from loopwright.errors import LoopwrightError, UserError
+from loopwright.errors import SkillAuthorError, UserError
 from loopwright.inbox.model import (
     BODY_MAX,
     LEVELS,
@@ -145,7 +145,7 @@ return n
 """
 
 
-class InboxQuotaError(LoopwrightError):
+class InboxQuotaError(SkillAuthorError):
     """A run posted as many notices as it may (``LOOPWRIGHT_NOTIFY_MAX_PER_RUN``)."""
 
 
