@@ -57,7 +57,7 @@ def raw_values(cluster: Cluster, run_id: str) -> str:
         elif kind == "string":
             out.append(r.get(key))
     for notice_id in r.zrange(keys.inbox_all, 0, -1):
-        out.append(r.hgetall(keys.inbox_notice(notice_id)))
+        out.append(r.hgetall(keys.inbox_notice(str(notice_id))))
     return json.dumps(out)
 
 
