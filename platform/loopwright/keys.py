@@ -26,6 +26,12 @@ The keyspace is a small state machine (see ``docs/runner.md``):
 * ``{p}:inbox``               list   the inbox before issue 15 (migrated on first use, then gone)
 * ``{p}:inbox:sent:{key}``    string dedupe marker of a notice by idempotency key (before issue 15)
 * ``{p}:notify``              channel run-state notices (``--wait`` listens here)
+* ``{p}:inbox:n:{id}``        hash   one inbox notice (``loopwright.inbox``); ids: ``:inbox:seq``
+* ``{p}:inbox:all|unacked``   zset   notice ids (scored by id); ``:skill:{name}``, ``:level:{l}``
+* ``{p}:inbox:dedupe:{key}``  string the notice id posted with a dedupe key
+* ``{p}:inbox:outbox``        zset   notice ids waiting for the webhook -> next attempt (ms)
+* ``{p}:alerts:cursor``       string how far failure alerts read ``ended`` (``<ms> <run id>``)
+* ``{p}:alerts:skill:{name}`` hash   a failing skill's signatures; ``{p}:alerts:due`` summaries
 * ``{p}:scheduler:heartbeat`` string set by every scheduler tick, expires when none runs
 * ``{p}:events``              stream accepted events (consumer group ``router``)
 * ``{p}:event:seen:{id}``     string event-id dedupe marker (retention window)
