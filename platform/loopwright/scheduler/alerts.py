@@ -50,6 +50,7 @@ from loopwright.scripts import NAMED, named
 log = logging.getLogger(__name__)
 
 SETTLE_MS = 1000
+IDLE_ADVANCE_MS = 1000
 BATCH = 200
 DELIVERY_BATCH = 20
 DELIVERY_TRIES = 8
@@ -64,8 +65,11 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 # Apply one ended run (A.status, A.skill, A.field = '<origin>:<sig>', A.run_id, A.msg) to the
 # skill's alert state, moving the cursor from A.cursor to A.next; the notice to post on a first
 # failure or a recovery is in A (inbox_post's fields; a recovery's body is completed here).
-# KEYS (named): leader, cursor, state, due, and the inbox's ib_*.
-# Returns -1 not the leader, -2 the cursor moved (read it again), 0 nothing posted, 1 posted.
+# KEYS (named): leader, cursor, state, due, and the inbox's ib_* (only when the caller expects
+# a notice: the id is taken beforehand, so a run that posts nothing spends none).
+# Returns -1 not the leader, -2 the cursor moved (read it again), -3 a notice is due but no
+# notice keys were declared (call again with them; nothing was written), 0 nothing posted,
+# 1 posted.
 APPLY = (
     NAMED
     + _NOW
@@ -78,6 +82,7 @@ if A.status == 'failed' then
   local member = A.skill .. '\\n' .. A.field
   local raw = redis.call('HGET', K.state, A.field)
   if not raw then
+    if not K.ib_notice then return -3 end
     redis.call('HSET', K.state, A.field, cjson.encode({n = 1, pending = 0,
       notice = string.format('%d', now), first = A.run_id, last = A.run_id, msg = A.msg,
       origin = A.origin}))
@@ -91,6 +96,7 @@ if A.status == 'failed' then
   return 0
 end
 if A.status ~= 'completed' or redis.call('EXISTS', K.state) == 0 then return 0 end
+if not K.ib_notice then return -3 end
 local h = redis.call('HGETALL', K.state)
 local failed, kinds = 0, 0
 for i = 1, #h, 2 do
@@ -222,8 +228,8 @@ class Alerts:
 
     def _advance_empty(self, cursor: str, until: int) -> None:
         at_s, _, _after = cursor.partition(" ")
-        if int(at_s) >= until:
-            return
+        if int(at_s) + IDLE_ADVANCE_MS > until:
+            return  # moved at most once a second when idle: one small write, not every tick
         self._apply_one(cursor, f"{until} ", None)
 
     def _read(self, run_id: str) -> Ended | None:
@@ -237,19 +243,24 @@ class Alerts:
         sig = d["sig"] or (signature(error) if error else "none")
         return Ended(run_id, d["status"], d["skill"], origin, sig, sample(error))
 
-    def _apply_one(self, cursor: str, nxt: str, run: Ended | None) -> int:
+    def _apply_one(
+        self, cursor: str, nxt: str, run: Ended | None, *, with_notice: bool | None = None
+    ) -> int:
         rt, k = self.rt, self.rt.keys
         keys: dict[str, str | None] = {
             "leader": k.scheduler_leader,
             "cursor": k.alerts_cursor,
         }
         args: dict[str, object] = {"owner": rt.owner, "cursor": cursor, "next": nxt}
+        if with_notice is None:
+            with_notice = self._expects_notice(run)
         if run is not None and run.status in ("failed", "completed"):
-            draft = self._draft(run)
-            notice_id = str(rt.redis.incr(k.inbox_seq))
             keys.update(state=k.alert_state(run.skill), due=k.alerts_due)
-            keys.update(self.inbox.post_keys(notice_id, draft))
-            args.update(self.inbox.post_args(notice_id, draft))
+            if with_notice:
+                draft = self._draft(run)
+                notice_id = str(rt.redis.incr(k.inbox_seq))
+                keys.update(self.inbox.post_keys(notice_id, draft))
+                args.update(self.inbox.post_args(notice_id, draft))
             args.update(
                 status=run.status,
                 skill=run.skill,
@@ -261,7 +272,22 @@ class Alerts:
         else:
             args["status"] = "other"
         ka, aa = named(keys, args)
-        return int(self._apply(keys=ka, args=aa))
+        res = int(self._apply(keys=ka, args=aa))
+        if res == -3 and not with_notice:
+            return self._apply_one(cursor, nxt, run, with_notice=True)
+        return res
+
+    def _expects_notice(self, run: Ended | None) -> bool:
+        """Whether applying ``run`` will post (the leader alone writes the state, so this read
+        holds until the script runs; a wrong guess costs one more call, see ``-3``)."""
+        if run is None:
+            return False
+        state = self.rt.keys.alert_state(run.skill)
+        if run.status == "completed":
+            return bool(self.rt.redis.exists(state))
+        if run.status == "failed":
+            return not self.rt.redis.hexists(state, f"{run.origin}:{run.sig}")
+        return False
 
     @staticmethod
     def _draft(run: Ended) -> Draft:
