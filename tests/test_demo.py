@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 from conftest import REPO, Cluster
+from loopwright.inbox import Inbox
 from loopwright.skills_registry.store import Registry
 
 
@@ -47,8 +46,9 @@ def test_demo_runs_the_seed_scenario_with_the_offline_model(cluster: Cluster) ->
     assert health.status.value == triage.status.value == "completed"
     assert health.output["verdict"] == "degraded" and not health.trusted
     assert triage.trigger["type"] == "event" and not triage.trusted
-    inbox = [json.loads(x) for x in cluster.rt.redis.lrange(cluster.rt.keys.inbox, 0, -1)]
-    assert [e["skill"] for e in inbox] == ["incident-triage"]
-    assert "checkout" in inbox[0]["message"] and "/api/cart" in inbox[0]["message"]
+    rt = cluster.rt
+    inbox = [n for n in Inbox(rt.redis, rt.keys, rt.settings).list() if n.source == "skill"]
+    assert [n.skill for n in inbox] == ["incident-triage"]
+    assert "checkout" in inbox[0].body and "/api/cart" in inbox[0].body
     assert "metrics service calls: /breakdown x1, /deploys x1, /summary x1" in out
     assert "Run history" in out and "Continue the conversation: loopwright chat" in out

@@ -63,6 +63,12 @@ ALLOWED: dict[str, set[str]] = {
     # Test doubles may use anything; nothing above may use them (see the test below).
     "testing": set(),
 }
+# The inbox (issue 15) imports only the foundation, so every layer above it may post notices.
+ALLOWED["inbox"] = set(FOUNDATION)
+for _above_inbox in ("runner", "events", "skills_registry", "auth", "scheduler", "sidecar"):
+    ALLOWED[_above_inbox] |= {"inbox"}
+for _above_inbox in ("llm", "assembly", "history", "service", "agent", "cli"):
+    ALLOWED[_above_inbox] |= {"inbox"}
 ALLOWED["testing"] = set(ALLOWED) - {"testing"}
 
 

@@ -237,9 +237,10 @@ def _all_runs(cluster: Cluster) -> list:  # type: ignore[type-arg]
 
 
 def _inbox(cluster: Cluster) -> list[dict[str, object]]:
-    import json
+    from loopwright.inbox import Inbox
 
-    return [json.loads(x) for x in cluster.rt.redis.lrange(cluster.rt.keys.inbox, 0, -1)]
+    rt = cluster.rt
+    return [n.to_json() for n in Inbox(rt.redis, rt.keys, rt.settings).list(limit=1000)]
 
 
 def test_a_self_triggering_pair_of_skills_stops_at_the_hop_limit(

@@ -56,7 +56,8 @@ def raw_values(cluster: Cluster, run_id: str) -> str:
             out.append(r.lrange(key, 0, -1))
         elif kind == "string":
             out.append(r.get(key))
-    out.append(r.lrange(keys.inbox, 0, -1))
+    for notice_id in r.zrange(keys.inbox_all, 0, -1):
+        out.append(r.hgetall(keys.inbox_notice(str(notice_id))))
     return json.dumps(out)
 
 

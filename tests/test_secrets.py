@@ -22,6 +22,7 @@ from urllib.parse import quote
 import pytest
 
 from conftest import DOCKER_IMAGE, Cluster
+from loopwright.inbox import Inbox
 from loopwright.runner.netguard import Hop, next_hop
 from loopwright.runner.records import Run
 from loopwright.runner.redaction import Redactor
@@ -182,7 +183,7 @@ def recorded(cluster: Cluster, run: Run) -> str:
             run.to_dict(),
             [s.to_dict() for s in rt.runs.steps(run.id)],
             rt.runs.logs(run.id),
-            rt.redis.lrange(rt.keys.inbox, 0, -1),
+            [n.to_json() for n in Inbox(rt.redis, rt.keys, rt.settings).list(limit=10_000)],
         ],
         default=str,
     )

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Cluster, effects, wait_until
+from loopwright.inbox import Inbox
 
 FX_SKILL = """
 from loopwright.sdk import skill
@@ -426,9 +427,10 @@ def test_notify_effect_is_not_repeated_when_a_step_body_runs_again(cluster: Clus
     """)
     run = cluster.wait(cluster.start(name, {"fx": str(cluster.tmp / "fx")}))
     assert run.status.value == "completed"
-    entries = [json.loads(x) for x in cluster.rt.redis.lrange(cluster.rt.keys.inbox, 0, -1)]
-    assert [e["message"] for e in entries] == ["latency spike", "second notice in the same step"]
-    assert [e["idempotency_key"] for e in entries] == [f"{run.id}:1", f"{run.id}:1:2"]
+    rt = cluster.rt
+    entries = list(reversed(Inbox(rt.redis, rt.keys, rt.settings).list()))
+    assert [e.body for e in entries] == ["latency spike", "second notice in the same step"]
+    assert [e.dedupe_key for e in entries] == [f"{run.id}:1", f"{run.id}:1:2"]
 
 
 def test_host_tools_are_refused_outside_steps_and_when_undeclared(cluster: Cluster) -> None:

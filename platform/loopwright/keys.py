@@ -23,9 +23,15 @@ The keyspace is a small state machine (see ``docs/runner.md``):
 * ``{p}:reg:ver:{version}``   hash   registry: one immutable version (author, parent, manifest...)
 * ``{p}:reg:names``           set    registry: every skill name ever registered
 * ``{p}:reg:seq``             string registry change counter; ``{p}:reg:changes`` its channel
-* ``{p}:inbox``               list   platform inbox (``notify`` tool)
-* ``{p}:inbox:sent:{key}``    string dedupe marker of a notice by idempotency key
+* ``{p}:inbox``               list   the inbox before issue 15 (migrated on first use, then gone)
+* ``{p}:inbox:sent:{key}``    string dedupe marker of a notice by idempotency key (before issue 15)
 * ``{p}:notify``              channel run-state notices (``--wait`` listens here)
+* ``{p}:inbox:n:{id}``        hash   one inbox notice (``loopwright.inbox``); ids: ``:inbox:seq``
+* ``{p}:inbox:all|unacked``   zset   notice ids (scored by id); ``:skill:{name}``, ``:level:{l}``
+* ``{p}:inbox:dedupe:{key}``  string the notice id posted with a dedupe key
+* ``{p}:inbox:outbox``        zset   notice ids waiting for the webhook -> next attempt (ms)
+* ``{p}:alerts:cursor``       string how far failure alerts read ``ended`` (``<ms> <run id>``)
+* ``{p}:alerts:skill:{name}`` hash   a failing skill's signatures; ``{p}:alerts:due`` summaries
 * ``{p}:scheduler:heartbeat`` string set by every scheduler tick, expires when none runs
 * ``{p}:events``              stream accepted events (consumer group ``router``)
 * ``{p}:event:seen:{id}``     string event-id dedupe marker (retention window)
@@ -311,3 +317,55 @@ class Keys:
     def web_session(self, session_hash: str) -> str:
         """A browser session (hashed cookie) -> token id and CSRF secret; expires."""
         return f"{self.prefix}:web:session:{session_hash}"
+
+    # inbox and failure alerts (issue 15; ``loopwright.inbox``, ``scheduler/alerts.py``) ------
+
+    @property
+    def inbox_seq(self) -> str:
+        """Counter giving notices their increasing ids."""
+        return f"{self.prefix}:inbox:seq"
+
+    def inbox_notice(self, notice_id: str) -> str:
+        """One notice (hash): level, source, title, body, skill, run, ack fields."""
+        return f"{self.prefix}:inbox:n:{notice_id}"
+
+    @property
+    def inbox_all(self) -> str:
+        """Every kept notice id, scored by the id (the inbox's order and its cap)."""
+        return f"{self.prefix}:inbox:all"
+
+    @property
+    def inbox_unacked(self) -> str:
+        """Ids of notices nobody has acknowledged."""
+        return f"{self.prefix}:inbox:unacked"
+
+    def inbox_by_skill(self, skill: str) -> str:
+        """Ids of one skill's notices."""
+        return f"{self.prefix}:inbox:skill:{skill}"
+
+    def inbox_by_level(self, level: str) -> str:
+        """Ids of the notices of one level (info, warning, error)."""
+        return f"{self.prefix}:inbox:level:{level}"
+
+    def inbox_dedupe(self, dedupe_key: str) -> str:
+        """The id of the notice posted with this dedupe key (lives as long as the notice)."""
+        return f"{self.prefix}:inbox:dedupe:{dedupe_key}"
+
+    @property
+    def inbox_outbox(self) -> str:
+        """Notice ids waiting for webhook delivery, scored by the next attempt time (ms)."""
+        return f"{self.prefix}:inbox:outbox"
+
+    @property
+    def alerts_cursor(self) -> str:
+        """How far failure alerts have read ``ended``: ``<end ms> <run id>``."""
+        return f"{self.prefix}:alerts:cursor"
+
+    def alert_state(self, skill: str) -> str:
+        """A skill's failing signatures (hash ``<origin>:<sig>`` -> JSON), while it fails."""
+        return f"{self.prefix}:alerts:skill:{skill}"
+
+    @property
+    def alerts_due(self) -> str:
+        """``<skill>\\n<origin>:<sig>`` -> when its summary of further failures is due (ms)."""
+        return f"{self.prefix}:alerts:due"

@@ -290,7 +290,7 @@ class Settings(EnvModel, env_prefix="LOOPWRIGHT_"):
         default=False,
         description="Mark session cookies Secure (set it when a TLS proxy is in front).",
     )
-    webhooks: dict[str, dict[str, Any]] = Field(
+    webhooks: dict[str, dict[str, str | int]] = Field(
         default_factory=dict,
         description="Webhook sources as JSON (LOOPWRIGHT_WEBHOOKS): name -> {kind: github|stripe"
         "|hmac, secret: NAME in LOOPWRIGHT_SECRETS, tolerance: seconds}; served at "
@@ -298,4 +298,22 @@ class Settings(EnvModel, env_prefix="LOOPWRIGHT_"):
     )
     webhook_max_bytes: int = Field(
         default=1024 * 1024, ge=1024, description="Largest webhook delivery body accepted."
+    )
+
+    # inbox and failure alerts (issue 15: someone hears about failures)
+    inbox_max: int = Field(
+        default=10_000,
+        ge=10,
+        description="Notices the inbox keeps; the oldest go first (acknowledged or not).",
+    )
+    alert_interval: Duration = Field(
+        default=3600.0,
+        gt=0,
+        description="After a skill's first failure with one error signature, at most one "
+        "summary notice (with the count) per this interval while it keeps failing that way.",
+    )
+    alert_webhook_secret: str | None = Field(
+        default=None,
+        description="Name of a secret (LOOPWRIGHT_SECRETS) holding a Slack-compatible webhook "
+        'URL: platform notices (failure alerts, recoveries) are POSTed to it as {"text": ...}.',
     )

@@ -23,6 +23,7 @@ import pytest
 from docker.errors import NotFound
 
 from conftest import Cluster, docker_engine_reachable, wait_until
+from loopwright.inbox import Inbox
 from loopwright.sandbox.docker import (
     GUEST_LABEL,
     OWNER_LABEL,
@@ -343,8 +344,9 @@ def test_sandboxed_run_end_to_end(
     run_ = cluster.wait(cluster.start(name, {"xs": [1, 2, 3]}, trusted=False), timeout=60)
     assert run_.status.value == "completed", run_.error
     assert run_.output == {"total": 6, "sent": "sent"}
-    entries = [json.loads(x) for x in cluster.rt.redis.lrange(cluster.rt.keys.inbox, 0, -1)]
-    assert [(e["message"], e.get("title")) for e in entries] == [("total is 6", "docker sandbox")]
+    rt = cluster.rt
+    notices = Inbox(rt.redis, rt.keys, rt.settings).list()
+    assert [(n.body, n.title) for n in notices] == [("total is 6", "docker sandbox")]
 
     # The worker dies hard: its warm guest must not keep running, and is swept afterwards.
     os.killpg(worker.pid, signal.SIGKILL)

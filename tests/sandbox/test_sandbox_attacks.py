@@ -41,6 +41,7 @@ from typing import Any
 import pytest
 
 from conftest import DOCKER_IMAGE, Cluster, RedisProc, wait_until
+from loopwright.inbox import Inbox
 from loopwright.runner.records import Run
 from loopwright.sandbox.limits import GuestLimits
 from loopwright.sandbox.process import (
@@ -1214,8 +1215,9 @@ def test_notify_flood_cannot_evict_other_runs_notices(lab: Lab) -> None:
         timeout=60,
     )
     # Then the first run's notice is still there
-    inbox = lab.cluster.rt.redis.lrange(lab.cluster.rt.keys.inbox, 0, -1)
-    assert any(json.loads(e)["run_id"] == victim.id for e in inbox)
+    rt = lab.cluster.rt
+    inbox = Inbox(rt.redis, rt.keys, rt.settings).list(limit=100_000)
+    assert any(n.run_id == victim.id for n in inbox)
 
 
 # ============================================================ host-side robustness

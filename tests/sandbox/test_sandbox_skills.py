@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from conftest import Cluster
+from loopwright.inbox import Inbox
 from loopwright.runner.records import Run
 from loopwright.sandbox.policy import check_source
 
@@ -545,15 +546,19 @@ def main(ctx):
 """)
     assert run.output == "sent"
     rt = sandboxed.cluster.rt
-    (entry,) = [json.loads(e) for e in rt.redis.lrange(rt.keys.inbox, 0, -1)]
-    del entry["ts"]
+    (notice,) = Inbox(rt.redis, rt.keys, rt.settings).list()
+    entry = {k: v for k, v in notice.to_json().items() if v is not None and k != "ts"}
     assert entry == {
         "run_id": run.id,
         "skill": "disk-alert",
         "level": "warning",
         "title": "disk",
         "message": "disk at 91%",
-        "idempotency_key": f"{run.id}:2",
+        "body": "disk at 91%",
+        "dedupe_key": f"{run.id}:2",
+        "id": notice.id,
+        "source": "skill",
+        "acknowledged": False,
     }
 
 

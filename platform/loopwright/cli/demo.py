@@ -6,7 +6,6 @@ afterwards: ``loopwright runs list`` shows them.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -130,9 +129,10 @@ def run_demo(workdir: str | None, examples_dir: str = "examples") -> int:
         ok &= _finish(rt, start_run(rt, health, {"p95_ms": 1450, "error_rate": 0.01}))
 
         console.print(Rule("Inbox"))
-        raw: list[str] = rt.redis.lrange(rt.keys.inbox, -5, -1)  # type: ignore[assignment]
-        for entry in map(json.loads, raw):
-            line = f"  [{entry['level']}] {entry['skill']}: {entry['title']}: {entry['message']}"
+        from loopwright.inbox import Inbox
+
+        for n in reversed(Inbox(rt.redis, rt.keys, rt.settings).list(limit=5)):
+            line = f"  [{n.level}] {n.skill or n.source}: {n.title}: {n.body}"
             console.print(escape(line))
         console.print(Rule("done" if ok else "[red]some runs did not complete[/]"))
         console.print("Explore: loopwright runs list | loopwright runs show RUN_ID | loopwright up")

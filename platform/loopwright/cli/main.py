@@ -12,10 +12,10 @@ import typer
 
 from loopwright.cli.app import LoopwrightGroup
 from loopwright.cli.chat import chat
-from loopwright.cli.common import JsonFlag, console, emit_json, fmt_ts, literal, open_runtime
 from loopwright.cli.dev import dev_app
 from loopwright.cli.doctor import doctor
 from loopwright.cli.events import events_app
+from loopwright.cli.inbox import inbox_app
 from loopwright.cli.mcp import mcp
 from loopwright.cli.runs import run_command, runs_app
 from loopwright.cli.serve import serve
@@ -39,6 +39,7 @@ app.add_typer(events_app, name="events")
 app.add_typer(skills_app, name="skills")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(dev_app, name="dev")
+app.add_typer(inbox_app, name="inbox")
 app.command()(chat)
 app.command()(sidecar)
 app.command()(mcp)
@@ -67,32 +68,6 @@ def _root(
     ] = False,
 ) -> None:
     """Loopwright: durable, checkpointed multi-step skills on Redis and RQ."""
-
-
-@app.command()
-def inbox(
-    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 20, as_json: JsonFlag = False
-) -> None:
-    """Show the newest messages skills posted with the notify tool."""
-    import json
-
-    from rich.table import Table
-
-    rt = open_runtime()
-    raw: list[str] = rt.redis.lrange(rt.keys.inbox, -limit, -1)  # type: ignore[assignment]
-    entries = [json.loads(x) for x in raw]
-    if as_json:
-        emit_json(entries)
-        return
-    table = Table("time (UTC)", "skill", "level", "message", "run")
-    for e in entries:
-        text = literal(e["message"])
-        if e.get("title"):
-            text = f"[bold]{literal(e['title'])}[/] {text}"
-        table.add_row(
-            fmt_ts(e["ts"]), literal(e["skill"]), literal(e["level"]), text, literal(e["run_id"])
-        )
-    console.print(table)
 
 
 @app.command()

@@ -176,9 +176,10 @@ def run_scenario(workdir: str | None) -> int:
             )
 
         console.print(Rule("Inbox"))
-        raw: list[str] = rt.redis.lrange(rt.keys.inbox, -5, -1)  # type: ignore[assignment]
-        for entry in map(json.loads, raw):
-            line = f"[{entry['level']}] {entry['skill']}: {entry['title']}: {entry['message']}"
+        from loopwright.inbox import Inbox
+
+        for n in reversed(Inbox(rt.redis, rt.keys, rt.settings).list(limit=5)):
+            line = f"[{n.level}] {n.skill or n.source}: {n.title}: {n.body}"
             console.print(escape(line))
         console.print(Rule("Skills and run history"))
         _history(rt, Registry(rt.redis, rt.keys), started_ms)

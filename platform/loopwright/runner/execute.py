@@ -109,6 +109,7 @@ class Executor:
             log.debug("run %s not taken: %s %s", run_id, acq.reason, acq.status or "")
             return f"skipped:{acq.reason}"
         started = time.monotonic()
+        log.info("run %s (%s): started", run_id, acq.run.get("skill", ""))
         lease = rt.keeper.hold(run_id, acq.token, asked, acq.slot)
         run: Run | None = None
         try:
@@ -166,6 +167,10 @@ class Executor:
         )
         if res.job_id and run.parent:
             rt.dispatcher.enqueue(run.parent, res.job_id)
+        if res.ok and status is RunStatus.FAILED:  # one line per outcome (``worker -v``)
+            log.warning("run %s (%s): failed (%s): %r", run.id, run.skill, origin, error[:300])
+        elif res.ok:
+            log.info("run %s (%s): %s", run.id, run.skill, status.value)
         return status.value if res.ok else "lease-lost"
 
     def _fail(

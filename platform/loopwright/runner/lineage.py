@@ -14,17 +14,15 @@ The lineage travels inside the event dict (``hop``, ``root``) that a run stores 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from loopwright.runner.records import now_ms
+from loopwright.inbox import Inbox
 
 if TYPE_CHECKING:
     from loopwright.runner.runtime import Runtime
 
 ROOT_TTL_S = 7 * 86400
-INBOX_MAX = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,18 +97,16 @@ def budget_refusal(rt: Runtime, root: str, what: str, *, charge: bool) -> str | 
 def post_limit_notice(rt: Runtime, root: str, limit: str, message: str, run_id: str = "") -> None:
     """Tell the inbox, once per root and limit, that a chain was stopped."""
     k = rt.keys
-    if not rt.redis.set(k.limit_notice(root, limit), "1", nx=True, ex=ROOT_TTL_S):
+    if rt.redis.exists(k.limit_notice(root, limit)):
         return
-    entry = {
-        "ts": now_ms(),
-        "run_id": run_id,
-        "skill": "",
-        "level": "error",
-        "title": f"chain of runs stopped ({limit})",
-        "message": message[:8000],
-        "idempotency_key": f"limit:{root}:{limit}",
-    }
-    pipe = rt.redis.pipeline(transaction=False)
-    pipe.rpush(k.inbox, json.dumps(entry))
-    pipe.ltrim(k.inbox, -INBOX_MAX, -1)
-    pipe.execute()
+    # The dedupe key makes a retry after a crash before the marker post nothing twice; the
+    # marker keeps it to one per root even after the inbox has dropped the notice.
+    Inbox(rt.redis, k, rt.settings).post(
+        level="error",
+        source="platform",
+        title=f"chain of runs stopped ({limit})",
+        body=message,
+        run_id=run_id or None,
+        dedupe_key=f"limit:{root}:{limit}",
+    )
+    rt.redis.set(k.limit_notice(root, limit), "1", ex=ROOT_TTL_S)

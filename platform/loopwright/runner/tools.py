@@ -14,8 +14,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from loopwright.inbox import LEVELS, Draft, Inbox, InboxQuotaError, normal_level
+from loopwright.inbox.model import BODY_MAX, TITLE_MAX
 from loopwright.runner.netguard import HttpPolicy, request_json
-from loopwright.runner.records import now_ms
 from loopwright.sdk.capabilities import (
     STEP_DIRECTION,
     allowed_events,
@@ -28,22 +29,9 @@ from loopwright.sdk.names import is_event_name
 if TYPE_CHECKING:
     from loopwright.runner.execution import Execution
 
-INBOX_MAX = 10_000
-
-# Atomically: append a notice to the inbox unless this idempotency key already posted one, and
-# within the run's quota (one run must not flush every other run's notices out of the inbox).
-# KEYS: sent marker, inbox, run's notice counter
-# ARGV: entry JSON, marker TTL seconds, inbox cap, per-run quota
-NOTIFY_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local n = redis.call('INCR', KEYS[3])
-redis.call('EXPIRE', KEYS[3], ARGV[2])
-if n > tonumber(ARGV[4]) then return -1 end
-redis.call('SET', KEYS[1], '1', 'EX', ARGV[2])
-redis.call('RPUSH', KEYS[2], ARGV[1])
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
-return 1
-"""
+# A notify step's dedupe marker and quota counter live this long (a step re-run later than
+# this after a crash may post again).
+NOTICE_TTL_S = 7 * 86400
 
 
 class NotifyTool:
@@ -71,30 +59,27 @@ class NotifyTool:
         if channel is not None:
             self._webhook(channel, message, title, key)
             return
-        entry = {
-            "ts": now_ms(),
-            "run_id": ex.run_id,
-            "skill": ex.spec.name,
-            "level": level,
-            "title": ex.redactor.text(title) if title else title,
-            "message": ex.redactor.text(str(message))[:8000],
-            "idempotency_key": key,
-        }
-        keys = ex.runtime.keys
-        quota = ex.runtime.settings.notify_max_per_run
-        res = ex.runtime.redis.eval(
-            NOTIFY_LUA,
-            3,
-            keys.inbox_sent(key),
-            keys.inbox,
-            keys.notices(ex.run_id),
-            json.dumps(entry),
-            7 * 86400,
-            INBOX_MAX,
-            quota,
+        lvl = normal_level(level)
+        if lvl is None:
+            raise NonRetriableError(
+                f"notify: level {str(level)[:40]!r} is not one of {', '.join(LEVELS)}"
+            )
+        rt = ex.runtime
+        inbox = Inbox(rt.redis, rt.keys, rt.settings)
+        draft = Draft(
+            level=lvl,
+            source="skill",
+            title=ex.redactor.text(str(title))[:TITLE_MAX] if title else "",
+            body=ex.redactor.text(str(message))[:BODY_MAX],
+            skill=ex.spec.name,
+            run_id=ex.run_id,
+            dedupe_key=key,
         )
-        if int(res) < 0:
-            raise NonRetriableError(f"notify: this run posted its quota of {quota} notices")
+        quota = (rt.keys.notices(ex.run_id), rt.settings.notify_max_per_run, NOTICE_TTL_S)
+        try:
+            inbox.post_draft(draft, quota=quota, old_marker=rt.keys.inbox_sent(key))
+        except InboxQuotaError as exc:
+            raise NonRetriableError(str(exc)) from None
 
     def _webhook(self, channel: str, message: str, title: str | None, key: str) -> None:
         kind, _, name = channel.partition(":")

@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 from loopwright.history.retention import Retention
 from loopwright.runner.execute import child_outcome, notify_parent
 from loopwright.runner.runtime import Runtime
+from loopwright.scheduler.alerts import Alerts, Deliverer
 from loopwright.scheduler.catalog import Catalog
 from loopwright.scheduler.cron import CronFirer
 from loopwright.scheduler.router import Router
@@ -38,6 +39,7 @@ class TickStats:
     resolved: int = 0
     debounced: int = 0
     purged: int = 0
+    alerted: int = 0
 
 
 class Scheduler:
@@ -48,6 +50,7 @@ class Scheduler:
         self.rt = runtime
         self.catalog = Catalog(runtime)
         self.cron = CronFirer(runtime, self.catalog)
+        self.alerts = Alerts(runtime)
         # ZSCAN cursor of the pass over runs parked by earlier versions; None once done.
         self._legacy_cursor: int | None = 0
         st = runtime.settings
@@ -110,7 +113,17 @@ class Scheduler:
             stats.resolved = self.adopt_parked_parents()
         if self.cron.epoch > 0:  # the leader (cron.tick just renewed it) keeps history bounded
             stats.purged = self.retention.tick().deleted
+            stats.alerted = self._alert()  # and tells the inbox about failures
         return stats
+
+    def _alert(self) -> int:
+        """Failure alerts (``scheduler/alerts.py``); their failure never stops timers, the
+        reaper or cron: it is logged and the same runs are tried again next tick."""
+        try:
+            return self.alerts.tick()
+        except Exception:  # a bug here must not stop the scheduler's other duties
+            log.exception("failure alerts failed; trying again next tick")
+            return 0
 
     def adopt_parked_parents(self, count: int = LEGACY_PAGE) -> int:
         """One page of a single pass (per scheduler process) over every waiting run, resolving
@@ -141,6 +154,9 @@ class Scheduler:
         router = Router(self.rt, self.catalog, self.rt.owner)
         threading.Thread(
             target=router.run, args=(stop,), name="loopwright-router", daemon=True
+        ).start()
+        threading.Thread(
+            target=Deliverer(self.rt).run, args=(stop,), name="loopwright-alerts", daemon=True
         ).start()
         interval = self.rt.settings.reaper_interval
         wait = interval
