@@ -287,7 +287,7 @@ class Settings(BaseSettings):
         default=False,
         description="Mark session cookies Secure (set it when a TLS proxy is in front).",
     )
-    webhooks: dict[str, dict[str, Any]] = Field(
+    webhooks: dict[str, dict[str, str | int]] = Field(
         default_factory=dict,
         description="Webhook sources as JSON (LOOPWRIGHT_WEBHOOKS): name -> {kind: github|stripe"
         "|hmac, secret: NAME in LOOPWRIGHT_SECRETS, tolerance: seconds}; served at "
