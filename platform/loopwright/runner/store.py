@@ -516,8 +516,8 @@ class RunStore:
         A run id starts with its creation time in hex (``new_run_id``), so the ids a prefix can
         match lie in one score range of the ``runs`` index: that range is read, not the index.
         A run created with another time (the history seeder's) is found by a server-side scan
-        when the range holds no match."""
-        prefix = prefix.strip()
+        when the range holds no match. Nothing is stripped or case-folded: a look-alike of an
+        id is not that id."""
         if prefix and self._redis.exists(self._keys.run(prefix)):
             return prefix
         shown = prefix[:40]
