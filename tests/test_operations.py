@@ -292,3 +292,22 @@ def test_ctrl_c_while_waiting_says_the_run_continues(cluster: Cluster) -> None:
     assert "no worker is consuming queue" in err and "loopwright up" in err
     assert "continues in the background" in err and f"loopwright runs wait {run_id}" in err
     assert cluster.rt.runs.get(run_id).status.value == "queued"
+
+
+def test_show_tells_when_a_parked_step_retries_and_which_event_started_the_run(
+    cluster: Cluster,
+) -> None:
+    rt = cluster.rt
+    name = cluster.skill(STEPS)
+    run_id = cluster.start(name, {"fx": "x"})
+    acq = rt.leases.acquire(run_id, "t")
+    assert isinstance(acq, Acquired)
+    until = now_ms() + 3_600_000
+    rec = StepRecord(1, "s1", StepKind.RUN, "retrying", 1, now_ms(), now_ms(), error="boom")
+    rec.until = until
+    rt.checkpoints.commit(run_id, acq.token, rec, None)
+    assert rt.transitions.park(run_id, acq.token, "sleeping", until, 1)
+    shown = json.loads(cluster.cli("runs", "show", run_id, "--json").stdout)
+    assert shown["next_retry_at"] == until and shown["event_id"] == run_id
+    text = cluster.cli("runs", "show", run_id).stdout
+    assert "next retry " in text and f"event id {run_id}" in text
