@@ -214,7 +214,11 @@ for seq, r in pairs(recs) do
     return redis.error_reply('{STALE} retry: output key of step ' .. seq .. ' not declared')
   end
 end
-if K.rollup then unroll(K.run, K.rollup, A.day) end
+if K.rollup and redis.call('EXISTS', K.rollup) == 1 then
+  unroll(K.run, K.rollup, A.day)
+else  -- its day's rollup expired (a pinned run older than the rollup TTL): nothing to undo
+  redis.call('HDEL', K.run, 'rolled', 'origin', 'dur_bucket', 'dur_ms', 'sig')
+end
 local dropped, freed = 0, 0
 if first then
   for seq, r in pairs(recs) do
