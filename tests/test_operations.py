@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Cluster, effects, wait_until
+from loopwright.cli.runs import lineage
 from loopwright.errors import NotFoundError, UserError
 from loopwright.history.rollups import counted, read_rollups, recount
 from loopwright.runner.checkpoint import LeaseLostError
@@ -173,10 +174,11 @@ def test_rerun_with_edited_data_on_another_version(cluster: Cluster) -> None:
     assert cluster.wait(same.run_id).output == {"version": 1, "got": {"x": 1}}
     before = len(cluster.rt.runs.find(limit=100))
     big = json.dumps({"x": "y" * cluster.rt.settings.run_input_max_bytes})
-    over = cluster.cli("runs", "rerun", old, "--data", "-", input=big)
-    assert "run input cap" in error_line(over)
+    with pytest.raises(UserError, match="run input"):
+        rerun(cluster.rt, old, json.loads(big))
     assert len(cluster.rt.runs.find(limit=100)) == before
-    assert "no version" in error_line(cluster.cli("runs", "rerun", old, "--version", "zzzzzz"))
+    with pytest.raises(NotFoundError, match="zzzzzz"):
+        rerun(cluster.rt, old, version="zzzzzz")
 
 
 def test_rerun_from_a_step_reuses_the_checkpoints_before_it(cluster: Cluster) -> None:
@@ -223,8 +225,8 @@ def test_bulk_cancel_counts_first_and_needs_yes_without_a_terminal(cluster: Clus
     assert json.loads(proc.stdout)["matched"] == 3
     assert {cluster.rt.runs.get(r).status.value for r in queued} == {"cancelled"}
     assert cluster.rt.runs.get(keep).status.value == "queued"
-    bad = cluster.cli("runs", "cancel", "--skill", name, "--status", "completed", "--yes")
-    assert "cannot be cancelled" in error_line(bad)
+    with pytest.raises(UserError, match="cannot be cancelled"):
+        cancel_many(cluster.rt, name, "completed")
 
 
 def test_run_id_prefixes_resolve_like_git(cluster: Cluster) -> None:
@@ -307,7 +309,7 @@ def test_show_tells_when_a_parked_step_retries_and_which_event_started_the_run(
     rec.until = until
     rt.checkpoints.commit(run_id, acq.token, rec, None)
     assert rt.transitions.park(run_id, acq.token, "sleeping", until, 1)
-    shown = json.loads(cluster.cli("runs", "show", run_id, "--json").stdout)
+    shown = lineage(rt.runs.get(run_id), rt.runs.steps(run_id))  # what --json adds
     assert shown["next_retry_at"] == until and shown["event_id"] == run_id
     text = cluster.cli("runs", "show", run_id).stdout
     assert "next retry " in text and f"event id {run_id}" in text
