@@ -227,6 +227,11 @@ def test_bulk_cancel_counts_first_and_needs_yes_without_a_terminal(cluster: Clus
     assert cluster.rt.runs.get(keep).status.value == "queued"
     with pytest.raises(UserError, match="cannot be cancelled"):
         cancel_many(cluster.rt, name, "completed")
+    # A run that arrives between the count and the confirmation is not cancelled
+    counted = cancel_many(cluster.rt, name, None, dry_run=True)
+    late = cluster.start(name, {"fx": "x"})
+    assert cancel_many(cluster.rt, name, None, only=counted.ids).matched == 0
+    assert cluster.rt.runs.get(late).status.value == "queued"
 
 
 def test_run_id_prefixes_resolve_like_git(cluster: Cluster) -> None:

@@ -472,9 +472,9 @@ def _cancel_many(
     if dry_run or counted.matched == 0:
         if as_json:
             emit_json(counted.to_dict())
-        else:
-            console.print(f"{counted.matched} {literal(what)}" + (" would be cancelled" if
-                          counted.matched else ""))  # fmt: skip
+            return
+        would = " would be cancelled" if counted.matched else ""
+        console.print(f"{counted.matched} {literal(what)}{would}")
         return
     if not yes:
         if not sys.stdin.isatty():
@@ -484,15 +484,13 @@ def _cancel_many(
             )
         if not typer.confirm(f"cancel {counted.matched} {what}?", default=False):
             raise typer.Exit(1)
-    done = cancel_many(rt, skill, status)
+    done = cancel_many(rt, skill, status, only=counted.ids)  # what was counted and confirmed
     if as_json:
         emit_json(done.to_dict())
-    else:
-        console.print(
-            f"cancelled {done.matched} {literal(what)}"
-            + (f" ({len(done.cancelled)} runs with their children)" if
-               len(done.cancelled) != done.matched else "")
-        )  # fmt: skip
+        return
+    children = len(done.cancelled) - done.matched
+    extra = f" and {children} child run(s)" if children > 0 else ""
+    console.print(f"cancelled {done.matched} {literal(what)}{extra}")
 
 
 @runs_app.command("retry")

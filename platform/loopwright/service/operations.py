@@ -182,6 +182,7 @@ class Cancelled:
     matched: int
     cancelled: list[str]
     dry_run: bool
+    ids: list[str]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON view."""
@@ -191,6 +192,7 @@ class Cancelled:
             "matched": self.matched,
             "cancelled": self.cancelled,
             "dry_run": self.dry_run,
+            "ids": self.ids,
         }
 
 
@@ -214,18 +216,29 @@ def matching_runs(rt: Runtime, skill: str, status: str | None) -> list[str]:
         out += [rid for rid, st in zip(ids, pipe.execute(), strict=True) if st in wanted]
 
 
-def cancel_many(rt: Runtime, skill: str, status: str | None, *, dry_run: bool = False) -> Cancelled:
+def cancel_many(
+    rt: Runtime,
+    skill: str,
+    status: str | None,
+    *,
+    dry_run: bool = False,
+    only: list[str] | None = None,
+) -> Cancelled:
     """Cancel every unfinished run of ``skill`` (in ``status`` when given) with its children;
-    ``dry_run`` only counts them. Each cancel is its own script: a run that ended meanwhile
-    is left as it ended."""
+    ``dry_run`` only counts them (``ids``: the runs that matched). ``only`` limits the cancel
+    to runs counted before (the ones a person confirmed: a run that arrived since is left).
+    Each cancel is its own script: a run that ended meanwhile is left as it ended."""
     if not rt.redis.exists(rt.keys.runs_by_skill(skill)) and not rt.redis.exists(
         rt.keys.registry_skill(skill)
     ):
         raise NotFoundError(f"unknown skill {skill!r} (list skills with: loopwright skills list)")
     ids = matching_runs(rt, skill, status)
+    if only is not None:
+        allowed = set(only)
+        ids = [rid for rid in ids if rid in allowed]
     if dry_run:
-        return Cancelled(skill, status, len(ids), [], True)
+        return Cancelled(skill, status, len(ids), [], True, ids)
     done: list[str] = []
     for rid in ids:
         done += rt.runs.cancel(rid, "cancelled by user (bulk cancel)")
-    return Cancelled(skill, status, len(ids), done, False)
+    return Cancelled(skill, status, len(ids), done, False, ids)
