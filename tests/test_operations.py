@@ -251,6 +251,9 @@ def test_run_id_prefixes_resolve_like_git(cluster: Cluster) -> None:
     assert a in str(amb.value) and b in str(amb.value)
     with pytest.raises(NotFoundError, match="unknown run id"):
         rt.runs.resolve_prefix("deadbeef")
+    rt.redis.set(rt.keys.tombstone("0123456789abcdef0123"), "1")
+    with pytest.raises(NotFoundError, match="deleted by retention"):
+        rt.runs.resolve_prefix("0123456789abcdef0123")
     with pytest.raises(UserError, match="too short"):
         rt.runs.resolve_prefix("ab")
     shown = json.loads(cluster.cli("runs", "show", head + "ff", "--json").stdout)

@@ -531,6 +531,11 @@ class RunStore:
             hits = self._prefix_scan(prefix)
         if len(hits) == 1:
             return hits[0]
+        if not hits and self._redis.exists(self._keys.tombstone(prefix)):
+            raise NotFoundError(
+                f"run {shown!r} was deleted by retention (LOOPWRIGHT_RUN_RETENTION); its history "
+                "lives on in the skill's rollups (loopwright skills stats)"
+            )
         if not hits:
             raise NotFoundError(f"unknown run id {shown!r} (list runs with: loopwright runs list)")
         more = f" and {len(hits) - PREFIX_SHOWN} more" if len(hits) > PREFIX_SHOWN else ""
