@@ -305,7 +305,7 @@ def test_ctrl_c_while_waiting_says_the_run_continues(cluster: Cluster) -> None:
 
 
 def test_show_tells_when_a_parked_step_retries_and_which_event_started_the_run(
-    cluster: Cluster,
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     rt = cluster.rt
     name = cluster.skill(STEPS)
@@ -321,3 +321,10 @@ def test_show_tells_when_a_parked_step_retries_and_which_event_started_the_run(
     assert shown["next_retry_at"] == until and shown["event_id"] == run_id
     text = cluster.cli("runs", "show", run_id).stdout
     assert "next retry " in text and f"event id {run_id}" in text
+    # The terminal view shows the same facts
+    import loopwright.cli.runs as runs_cli
+
+    monkeypatch.setattr(runs_cli, "piped", lambda: False)
+    runs_cli.render_run(rt, run_id)
+    shown_on_tty = capsys.readouterr().out
+    assert "next retry " in shown_on_tty and "boom" in shown_on_tty
