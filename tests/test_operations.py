@@ -25,6 +25,7 @@ from loopwright.runner.records import StepRecord, now_ms
 from loopwright.runner.store import new_run_id
 from loopwright.sdk.steps import StepKind
 from loopwright.service.operations import cancel_many, rerun, retry
+from loopwright.skills_registry.store import Registry
 
 STEPS = """
 from loopwright.sdk import skill, NonRetriableError
@@ -111,6 +112,13 @@ def test_retry_refuses_runs_that_have_not_failed(cluster: Cluster) -> None:
     assert "is running: only a failed or cancelled run can be retried (cancel it first)" in line
     with pytest.raises(NotFoundError):
         retry(cluster.rt, "f" * 20)
+    # a paused skill's run is not retried (nor rerun)
+    cluster.rt.runs.cancel(run_id)
+    Registry(cluster.rt.redis, cluster.rt.keys).pause(name)
+    with pytest.raises(UserError, match="is paused"):
+        retry(cluster.rt, run_id)
+    with pytest.raises(UserError, match="is paused"):
+        rerun(cluster.rt, run_id)
 
 
 def test_a_zombie_of_the_old_attempt_is_refused_after_a_retry(cluster: Cluster) -> None:

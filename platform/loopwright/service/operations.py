@@ -39,8 +39,16 @@ SCAN_PAGE = 500
 
 
 def retry(rt: Runtime, run_id: str) -> Retried:
-    """Run a failed or cancelled run again from its first unfinished step (same run id)."""
+    """Run a failed or cancelled run again from its first unfinished step (same run id); not
+    while its skill is paused or retired (nothing of a paused skill starts)."""
+    _refuse_stopped_skill(rt, rt.runs.get(run_id).skill)
     return rt.runs.retry(run_id)
+
+
+def _refuse_stopped_skill(rt: Runtime, skill: str) -> None:
+    """The registry's own error for a paused or retired skill (saying how to resume it)."""
+    if rt.redis.hget(rt.keys.registry_skill(skill), "status") in ("paused", "retired"):
+        raise Registry(rt.redis, rt.keys).not_runnable(skill)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +88,7 @@ def rerun(
     run's); ``from_step`` names the step the new run executes first."""
     old = rt.runs.get(run_id)
     registry = Registry(rt.redis, rt.keys)
-    status = rt.redis.hget(rt.keys.registry_skill(old.skill), "status")
-    if status in ("paused", "retired"):
-        raise registry.not_runnable(old.skill)
+    _refuse_stopped_skill(rt, old.skill)
     chosen = old.version if version is None else registry.resolve_ref(old.skill, version.strip())
     source, spec = rt.sources.declaration(chosen, old.skill)
     fork = None
