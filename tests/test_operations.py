@@ -176,6 +176,7 @@ def test_rerun_with_edited_data_on_another_version(cluster: Cluster) -> None:
     assert new["id"] != old and new["version"] == v2
     assert new["output"] == {"version": 2, "got": {"x": 2}}
     assert new["trigger"] == {"type": "manual", "rerun_of": old}
+    assert new["trusted"] is False  # the old run's trust does not pass to another version
     assert f"rerun of run {old}" in cluster.cli("runs", "show", new["id"]).stdout
     # And the old input by default; input over the cap is refused, nothing is created
     same = rerun(cluster.rt, old)

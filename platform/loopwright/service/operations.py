@@ -10,9 +10,10 @@ server and the future API call the same functions, so each rule is written once.
   acquire takes a slot as for any queued run), and it does not charge its lineage budget (the
   steps it executes again charge it as usual, so a chain whose budget is spent fails again).
 * **rerun** creates a new run linked to the old one (``rerun_of``), started by a person: a
-  fresh event id and lineage, the old run's params, timeout and trust. ``from_step`` copies
-  the checkpoints of the steps before that step into the new run in its creation script (a
-  fork, as DBOS does), so those steps replay and are not executed again.
+  fresh event id and lineage, the old run's params and timeout, and its trust only on its own
+  version (another version runs in the sandbox: trust was given to code, not to a skill).
+  ``from_step`` copies the checkpoints of the steps before that step into the new run in its
+  creation script (a fork, as DBOS does), so those steps replay and are not executed again.
 * **cancel_many** cancels a skill's unfinished runs in one status; ``dry_run`` counts them.
 """
 
@@ -110,7 +111,8 @@ def rerun(
             params=old.params,
             trigger={"type": "manual", "rerun_of": old.id},
             timeout=old.timeout,
-            trusted=old.trusted,
+            # Trust was given to the code the old run ran, never to another version.
+            trusted=old.trusted and chosen == old.version,
             spec=spec,
             fields=fields,
             fork=fork,
