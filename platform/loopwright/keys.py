@@ -48,6 +48,7 @@ The keyspace is a small state machine (see ``docs/runner.md``):
                                      dedupe window (its trigger claim must not restart it)
 * ``{p}:pins``                set    pinned run ids (kept by retention until unpinned)
 * ``{p}:retention:deleted``   string counter of runs deleted by retention
+* ``{p}:state:{skill}``       hash   a skill's ``ctx.state`` (values, versions, its clock)
 """
 
 from __future__ import annotations
@@ -288,3 +289,9 @@ class Keys:
     def retention_deleted(self) -> str:
         """Counter of runs retention has deleted (doctor, tests, benchmarks)."""
         return f"{self.prefix}:retention:deleted"
+
+    # ctx.state (issue 15): one hash per skill, not per version
+    def skill_state(self, skill: str) -> str:
+        """Hash of a skill's ``ctx.state``: ``v:KEY`` -> JSON value, ``m:KEY`` -> "version
+        updated_ms run_id", ``#`` -> the skill's version clock (``runner/state.py``)."""
+        return f"{self.prefix}:state:{skill}"

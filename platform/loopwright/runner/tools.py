@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from loopwright.runner.addresses import private_allow
 from loopwright.runner.netguard import HttpPolicy, request_json
 from loopwright.runner.records import now_ms
 from loopwright.sdk.capabilities import (
@@ -106,7 +107,8 @@ class NotifyTool:
         url = resolve_secret(self._ex, name)
         st = self._ex.runtime.settings
         policy = call_budget(
-            self._ex, HttpPolicy((), st.http_allow_private, st.http_timeout, 64 * 1024)
+            self._ex,
+            HttpPolicy((), private_allow(st.http_private_allow), st.http_timeout, 64 * 1024),
         )
         text = self._ex.redactor.text(f"*{title}*\n{message}" if title else message)
         bounded_call(
@@ -136,7 +138,7 @@ class HttpTool:
         st = self._ex.runtime.settings
         policy = HttpPolicy(
             allow_hosts=self._ex.spec.http_allow,
-            allow_private=st.http_allow_private,
+            private=private_allow(st.http_private_allow),
             timeout=st.http_timeout,
             max_bytes=st.http_max_response_bytes,
         )
