@@ -56,6 +56,7 @@ if st_n > 0 then
       if ver ~= tonumber(ARGV[i + 2]) then return -2 end
     end
     if ARGV[i + 1] ~= '' and not meta then adds = adds + 1 end
+    if ARGV[i + 1] == '' and meta then adds = adds - 1 end
   end
   if adds > 0 then
     local held = math.floor(redis.call('HLEN', KEYS[5]) / 2)
