@@ -77,6 +77,19 @@ def test_a_streak_is_counted_across_runs_and_alerts_on_the_third_failure(
     assert entry["run_id"] and entry["updated_at"] > 0
     table = cluster.cli("skills", "state", name)
     assert "failures" in table.stdout and "3" in table.stdout
+    # And --reset asks first (refused without a terminal unless --yes), then clears it
+    refused = cluster.cli("skills", "state", name, "--reset")
+    assert refused.returncode != 0 and "--yes" in refused.stderr
+    assert state_of(cluster, name) == {"failures": 3}
+    done = cluster.cli("skills", "state", name, "--reset", "--yes")
+    assert done.returncode == 0 and "removed 1 key" in done.stdout
+    assert state_of(cluster, name) == {}
+    # And the version clock survives the reset: a later write never reuses a version
+    assert cluster.wait(cluster.start(name, {"ok": False})).output == 1
+    (entry,) = read_state(cluster.rt.redis, cluster.rt.keys, name)
+    assert entry.version == 7
+    unknown = cluster.cli("skills", "state", "no-such-skill")
+    assert unknown.returncode != 0 and "no skill named 'no-such-skill'" in unknown.stderr
 
 
 KILLABLE = """
@@ -290,28 +303,29 @@ def main(ctx):
 """
 
 
-@pytest.mark.parametrize(
-    ("how", "error"),
-    [
-        ("big", "is 2002 bytes, over the 1024-byte cap (LOOPWRIGHT_STATE_VALUE_MAX_BYTES)"),
-        ("many", "would hold more than 3 keys (LOOPWRIGHT_STATE_MAX_KEYS)"),
-        ("key", "ctx.state key must be a non-empty string"),
-        ("json", "ctx.state value for 'k' is not JSON"),
-        ("outside", "ctx.state can only be used inside a step"),
-    ],
-)
+MISUSES = {
+    "big": "is 2002 bytes, over the 1024-byte cap (LOOPWRIGHT_STATE_VALUE_MAX_BYTES)",
+    "many": "would hold more than 3 keys (LOOPWRIGHT_STATE_MAX_KEYS)",
+    "key": "ctx.state key must be a non-empty string",
+    "json": "ctx.state value for 'k' is not JSON",
+    "outside": "ctx.state can only be used inside a step",
+}
+
+
 def test_state_misuse_fails_at_once_with_a_clear_error(
-    make_cluster: Callable[..., Cluster], how: str, error: str
+    make_cluster: Callable[..., Cluster],
 ) -> None:
     cluster = make_cluster(state_value_max_bytes=1024, state_max_keys=3)
     cluster.worker()
     name = cluster.skill(MISUSE)
-    run = cluster.wait(cluster.start(name, {"how": how}))
-    assert run.status.value == "failed"
-    assert error in (run.error or "")
+    runs = {how: cluster.start(name, {"how": how}) for how in MISUSES}
+    for how, error in MISUSES.items():
+        run = cluster.wait(runs[how])
+        assert run.status.value == "failed", how
+        assert error in (run.error or ""), how
+        steps = cluster.rt.checkpoints.read_all(run.id)
+        assert all(s.attempts == 1 for s in steps), how  # never retried
     assert state_of(cluster, name) == {}
-    steps = cluster.rt.checkpoints.read_all(run.id)
-    assert all(s.attempts == 1 for s in steps)  # never retried
 
 
 # Sandboxed skills -------------------------------------------------------------------------
@@ -411,21 +425,3 @@ def test_a_run_parked_with_old_format_records_resumes_and_uses_state(cluster: Cl
     run = cluster.wait(run_id)
     assert run.status.value == "completed" and run.output == 41
     assert state_of(cluster, name) == {"total": 41}
-
-
-def test_reset_asks_first_and_clears_every_key(cluster: Cluster) -> None:
-    cluster.worker()
-    name = cluster.skill(STREAK)
-    cluster.wait(cluster.start(name, {"ok": False}))
-    refused = cluster.cli("skills", "state", name, "--reset")  # stdin is not a terminal
-    assert refused.returncode != 0 and "--yes" in refused.stderr
-    assert state_of(cluster, name) == {"failures": 1}
-    done = cluster.cli("skills", "state", name, "--reset", "--yes")
-    assert done.returncode == 0 and "removed 1 key" in done.stdout
-    assert state_of(cluster, name) == {}
-    unknown = cluster.cli("skills", "state", "no-such-skill")
-    assert unknown.returncode != 0 and "no skill named 'no-such-skill'" in unknown.stderr
-    # the version clock survives the reset: a later write never reuses a version
-    cluster.wait(cluster.start(name, {"ok": False}))
-    (entry,) = json.loads(cluster.cli("skills", "state", name, "--json").stdout)["keys"]
-    assert entry["version"] == 2
