@@ -425,3 +425,31 @@ def test_a_run_parked_with_old_format_records_resumes_and_uses_state(cluster: Cl
     run = cluster.wait(run_id)
     assert run.status.value == "completed" and run.output == 41
     assert state_of(cluster, name) == {"total": 41}
+
+
+COUNTER = """
+from loopwright.sdk import skill
+
+def bump(ctx):
+    first = ctx.state.update("n", lambda n: n + 1, 0)
+    again = ctx.state.update("n", lambda n: n + 1, 0)  # the attempt reads its own writes
+    return [first, again, ctx.state.get("missing", "default")]
+
+@skill(name="case-counter", retries=0)
+def main(ctx):
+    return ctx.step.run("bump", bump, ctx)
+"""
+
+
+def test_the_sidecar_cases_use_a_scratch_state_that_starts_empty(cluster: Cluster) -> None:
+    from loopwright.sidecar.pipeline import Sidecar
+
+    # Given two test cases of a skill that counts in its state
+    case = {"event": {}, "expect": {"output": [1, 2, "default"]}}
+    tests = [{"name": "first", **case}, {"name": "second", **case}]
+    # When the sidecar runs them in the sandbox
+    verdict = Sidecar(cluster.rt).submit(COUNTER, tests)
+    # Then both pass: each case starts empty, and nothing reaches the skill's durable state
+    assert verdict.accepted, verdict.findings
+    assert [c.passed for c in verdict.cases] == [True, True]
+    assert state_of(cluster, "case-counter") == {}
