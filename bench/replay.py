@@ -139,7 +139,7 @@ def measure(quick: bool) -> dict[str, Any]:
         try:
             redis.start()
             results["machine"] = machine_info(redis.url)
-            common = {"sandbox_pool_size": 1, "http_allow_private": True}
+            common = {"sandbox_pool_size": 1, "http_private_allow": "127.0.0.1"}
             data = Path(tmp) / "data"
             on = build_runtime(make_settings(redis.url, data, run_recording=True, **common))
             off = build_runtime(make_settings(redis.url, data, run_recording=False, **common))

@@ -315,7 +315,7 @@ def sandbox_cluster(make_cluster: Callable[..., Cluster], sandbox_backend: str) 
         sandbox_backend=sandbox_backend,
         sandbox_docker_image=DOCKER_IMAGE,
         sandbox_cpu_seconds=5,
-        http_allow_private=True,
+        http_private_allow="127.0.0.1",
     )
 
 

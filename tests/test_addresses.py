@@ -6,6 +6,8 @@ connection, and an audit hook proves that no socket connection was even attempte
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -13,11 +15,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from conftest import Cluster
-from loopwright.runner.addresses import AddressKind, classify
-from loopwright.runner.netguard import HttpPolicy, address_refusal, request_json
+from loopwright.runner.addresses import AddressKind, PrivateAllow, classify
+from loopwright.runner.netguard import HttpPolicy, address_refusal, request_json, resolve_checked
 from loopwright.sdk.errors import NonRetriableError
+from loopwright.settings import Settings
 
 K = AddressKind
 
@@ -101,18 +105,112 @@ def test_refusals_name_the_category_and_the_carried_address() -> None:
     assert classify("2002:a00:1::1").describe() == (
         "2002:a00:1::1 is the 6to4 form of 10.0.0.1: private (private network, 10.0.0.0/8)"
     )
-    why = address_refusal("fec0::1", allow_private=False) or ""
+    why = address_refusal("fec0::1") or ""
     assert why.startswith("private (deprecated site-local, fec0::/10)")
-    assert "LOOPWRIGHT_HTTP_ALLOW_PRIVATE" in why
+    assert "LOOPWRIGHT_HTTP_PRIVATE_ALLOW" in why
 
 
-def test_private_addresses_pass_when_the_operator_allows_them_but_metadata_never_does() -> None:
-    assert address_refusal("10.0.0.1", allow_private=True) is None
-    assert address_refusal("100.64.0.1", allow_private=True) is None
-    assert address_refusal("8.8.8.8", allow_private=False) is None
-    for metadata in ("169.254.169.254", "100.100.100.200", "::ffff:169.254.169.254"):
-        why = address_refusal(metadata, allow_private=True) or ""
-        assert "cloud metadata" in why and "refused even when private addresses" in why
+def allow(text: str) -> PrivateAllow:
+    """The allow-list as the settings validate and normalise it."""
+    return PrivateAllow.parse(Settings(http_private_allow=text).http_private_allow)
+
+
+def test_a_named_range_admits_its_private_addresses_and_nothing_else() -> None:
+    ranges = allow("10.1.0.0/16, fd12::/48, 100.64.0.0/10")
+    assert address_refusal("10.1.2.3", ranges) is None
+    assert address_refusal("::ffff:10.1.2.3", ranges) is None  # the IPv4-mapped form too
+    assert address_refusal("fd12::7", ranges) is None
+    assert address_refusal("100.64.0.1", ranges) is None
+    assert address_refusal("8.8.8.8", ranges) is None  # public stays public
+    for outside in ("10.2.0.1", "192.168.1.1", "fd13::1"):
+        assert "LOOPWRIGHT_HTTP_PRIVATE_ALLOW" in (address_refusal(outside, ranges) or "")
+
+
+def test_metadata_loopback_and_link_local_need_the_exact_address() -> None:
+    # Given ranges wide enough to hold the metadata, loopback and link-local addresses
+    wide = allow("0.0.0.0/0,::/0,100.64.0.0/10,169.254.0.0/16,127.0.0.0/8,fd00::/8")
+    # Then none of them is admitted by the range: only naming the one address does
+    for metadata in (
+        "169.254.169.254",
+        "100.100.100.200",
+        "fd00:ec2::254",
+        "::ffff:169.254.169.254",
+        "64:ff9b::a9fe:a9fe",
+    ):
+        why = address_refusal(metadata, wide) or ""
+        assert "cloud metadata addresses are refused" in why, metadata
+    for protected, kind in (("127.0.0.1", "loopback"), ("169.254.3.4", "link-local")):
+        why = address_refusal(protected, wide) or ""
+        assert f"{kind} addresses are refused unless" in why
+        assert address_refusal(protected, allow(protected)) is None
+    assert address_refusal("127.0.0.2", allow("127.0.0.1")) is not None
+    assert address_refusal("::1", allow("127.0.0.1")) is not None
+    assert address_refusal("::1", allow("::1")) is None
+    assert address_refusal("fd00:ec2::254", allow("fd00:ec2::254/128")) is None
+
+
+def test_a_host_name_entry_admits_private_answers_never_protected_ones() -> None:
+    names = allow("*.internal,db.corp")
+    assert address_refusal("10.9.8.7", names, "api.team.internal") is None
+    assert address_refusal("100.64.1.1", names, "db.corp") is None
+    assert address_refusal("fd12::1", names, "x.internal") is None
+    # the glob is for subdomains; other names and bare addresses are not admitted
+    assert address_refusal("10.9.8.7", names, "internal") is not None
+    assert address_refusal("10.9.8.7", names, "evil.example") is not None
+    assert address_refusal("10.9.8.7", names) is not None
+    # a name resolving to metadata, loopback or link-local stays refused
+    for protected in ("169.254.169.254", "127.0.0.1", "169.254.9.9", "fd00:ec2::254"):
+        assert address_refusal(protected, names, "metadata.internal") is not None
+
+
+def test_a_name_resolving_to_loopback_is_refused_even_when_named(
+    connections: list[Any],
+) -> None:
+    # Given the name itself on the allow-list: a DNS answer is never an exact naming
+    with pytest.raises(NonRetriableError) as refused:
+        resolve_checked("localhost", 80, allow("localhost,*.localhost"))
+    assert "'localhost' resolves to" in str(refused.value)
+    assert "loopback addresses are refused unless" in str(refused.value)
+    assert connections == []
+
+
+@pytest.mark.parametrize(
+    "bad", ["*", "a b", "10.0.0.0/33", "http://10.0.0.1/", "*.", "1.2.3", "db_1.internal"]
+)
+def test_a_bad_allow_list_entry_is_refused_at_start_up(bad: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        Settings(http_private_allow=f"10.1.0.0/16,{bad}")
+    assert "is neither an address range" in str(refused.value)
+
+
+@pytest.mark.parametrize("value", ["true", "1", "yes"])
+def test_the_retired_all_or_nothing_setting_says_what_to_set_instead(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("LOOPWRIGHT_HTTP_ALLOW_PRIVATE", value)
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    text = str(refused.value)
+    assert "LOOPWRIGHT_HTTP_ALLOW_PRIVATE was replaced" in text
+    assert "LOOPWRIGHT_HTTP_PRIVATE_ALLOW=10.1.0.0/16,*.internal" in text
+    monkeypatch.setenv("LOOPWRIGHT_HTTP_ALLOW_PRIVATE", "false")  # asks for nothing: accepted
+    assert Settings().http_private_allow == ""
+
+
+def test_the_cli_refuses_the_retired_setting_in_one_line() -> None:
+    env = {**os.environ, "LOOPWRIGHT_HTTP_ALLOW_PRIVATE": "true"}
+    done = subprocess.run(
+        [sys.executable, "-m", "loopwright.cli", "runs", "list"],
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "LOOPWRIGHT_HTTP_PRIVATE_ALLOW" in lines[0]
 
 
 class ConnectAudit:
@@ -169,7 +267,7 @@ def test_the_http_tool_refuses_before_opening_a_socket(
     connections: list[Any], url: str, fragment: str
 ) -> None:
     host = url.split("//", 1)[1].split("/", 1)[0].strip("[]")
-    policy = HttpPolicy(allow_hosts=(host,), allow_private=False, timeout=1.0, max_bytes=1024)
+    policy = HttpPolicy(allow_hosts=(host,), private=allow(""), timeout=1.0, max_bytes=1024)
     with pytest.raises(NonRetriableError) as refused:
         request_json("GET", url, policy)
     assert fragment in str(refused.value)
@@ -179,8 +277,9 @@ def test_the_http_tool_refuses_before_opening_a_socket(
 def test_metadata_is_refused_even_with_private_addresses_allowed(
     make_cluster: Callable[..., Cluster],
 ) -> None:
-    # Given an operator who allows private addresses, and a skill declaring the metadata host
-    cluster = make_cluster(http_allow_private=True)
+    # Given an operator who allows a range holding the metadata address, and a skill
+    # declaring the metadata host
+    cluster = make_cluster(http_private_allow="100.64.0.0/10,127.0.0.1")
     source = """
 from loopwright.sdk import skill
 
@@ -220,8 +319,10 @@ def redirector() -> Iterator[str]:
 def test_a_redirect_hop_to_a_metadata_address_is_refused_before_connecting(
     connections: list[Any], redirector: str
 ) -> None:
-    # Given a declared loopback host (private addresses allowed) that redirects to metadata
-    policy = HttpPolicy(("127.0.0.1", "100.100.100.200"), True, timeout=2.0, max_bytes=1024)
+    # Given a declared loopback host (allowed exactly) that redirects to metadata, with the
+    # range holding it allowed
+    wide = allow("127.0.0.1,100.64.0.0/10")
+    policy = HttpPolicy(("127.0.0.1", "100.100.100.200"), wide, timeout=2.0, max_bytes=1024)
     # When the tool follows the redirect
     with pytest.raises(NonRetriableError) as refused:
         request_json("GET", redirector, policy)

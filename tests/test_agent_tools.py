@@ -15,7 +15,9 @@ from loopwright.agent.reference import SDK_REFERENCE
 from loopwright.agent.session import BUILTIN_NAME, ensure_builtin
 from loopwright.agent.tools import LocalSidecar, ToolBox
 from loopwright.runner.context import LocalStep
+from loopwright.runner.state import LocalState
 from loopwright.runner.tools import HttpTool
+from loopwright.sandbox.guest import GuestState
 from loopwright.skills_registry.store import Registry
 
 GOOD = """
@@ -54,6 +56,8 @@ def test_sdk_reference_names_only_things_that_exist() -> None:
         assert hasattr(LocalStep, name), name
     for name in re.findall(r"ctx\.tools\.http\.(\w+)", SDK_REFERENCE):
         assert hasattr(HttpTool, name), name
+    for name in re.findall(r"ctx\.state\.(\w+)", SDK_REFERENCE):
+        assert hasattr(LocalState, name) and hasattr(GuestState, name), name
     (imported,) = re.findall(r"from loopwright\.sdk import ([\w, ]+)", SDK_REFERENCE)
     for name in imported.split(", "):
         assert hasattr(sdk, name.strip()), name

@@ -74,7 +74,7 @@ def main(ctx):
 def test_a_slow_drip_response_ends_at_the_run_deadline(
     make_cluster: Callable[..., Cluster], drip: Drip
 ) -> None:
-    cluster = make_cluster(http_allow_private=True, http_timeout=30)
+    cluster = make_cluster(http_private_allow="127.0.0.1", http_timeout=30)
     cluster.worker()
     name = cluster.skill(_drip_skill("2s"))
     began = time.monotonic()
@@ -89,7 +89,9 @@ def test_a_slow_drip_response_ends_at_the_run_deadline(
 def test_the_per_call_cap_bounds_a_slow_drip_even_with_time_left(
     make_cluster: Callable[..., Cluster], drip: Drip
 ) -> None:
-    cluster = make_cluster(http_allow_private=True, http_timeout=30, http_call_max_seconds=1.5)
+    cluster = make_cluster(
+        http_private_allow="127.0.0.1", http_timeout=30, http_call_max_seconds=1.5
+    )
     cluster.worker()
     name = cluster.skill(_drip_skill("60s"))
     run = cluster.wait(
@@ -102,7 +104,7 @@ def test_the_per_call_cap_bounds_a_slow_drip_even_with_time_left(
 def test_cancel_stops_a_slow_drip_call_promptly(
     make_cluster: Callable[..., Cluster], drip: Drip
 ) -> None:
-    cluster = make_cluster(http_allow_private=True, http_timeout=30)
+    cluster = make_cluster(http_private_allow="127.0.0.1", http_timeout=30)
     cluster.worker()
     name = cluster.skill(_drip_skill("60s"))
     run_id = cluster.start(name, {"url": f"http://127.0.0.1:{drip.port}/"}, trusted=False)
@@ -476,7 +478,7 @@ def test_a_deeply_nested_http_answer_fails_the_step_without_retries(
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Deep)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
-        cluster = make_cluster(http_allow_private=True)
+        cluster = make_cluster(http_private_allow="127.0.0.1")
         cluster.worker()
         source = _drip_skill("30s").replace("retries=0", "retries=3, backoff=0.01")
         url = f"http://127.0.0.1:{httpd.server_address[1]}/deep"

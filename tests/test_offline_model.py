@@ -20,6 +20,7 @@ from loopwright.llm.offline import (
     KINDS,
     OfflineModel,
     PlannedSkill,
+    _private_advice,
     find_request,
     plan,
     pyrepr,
@@ -27,6 +28,7 @@ from loopwright.llm.offline import (
     render_skill,
 )
 from loopwright.llm.types import Completion, Message, ToolCall, ToolSpec
+from loopwright.runner.addresses import PrivateAllow
 from loopwright.sidecar.pipeline import Sidecar
 from loopwright.skills_registry.manifest import read_manifest
 
@@ -191,10 +193,25 @@ def test_the_seed_scenario_registers_health_check_then_triage_then_answers() -> 
         "LOOPWRIGHT_MODEL",
         "LOOPWRIGHT_ANTHROPIC_API_KEY",
         "LOOPWRIGHT_OPENAI_API_KEY",
-        "LOOPWRIGHT_HTTP_ALLOW_PRIVATE",
+        "127.0.0.1: loopback (loopback, 127.0.0.0/8); the http tool refuses it",
     ):
         assert text in final.text, text
     assert not ANNOUNCES_ACTION.search(final.text)
+    assert "ALLOW_PRIVATE" not in final.text and "PRIVATE_ALLOW" not in final.text
+
+
+def test_private_host_advice_never_suggests_opening_a_protection() -> None:
+    nothing = PrivateAllow()
+    # A private address of one's own network: the allow-list, naming that address
+    advice = _private_advice("10.1.2.3", nothing) or ""
+    assert "LOOPWRIGHT_HTTP_PRIVATE_ALLOW=10.1.2.3" in advice
+    # Metadata, link-local, loopback: no setting is suggested at all
+    for host in ("169.254.169.254", "100.100.100.200", "169.254.1.1", "127.0.0.1", "localhost"):
+        advice = _private_advice(host, nothing) or ""
+        assert advice and "LOOPWRIGHT_" not in advice, host
+    # A host the operator already admits needs no advice
+    assert _private_advice("10.1.2.3", PrivateAllow.parse("10.1.0.0/16")) is None
+    assert _private_advice("127.0.0.1", PrivateAllow.parse("127.0.0.1")) is None
 
 
 def test_the_same_conversation_gets_the_same_completion() -> None:

@@ -29,7 +29,7 @@ def sandboxed(make_cluster: Callable[..., Cluster], **settings: Any) -> Cluster:
         sandbox_backend="process",
         sandbox_docker_image=DOCKER_IMAGE,
         sandbox_cpu_seconds=5,
-        http_allow_private=True,
+        http_private_allow="127.0.0.1",
         **settings,
     )
     cluster.worker()

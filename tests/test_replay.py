@@ -30,7 +30,7 @@ def sandboxed(make_cluster: Callable[..., Cluster], backend: str = "process") ->
         sandbox_backend=backend,
         sandbox_docker_image=DOCKER_IMAGE,
         sandbox_cpu_seconds=5,
-        http_allow_private=True,
+        http_private_allow="127.0.0.1",
         sidecar_case_timeout=20,
     )
     cluster.worker()
@@ -176,7 +176,7 @@ def test_the_sidecar_replays_a_new_version_on_recorded_runs_labelled_first(
     # that replays two
     cluster = make_cluster(
         sandbox_backend="process",
-        http_allow_private=True,
+        http_private_allow="127.0.0.1",
         sidecar_replay_runs=2,
         sidecar_case_timeout=20,
     )

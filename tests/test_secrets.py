@@ -30,6 +30,9 @@ from loopwright.sdk.errors import NonRetriableError
 
 # ----------------------------------------------------------------------------- the redactor
 
+# The two loopback hosts of these tests, each named exactly (a loopback range admits nothing).
+LOOPBACKS = "127.0.0.1,127.0.0.2"
+
 
 def test_redactor_finds_a_secret_in_its_common_encodings() -> None:
     secret = "sk-live/4f+9'a=b"
@@ -199,7 +202,7 @@ def sandboxed(make_cluster: Callable[..., Cluster], backend: str, **settings: An
         sandbox_backend=backend,
         sandbox_docker_image=DOCKER_IMAGE,
         sandbox_cpu_seconds=5,
-        http_allow_private=True,
+        http_private_allow=LOOPBACKS,
         **settings,
     )
     cluster.worker()
@@ -239,7 +242,7 @@ def test_an_illegal_header_error_does_not_leak_the_secret_in_process(
     make_cluster: Callable[..., Cluster], granted: Server, secret: str
 ) -> None:
     # Given a trusted (in-process) skill whose header value makes httpx quote it in an error
-    cluster = make_cluster(http_allow_private=True, secrets={"API_KEY": secret})
+    cluster = make_cluster(http_private_allow=LOOPBACKS, secrets={"API_KEY": secret})
     cluster.worker()
     # When it catches the error, logs it, posts it as a notice, and then lets it fail the run
     run = start(
@@ -312,7 +315,7 @@ def test_a_replayed_run_redacts_a_secret_it_did_not_resolve_in_this_attempt(
 
     granted.routes["/store"] = store
     granted.routes["/recall"] = lambda h: reply(h, 200, {"key": remembered.get("key")})
-    cluster = make_cluster(http_allow_private=True, secrets={"API_KEY": secret})
+    cluster = make_cluster(http_private_allow=LOOPBACKS, secrets={"API_KEY": secret})
     cluster.worker()
     cluster.scheduler()  # wakes the parked run
     body = """
@@ -405,7 +408,8 @@ return ctx.step.run("pin", ctx.tools.http.get_json, ctx.event["data"]["url"], No
 def granted_cluster(make: Callable[..., Cluster], secret: str, hosts: list[str]) -> Cluster:
     """A cluster whose secret API_KEY is granted to ``hosts`` only, with one worker."""
     grants = {"API_KEY": {"hosts": hosts}}
-    cluster = make(http_allow_private=True, secrets={"API_KEY": secret}, secret_grants=grants)
+    allowed = {"http_private_allow": LOOPBACKS}
+    cluster = make(**allowed, secrets={"API_KEY": secret}, secret_grants=grants)
     cluster.worker(
         env={"LOOPWRIGHT_SECRET_GRANTS": json.dumps(grants)}
     )  # JSON, as operators set it
@@ -465,7 +469,7 @@ def test_a_redirect_to_another_port_on_the_same_host_is_another_origin(
     # Given a second server on the same host name, another port
     second = Server("127.0.0.1").start()
     try:
-        cluster = make_cluster(http_allow_private=True, secrets={"API_KEY": secret})
+        cluster = make_cluster(http_private_allow=LOOPBACKS, secrets={"API_KEY": secret})
         cluster.worker()
         granted.redirect("/start", second.url("/landing"))
         # When the first redirects to the second
@@ -482,7 +486,7 @@ def test_a_redirect_to_another_port_on_the_same_host_is_another_origin(
 def test_a_redirect_beyond_the_hop_cap_is_refused(
     make_cluster: Callable[..., Cluster], granted: Server
 ) -> None:
-    cluster = make_cluster(http_allow_private=True)
+    cluster = make_cluster(http_private_allow=LOOPBACKS)
     cluster.worker()
     for n in range(7):
         granted.redirect(f"/r{n}", f"/r{n + 1}")

@@ -503,7 +503,7 @@ def test_logs_are_recorded_once_even_across_replays(cluster: Cluster) -> None:
 def test_http_tool_sends_the_step_idempotency_key(
     make_cluster: Callable[..., Cluster], tmp_path: Path
 ) -> None:
-    cluster = make_cluster(http_allow_private=True)  # the test server listens on loopback
+    cluster = make_cluster(http_private_allow="127.0.0.1")  # the test server listens on loopback
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 

@@ -89,7 +89,7 @@ def _run(cluster: Cluster, source: str, data: dict[str, Any], trusted: bool = Tr
 def test_loopback_is_refused_after_resolution_unless_the_operator_allows_it(
     make_cluster: Callable[..., Cluster], server: Recorder
 ) -> None:
-    cluster = make_cluster(http_allow_private=False)
+    cluster = make_cluster(http_private_allow="")
     run = _run(cluster, _fetcher('["127.0.0.1"]'), {"url": server.base + "/x"})
     assert run.status.value == "failed"
     assert "127.0.0.1 is loopback (loopback, 127.0.0.0/8)" in (run.error or "")
@@ -99,7 +99,7 @@ def test_loopback_is_refused_after_resolution_unless_the_operator_allows_it(
 def test_a_name_resolving_to_loopback_is_refused(
     make_cluster: Callable[..., Cluster], server: Recorder
 ) -> None:
-    cluster = make_cluster(http_allow_private=False)
+    cluster = make_cluster(http_private_allow="")
     url = f"http://localhost:{server.port}/x"
     run = _run(cluster, _fetcher('["localhost"]'), {"url": url})
     assert run.status.value == "failed" and "'localhost' resolves to" in (run.error or "")
@@ -107,7 +107,7 @@ def test_a_name_resolving_to_loopback_is_refused(
 
 
 def test_metadata_address_is_refused(make_cluster: Callable[..., Cluster]) -> None:
-    cluster = make_cluster(http_allow_private=False)
+    cluster = make_cluster(http_private_allow="")
     url = "http://169.254.169.254/latest/meta-data/"
     run = _run(cluster, _fetcher('["169.254.169.254"]'), {"url": url})
     assert run.status.value == "failed" and "169.254.169.254" in (run.error or "")
@@ -125,7 +125,7 @@ def test_metadata_address_is_refused(make_cluster: Callable[..., Cluster]) -> No
 def test_bad_urls_are_refused(
     make_cluster: Callable[..., Cluster], server: Recorder, url: str, expected: str
 ) -> None:
-    cluster = make_cluster(http_allow_private=True)
+    cluster = make_cluster(http_private_allow="127.0.0.1")
     run = _run(cluster, _fetcher('["127.0.0.1"]'), {"url": url})
     assert run.status.value == "failed" and expected in (run.error or "")
     assert server.requests == []
@@ -140,7 +140,7 @@ def test_redirect_to_an_undeclared_host_is_refused(
         h.end_headers()
 
     server.routes["/start"] = redirect
-    cluster = make_cluster(http_allow_private=True)
+    cluster = make_cluster(http_private_allow="127.0.0.1")
     run = _run(cluster, _fetcher('["127.0.0.1"]'), {"url": server.base + "/start"})
     assert run.status.value == "failed"
     assert "host '127.0.0.2' is not in this skill's http_allow" in (run.error or "")
@@ -156,7 +156,7 @@ def test_redirect_within_declared_hosts_is_followed(
         h.end_headers()
 
     server.routes["/start"] = redirect
-    cluster = make_cluster(http_allow_private=True)
+    cluster = make_cluster(http_private_allow="127.0.0.1")
     run = _run(cluster, _fetcher('["127.0.0.1"]'), {"url": server.base + "/start"})
     assert run.status.value == "completed" and run.output == {"ok": True, "path": "/final"}
 
@@ -165,7 +165,7 @@ def test_oversized_response_is_refused(
     make_cluster: Callable[..., Cluster], server: Recorder
 ) -> None:
     server.routes["/big"] = lambda h: _json(h, 200, {"blob": "x" * 10_000})
-    cluster = make_cluster(http_allow_private=True, http_max_response_bytes=2048)
+    cluster = make_cluster(http_private_allow="127.0.0.1", http_max_response_bytes=2048)
     run = _run(cluster, _fetcher('["127.0.0.1"]'), {"url": server.base + "/big"})
     assert run.status.value == "failed" and "over 2048 bytes" in (run.error or "")
 
@@ -185,7 +185,7 @@ def test_slow_or_failing_upstream_is_retried_by_the_step_policy(
         return _json(h, 200, {"value": 42})
 
     server.routes["/flaky"] = flaky
-    cluster = make_cluster(http_allow_private=True, http_timeout=0.3)
+    cluster = make_cluster(http_private_allow="127.0.0.1", http_timeout=0.3)
     run = _run(cluster, _fetcher('["127.0.0.1"]'), {"url": server.base + "/flaky"})
     assert run.status.value == "completed" and run.output == {"value": 42}
     (step,) = cluster.rt.runs.steps(run.id)
@@ -196,7 +196,7 @@ def test_secret_is_resolved_on_the_host_and_never_reaches_the_sandboxed_guest(
     make_cluster: Callable[..., Cluster], server: Recorder
 ) -> None:
     secret = "s3cr3t-token-value"
-    cluster = make_cluster(http_allow_private=True, secrets={"METRICS_TOKEN": secret})
+    cluster = make_cluster(http_private_allow="127.0.0.1", secrets={"METRICS_TOKEN": secret})
     call = (
         'ctx.tools.http.get_json(ctx.event["data"]["url"], '
         'headers={"Authorization": "Bearer {{secret:METRICS_TOKEN}}"})'
@@ -214,7 +214,7 @@ def test_secret_is_resolved_on_the_host_and_never_reaches_the_sandboxed_guest(
 def test_undeclared_or_unknown_secrets_fail_clearly(
     make_cluster: Callable[..., Cluster], server: Recorder
 ) -> None:
-    cluster = make_cluster(http_allow_private=True, secrets={"OTHER": "x"})
+    cluster = make_cluster(http_private_allow="127.0.0.1", secrets={"OTHER": "x"})
     call = (
         'ctx.tools.http.get_json(ctx.event["data"]["url"], headers={"X-Token": "{{secret:OTHER}}"})'
     )
@@ -227,7 +227,7 @@ def test_notify_to_a_slack_webhook_named_by_secret_posts_once(
     make_cluster: Callable[..., Cluster], server: Recorder
 ) -> None:
     hook = server.base + "/hooks/ops"
-    cluster = make_cluster(http_allow_private=True, secrets={"OPS_WEBHOOK": hook})
+    cluster = make_cluster(http_private_allow="127.0.0.1", secrets={"OPS_WEBHOOK": hook})
     call = 'ctx.tools.notify("p95 is 1450 ms", title="latency", channel="slack:OPS_WEBHOOK")'
     source = _fetcher("[]", secrets='["OPS_WEBHOOK"]', call=call)
     run = _run(cluster, source, {}, trusted=False)

@@ -58,6 +58,8 @@ The keyspace is a small state machine (see ``docs/runner.md``):
 * ``{p}:audit``               stream who did what through the API and the pages (capped)
 * ``{p}:web:login:{h}``       string one-time login code -> token id (TTL)
 * ``{p}:web:session:{h}``     hash   browser session: token id, CSRF secret (TTL)
+
+* ``{p}:state:{skill}``       hash   a skill's ``ctx.state`` (values, versions, its clock)
 """
 
 from __future__ import annotations
@@ -369,3 +371,9 @@ class Keys:
     def alerts_due(self) -> str:
         """``<skill>\\n<origin>:<sig>`` -> when its summary of further failures is due (ms)."""
         return f"{self.prefix}:alerts:due"
+
+    # ctx.state (issue 15): one hash per skill, not per version
+    def skill_state(self, skill: str) -> str:
+        """Hash of a skill's ``ctx.state``: ``v:KEY`` -> JSON value, ``m:KEY`` -> "version
+        updated_ms run_id", ``#`` -> the skill's version clock (``runner/state.py``)."""
+        return f"{self.prefix}:state:{skill}"

@@ -7,7 +7,9 @@ where pydantic-settings took ~0.3 s of every CLI command's start-up (docs/benchm
 
 from __future__ import annotations
 
+import ipaddress
 import math
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,6 +28,49 @@ def _whole_seconds(value: Any) -> int:
 # plain number of seconds (so environments written before units were accepted keep working).
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 WholeSeconds = Annotated[int, BeforeValidator(_whole_seconds)]
+
+
+# A host-name entry of the private allow-list: a name, or ``*.`` and a name (its subdomains).
+_HOST_ENTRY = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
+
+
+def _private_allow(value: Any) -> str:
+    """``LOOPWRIGHT_HTTP_PRIVATE_ALLOW`` checked and normalised: comma-separated CIDR ranges or
+    addresses and host names (``*.internal``); the runner reads it with
+    ``runner.addresses.PrivateAllow``."""
+    if value is None:
+        return ""
+    items = value if isinstance(value, list | tuple) else str(value).split(",")
+    out: list[str] = []
+    for raw in items:
+        entry = str(raw).strip().lower().rstrip(".")
+        if not entry:
+            continue
+        try:
+            out.append(str(ipaddress.ip_network(entry.strip("[]"), strict=False)))
+            continue
+        except ValueError:
+            pass
+        if not _HOST_ENTRY.fullmatch(entry) or entry.rsplit(".", 1)[-1].isdigit():
+            raise ValueError(
+                f"{str(raw).strip()[:80]!r} is neither an address range (10.1.0.0/16, "
+                f"fd12::/48, 10.1.2.3) nor a host name (db.internal, *.internal)"
+            )
+        out.append(entry)
+    return ",".join(out)
+
+
+def _retired_allow_private(value: Any) -> None:
+    """``LOOPWRIGHT_HTTP_ALLOW_PRIVATE`` opened every private address, cloud metadata included;
+    it was replaced by an allow-list. Refused at start-up, saying what to set instead."""
+    if value is None or str(value).strip().lower() in ("", "0", "false", "no", "off"):
+        return None  # the old default asks for nothing the new default does not give
+    raise ValueError(
+        "LOOPWRIGHT_HTTP_ALLOW_PRIVATE was replaced: unset it and name the private ranges and "
+        "hosts skills may reach in LOOPWRIGHT_HTTP_PRIVATE_ALLOW (e.g. "
+        "LOOPWRIGHT_HTTP_PRIVATE_ALLOW=10.1.0.0/16,*.internal; loopback only as an exact "
+        "address such as 127.0.0.1); cloud metadata addresses stay refused"
+    )
 
 
 def _default_data_dir() -> Path:
@@ -103,10 +148,6 @@ class Settings(EnvModel, env_prefix="LOOPWRIGHT_"):
         "used by any skill that declares it.",
     )
     notify_max_per_run: int = Field(default=100, ge=1)
-    http_allow_private: bool = Field(
-        default=False,
-        description="Let the http tool reach loopback/private/link-local addresses (tests, labs).",
-    )
 
     approval_mode: Literal["auto", "review"] = Field(
         default="auto",
@@ -316,4 +357,32 @@ class Settings(EnvModel, env_prefix="LOOPWRIGHT_"):
         default=None,
         description="Name of a secret (LOOPWRIGHT_SECRETS) holding a Slack-compatible webhook "
         'URL: platform notices (failure alerts, recoveries) are POSTed to it as {"text": ...}.',
+    )
+
+    # ctx.state: a small durable JSON store per skill (issue 15, runner/state.py)
+    state_value_max_bytes: int = Field(
+        default=64 * 1024,
+        ge=16,
+        le=1024 * 1024,
+        description="Largest JSON value one ctx.state key may hold (bytes of its encoding).",
+    )
+    state_max_keys: int = Field(
+        default=100,
+        ge=1,
+        le=100_000,
+        description="Most keys one skill's ctx.state may hold (a commit adding more fails the "
+        "step without retries).",
+    )
+
+    # Private hosts for the http tool (issue 15, runner/addresses.py, runner/netguard.py)
+    http_private_allow: Annotated[str, BeforeValidator(_private_allow)] = Field(
+        default="",
+        description="Private addresses the http tool may reach: comma-separated ranges "
+        "(10.1.0.0/16, fd12::/48) and host names (db.internal, *.internal, admitted when they "
+        "resolve to a private address or a public one). Loopback, link-local and cloud "
+        "metadata addresses only when named exactly (127.0.0.1, not 127.0.0.0/8).",
+    )
+    http_allow_private: Annotated[str | None, BeforeValidator(_retired_allow_private)] = Field(
+        default=None,
+        description="Retired (it opened cloud metadata too): set LOOPWRIGHT_HTTP_PRIVATE_ALLOW.",
     )

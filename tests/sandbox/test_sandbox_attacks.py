@@ -217,7 +217,7 @@ def sandbox_settings(backend: str, **overrides: Any) -> dict[str, Any]:
         "sandbox_backend": backend,
         "sandbox_docker_image": DOCKER_IMAGE,
         "sandbox_cpu_seconds": 5,
-        "http_allow_private": True,
+        "http_private_allow": "127.0.0.1",
     }
     return {**base, **overrides}
 
@@ -233,7 +233,7 @@ def secret_lab(make_cluster: Any, sandbox_backend: str, secret: str) -> Lab:
 @pytest.fixture
 def strict_lab(make_cluster: Any, sandbox_backend: str) -> Lab:
     """A lab as configured in production: the http tool may not reach private addresses."""
-    cluster = make_cluster(**sandbox_settings(sandbox_backend, http_allow_private=False))
+    cluster = make_cluster(**sandbox_settings(sandbox_backend, http_private_allow=""))
     return start_lab(cluster, sandbox_backend)
 
 
@@ -1108,8 +1108,8 @@ def test_http_to_a_private_address_is_refused_when_private_is_not_allowed(
     strict_lab: Lab, recorder: Recorder, target: str, allow: str
 ) -> None:
     # The skill declares the private host itself: http_allow is the author's own claim, so
-    # the operator's http_allow_private=False is what must stop it.
-    assert strict_lab.cluster.settings.http_allow_private is False
+    # the operator's http_private_allow="" is what must stop it.
+    assert strict_lab.cluster.settings.http_private_allow == ""
     url = target.format(port=recorder.port)
     strict_lab.failed(
         src(

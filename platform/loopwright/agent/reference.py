@@ -42,6 +42,9 @@ events={{"send": [...], "receive": [...]}}; "*" stands for one dot-separated seg
 ("order.*" matches "order.created"). An event(...) trigger's name needs no receive entry.
 Undeclared names are rejected before registration and refused at run time.
 Context: ctx.event ({{"name","data","id","ts"}}), ctx.params, ctx.run_id, ctx.log.info(msg).
+State between runs (no declaration; only inside ctx.step.run): ctx.state.get(key, default),
+ctx.state.set(key, json_value), ctx.state.update(key, fn, default), ctx.state.delete(key);
+written with the step's checkpoint; a key read then written is compare-and-set.
 
 Host tools (declare each in tools=[...]; call them only inside ctx.step.run):
 - ctx.tools.http.get_json(url, params=None, headers=None); ctx.tools.http.post_json(url, body,

@@ -110,16 +110,15 @@ def run_scenario(workdir: str | None) -> int:
     first = open_runtime(base)
     redis_url = first.redis_url
     first.close()
-    settings = base.model_copy(
-        update={"redis_url": redis_url, "sidecar_url": sidecar_url, "http_allow_private": True}
-    )
+    local = {"redis_url": redis_url, "sidecar_url": sidecar_url}
+    settings = base.model_copy(update={**local, "http_private_allow": "127.0.0.1"})
     rt = open_runtime(settings)
     install_runtime(rt)
     env = {
         **os.environ,
         "LOOPWRIGHT_REDIS_URL": redis_url,
         "LOOPWRIGHT_SIDECAR_PORT": str(port),
-        "LOOPWRIGHT_HTTP_ALLOW_PRIVATE": "true",
+        "LOOPWRIGHT_HTTP_PRIVATE_ALLOW": "127.0.0.1",  # the fake metrics service, exactly
         "PYTHONUNBUFFERED": "1",
     }
     procs = _Procs(env, work)

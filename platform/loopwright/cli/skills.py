@@ -23,6 +23,7 @@ from loopwright.cli.common import (
     open_runtime,
     plain,
 )
+from loopwright.cli.state import skill_state
 from loopwright.errors import UserError
 
 if TYPE_CHECKING:
@@ -433,3 +434,6 @@ def stats(
                 sig.example_run, literal(sig.message[:120]),
             )  # fmt: skip
         console.print(errs)
+
+
+skills_app.command("state")(skill_state)  # ctx.state: cli/state.py

@@ -47,6 +47,13 @@ from loopwright.llm.offline_plan import (
     template_context,
 )
 from loopwright.llm.types import Completion, Message, ToolCall, ToolSpec, Usage
+from loopwright.runner.addresses import (
+    NAMEABLE,
+    AddressKind,
+    PrivateAllow,
+    classify,
+    private_allow,
+)
 from loopwright.settings import Settings
 
 __all__ = [
@@ -205,12 +212,11 @@ def _done_text(planned: list[PlannedSkill], turn: _Turn, settings: Settings | No
                 "(LOOPWRIGHT_SECRETS) before the first event"
             )
     hosts = {h for _, ctx in built for h in ctx["http_allow"]}
-    private = sorted(h for h in hosts if is_private_host(h))
-    if private and not (settings and settings.http_allow_private):
-        lines.append(
-            f"- {', '.join(private)}: a private address; runs reach it only with "
-            "LOOPWRIGHT_HTTP_ALLOW_PRIVATE=true"
-        )
+    allowed = private_allow(settings.http_private_allow if settings else "")
+    for host in sorted(h for h in hosts if is_private_host(h)):
+        advice = _private_advice(host, allowed)
+        if advice:
+            lines.append(f"- {host}: {advice}")
     request = str(planned[0].params.get("request", ""))
     raws = [m.group(0).rstrip(URL_TAIL) for m in URL_RE.finditer(request)]
     changed = [r for r in raws if (clean_url(r) or "").lower() != r.lower()]
@@ -222,6 +228,33 @@ def _done_text(planned: list[PlannedSkill], turn: _Turn, settings: Settings | No
         )
     lines += ["", "These came from the offline template model. " + REAL_MODEL]
     return "\n".join(lines)
+
+
+def _private_advice(host: str, allowed: PrivateAllow) -> str | None:
+    """What to say about a declared non-public host, or None when runs may reach it. Never
+    suggests opening a protection: only a private range of the person's own network is worth
+    naming in the allow-list."""
+    try:
+        found = classify(host)
+    except ValueError:  # a name such as localhost: it resolves to loopback
+        return (
+            "a loopback name; the http tool refuses loopback, so runs cannot reach it; serve "
+            "it on an address the workers can reach"
+        )
+    if allowed.refusal(found) is None:
+        return None
+    inner = found.embedded or found
+    if inner.kind in NAMEABLE:
+        return (
+            "a private address; if it is on your own network, an operator can let runs reach "
+            f"it with LOOPWRIGHT_HTTP_PRIVATE_ALLOW={inner.address} (or its range)"
+        )
+    if inner.kind is AddressKind.METADATA:
+        return "a cloud metadata address; the http tool always refuses it"
+    return (
+        f"{found.summary()}; the http tool refuses it, so runs cannot reach it; serve it on "
+        "an address the workers can reach"
+    )
 
 
 def _registered(turn: _Turn) -> str:

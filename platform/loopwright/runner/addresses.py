@@ -8,7 +8,7 @@ IPv4-translated, NAT64, 6to4, Teredo) are judged by their IPv6 prefix rather tha
 IPv4 host they reach. This module keeps its own table, taken from the IANA special-purpose
 address registries, picks the most specific range that holds an address, and classifies the
 embedded IPv4 address of the tunnelling forms. Callers get a category and a label to name in
-a refusal; the operations issue's private allow-list builds on the same table.
+a refusal; the operator's private allow-list (:class:`PrivateAllow`) builds on the same table.
 """
 
 from __future__ import annotations
@@ -197,3 +197,96 @@ def classify(address: str | IPAddress) -> Classification:
             return Classification(address, found.kind, None, label, embedded=found)
     kind = K.GLOBAL if label in _ROUTED else K.RESERVED
     return Classification(address, kind, None, label, embedded=_lookup(inner[0]))
+
+
+# Kinds an allow-list range never opens: only an entry naming the one address does (an exact
+# /32 or /128). Loopback and the unspecified address reach the worker itself; link-local and
+# metadata addresses hand out the worker's cloud credentials.
+PROTECTED = frozenset({K.LOOPBACK, K.UNSPECIFIED, K.LINK_LOCAL, K.METADATA})
+# Kinds a host-name entry admits when its name resolves to them (besides global addresses).
+NAMEABLE = frozenset({K.PRIVATE, K.CGNAT})
+
+
+@dataclass(frozen=True, slots=True)
+class PrivateAllow:
+    """The operator's private allow-list (``LOOPWRIGHT_HTTP_PRIVATE_ALLOW``): address ranges
+    and host names the http tool may reach although they are not public.
+
+    * A range admits the non-public addresses inside it, except the ``PROTECTED`` kinds,
+      which only an entry naming exactly that address admits.
+    * A host name (``db.internal``) or glob (``*.internal``, its subdomains) admits that name
+      when it resolves to private or carrier-grade NAT addresses (or public ones), never to a
+      protected kind: a DNS answer can change, so a name is never an exact naming.
+    """
+
+    networks: tuple[IPNetwork, ...] = ()
+    hosts: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> PrivateAllow:
+        """The allow-list from its setting (checked by ``settings._private_allow``)."""
+        nets: list[IPNetwork] = []
+        hosts: list[str] = []
+        for raw in text.split(","):
+            entry = raw.strip().lower().rstrip(".")
+            if not entry:
+                continue
+            try:
+                nets.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+            except ValueError:
+                hosts.append(entry)
+        return cls(tuple(nets), tuple(hosts))
+
+    def __bool__(self) -> bool:
+        return bool(self.networks or self.hosts)
+
+    def names_exactly(self, address: IPAddress) -> bool:
+        """True when an entry is this one address (``127.0.0.1``, ``fd00:ec2::254/128``)."""
+        return any(
+            n.prefixlen == n.max_prefixlen and n.network_address == address for n in self.networks
+        )
+
+    def in_range(self, address: IPAddress) -> bool:
+        """True when a range entry holds ``address``."""
+        return any(address.version == n.version and address in n for n in self.networks)
+
+    def names_host(self, host: str) -> bool:
+        """True when ``host`` is a name entry or a subdomain of a ``*.`` entry."""
+        host = host.lower().rstrip(".")
+        for entry in self.hosts:
+            if entry.startswith("*.") and host.endswith(entry[1:]) and host != entry[2:]:
+                return True
+            if host == entry:
+                return True
+        return False
+
+    def refusal(self, found: Classification, host: str | None = None) -> str | None:
+        """Why ``found`` (not global) stays refused under this list, or None when admitted;
+        ``host`` is the name that resolved to it (None for an address written in the URL)."""
+        inner = found.embedded or found
+        targets = {found.address, inner.address}
+        if any(self.names_exactly(a) for a in targets):
+            return None
+        kinds = {found.kind, inner.kind}
+        if K.METADATA in kinds:
+            return f"{found.summary()}; cloud metadata addresses are refused"
+        if kinds & PROTECTED:
+            what = sorted(k.value for k in kinds & PROTECTED)[0]
+            return (
+                f"{found.summary()}; {what} addresses are refused unless "
+                f"LOOPWRIGHT_HTTP_PRIVATE_ALLOW names that exact address"
+            )
+        if any(self.in_range(a) for a in targets):
+            return None
+        if host is not None and inner.kind in NAMEABLE and self.names_host(host):
+            return None
+        return (
+            f"{found.summary()}; non-public addresses are refused unless "
+            f"LOOPWRIGHT_HTTP_PRIVATE_ALLOW names their range or host"
+        )
+
+
+@lru_cache(maxsize=8)
+def private_allow(setting: str) -> PrivateAllow:
+    """The allow-list of a ``http_private_allow`` setting (parsed once per distinct value)."""
+    return PrivateAllow.parse(setting)

@@ -9,6 +9,13 @@ from redis import Redis
 
 from loopwright.keys import Keys
 from loopwright.runner.records import StepRecord
+from loopwright.runner.state import (
+    STATE_APPLY,
+    STATE_CHECK,
+    StateConflictError,
+    StateLimitError,
+    StateWrites,
+)
 from loopwright.sdk.errors import RunInterrupt
 
 # Atomically: write one step record (and its large output, when separate) only if the caller
@@ -17,19 +24,25 @@ from loopwright.sdk.errors import RunInterrupt
 # size). A record that ends its step (``done``/``failed``) adds to the run's counters the
 # rollups fold in when it ends (``runner/rollup.py``): ``c_steps``, ``c_attempts``,
 # ``c_retries`` (attempts beyond the first) and the model usage of an ``llm`` step. The tool
-# calls of the attempt are appended to its recording (``runner/recording.py``).
-# Returns 1, 0 when fenced out, -1 over the quota.
-# KEYS: run, steps, out, calls
+# calls of the attempt are appended to its recording (``runner/recording.py``). The ``ctx.state``
+# writes of a succeeding attempt are checked before any write and applied with the record
+# (``runner/state.py``: STATE_CHECK, STATE_APPLY).
+# Returns 1, 0 when fenced out, -1 over the quota, -2 on a state conflict, -3 over the state
+# key cap.
+# KEYS: run, steps, out, calls, the skill's state hash
 # ARGV: token, seq, record, big_output ('' when inline), quota_bytes, recording cap (-1: off),
 #       step status, attempts, tokens in, tokens out, cost in micro-dollars,
-#       then the recorded tool calls of this attempt (JSON, in order)
-COMMIT_LUA = """
+#       the state block (ARGV[12] = its length n, then n arguments: ``runner/state.py``),
+#       then the recorded tool calls of this attempt (JSON, in order) from ARGV[13 + n]
+COMMIT_HEAD = """
 local cur = redis.call('HMGET', KEYS[1], 'fence', 'status', 'stored')
 if cur[1] ~= ARGV[1] or cur[2] ~= 'running' then return 0 end
 local old = redis.call('HSTRLEN', KEYS[2], ARGV[2]) + redis.call('STRLEN', KEYS[3])
 local delta = string.len(ARGV[3]) + string.len(ARGV[4]) - old
 local used = tonumber(cur[3] or '0')
 if delta > 0 and used + delta > tonumber(ARGV[5]) then return -1 end
+"""
+COMMIT_WRITE = """
 redis.call('HINCRBY', KEYS[1], 'stored', delta)
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 if ARGV[4] ~= '' then redis.call('SET', KEYS[3], ARGV[4]) end
@@ -42,6 +55,8 @@ if ARGV[7] == 'done' or ARGV[7] == 'failed' then
   if ARGV[10] ~= '0' then redis.call('HINCRBY', KEYS[1], 'c_tokens_out', ARGV[10]) end
   if ARGV[11] ~= '0' then redis.call('HINCRBY', KEYS[1], 'c_cost_micros', ARGV[11]) end
 end
+"""
+COMMIT_TAIL = """
 -- history: recorded tool calls (w3). Appended under the same fence, within the run's recording
 -- cap and its storage quota (counted in 'stored'); past either the run is marked 'partial',
 -- never failed. 'recording' is complete|partial|none.
@@ -51,11 +66,11 @@ if cap < 0 then
   return 1
 end
 redis.call('HSETNX', KEYS[1], 'recording', 'complete')
-if #ARGV > 11 then
+if #ARGV > st_last then
   local rec = tonumber(redis.call('HGET', KEYS[1], 'recorded') or '0')
   local room = tonumber(ARGV[5]) - (used + delta)
   local added = 0
-  for i = 12, #ARGV do
+  for i = st_last + 1, #ARGV do
     local size = string.len(ARGV[i])
     if rec + added + size > cap or added + size > room then
       redis.call('HSET', KEYS[1], 'recording', 'partial')
@@ -72,6 +87,7 @@ end
 -- end history: recorded tool calls
 return 1
 """
+COMMIT_LUA = COMMIT_HEAD + STATE_CHECK + COMMIT_WRITE + STATE_APPLY + COMMIT_TAIL
 
 
 class StorageQuotaError(RunInterrupt):
@@ -115,10 +131,13 @@ class Checkpoints:
         output_json: str | None,
         calls: list[str] | None = None,
         usage: tuple[int, int, int] = (0, 0, 0),
+        state: StateWrites | None = None,
     ) -> None:
         """Record ``rec`` with its encoded output and the tool ``calls`` of its attempt
         (``runner/recording.py``); raise ``LeaseLostError`` when fenced out. ``usage`` is an
-        ``llm`` step's (tokens in, tokens out, cost in micro-dollars)."""
+        ``llm`` step's (tokens in, tokens out, cost in micro-dollars); ``state`` the
+        ``ctx.state`` writes of the attempt (``runner/state.py``), applied with the record or
+        not at all (``StateConflictError``, ``StateLimitError``)."""
         big = ""
         if output_json is None:
             raw = rec.header_json() + "}"
@@ -135,6 +154,7 @@ class Checkpoints:
                 k.steps(run_id),
                 k.step_output(run_id, rec.seq),
                 k.run_calls(run_id),
+                k.skill_state(state.skill if state else ""),
             ],
             args=[
                 token,
@@ -146,6 +166,8 @@ class Checkpoints:
                 rec.status,
                 rec.attempts,
                 *usage,
+                len(state.args) if state else 0,
+                *(state.args if state else ()),
                 *(calls or ()),
             ],
         )
@@ -153,6 +175,13 @@ class Checkpoints:
             raise StorageQuotaError(
                 f"run exceeded its checkpoint storage quota of {self._quota} bytes at step "
                 f"#{rec.seq} {rec.name!r} (LOOPWRIGHT_RUN_STORAGE_MAX_BYTES)"
+            )
+        if ok == -2 and state is not None:
+            raise StateConflictError(state.keys)
+        if ok == -3 and state is not None:
+            raise StateLimitError(
+                f"ctx.state of {state.skill!r} would hold more than {state.args[1]} keys "
+                f"(LOOPWRIGHT_STATE_MAX_KEYS); delete keys it no longer needs"
             )
         if not ok:
             raise LeaseLostError(f"run {run_id}: checkpoint #{rec.seq} rejected by the fence")

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from loopwright.runner.execution import Execution
 from loopwright.runner.records import encode_json, now_ms
 from loopwright.runner.runlog import RunLogger
+from loopwright.runner.state import CONFLICT_RETRIES, LocalState, StateConflictError
 from loopwright.runner.tools import check_step
 from loopwright.sdk.durations import parse_duration
 from loopwright.sdk.errors import NonRetriableError, StepFailedError, StepOutputError
@@ -56,6 +57,7 @@ class LocalStep:
                 raise StepFailedError(name, rec.error or "failed")
             attempts = rec.attempts
         max_bytes = ex.runtime.settings.step_output_max_bytes
+        conflicts = 0
         while True:
             ex.check_alive()
             attempts += 1
@@ -67,8 +69,16 @@ class LocalStep:
             except RETRIED as exc:  # a skill's sys.exit() must not end the worker
                 failure, error = Failure.of(exc), _error(exc)
             else:
-                ex.succeed(seq, name, attempts, started, encoded, kind=kind)
-                return json.loads(encoded)  # type: ignore[no-any-return]
+                try:
+                    ex.succeed(seq, name, attempts, started, encoded, kind=kind)
+                    return json.loads(encoded)  # type: ignore[no-any-return]
+                except StateConflictError as exc:  # ctx.state lost a race: run it again
+                    conflicts += 1
+                    if conflicts <= CONFLICT_RETRIES:
+                        attempts -= 1  # not a failure of the step: the same attempt again
+                        time.sleep(exc.seconds)
+                        continue
+                    failure, error = Failure.of(exc), _error(exc)
             finally:
                 ex.current_step = None
             time.sleep(ex.retry_or_fail(seq, name, attempts, started, error, failure, kind=kind))
@@ -171,6 +181,7 @@ class LocalContext:
         self._step = LocalStep(ex)
         self._log = RunLogger(ex)
         self._tools = tools
+        self._state = LocalState(ex.state_buffer)
 
     @property
     def run_id(self) -> str:
@@ -201,3 +212,8 @@ class LocalContext:
     def log(self) -> RunLogger:
         """Run log."""
         return self._log
+
+    @property
+    def state(self) -> LocalState:
+        """The skill's durable state (``runner/state.py``)."""
+        return self._state

@@ -29,6 +29,7 @@ from loopwright.runner.recording import CallRecorder
 from loopwright.runner.records import StepRecord, now_ms
 from loopwright.runner.redaction import Redactor
 from loopwright.runner.signals import RunTimeoutError, Suspend
+from loopwright.runner.state import StateBuffer
 from loopwright.runner.usage import take_usage
 from loopwright.sdk.errors import (
     NonDeterminismError,
@@ -86,6 +87,7 @@ class Execution:
         self.lineage = Lineage(0, f"run:{run_id}")  # the executor sets the run's own
         st = runtime.settings
         self.recorder = CallRecorder(self.redactor, st.run_recording_max_bytes, st.run_recording)
+        self._state: StateBuffer | None = None  # ctx.state of the attempt in progress
 
     @property
     def replaying(self) -> bool:
@@ -114,15 +116,40 @@ class Execution:
         if time.monotonic() > self.deadline:
             raise RunTimeoutError()
 
-    def commit(self, rec: StepRecord, output_json: str | None) -> None:
+    def state_buffer(self) -> StateBuffer:
+        """``ctx.state`` of the step attempt in progress (``runner/state.py``); refused
+        outside a step, where a read would not be replayed."""
+        seq = self.current_step
+        if seq is None:
+            raise NonRetriableError(
+                "ctx.state can only be used inside a step: wrap it in ctx.step.run(...)"
+            )
+        if self._state is None or self._state.seq != seq:
+            rt, st = self.runtime, self.runtime.settings
+            self._state = StateBuffer(
+                rt.redis,
+                rt.keys.skill_state(self.spec.name),
+                self.spec.name,
+                seq,
+                st.state_value_max_bytes,
+                st.state_max_keys,
+            )
+        return self._state
+
+    def commit(self, rec: StepRecord, output_json: str | None, *, with_state: bool = False) -> None:
         """Write a checkpoint under this execution's fence (secret values redacted); a record
-        ending an ``llm`` step carries the model usage of its attempts (``runner/usage.py``)."""
+        ending an ``llm`` step carries the model usage of its attempts (``runner/usage.py``);
+        ``with_state``: the attempt's ``ctx.state`` writes go with it (a successful attempt)."""
         rec.error = self.redactor.text(rec.error) if rec.error else rec.error
         output_json = self.redactor.json_text(output_json) if output_json else output_json
         calls = self.recorder.take(rec.seq, rec.attempts)  # this attempt's tool calls
         ends_llm = rec.kind is StepKind.LLM and rec.status in ("done", "failed")
         usage = take_usage() if ends_llm else (0, 0, 0)
-        self.runtime.checkpoints.commit(self.run_id, self.token, rec, output_json, calls, usage)
+        buf, self._state = self._state, None  # an attempt's writes are committed or dropped
+        state = buf.take(self.run_id) if with_state and buf and buf.seq == rec.seq else None
+        self.runtime.checkpoints.commit(
+            self.run_id, self.token, rec, output_json, calls, usage, state
+        )
 
     def recorded_call(
         self,
@@ -169,9 +196,12 @@ class Execution:
     def succeed(
         self, seq: int, name: str, attempts: int, started: int, encoded: str, *, kind: StepKind
     ) -> None:
-        """Checkpoint a successful attempt with its encoded output."""
+        """Checkpoint a successful attempt with its encoded output and its ``ctx.state``
+        writes (``StateConflictError`` when another run changed a key it read: nothing is
+        written and the caller runs the attempt again)."""
         self.current_step = None
-        self.commit(StepRecord(seq, name, kind, "done", attempts, started, now_ms()), encoded)
+        rec = StepRecord(seq, name, kind, "done", attempts, started, now_ms())
+        self.commit(rec, encoded, with_state=True)
 
     def fail(
         self, seq: int, name: str, attempts: int, started: int, message: str, *, kind: StepKind
@@ -415,6 +445,7 @@ class Execution:
         """Mark the start of one attempt of step ``seq`` (host tools become callable)."""
         self.current_step = seq
         self._effects = 0
+        self._state = None  # a new attempt reads fresh
 
     def idempotency_key(self) -> str:
         """``run_id:seq`` for a step's first host-tool call, ``run_id:seq:n`` for the n-th.

@@ -3,8 +3,10 @@
 Each request (and each redirect hop) is checked: http(s) only; the host must be in the skill's
 ``http_allow``; the name is resolved here and every address it resolves to must be global
 (``addresses.classify``: loopback, private, link-local, carrier-grade NAT, multicast, reserved,
-unspecified and the IPv6 forms carrying such an IPv4 address are refused unless the operator
-allows private addresses; cloud metadata addresses are refused always); the connection then
+unspecified and the IPv6 forms carrying such an IPv4 address are refused) or admitted by the
+operator's private allow-list (``addresses.PrivateAllow``, ``LOOPWRIGHT_HTTP_PRIVATE_ALLOW``:
+named ranges and host names; loopback, link-local and metadata addresses only when named
+exactly); the connection then
 goes to the checked address itself, so a second DNS answer cannot swap it (DNS rebinding).
 Redirects are followed here, hop by hop (``follow_redirects``): every hop is checked again,
 headers carrying secrets or credentials are dropped when the origin changes, and an https to
@@ -13,6 +15,7 @@ http downgrade is refused. Responses are size-capped while streaming and bounded
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import socket
 import time
@@ -23,7 +26,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
-from loopwright.runner.addresses import AddressKind, classify
+from loopwright.runner.addresses import PrivateAllow, classify
 from loopwright.sdk.errors import NonRetriableError
 
 MAX_REDIRECTS = 5
@@ -38,7 +41,7 @@ class HttpPolicy:
     """What a request may reach."""
 
     allow_hosts: tuple[str, ...]
-    allow_private: bool
+    private: PrivateAllow
     timeout: float
     max_bytes: int
     # The call's wall-clock budget (monotonic time) and a liveness check (the run was not
@@ -71,44 +74,46 @@ def host_allowed(host: str, allow: tuple[str, ...]) -> bool:
     return False
 
 
-def address_refusal(address: str, allow_private: bool) -> str | None:
-    """Why the http tool may not connect to ``address`` (a phrase that follows "which is"),
-    or None when it may.
+NOTHING_PRIVATE = PrivateAllow()
 
-    Cloud metadata addresses are refused even when the operator allows private addresses:
-    they hand out the worker's own cloud credentials, which no skill may hold.
-    """
+
+def address_refusal(
+    address: str, private: PrivateAllow = NOTHING_PRIVATE, host: str | None = None
+) -> str | None:
+    """Why the http tool may not connect to ``address`` (a phrase that follows "which is"),
+    or None when it may: a global address, or one the operator's allow-list admits (``host``:
+    the name that resolved to it, for the allow-list's host entries)."""
     found = classify(address)
     if found.is_global:
         return None
-    inner = found.embedded or found
-    if AddressKind.METADATA in (found.kind, inner.kind):
-        return (
-            f"{found.summary()}; metadata addresses are refused even when private addresses "
-            f"are allowed"
-        )
-    if allow_private:
-        return None
-    return (
-        f"{found.summary()}; non-public addresses are refused "
-        f"(operators can allow them with LOOPWRIGHT_HTTP_ALLOW_PRIVATE)"
-    )
+    return private.refusal(found, host)
 
 
-def resolve_checked(host: str, port: int, allow_private: bool) -> str:
-    """The address to connect to; refuses names resolving to any address it may not reach."""
+def resolve_checked(host: str, port: int, private: PrivateAllow) -> str:
+    """The address to connect to; refuses names resolving to any address it may not reach.
+    Every address is checked before any connection is made."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise ConnectionError(f"http tool: cannot resolve {host!r}: {exc.strerror}") from None
     addresses = sorted({str(info[4][0]) for info in infos})
+    literal = _is_literal(host)
     for addr in addresses:
-        why = address_refusal(addr, allow_private)
+        why = address_refusal(addr, private, None if literal else host)
         if why is not None:
             if host.strip("[]") == addr:
                 raise NonRetriableError(f"http tool: {addr} is {why}")
             raise NonRetriableError(f"http tool: {host!r} resolves to {addr}, which is {why}")
     return addresses[0]
+
+
+def _is_literal(host: str) -> bool:
+    """True for an address written in the URL (never matched against host-name entries)."""
+    try:
+        ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
 
 
 def _check_url(url: str, policy: HttpPolicy, check_host: bool) -> tuple[str, str, int]:
@@ -192,7 +197,7 @@ def follow_redirects(hop: Hop, policy: HttpPolicy, check_host: bool) -> tuple[in
     the first: URL, allow-list, resolved addresses. Returns (status, body, host)."""
     for _ in range(MAX_REDIRECTS + 1):
         scheme, host, port = _check_url(hop.url, policy, check_host)
-        ip = resolve_checked(host, port, policy.allow_private)
+        ip = resolve_checked(host, port, policy.private)
         status, location, data = _send(hop, (scheme, host, port), ip, policy)
         if location is None:
             return status, data, host

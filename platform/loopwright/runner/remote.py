@@ -17,6 +17,7 @@ from loopwright.runner.context import LocalStep
 from loopwright.runner.execution import Execution
 from loopwright.runner.records import now_ms
 from loopwright.runner.runlog import RunLogger
+from loopwright.runner.state import CONFLICT_RETRIES, StateConflictError
 from loopwright.runner.tools import HostTools
 from loopwright.sandbox.host import RequestHandler
 from loopwright.sdk.errors import NonRetriableError, StepFailedError
@@ -47,6 +48,7 @@ class GuestHost(RequestHandler):
         self.log = RunLogger(ex)
         self.tools = HostTools(ex)
         self._open: dict[int, tuple[str, int, int]] = {}  # seq -> (name, attempt, started)
+        self._conflicts: dict[int, int] = {}  # seq -> ctx.state conflicts of its commit
 
     def handle(self, msg: dict[str, Any]) -> dict[str, Any]:
         """Every reply to the guest, with the values of the run's secrets redacted. The
@@ -114,7 +116,33 @@ class GuestHost(RequestHandler):
             json.loads(text)
         except ValueError:
             self.ex.fail(seq, name, attempt, started, f"step {name!r} output is not JSON", kind=RUN)
-        self.ex.succeed(seq, name, attempt, started, text, kind=RUN)
+        try:
+            self.ex.succeed(seq, name, attempt, started, text, kind=RUN)
+        except StateConflictError as exc:  # ctx.state lost a race: the guest runs it again
+            n = self._conflicts[seq] = self._conflicts.get(seq, 0) + 1
+            if n <= CONFLICT_RETRIES:
+                self.ex.check_alive()
+                self._start_attempt(seq, name, attempt)
+                return {"ok": {"retry_in": exc.seconds}}
+            wait = self.ex.retry_or_fail(
+                seq, name, attempt, started, str(exc), Failure.of(exc), kind=RUN
+            )
+            self.ex.check_alive()
+            self._start_attempt(seq, name, attempt + 1)
+            return {"ok": {"retry_in": wait}}
+        return {"ok": {}}
+
+    def _state(self, msg: dict[str, Any]) -> dict[str, Any]:
+        buf = self.ex.state_buffer()  # refused outside a step
+        action, key = msg.get("action"), msg.get("key")
+        if action == "get":
+            return {"ok": {"value": buf.get(key, msg.get("default"))}}
+        if action == "set":
+            buf.set(key, msg.get("value"))
+        elif action == "delete":
+            buf.delete(key)
+        else:
+            raise NonRetriableError(f"ctx.state has no action {str(action)[:40]!r}")
         return {"ok": {}}
 
     def _fail(self, msg: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from loopwright.inbox import LEVELS, Draft, Inbox, InboxQuotaError, normal_level
 from loopwright.inbox.model import BODY_MAX, TITLE_MAX
+from loopwright.runner.addresses import private_allow
 from loopwright.runner.netguard import HttpPolicy, request_json
 from loopwright.sdk.capabilities import (
     STEP_DIRECTION,
@@ -91,7 +92,8 @@ class NotifyTool:
         url = resolve_secret(self._ex, name)
         st = self._ex.runtime.settings
         policy = call_budget(
-            self._ex, HttpPolicy((), st.http_allow_private, st.http_timeout, 64 * 1024)
+            self._ex,
+            HttpPolicy((), private_allow(st.http_private_allow), st.http_timeout, 64 * 1024),
         )
         text = self._ex.redactor.text(f"*{title}*\n{message}" if title else message)
         bounded_call(
@@ -121,7 +123,7 @@ class HttpTool:
         st = self._ex.runtime.settings
         policy = HttpPolicy(
             allow_hosts=self._ex.spec.http_allow,
-            allow_private=st.http_allow_private,
+            private=private_allow(st.http_private_allow),
             timeout=st.http_timeout,
             max_bytes=st.http_max_response_bytes,
         )

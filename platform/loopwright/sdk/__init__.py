@@ -8,7 +8,7 @@ def main(ctx: Context):
     ...
 """
 
-from loopwright.sdk.context import Context, HttpTool, NotifyTool, RunLog, Step, Tools
+from loopwright.sdk.context import Context, HttpTool, NotifyTool, RunLog, State, Step, Tools
 from loopwright.sdk.durations import parse_duration
 from loopwright.sdk.errors import (
     NonDeterminismError,
@@ -35,6 +35,7 @@ __all__ = [
     "SkillDefinitionError",
     "SkillError",
     "SkillSpec",
+    "State",
     "Step",
     "StepFailedError",
     "StepOutputError",

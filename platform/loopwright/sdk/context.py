@@ -105,6 +105,33 @@ class NotifyTool(Protocol):
         ...
 
 
+class State(Protocol):
+    """``ctx.state``: a small JSON store per skill that outlives its runs; only inside a step.
+
+    Reads see the store as it is when the step runs (and this step's own writes); writes are
+    kept until the step succeeds and are stored with its checkpoint, so a step that runs again
+    after a crash applies them once. A key this step read and then writes is compare-and-set:
+    when another run changed it meanwhile, the step runs again on the fresh value.
+    See ``docs/state.md``.
+    """
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value stored under ``key``, or ``default``."""
+        ...
+
+    def set(self, key: str, value: Any) -> None:
+        """Store the JSON ``value`` under ``key`` when the step succeeds."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove ``key`` when the step succeeds."""
+        ...
+
+    def update(self, key: str, fn: Callable[[Any], Any], default: Any = None) -> Any:
+        """Store ``fn(current value or default)`` and return it (compare-and-set)."""
+        ...
+
+
 class Tools(Protocol):
     """Host tools the skill declared in ``tools=[...]``."""
 
@@ -150,4 +177,9 @@ class Context(Protocol):
     @property
     def log(self) -> RunLog:
         """Run log."""
+        ...
+
+    @property
+    def state(self) -> State:
+        """The skill's durable state (use it inside ``ctx.step.run``)."""
         ...

@@ -27,6 +27,7 @@ from loopwright.sandbox.protocol import decode, encode
 from loopwright.sdk import NonRetriableError, StepFailedError, spec_of
 from loopwright.sdk.errors import InfrastructureError
 from loopwright.sdk.retry import RETRIED, Failure
+from loopwright.sdk.state import encode_value
 from loopwright.sdk.steps import StepKind
 
 
@@ -127,7 +128,10 @@ class GuestStep:
                     retriable=False,
                 )
                 raise AssertionError("unreachable: the host fails the step")
-            self._ch.call("step.done", seq=seq, output_json=text)
+            done = self._ch.call("step.done", seq=seq, output_json=text)
+            if "retry_in" in done:  # its ctx.state writes lost a race: run the body again
+                time.sleep(float(done["retry_in"]))
+                continue
             return json.loads(text)
 
     def sleep(self, name: str, duration: float | str) -> None:
@@ -222,6 +226,32 @@ class GuestTools:
         self.notify = GuestNotify(ch)
 
 
+class GuestState:
+    """``ctx.state`` in the guest: the host keeps the store and checks keys and values."""
+
+    def __init__(self, ch: Channel) -> None:
+        self._ch = ch
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value stored under ``key``, or ``default``."""
+        return self._ch.call("state", action="get", key=key, default=default).get("value")
+
+    def set(self, key: str, value: Any) -> None:
+        """Store ``value`` under ``key`` when the step succeeds."""
+        encode_value(str(key), value, 2**31)  # not JSON: a clear error here, not in the pipe
+        self._ch.call("state", action="set", key=key, value=value)
+
+    def delete(self, key: str) -> None:
+        """Remove ``key`` when the step succeeds."""
+        self._ch.call("state", action="delete", key=key)
+
+    def update(self, key: str, fn: Callable[[Any], Any], default: Any = None) -> Any:
+        """Store ``fn(current value or default)`` (compare-and-set) and return it."""
+        value = fn(self.get(key, default))
+        self.set(key, value)
+        return value
+
+
 class GuestLog:
     """``ctx.log`` in the guest."""
 
@@ -251,6 +281,7 @@ class GuestContext:
         self.step = GuestStep(ch, int(start.get("max_output_bytes") or 1024 * 1024))
         self.tools = GuestTools(ch)
         self.log = GuestLog(ch)
+        self.state = GuestState(ch)
 
 
 def _find_skill(namespace: dict[str, object]) -> Callable[..., Any]:

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from loopwright.sandbox.protocol import ProtocolError, decode, encode
 from loopwright.sdk.errors import InfrastructureError, NonRetriableError, StepFailedError
+from loopwright.sdk.state import MemoryState
 
 
 class SandboxError(InfrastructureError):
@@ -163,6 +164,7 @@ class RequestHandler(ABC):
     """
 
     passthrough: tuple[type[Exception], ...] = ()
+    _scratch: MemoryState | None = None  # the default ctx.state (see ``_state``)
 
     def handle(self, msg: dict[str, Any]) -> dict[str, Any]:
         """One request -> one reply (``{"ok": ...}`` or ``{"error": ...}``)."""
@@ -174,6 +176,7 @@ class RequestHandler(ABC):
             "step.other": self._other,
             "tool": self._tool,
             "log": self._log,
+            "state": self._state,
         }
         try:
             if op == "step.begin":
@@ -227,3 +230,20 @@ class RequestHandler(ABC):
     @abstractmethod
     def _log(self, msg: dict[str, Any]) -> dict[str, Any]:
         """A ``ctx.log`` line."""
+
+    def _state(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """A ``ctx.state`` request (``action``: get, set, delete). By default a scratch store
+        that starts empty and lives as long as this handler (the sidecar's test cases); the
+        runner's host keeps the durable one (``runner/remote.py``)."""
+        if self._scratch is None:
+            self._scratch = MemoryState()
+        store, action, key = self._scratch, msg.get("action"), msg.get("key")
+        if action == "get":
+            return {"ok": {"value": store.get(key, msg.get("default"))}}
+        if action == "set":
+            store.set(key, msg.get("value"))
+        elif action == "delete":
+            store.delete(key)
+        else:
+            raise NonRetriableError(f"ctx.state has no action {quoted(action)}")
+        return {"ok": {}}
