@@ -34,6 +34,23 @@ READ_CAP = 16 * 1024 * 1024  # larger files are refused unread; the pipeline cap
 Author = Annotated[str, typer.Option("--author", help="Who wrote it: person, agent or review.")]
 
 
+def _piped() -> bool:
+    """Whether stdout is not a terminal: then ids are printed in full and tables never fold
+    (a script reading the output must get whole names and version ids)."""
+    return not sys.stdout.isatty()
+
+
+def _id(value: str | None) -> str:
+    """A version id: 12 characters on a terminal, all of it in a pipe."""
+    if not value:
+        return "-"
+    return value if _piped() else value[:12]
+
+
+def _table_width() -> int | None:
+    return 100_000 if _piped() else None
+
+
 def _registry(rt: Runtime) -> Any:
     from loopwright.skills_registry.store import Registry
 
@@ -116,14 +133,19 @@ def submit(
 
 
 @skills_app.command("list")
-def list_skills(as_json: JsonFlag = False) -> None:
-    """Every registered skill: status, active version, owner, versions."""
+def list_skills(
+    drafts: Annotated[
+        bool, typer.Option("--drafts", help="Also list skills only ever run from a file.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Every registered skill: status, active version, owner, versions (drafts with --drafts)."""
     from rich.table import Table
 
     from loopwright.agent.tools import BUILTIN_SKILLS
 
     rt = open_runtime()
-    skills = _registry(rt).skills()
+    skills = [s for s in _registry(rt).skills() if drafts or s.status != "draft"]
     if as_json:
         emit_json([s.model_dump() for s in skills])
         return
@@ -135,13 +157,13 @@ def list_skills(as_json: JsonFlag = False) -> None:
         table.add_row(
             literal(s.name),
             literal(s.status),
-            literal((s.active or "-")[:12]),
+            literal(_id(s.active)),
             "built-in" if s.name in BUILTIN_SKILLS else literal(s.owner),
             str(s.versions),
-            literal(", ".join(p[:12] for p in s.pending) or "-"),
+            literal(", ".join(_id(p) for p in s.pending) or "-"),
             fmt_ts(s.updated_at),
         )
-    console.print(table)
+    console.print(table, width=_table_width())
 
 
 @skills_app.command("show")
@@ -211,14 +233,14 @@ def versions(name: Annotated[str, typer.Argument()], as_json: JsonFlag = False) 
     table = Table("version", "state", "author", "parent", "created (UTC)", "validated")
     for r in rows:
         table.add_row(
-            literal(r["version"][:12]),
+            literal(_id(r["version"])),
             literal(r["state"]),
             literal(r["author"]),
-            literal((r["parent"] or "-")[:12]),
+            literal(_id(r["parent"])),
             fmt_ts(r["created_at"]),
             "yes" if r["validated"] else "no (run from a file)",
         )
-    console.print(table)
+    console.print(table, width=_table_width())
 
 
 @skills_app.command("diff")
@@ -304,6 +326,42 @@ def resume(name: Annotated[str, typer.Argument()], as_json: JsonFlag = False) ->
 def retire(name: Annotated[str, typer.Argument()], as_json: JsonFlag = False) -> None:
     """Take a skill out of service; its versions stay for history and rollback."""
     _change("retire", name, None, as_json)
+
+
+@skills_app.command("delete")
+def delete(
+    name: Annotated[str, typer.Argument(help="The skill to delete.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Delete a skill: purge its versions, triggers and approvals; keep its run history.
+
+    Refused while any of its runs is queued, running, sleeping or waiting."""
+    from loopwright.service.skills import delete_skill, refuse_builtin
+
+    refuse_builtin(name)
+    rt = open_runtime()
+    rec = _registry(rt).skill(name)  # an unknown name fails here, before the question
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UserError(f"deleting {name!r} needs confirmation: pass --yes")
+        typer.confirm(
+            f"Delete skill {name} ({rec.status}, {rec.versions} version(s))? Its runs stay "
+            "in the history",
+            abort=True,
+        )
+    result = delete_skill(rt.redis, rt.keys, name)
+    if as_json:
+        emit_json(result.model_dump())
+        return
+    console.print(
+        literal(
+            f"deleted {name}: {result.versions} version(s) purged, triggers removed; "
+            f"{result.runs_kept} run(s) kept in the history ('loopwright runs list --skill "
+            f"{name}')"
+        ),
+        soft_wrap=True,
+    )
 
 
 @skills_app.command("export")

@@ -34,19 +34,24 @@ JOB_FUNC = "loopwright.runner.execute.execute"
 # record goes into the history indexes, its parent's children set, and then by ``place``:
 # ``queued`` (the caller enqueues the RQ job after this script; the lost-dispatch check covers
 # a crash in between), ``timers`` (created parked until ``score``) or ``ended`` (a start that
-# flow control skipped: the shared terminal bookkeeping ``run_ended`` runs here too).
+# flow control skipped: the shared terminal bookkeeping ``run_ended`` runs here too). With
+# ``runnable`` (a trigger's start) the skill must still be in the runnable index: a cron tick
+# or event that read the catalog before the skill was deleted or paused starts nothing.
 # KEYS (named): run, runs, runs_by_skill, queued, timers, ended, waiting; children (of the
-#   parent, when there is one); parent_run, parent_steps (a skipped child resolves its parent)
+#   parent, when there is one); parent_run, parent_steps (a skipped child resolves its parent);
+#   runnable (``{p}:skills``, trigger starts only)
 # ARGV (named): run_id, fields (the record: name -> string), place, score (ms), channel;
 #   parent, parent_seq, parent_job_prefix (with parent_run); a skipped run's rollup keys and
 #   arguments (``runner/rollup.py``)
-# Returns {1, parent job id or ''} when created, {0, ''} when the run existed.
+# Returns {1, parent job id or ''} when created, {0, ''} when the run existed, {-1, ''} when
+# ``runnable`` was given and the skill is not in it.
 CREATE_LUA = (
     NOW
     + NAMED
     + ENDED
     + """
 if redis.call('EXISTS', K.run) == 1 then return {0, ''} end
+if K.runnable and redis.call('HEXISTS', K.runnable, A.fields.skill) == 0 then return {-1, ''} end
 local flat = {}
 for name, value in pairs(A.fields) do
   flat[#flat + 1] = name
@@ -130,6 +135,7 @@ class Created:
 
     run_id: str
     created: bool
+    inactive: bool = False  # ``require_active`` and the skill was no longer active: not created
 
 
 class RunStore:
@@ -183,6 +189,7 @@ class RunStore:
         admitted_at: int | None = None,
         at_ms: int | None = None,
         dispatch: bool = True,
+        require_active: bool = False,
     ) -> Created:
         """Record a new queued run and dispatch it, unless a run with this id exists.
 
@@ -196,7 +203,9 @@ class RunStore:
         every ended run); ``wake_at`` creates it parked. ``at_ms`` is an explicit creation time
         (the history seeder only; default now); ``dispatch=False`` leaves a queued run
         without its RQ job (the seeder takes it itself; the lost-dispatch check would otherwise
-        dispatch it after its grace).
+        dispatch it after its grace). ``require_active`` (trigger starts) creates the run only
+        while the skill is in the runnable index, checked in the creating script: a start
+        racing a ``skills delete`` or ``pause`` creates nothing (``inactive``).
         """
         run_id = run_id or new_run_id()
         ts = now_ms() if at_ms is None else at_ms
@@ -245,18 +254,26 @@ class RunStore:
         if admitted_at is not None:
             mapping["admitted_at"] = admitted_at  # the rate limiter's own time for this start
         place = "ended" if skipped is not None else "timers" if wake_at is not None else "queued"
-        created, parent_job = self._create_script(run_id, skill, mapping, place, ts)
+        created, parent_job = self._create_script(run_id, skill, mapping, place, ts, require_active)
+        if created < 0:
+            return Created(run_id, False, inactive=True)
         if created and place == "queued" and dispatch:
             # After the script: a crash before this line leaves a queued run with a vanished
             # job, which the scheduler's lost-dispatch check re-dispatches.
             self.dispatcher.enqueue(run_id, job_id)
         if parent_job and parent:
             self.dispatcher.enqueue(parent, parent_job)
-        return Created(run_id, created)
+        return Created(run_id, created > 0)
 
     def _create_script(
-        self, run_id: str, skill: str, mapping: dict[str, Any], place: str, ts: int
-    ) -> tuple[bool, str | None]:
+        self,
+        run_id: str,
+        skill: str,
+        mapping: dict[str, Any],
+        place: str,
+        ts: int,
+        require_active: bool = False,
+    ) -> tuple[int, str | None]:
         k = self._keys
         parent = str(mapping.get("parent", "")) or None
         d = Declared.of({key: str(mapping.get(key, "")) for key in ("parent", "parent_seq")})
@@ -272,6 +289,7 @@ class RunStore:
             "children": k.children(parent) if parent else None,
             "parent_run": k.run(d.parent) if resolves and d.parent else None,
             "parent_steps": k.steps(d.parent) if resolves and d.parent else None,
+            "runnable": k.skills if require_active else None,
         }
         args: dict[str, Any] = {
             "run_id": run_id,
@@ -291,7 +309,7 @@ class RunStore:
             rk, ra = rollup_declaration(k, skill, str(mapping["version"]), end, ts)
             keys, args = {**keys, **rk}, {**args, **ra}
         created, parent_job = call_named(self._create, keys, args)
-        return bool(int(created)), str(parent_job) or None
+        return int(created), str(parent_job) or None
 
     def exists(self, run_id: str) -> bool:
         """Whether a run record exists."""
