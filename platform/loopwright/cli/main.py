@@ -17,6 +17,7 @@ from loopwright.cli.dev import dev_app
 from loopwright.cli.doctor import doctor
 from loopwright.cli.events import events_app
 from loopwright.cli.mcp import mcp
+from loopwright.cli.redis import redis_app, stop_command
 from loopwright.cli.runs import run_command, runs_app
 from loopwright.cli.services import scheduler, up, worker
 from loopwright.cli.sidecar import sidecar
@@ -45,6 +46,8 @@ app.command()(up)
 app.command()(worker)
 app.command()(scheduler)
 app.command()(doctor)
+app.add_typer(redis_app, name="redis")
+app.command("stop")(stop_command)
 
 
 def _show_version(value: bool) -> None:
