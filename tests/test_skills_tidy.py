@@ -171,3 +171,22 @@ def test_a_cron_tick_after_a_delete_starts_nothing(cluster: Cluster) -> None:
     )
     assert not created and not cluster.rt.runs.exists(run_id)
     assert _runs(cluster, "doomed") == after
+
+
+def test_piped_skill_and_token_lists_keep_full_names_and_ids(cluster: Cluster) -> None:
+    long_name = "a-skill-with-a-name-long-enough-to-be-cut-in-a-narrow-table-x"
+    version = _submit(cluster, HOLDER.replace('"holder"', f'"{long_name}"'))
+    listed = cluster.cli("skills", "list")  # stdout is a pipe here
+    assert listed.returncode == 0, listed.stderr
+    assert long_name in listed.stdout and version in listed.stdout
+    versions = cluster.cli("skills", "versions", long_name)
+    assert version in versions.stdout
+    made = _json(
+        cluster.cli(
+            "tokens", "create", "a-token-name-that-is-rather-long-too", "-s", "read", "--json"
+        )
+    )
+    tokens = cluster.cli("tokens", "list")
+    assert made["id"] in tokens.stdout and "a-token-name-that-is-rather-long-too" in tokens.stdout
+    for line in tokens.stdout.splitlines():
+        assert "…" not in line, line

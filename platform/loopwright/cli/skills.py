@@ -47,8 +47,15 @@ def _id(value: str | None) -> str:
     return value if _piped() else value[:12]
 
 
-def _table_width() -> int | None:
-    return 100_000 if _piped() else None
+def _print_table(table: Any) -> None:
+    """A table on a terminal as usual; in a pipe on a console wide enough that no cell is
+    folded or cut (rich never prints wider than its console)."""
+    if not _piped():
+        console.print(table)
+        return
+    from rich.console import Console
+
+    Console(width=100_000).print(table)
 
 
 def _registry(rt: Runtime) -> Any:
@@ -163,7 +170,7 @@ def list_skills(
             literal(", ".join(_id(p) for p in s.pending) or "-"),
             fmt_ts(s.updated_at),
         )
-    console.print(table, width=_table_width())
+    _print_table(table)
 
 
 @skills_app.command("show")
@@ -192,7 +199,7 @@ def show(
     console.print(
         literal(
             f"version {v['version']} ({v['state']})  author {v['author']}  "
-            f"parent {(v['parent'] or '-')[:12]}  created {fmt_ts(v['created_at'])}  "
+            f"parent {_id(v['parent'])}  created {fmt_ts(v['created_at'])}  "
             f"{'validated by the sidecar' if v['validated'] else 'run from a file (no sidecar)'}"
         )
     )
@@ -240,7 +247,7 @@ def versions(name: Annotated[str, typer.Argument()], as_json: JsonFlag = False) 
             fmt_ts(r["created_at"]),
             "yes" if r["validated"] else "no (run from a file)",
         )
-    console.print(table, width=_table_width())
+    _print_table(table)
 
 
 @skills_app.command("diff")
@@ -279,13 +286,13 @@ def _change(action: str, name: str, version: str | None, as_json: bool) -> None:
         return
     if change.action == "unchanged":
         console.print(
-            literal(f"{name}: nothing to do ({change.status}, version {str(change.version)[:12]})")
+            literal(f"{name}: nothing to do ({change.status}, version {_id(change.version)})")
         )
     else:
         console.print(
             literal(
                 f"{name}: {change.action}; status {change.status}, active version "
-                f"{str(change.version)[:12]} (was {str(change.previous)[:12]})"
+                f"{_id(change.version)} (was {_id(change.previous)})"
             )
         )
 
