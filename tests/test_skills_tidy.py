@@ -190,3 +190,12 @@ def test_piped_skill_and_token_lists_keep_full_names_and_ids(cluster: Cluster) -
     assert made["id"] in tokens.stdout and "a-token-name-that-is-rather-long-too" in tokens.stdout
     for line in tokens.stdout.splitlines():
         assert "…" not in line, line
+
+
+def test_skills_show_of_a_draft_shows_its_latest_draft_without_fires(cluster: Cluster) -> None:
+    path = cluster.tmp / "drafty.py"
+    path.write_text(TICKER.format(name="drafty"))
+    assert cluster.cli("run", str(path)).returncode == 0  # queued: no worker needed
+    view = _json(cluster.cli("skills", "show", "drafty", "--json"))
+    assert view["skill"]["status"] == "draft" and view["version"]["state"] == "draft"
+    assert view["next_fires"] == [] and view["source"] == path.read_text()

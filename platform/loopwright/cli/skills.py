@@ -187,7 +187,14 @@ def show(
     from loopwright.sidecar.service import skill_view
 
     rt = open_runtime()
-    view = skill_view(_registry(rt), name, version)
+    reg = _registry(rt)
+    if version is None:
+        rec = reg.skill(name)
+        if rec.active is None and rec.drafts:  # a skill only ever run from a file
+            version = rec.drafts[-1]
+    view = skill_view(reg, name, version)
+    if view["version"]["state"] == "draft":
+        view["next_fires"] = []  # a draft is never triggered
     if as_json:
         emit_json(view)
         return
