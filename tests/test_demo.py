@@ -109,3 +109,22 @@ def test_demo_runs_the_seed_scenario_twice_and_leaves_the_persons_registry_alone
     # Twice, the same result: the same skills, one version and one run each (above)
     assert results[0] == results[1]
     demo.close()
+
+
+def test_ctrl_c_during_the_demo_pauses_what_it_registered(cluster: Cluster) -> None:
+    import signal
+
+    from conftest import wait_until
+
+    demo = _demo_rt(cluster)
+    before = _person_keys(cluster.rt)
+    proc = cluster.spawn("demo", "--workdir", str(cluster.tmp / "demo"))
+    registry = Registry(demo.redis, demo.keys)
+    # Interrupted once the builder registered the cron health check (its 30-minute trigger)
+    wait_until(lambda: "health-check" in demo.sources.names(), timeout=240, interval=0.1)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) != 0
+    assert registry.skill("health-check").status == "paused"
+    assert not set(demo.sources.names()) - {"builder-session", "weekly-review"}
+    assert _person_keys(cluster.rt) == before
+    demo.close()
