@@ -14,6 +14,15 @@ from loopwright.cli.demo import demo_settings
 from loopwright.runner.runtime import Runtime
 from loopwright.skills_registry.store import Registry
 
+OLD_DEMO = """
+from loopwright.sdk import skill, cron
+
+@skill(name="health-check", trigger=cron("*/30 * * * *"), tools=["http"],
+       http_allow=["127.0.0.1"])
+def main(ctx):
+    return ctx.step.run("fetch", ctx.tools.http.get_json, "http://127.0.0.1:9/summary")
+"""
+
 MINE = """
 from loopwright.sdk import skill, cron
 
@@ -71,8 +80,10 @@ def test_demo_runs_every_example_and_resumes_the_killed_run(cluster: Cluster) ->
 def test_demo_runs_the_seed_scenario_twice_and_leaves_the_persons_registry_alone(
     cluster: Cluster,
 ) -> None:
-    # Given a person's own cron skill in their installation
+    # Given a person's own cron skill in their installation, and a health check an older demo
+    # left there (before the demo had its own keyspace)
     cluster.rt.sources.put(textwrap.dedent(MINE), "mine")
+    cluster.rt.sources.put(textwrap.dedent(OLD_DEMO), "health-check")
     before, keys_before = _registry_state(cluster.rt), _person_keys(cluster.rt)
     demo = _demo_rt(cluster)
     results = []
@@ -101,6 +112,8 @@ def test_demo_runs_the_seed_scenario_twice_and_leaves_the_persons_registry_alone
         assert "Run history" in out and "loopwright chat --session" in out
         prefix = demo.settings.key_prefix
         assert f"LOOPWRIGHT_KEY_PREFIX={prefix}" in out and "are paused" in out
+        assert "An earlier demo left health-check in your own installation" in out
+        assert "loopwright skills delete health-check --yes" in out
         # The person's registry and keyspace are exactly as they were
         assert _registry_state(cluster.rt) == before
         assert _person_keys(cluster.rt) == keys_before
