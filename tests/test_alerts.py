@@ -165,7 +165,7 @@ def test_alerts_go_to_the_webhook_and_a_failed_delivery_is_retried_not_lost(
     hook.statuses = [500]  # the first delivery fails
     c = _alerting(
         make_cluster,
-        http_allow_private=True,
+        http_private_allow="127.0.0.1",
         secrets={"ALERT_HOOK": hook.url},
         alert_webhook_secret="ALERT_HOOK",
     )

@@ -50,11 +50,12 @@ def test_run_file_with_wait_prints_the_completed_run_as_json(cluster: Cluster) -
     assert run["status"] == "completed" and run["output"] == "hello ops"
 
 
-def test_run_by_name_uses_the_last_version_run_from_a_file(cluster: Cluster) -> None:
+def test_a_file_run_is_a_draft_so_run_by_name_says_to_submit_it(cluster: Cluster) -> None:
     cluster.worker()
     assert cluster.cli("run", _write(cluster, "g.py", GOOD), "--wait").returncode == 0
     proc = cluster.cli("run", "greeter", "--wait", "--json")
-    assert proc.returncode == 0 and json.loads(proc.stdout)["output"] == "hello world"
+    assert proc.returncode == 1 and "is a draft" in proc.stderr
+    assert "loopwright skills submit FILE" in proc.stderr
 
 
 def test_data_from_a_file_and_from_stdin(cluster: Cluster) -> None:

@@ -1,7 +1,12 @@
 """``loopwright demo``: the example skills end to end, including a worker killed mid-run.
 
-It uses the configured Redis (the managed one by default), so the runs stay in the history
-afterwards: ``loopwright runs list`` shows them.
+It uses the configured Redis (the managed one by default) under its own key prefix and queue
+(the person's prefix and queue with ``-demo`` appended: ``lw-demo``, ``loopwright-demo``), so
+the person's own skills, runs and workers are never touched, and nothing the demo registers
+can fire in their installation afterwards. Each demo starts by clearing that keyspace, so
+running it twice gives the same result, and ends by pausing what it registered (its skills
+call a fake service that stops with the demo). The runs stay to explore:
+``LOOPWRIGHT_KEY_PREFIX=lw-demo loopwright runs list``.
 """
 
 from __future__ import annotations
@@ -16,14 +21,94 @@ from pathlib import Path
 
 from rich.rule import Rule
 
-from loopwright.cli.common import console, open_runtime
+from loopwright.cli.common import console, load_settings, open_runtime
 from loopwright.cli.common import literal as escape
 from loopwright.cli.runs import render_run, start_run
 from loopwright.errors import UserError
 from loopwright.runner.runtime import Runtime
+from loopwright.settings import Settings
 from loopwright.supervisor import die_with_parent
 
 EXAMPLES = ("hello_pipeline.py", "nightly_digest.py", "slow_report.py", "service_health.py")
+DEMO_SUFFIX = "-demo"
+
+
+def demo_settings(base: Settings) -> Settings:
+    """``base`` with the demo's own key prefix and queue (``-demo`` appended, within the
+    settings' length limits; a prefix that already ends in ``-demo`` is kept)."""
+
+    def own(value: str, limit: int) -> str:
+        if value.endswith(DEMO_SUFFIX):
+            return value
+        return value[: limit - len(DEMO_SUFFIX)] + DEMO_SUFFIX
+
+    return base.model_copy(
+        update={"key_prefix": own(base.key_prefix, 32), "queue": own(base.queue, 64)}
+    )
+
+
+def demo_env(rt: Runtime) -> dict[str, str]:
+    """The environment of the demo's worker, scheduler and sidecar processes."""
+    return {
+        **os.environ,
+        "LOOPWRIGHT_REDIS_URL": rt.redis_url,
+        "LOOPWRIGHT_KEY_PREFIX": rt.settings.key_prefix,
+        "LOOPWRIGHT_QUEUE": rt.settings.queue,
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def reset_keyspace(rt: Runtime) -> int:
+    """Delete every key of the demo's prefix and its RQ queue (the last demo's runs, skills,
+    jobs): the demo starts from the same empty state every time. Returns how many went.
+
+    Only ever called with :func:`demo_settings`: the prefix ends in ``-demo``."""
+    prefix, queue = rt.settings.key_prefix, rt.settings.queue
+    if not prefix.endswith(DEMO_SUFFIX) or not queue.endswith(DEMO_SUFFIX):
+        raise UserError(f"demo: refusing to clear keyspace {prefix!r}: not a demo keyspace")
+    removed = 0
+    for pattern in (f"{prefix}:*", f"rq:*:{queue}"):
+        batch: list[str] = []
+        for key in rt.redis.scan_iter(match=pattern, count=1000):
+            batch.append(str(key))
+            if len(batch) >= 500:
+                removed += int(rt.redis.unlink(*batch))
+                batch.clear()
+        if batch:
+            removed += int(rt.redis.unlink(*batch))
+    return removed
+
+
+def pause_skills(rt: Runtime) -> list[str]:
+    """Pause every active skill of the demo's keyspace (built-ins aside): they call a fake
+    service that stops with the demo, so nothing of it may fire if someone starts a
+    scheduler on the demo's prefix. Returns the names paused."""
+    from loopwright.sdk.names import is_reserved
+    from loopwright.skills_registry.store import Registry
+
+    registry = Registry(rt.redis, rt.keys)
+    paused = []
+    for rec in registry.skills():
+        if rec.status == "active" and not is_reserved(rec.name):
+            registry.pause(rec.name)
+            paused.append(rec.name)
+    return paused
+
+
+def explore_hint(rt: Runtime, paused: list[str]) -> str:
+    """How to look at what the demo left (its own prefix), said at the end."""
+    st = rt.settings
+    env = f"LOOPWRIGHT_KEY_PREFIX={st.key_prefix} LOOPWRIGHT_QUEUE={st.queue}"
+    lines = [
+        f"The demo kept its data apart from yours, under the key prefix {st.key_prefix!r}. "
+        f"Explore it with: {env} loopwright runs list (or skills list, inbox, runs show RUN_ID)."
+    ]
+    if paused:
+        lines.append(
+            f"Its skills ({', '.join(paused)}) are paused: they call a fake service that "
+            "stopped with the demo. Running the demo again starts from a clean slate."
+        )
+    return "\n".join(lines)
 
 
 class _Procs:
@@ -79,12 +164,13 @@ def run_demo(workdir: str | None, examples_dir: str = "examples") -> int:
     missing = [e for e in EXAMPLES if not (examples / e).is_file()]
     if missing:
         raise UserError(f"demo: {examples}/ lacks {missing}; run it from the repository root")
-    rt = open_runtime()
+    rt = open_runtime(demo_settings(load_settings()))
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="loopwright-demo-"))
     work.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "LOOPWRIGHT_REDIS_URL": rt.redis_url, "PYTHONUNBUFFERED": "1"}
-    procs = _Procs(env, work)
+    reset_keyspace(rt)
+    procs = _Procs(demo_env(rt), work)
     ok = True
+    paused: list[str] = []
     try:
         console.print(Rule("Loopwright demo"))
         console.print(f"Redis: {rt.redis_url}   files: {work}")
@@ -135,8 +221,9 @@ def run_demo(workdir: str | None, examples_dir: str = "examples") -> int:
             line = f"  [{n.level}] {n.skill or n.source}: {n.title}: {n.body}"
             console.print(escape(line))
         console.print(Rule("done" if ok else "[red]some runs did not complete[/]"))
-        console.print("Explore: loopwright runs list | loopwright runs show RUN_ID | loopwright up")
     finally:
         procs.stop()
-        rt.close()
+        paused = pause_skills(rt)
+    console.print(escape(explore_hint(rt, paused)), soft_wrap=True)
+    rt.close()
     return 0 if ok else 1

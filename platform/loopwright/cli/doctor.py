@@ -126,13 +126,23 @@ def collect() -> dict[str, Any]:
         if binary
         else "not found: apt-get install -y redis-server (needed for the managed Redis)",
     }
-    if settings.redis_url is None:
-        managed = ManagedRedis(settings.data_dir, settings.redis_server_bin)
+    managed = ManagedRedis(settings.data_dir, settings.redis_server_bin)
+    if settings.redis_url is None or settings.redis_url == managed.url:
         st = managed.status()
+        running = f"running (pid {st['pid']}; stop it with: loopwright redis stop)"
         checks["managed redis"] = {
             "ok": True,
-            "detail": f"{'running' if st['running'] else 'not running (starts on demand)'} "
-            f"at {managed.url}",
+            "detail": f"{running if st['running'] else 'not running (starts on demand)'} "
+            f"at {managed.url}, data in {settings.data_dir}",
+            "running": st["running"],
+            "pid": st["pid"],
+        }
+    else:
+        checks["managed redis"] = {
+            "ok": True,
+            "detail": "not used: LOOPWRIGHT_REDIS_URL names a Redis Loopwright did not start",
+            "running": False,
+            "pid": None,
         }
     try:
         rt = Runtime(settings)

@@ -17,6 +17,7 @@ from loopwright.cli.doctor import doctor
 from loopwright.cli.events import events_app
 from loopwright.cli.inbox import inbox_app
 from loopwright.cli.mcp import mcp
+from loopwright.cli.redis import redis_app, stop_command
 from loopwright.cli.runs import run_command, runs_app
 from loopwright.cli.serve import serve
 from loopwright.cli.services import scheduler, up, worker
@@ -48,6 +49,8 @@ app.command()(worker)
 app.command()(scheduler)
 app.command()(doctor)
 app.command()(serve)
+app.add_typer(redis_app, name="redis")
+app.command("stop")(stop_command)
 
 
 def _show_version(value: bool) -> None:

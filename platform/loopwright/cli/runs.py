@@ -113,12 +113,18 @@ def _checked_name(source: str, path: Path) -> str:
 
 
 def start_run(
-    rt: Runtime, target: str, data: Any, timeout: float | None = None, trusted: bool = False
+    rt: Runtime,
+    target: str,
+    data: Any,
+    timeout: float | None = None,
+    trusted: bool = False,
+    notes: list[str] | None = None,
 ) -> str:
-    """Create a run of a skill file (stored by content hash) or of a known skill name.
+    """Create a run of a skill file (stored as a draft version) or of a known skill name.
 
     A file is executed here only with ``trusted``; otherwise its declaration is read from the
-    syntax tree and the policy checked, and it runs in the sandbox.
+    syntax tree and the policy checked, and it runs in the sandbox. A file is a one-off draft:
+    it never becomes the active version (``notes`` receives the line saying so).
     """
     from loopwright.runner.sources import load_skill, read_skill_file
 
@@ -126,7 +132,13 @@ def start_run(
     if target.endswith(".py") or path.exists():
         source = read_skill_file(path, rt.settings.skill_source_max_bytes)
         name = load_skill(source, str(path)).spec.name if trusted else _checked_name(source, path)
-        version = rt.sources.put(source, name)
+        reg = rt.sources.put_draft(source, name)
+        version = reg.version
+        if notes is not None and reg.outcome == "draft":
+            notes.append(
+                f"ran {target} as a draft of {name} (not registered: no trigger, not in "
+                f"'skills list'); register it with 'loopwright skills submit {target}'"
+            )
     else:
         name, version = target, rt.sources.resolve(target)
     return rt.runs.create(skill=name, version=version, data=data, timeout=timeout, trusted=trusted)
@@ -224,7 +236,10 @@ def run_command(
         budget = parse_duration(timeout) if timeout is not None else None
     except ValueError as exc:
         raise UserError(f"--timeout: {exc}") from None
-    run_id = start_run(rt, target, payload, budget, trusted)
+    notes: list[str] = []
+    run_id = start_run(rt, target, payload, budget, trusted, notes)
+    for note in notes:
+        err_console.print(literal(note), soft_wrap=True)
     if not wait:
         if as_json:
             emit_json({"run_id": run_id, "status": "queued"})

@@ -7,12 +7,16 @@ in the sandbox and registers them. Then the health check runs against a local fa
 service, finds the service degraded and sends ``incident.detected``; the event router starts
 the triage, which gathers the breakdown and recent deploys and posts to the platform inbox.
 The demo ends with the skills and their run history.
+
+Everything happens under the demo's own key prefix and queue (``cli/demo.py``:
+:func:`demo_settings`): it starts from a cleared demo keyspace and pauses its skills on the
+way out (Ctrl-C included), so the 30-minute health check never fires against the stopped
+fake metrics service, and the person's own registry is never touched.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import socket
 import tempfile
 import time
@@ -26,7 +30,15 @@ from loopwright.agent.session import SessionStore, ensure_builtin
 from loopwright.cli.chat import drive, render_report
 from loopwright.cli.common import console, fmt_ts, load_settings, open_runtime
 from loopwright.cli.common import literal as escape
-from loopwright.cli.demo import _Procs, _wait_for
+from loopwright.cli.demo import (
+    _Procs,
+    _wait_for,
+    demo_env,
+    demo_settings,
+    explore_hint,
+    pause_skills,
+    reset_keyspace,
+)
 from loopwright.cli.fakemetrics import FakeMetrics
 from loopwright.cli.runs import render_run
 from loopwright.errors import UserError
@@ -100,9 +112,31 @@ def _history(rt: Runtime, registry: Registry, since_ms: int) -> None:
     console.print(runs)
 
 
+def _earlier_demo_skills(person: Runtime) -> list[str]:
+    """Demo skills an older ``make demo`` registered in the person's own keyspace (before
+    the demo had one of its own): the name, and a source that calls a local fake service."""
+    registry = Registry(person.redis, person.keys)
+    names = set(registry.names())
+    found = []
+    for name in SKILLS:
+        if name not in names:
+            continue
+        try:
+            rec = registry.skill(name)
+            text = registry.source(rec.active) if rec.active else ""
+        except UserError:
+            continue
+        if rec.status == "active" and "127.0.0.1" in text:
+            found.append(name)
+    return found
+
+
 def run_scenario(workdir: str | None) -> int:
     """The demo; returns the process exit code."""
-    base = load_settings()
+    base = demo_settings(load_settings())
+    person = open_runtime(load_settings())
+    leftovers = _earlier_demo_skills(person)
+    person.close()
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="loopwright-demo-"))
     work.mkdir(parents=True, exist_ok=True)
     port = _free_port()
@@ -113,10 +147,10 @@ def run_scenario(workdir: str | None) -> int:
     local = {"redis_url": redis_url, "sidecar_url": sidecar_url}
     settings = base.model_copy(update={**local, "http_private_allow": "127.0.0.1"})
     rt = open_runtime(settings)
+    reset_keyspace(rt)
     install_runtime(rt)
     env = {
-        **os.environ,
-        "LOOPWRIGHT_REDIS_URL": redis_url,
+        **demo_env(rt),
         "LOOPWRIGHT_SIDECAR_PORT": str(port),
         "LOOPWRIGHT_HTTP_PRIVATE_ALLOW": "127.0.0.1",  # the fake metrics service, exactly
         "PYTHONUNBUFFERED": "1",
@@ -124,6 +158,8 @@ def run_scenario(workdir: str | None) -> int:
     procs = _Procs(env, work)
     started_ms = int(time.time() * 1000)
     ok = True
+    paused: list[str] = []
+    sid = ""
     try:
         with FakeMetrics() as metrics:
             console.print(Rule("Loopwright demo: the builder, the sidecar, durable skills"))
@@ -183,13 +219,28 @@ def run_scenario(workdir: str | None) -> int:
         console.print(Rule("Skills and run history"))
         _history(rt, Registry(rt.redis, rt.keys), started_ms)
         console.print(Rule("done" if ok else "[red]some runs did not complete[/]"))
-        console.print(
-            f"Continue the conversation: loopwright chat --session {sid}\n"
-            "Explore: loopwright skills list | loopwright runs list | loopwright inbox | "
-            "loopwright demo --runner (crash-resume tour)"
-        )
     finally:
         procs.stop()
         install_runtime(None)
-        rt.close()
+        paused = pause_skills(rt)  # also on Ctrl-C: nothing may fire at the stopped service
+    st = rt.settings
+    console.print(
+        escape(
+            f"Continue the conversation: LOOPWRIGHT_KEY_PREFIX={st.key_prefix} "
+            f"LOOPWRIGHT_QUEUE={st.queue} loopwright chat --session {sid}\n"
+            + explore_hint(rt, paused)
+            + "\nThe crash-resume tour: loopwright demo --runner"
+        ),
+        soft_wrap=True,
+    )
+    if leftovers:
+        console.print(
+            escape(
+                f"An earlier demo left {', '.join(leftovers)} in your own installation, calling a "
+                "fake service that is gone; remove them with: "
+                + " && ".join(f"loopwright skills delete {n} --yes" for n in leftovers)
+            ),
+            soft_wrap=True,
+        )
+    rt.close()
     return 0 if ok else 1

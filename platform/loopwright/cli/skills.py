@@ -35,6 +35,30 @@ READ_CAP = 16 * 1024 * 1024  # larger files are refused unread; the pipeline cap
 Author = Annotated[str, typer.Option("--author", help="Who wrote it: person, agent or review.")]
 
 
+def _piped() -> bool:
+    """Whether stdout is not a terminal: then ids are printed in full and tables never fold
+    (a script reading the output must get whole names and version ids)."""
+    return not sys.stdout.isatty()
+
+
+def _id(value: str | None) -> str:
+    """A version id: 12 characters on a terminal, all of it in a pipe."""
+    if not value:
+        return "-"
+    return value if _piped() else value[:12]
+
+
+def _print_table(table: Any) -> None:
+    """A table on a terminal as usual; in a pipe on a console wide enough that no cell is
+    folded or cut (rich never prints wider than its console)."""
+    if not _piped():
+        console.print(table)
+        return
+    from rich.console import Console
+
+    Console(width=100_000).print(table)
+
+
 def _registry(rt: Runtime) -> Any:
     from loopwright.skills_registry.store import Registry
 
@@ -117,14 +141,19 @@ def submit(
 
 
 @skills_app.command("list")
-def list_skills(as_json: JsonFlag = False) -> None:
-    """Every registered skill: status, active version, owner, versions."""
+def list_skills(
+    drafts: Annotated[
+        bool, typer.Option("--drafts", help="Also list skills only ever run from a file.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Every registered skill: status, active version, owner, versions (drafts with --drafts)."""
     from rich.table import Table
 
     from loopwright.agent.tools import BUILTIN_SKILLS
 
     rt = open_runtime()
-    skills = _registry(rt).skills()
+    skills = [s for s in _registry(rt).skills() if drafts or s.status != "draft"]
     if as_json:
         emit_json([s.model_dump() for s in skills])
         return
@@ -136,13 +165,13 @@ def list_skills(as_json: JsonFlag = False) -> None:
         table.add_row(
             literal(s.name),
             literal(s.status),
-            literal((s.active or "-")[:12]),
+            literal(_id(s.active)),
             "built-in" if s.name in BUILTIN_SKILLS else literal(s.owner),
             str(s.versions),
-            literal(", ".join(p[:12] for p in s.pending) or "-"),
+            literal(", ".join(_id(p) for p in s.pending) or "-"),
             fmt_ts(s.updated_at),
         )
-    console.print(table)
+    _print_table(table)
 
 
 @skills_app.command("show")
@@ -159,7 +188,14 @@ def show(
     from loopwright.sidecar.service import skill_view
 
     rt = open_runtime()
-    view = skill_view(_registry(rt), name, version)
+    reg = _registry(rt)
+    if version is None:
+        rec = reg.skill(name)
+        if rec.active is None and rec.drafts:  # a skill only ever run from a file
+            version = rec.drafts[-1]
+    view = skill_view(reg, name, version)
+    if view["version"]["state"] == "draft":
+        view["next_fires"] = []  # a draft is never triggered
     if as_json:
         emit_json(view)
         return
@@ -171,7 +207,7 @@ def show(
     console.print(
         literal(
             f"version {v['version']} ({v['state']})  author {v['author']}  "
-            f"parent {(v['parent'] or '-')[:12]}  created {fmt_ts(v['created_at'])}  "
+            f"parent {_id(v['parent'])}  created {fmt_ts(v['created_at'])}  "
             f"{'validated by the sidecar' if v['validated'] else 'run from a file (no sidecar)'}"
         )
     )
@@ -212,14 +248,14 @@ def versions(name: Annotated[str, typer.Argument()], as_json: JsonFlag = False) 
     table = Table("version", "state", "author", "parent", "created (UTC)", "validated")
     for r in rows:
         table.add_row(
-            literal(r["version"][:12]),
+            literal(_id(r["version"])),
             literal(r["state"]),
             literal(r["author"]),
-            literal((r["parent"] or "-")[:12]),
+            literal(_id(r["parent"])),
             fmt_ts(r["created_at"]),
             "yes" if r["validated"] else "no (run from a file)",
         )
-    console.print(table)
+    _print_table(table)
 
 
 @skills_app.command("diff")
@@ -258,13 +294,13 @@ def _change(action: str, name: str, version: str | None, as_json: bool) -> None:
         return
     if change.action == "unchanged":
         console.print(
-            literal(f"{name}: nothing to do ({change.status}, version {str(change.version)[:12]})")
+            literal(f"{name}: nothing to do ({change.status}, version {_id(change.version)})")
         )
     else:
         console.print(
             literal(
                 f"{name}: {change.action}; status {change.status}, active version "
-                f"{str(change.version)[:12]} (was {str(change.previous)[:12]})"
+                f"{_id(change.version)} (was {_id(change.previous)})"
             )
         )
 
@@ -305,6 +341,42 @@ def resume(name: Annotated[str, typer.Argument()], as_json: JsonFlag = False) ->
 def retire(name: Annotated[str, typer.Argument()], as_json: JsonFlag = False) -> None:
     """Take a skill out of service; its versions stay for history and rollback."""
     _change("retire", name, None, as_json)
+
+
+@skills_app.command("delete")
+def delete(
+    name: Annotated[str, typer.Argument(help="The skill to delete.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Delete a skill: purge its versions, triggers and approvals; keep its run history.
+
+    Refused while any of its runs is queued, running, sleeping or waiting."""
+    from loopwright.service.skills import delete_skill, refuse_builtin
+
+    refuse_builtin(name)
+    rt = open_runtime()
+    rec = _registry(rt).skill(name)  # an unknown name fails here, before the question
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UserError(f"deleting {name!r} needs confirmation: pass --yes")
+        typer.confirm(
+            f"Delete skill {name} ({rec.status}, {rec.versions} version(s))? Its runs stay "
+            "in the history",
+            abort=True,
+        )
+    result = delete_skill(rt.redis, rt.keys, name)
+    if as_json:
+        emit_json(result.model_dump())
+        return
+    console.print(
+        literal(
+            f"deleted {name}: {result.versions} version(s) purged, triggers removed; "
+            f"{result.runs_kept} run(s) kept in the history ('loopwright runs list --skill "
+            f"{name}')"
+        ),
+        soft_wrap=True,
+    )
 
 
 @skills_app.command("export")

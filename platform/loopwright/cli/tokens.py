@@ -6,6 +6,7 @@ plaintext of a new token is printed once and never stored.
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -105,7 +106,13 @@ def list_tokens(as_json: JsonFlag = False) -> None:
     table = Table("id", "name", "scopes", "author", "state", "created", "last used", "expires")
     for t in tokens:
         table.add_row(*_row(t))
-    console.print(table)
+    # In a pipe, no column is folded or cut (rich never prints wider than its console).
+    if sys.stdout.isatty():
+        console.print(table)
+    else:
+        from rich.console import Console
+
+        Console(width=100_000).print(table)
 
 
 @tokens_app.command("revoke")

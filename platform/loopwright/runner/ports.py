@@ -69,6 +69,8 @@ class Registration(Protocol):
 
     @property
     def version(self) -> str: ...
+    @property
+    def outcome(self) -> str: ...
 
 
 class SkillRegistrar(Protocol):
@@ -76,6 +78,11 @@ class SkillRegistrar(Protocol):
 
     def register_direct(self, source: str, name: str) -> Registration:
         """Register a person's local file as a version of ``name`` (``loopwright run FILE``)."""
+        ...
+
+    def register_draft(self, source: str, name: str) -> Registration:
+        """Store a person's local file as a draft version of ``name`` that never becomes
+        active (``loopwright run FILE``): its run is pinned to it, no trigger starts it."""
         ...
 
     def not_runnable(self, name: str) -> Exception:

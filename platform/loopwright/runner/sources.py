@@ -14,7 +14,7 @@ from redis import Redis
 
 from loopwright.errors import SkillLoadError
 from loopwright.keys import Keys
-from loopwright.runner.ports import ServicesMissingError, SkillRegistrar
+from loopwright.runner.ports import Registration, ServicesMissingError, SkillRegistrar
 from loopwright.sdk.errors import SkillDefinitionError
 from loopwright.sdk.manifest import ManifestError, read_declaration
 from loopwright.sdk.skill import SkillSpec, spec_of
@@ -117,6 +117,15 @@ class SourceStore:
         if self._registrar is None:
             raise ServicesMissingError("registering a skill file")
         return self._registrar.register_direct(source, name).version
+
+    def put_draft(self, source: str, name: str) -> Registration:
+        """Store ``source`` as a draft of ``name`` for one run (``loopwright run FILE``): the
+        registry keeps it (the run is pinned to its version) but never makes it active, so it
+        takes no trigger and ``skills list`` hides it. Its ``outcome`` is ``draft``, or
+        ``unchanged`` when the file is the skill's active version already."""
+        if self._registrar is None:
+            raise ServicesMissingError("registering a skill file")
+        return self._registrar.register_draft(source, name)
 
     def resolve(self, name: str) -> str:
         """The active version of ``name``; a clear error when it is unknown, paused, retired

@@ -42,11 +42,16 @@ JOB_FUNC = "loopwright.runner.execute.execute"
 # the old run lost one meanwhile, e.g. a retry dropped it).
 # KEYS (named): run, runs, runs_by_skill, queued, timers, ended, waiting; children (of the
 #   parent, when there is one); parent_run, parent_steps (a skipped child resolves its parent);
-#   steps, from_steps, f<seq>, o<seq> (a fork)
+# With ``runnable`` (a trigger's start) the skill must still be in the runnable index: a cron
+# tick or event that read the catalog before the skill was deleted or paused starts nothing.
+# KEYS (named): run, runs, runs_by_skill, queued, timers, ended, waiting; children (of the
+#   parent, when there is one); parent_run, parent_steps (a skipped child resolves its parent);
+#   steps, from_steps, f<seq>, o<seq> (a fork); runnable (``{p}:skills``, trigger starts only)
 # ARGV (named): run_id, fields (the record: name -> string), place, score (ms), channel;
 #   parent, parent_seq, parent_job_prefix (with parent_run); a skipped run's rollup keys and
 #   arguments (``runner/rollup.py``)
-# Returns {1, parent job id or ''} when created, {0, ''} when the run existed.
+# Returns {1, parent job id or ''} when created, {0, ''} when the run existed, {-1, ''} when
+# ``runnable`` was given and the skill is not in it.
 CREATE_LUA = (
     NOW
     + NAMED
@@ -63,6 +68,7 @@ if K.from_steps then
     copied[#copied + 1] = {seq, raw}
   end
 end
+if K.runnable and redis.call('HEXISTS', K.runnable, A.fields.skill) == 0 then return {-1, ''} end
 local flat = {}
 for name, value in pairs(A.fields) do
   flat[#flat + 1] = name
@@ -166,6 +172,7 @@ class Created:
 
     run_id: str
     created: bool
+    inactive: bool = False  # ``require_active`` and the skill was no longer active: not created
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +258,7 @@ class RunStore:
         dispatch: bool = True,
         fields: dict[str, str] | None = None,
         fork: Fork | None = None,
+        require_active: bool = False,
     ) -> Created:
         """Record a new queued run and dispatch it, unless a run with this id exists.
 
@@ -266,6 +274,9 @@ class RunStore:
         without its RQ job (the seeder takes it itself; the lost-dispatch check would otherwise
         dispatch it after its grace). ``fields`` adds record fields (``rerun_of``...);
         ``fork`` copies an old run's checkpoints in the same script (a rerun from a step).
+        ``require_active`` (trigger starts) creates the run only
+        while the skill is in the runnable index, checked in the creating script: a start
+        racing a ``skills delete`` or ``pause`` creates nothing (``inactive``).
         """
         run_id = run_id or new_run_id()
         ts = now_ms() if at_ms is None else at_ms
@@ -315,14 +326,18 @@ class RunStore:
             mapping["admitted_at"] = admitted_at  # the rate limiter's own time for this start
         mapping.update(fields or {})
         place = "ended" if skipped is not None else "timers" if wake_at is not None else "queued"
-        created, parent_job = self._create_script(run_id, skill, mapping, place, ts, fork)
+        created, parent_job = self._create_script(
+            run_id, skill, mapping, place, ts, fork, require_active
+        )
+        if created < 0:
+            return Created(run_id, False, inactive=True)
         if created and place == "queued" and dispatch:
             # After the script: a crash before this line leaves a queued run with a vanished
             # job, which the scheduler's lost-dispatch check re-dispatches.
             self.dispatcher.enqueue(run_id, job_id)
         if parent_job and parent:
             self.dispatcher.enqueue(parent, parent_job)
-        return Created(run_id, created)
+        return Created(run_id, created > 0)
 
     def _create_script(
         self,
@@ -332,7 +347,8 @@ class RunStore:
         place: str,
         ts: int,
         fork: Fork | None = None,
-    ) -> tuple[bool, str | None]:
+        require_active: bool = False,
+    ) -> tuple[int, str | None]:
         k = self._keys
         parent = str(mapping.get("parent", "")) or None
         d = Declared.of({key: str(mapping.get(key, "")) for key in ("parent", "parent_seq")})
@@ -348,6 +364,7 @@ class RunStore:
             "children": k.children(parent) if parent else None,
             "parent_run": k.run(d.parent) if resolves and d.parent else None,
             "parent_steps": k.steps(d.parent) if resolves and d.parent else None,
+            "runnable": k.skills if require_active else None,
         }
         args: dict[str, Any] = {
             "run_id": run_id,
@@ -373,7 +390,7 @@ class RunStore:
             rk, ra = rollup_declaration(k, skill, str(mapping["version"]), end, ts)
             keys, args = {**keys, **rk}, {**args, **ra}
         created, parent_job = call_named(self._create, keys, args)
-        return bool(int(created)), str(parent_job) or None
+        return int(created), str(parent_job) or None
 
     def exists(self, run_id: str) -> bool:
         """Whether a run record exists."""

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from loopwright.inbox import Inbox
 from loopwright.inbox.model import Draft, Notice
 from loopwright.inbox.store import POST_FRAGMENT
+from loopwright.runner.addresses import private_allow
 from loopwright.runner.netguard import Hop, HttpPolicy, follow_redirects
 from loopwright.runner.runtime import Runtime
 from loopwright.runner.signature import sample, signature
@@ -437,7 +438,9 @@ class Deliverer:
 
     def _post(self, url: str, notice: Notice) -> None:
         st = self.rt.settings
-        policy = HttpPolicy((), st.http_allow_private, st.http_timeout, DELIVERY_MAX_BODY)
+        policy = HttpPolicy(
+            (), private_allow(st.http_private_allow), st.http_timeout, DELIVERY_MAX_BODY
+        )
         body = json.dumps({"text": slack_text(notice)}, separators=(",", ":")).encode()
         hop = Hop(
             "POST",

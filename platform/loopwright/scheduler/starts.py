@@ -44,5 +44,6 @@ def start_once(
         skipped=skipped,
         wake_at=wake_at,
         admitted_at=admitted_at,
+        require_active=True,  # a start racing a delete or a pause creates nothing
     )
     return run_id, res.created

@@ -28,10 +28,11 @@ from loopwright.sdk.manifest import Manifest, manifest_or_none
 from loopwright.sdk.names import is_reserved, reserved_message
 
 Author = Literal["agent", "person", "review"]
-Status = Literal["active", "paused", "pending_approval", "retired"]
+Status = Literal["active", "paused", "pending_approval", "retired", "draft"]
 AUTHORS: tuple[str, ...] = ("agent", "person", "review")
 
-# Author policy, by (owner, author): the owner is the author of a skill's first version.
+# Author policy, by (owner, author): the owner is the author of a skill's first registered
+# version (a draft run from a file claims no name).
 # An agent may not take over a person's skill (a builder session picking a taken name must
 # choose another); the weekly review's rewrite of a person's skill always waits for approval.
 DENIED: frozenset[tuple[str, str]] = frozenset({("person", "agent")})
@@ -47,7 +48,7 @@ _COMMON = """
 local status = redis.call('HGET', K.skill, 'status') or ''
 local function switch(version, validated)
   redis.call('HSET', K.skill, 'active', version, 'validated', validated, 'updated_at', A.now)
-  if status == '' or status == 'pending_approval' or status == 'retired' then
+  if status == '' or status == 'pending_approval' or status == 'retired' or status == 'draft' then
     status = 'active'
   end
 end
@@ -68,10 +69,14 @@ end
 
 # Atomically: store a version (once: its content hash is its id) with its source, add it to
 # the skill's version list, apply the author policy (an owner/author pair may be denied, or
-# forced to wait for approval) and, by mode, switch the active pointer.
+# forced to wait for approval) and, by mode, switch the active pointer. A ``draft`` (a file
+# run with ``loopwright run FILE``) is stored but never switches the pointer: it is marked
+# ``draft`` and, for a skill nothing else registered, leaves it in status ``draft`` (not in the
+# runnable index, so no trigger starts it). A draft registered again through the sidecar (the
+# same content) is promoted: it loses the mark and takes the sidecar's report.
 # KEYS (named): src, version (its metadata hash), skill, versions, names, runnable, seq
 # ARGV (named): name, version, source, author, now, manifest, tests, report (JSON texts),
-#   mode (activate | pending | direct), denied, review (",owner:author," pair lists),
+#   mode (activate | pending | direct | draft), denied, review (",owner:author," pair lists),
 #   channel, validated ('1' when the sidecar validated it)
 # Returns {outcome, previous active version or the denying owner, status, change seq}.
 REGISTER_LUA = (
@@ -91,18 +96,28 @@ if not exists then
   redis.call('SET', K.src, A.source)
   redis.call('HSET', K.version, 'name', A.name, 'author', A.author, 'parent', prev,
     'created_at', A.now, 'manifest', A.manifest, 'tests', A.tests, 'report', A.report,
-    'validated', A.validated, 'approved', (mode == 'pending') and '0' or '1')
+    'validated', A.validated,
+    'approved', (mode == 'pending' or mode == 'draft') and '0' or '1',
+    'draft', (mode == 'draft') and '1' or '0')
   local n = redis.call('HINCRBY', K.skill, 'n', 1)
   redis.call('ZADD', K.versions, n, A.version)
   redis.call('SADD', K.names, A.name)
-  if not owner then redis.call('HSET', K.skill, 'owner', A.author, 'created_at', A.now) end
+  redis.call('HSETNX', K.skill, 'created_at', A.now)
+elseif mode ~= 'draft' and redis.call('HGET', K.version, 'draft') == '1' then
+  redis.call('HSET', K.version, 'draft', '0', 'author', A.author, 'report', A.report,
+    'validated', A.validated)
 end
+-- a draft does not claim the name: the owner is the author of the first registered version
+if not owner and mode ~= 'draft' then redis.call('HSET', K.skill, 'owner', A.author) end
 local outcome
 if prev == A.version then
   outcome = 'unchanged'
+elseif mode == 'draft' then
+  outcome = 'draft'
+  if status == '' then status = 'draft' end
 elseif mode == 'pending' then
   outcome = 'pending'
-  if status == '' then status = 'pending_approval' end
+  if status == '' or status == 'draft' then status = 'pending_approval' end
 elseif mode == 'direct' and prev ~= '' and redis.call('HGET', K.skill, 'validated') == '1' then
   outcome = 'stored'
 else
@@ -126,6 +141,7 @@ SET_ACTIVE_LUA = (
     + _COMMON
     + """
 if redis.call('HGET', K.version, 'name') ~= A.name then return {'unknown', '', status, 0} end
+if redis.call('HGET', K.version, 'draft') == '1' then return {'draft', '', status, 0} end
 if A.action == 'rollback' and redis.call('HGET', K.version, 'approved') ~= '1' then
   return {'not-approved', '', status, 0}
 end
@@ -169,6 +185,50 @@ return {A.action, active, status, seq}
 """
 )
 
+# Atomically: delete a skill from the registry unless one of its runs is in flight. Python
+# reads the skill's versions and its runs that were not finished (so every key is declared);
+# the script first checks nothing changed since (the version count, and the run index's size
+# and newest member: a run created meanwhile means "read again"), then re-reads those runs'
+# status. It removes the record, the version list, every version's metadata and source, the
+# name, the runnable index entry (so no trigger or ``run NAME`` finds it) and the cron cursor,
+# and publishes the change. Runs, their index and rollups are history and stay.
+# KEYS (named): skill, versions, names, runnable, seq, cron, runs (the skill's run index);
+#   v1..vN (version metadata), s1..sN (sources), r1..rM (runs not finished at the read)
+# ARGV (named): name, now, channel, nruns, newest (the run index's newest member or ''),
+#   versions (N ids), runs (M ids)
+# Returns {'unknown' | 'changed' | 'busy' | 'deleted', detail (JSON: in-flight counts by
+#   status for 'busy')}.
+DELETE_LUA = (
+    NAMED
+    + """
+if redis.call('EXISTS', K.skill) == 0 then return {'unknown', '{}'} end
+local newest = redis.call('ZREVRANGE', K.runs, 0, 0)[1] or ''
+if redis.call('ZCARD', K.runs) ~= tonumber(A.nruns) or newest ~= A.newest
+    or redis.call('ZCARD', K.versions) ~= #A.versions then
+  return {'changed', '{}'}
+end
+local busy, n = {}, 0
+for i = 1, #A.runs do
+  local st = redis.call('HGET', K['r' .. i], 'status')
+  if st == 'queued' or st == 'running' or st == 'sleeping' or st == 'waiting' then
+    busy[st] = (busy[st] or 0) + 1
+    n = n + 1
+  end
+end
+if n > 0 then return {'busy', cjson.encode(busy)} end
+for i = 1, #A.versions do redis.call('DEL', K['v' .. i], K['s' .. i]) end
+redis.call('DEL', K.skill, K.versions, K.cron)
+redis.call('SREM', K.names, A.name)
+redis.call('HDEL', K.runnable, A.name)
+local seq = redis.call('INCR', K.seq)
+redis.call('PUBLISH', A.channel, cjson.encode({action = 'delete', name = A.name,
+  seq = seq, ts = tonumber(A.now)}))
+return {'deleted', '{}'}
+"""
+)
+
+IN_FLIGHT = ("queued", "running", "sleeping", "waiting")
+
 
 def content_version(source: str, manifest: dict[str, Any] | None, tests: Any) -> str:
     """The version id: a hash of source, manifest and tests (the same content, the same id)."""
@@ -197,6 +257,7 @@ class SkillRecord(BaseModel):
     updated_at: int
     versions: int
     pending: list[str]
+    drafts: list[str] = []
 
 
 class VersionRecord(BaseModel):
@@ -209,6 +270,7 @@ class VersionRecord(BaseModel):
     created_at: int
     approved: bool
     validated: bool
+    draft: bool = False
     manifest: dict[str, Any] | None
     tests: list[Any] | None
     report: dict[str, Any] | None
@@ -216,9 +278,10 @@ class VersionRecord(BaseModel):
 
 class Registration(BaseModel):
     """What a register call did: ``activated``, ``unchanged``, ``pending`` (waits for approval),
-    ``stored`` (kept, not activated) or ``denied`` (author policy)."""
+    ``stored`` (kept, not activated), ``draft`` (a file run as a one-off, never activated) or
+    ``denied`` (author policy)."""
 
-    outcome: Literal["activated", "unchanged", "pending", "stored", "denied"]
+    outcome: Literal["activated", "unchanged", "pending", "stored", "draft", "denied"]
     name: str
     version: str
     previous: str | None
@@ -237,6 +300,17 @@ class Change(BaseModel):
     status: str
 
 
+class Deletion(BaseModel):
+    """What a delete did: ``deleted`` (with the versions purged and the runs kept as history)
+    or ``busy`` (nothing changed: ``in_flight`` counts the skill's unfinished runs by status)."""
+
+    outcome: Literal["deleted", "busy"]
+    name: str
+    versions: int
+    runs_kept: int
+    in_flight: dict[str, int] = {}
+
+
 class SkillStateError(UserError):
     """The skill exists but cannot run now (paused, retired, waiting for approval)."""
 
@@ -250,6 +324,7 @@ class Registry:
         self._register = redis.register_script(REGISTER_LUA)
         self._set_active = redis.register_script(SET_ACTIVE_LUA)
         self._set_status = redis.register_script(SET_STATUS_LUA)
+        self._delete = redis.register_script(DELETE_LUA)
 
     # Writing ---------------------------------------------------------------
 
@@ -262,14 +337,15 @@ class Registry:
         name: str | None = None,
         author: str = "agent",
         report: dict[str, Any] | None = None,
-        mode: Literal["activate", "pending", "direct"] = "activate",
+        mode: Literal["activate", "pending", "direct", "draft"] = "activate",
         builtin: bool = False,
     ) -> Registration:
         """Store a version (idempotent by content) and, per ``mode``, make it active.
 
         ``activate`` switches the pointer; ``pending`` waits for :meth:`approve`; ``direct``
         (a person's ``loopwright run FILE``) switches it only while the active version was not
-        validated by the sidecar, so a local file never silently replaces a tested version.
+        validated by the sidecar, so a local file never silently replaces a tested version;
+        ``draft`` (``loopwright run FILE``) stores the version and never switches the pointer.
         """
         if author not in AUTHORS:
             raise UserError(f"author must be one of {list(AUTHORS)}, not {author!r}")
@@ -306,7 +382,7 @@ class Registry:
                     "denied": "," + ",".join(f"{o}:{a}" for o, a in sorted(DENIED)) + ",",
                     "review": "," + ",".join(f"{o}:{a}" for o, a in sorted(NEEDS_REVIEW)) + ",",
                     "channel": k.registry_channel,
-                    "validated": "0" if mode == "direct" else "1",
+                    "validated": "0" if mode in ("direct", "draft") else "1",
                 },
             ),
         )
@@ -329,6 +405,18 @@ class Registry:
         report = {"mode": "direct", "stages": ["policy"], "note": "run from a file"}
         return self.register(
             source, manifest, None, name=name, author=author, report=report, mode="direct"
+        )
+
+    def register_draft(self, source: str, name: str, author: str = "person") -> Registration:
+        """A file run once with ``loopwright run FILE``: stored as a draft version of ``name``
+        (policy-checked by the caller, no sidecar tests) that never becomes active, so it takes
+        no trigger and is not listed among active skills. Its run is pinned to it."""
+        manifest = manifest_or_none(source)
+        if manifest is not None and manifest.name != name:
+            manifest = None
+        report = {"mode": "draft", "stages": ["policy"], "note": "run once from a file"}
+        return self.register(
+            source, manifest, None, name=name, author=author, report=report, mode="draft"
         )
 
     @staticmethod
@@ -390,6 +478,11 @@ class Registry:
         outcome, prev, status, _seq = (str(x) for x in raw)
         if outcome == "unknown":
             raise NotFoundError(self._unknown(name, version if action != "status" else None))
+        if outcome == "draft":
+            raise SkillStateError(
+                f"version {version[:12]} of {name!r} is a draft run from a file: register it "
+                f"with 'loopwright skills submit FILE' (the sidecar validates it first)"
+            )
         if outcome == "not-approved":
             raise SkillStateError(
                 f"version {version[:12]} of {name!r} was never approved: approve it with "
@@ -436,6 +529,66 @@ class Registry:
         """Take a skill out of service; its versions stay for history and rollback."""
         return self._status(name, "retire")
 
+    def delete(self, name: str, *, attempts: int = 20) -> Deletion:
+        """Purge ``name`` (versions, sources, record, runnable entry, cron cursor) in one
+        script, unless a run of it is in flight; its runs and rollups stay as history.
+
+        Reserved names are the caller's check (the service layer). A run created between the
+        read and the script makes the script answer ``changed``; the read is then repeated.
+        """
+        k = self.keys
+        for _ in range(attempts):
+            versions = self.version_ids(name)
+            index = k.runs_by_skill(name)
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.zcard(index)
+            pipe.zrevrange(index, 0, 0)
+            pipe.zrange(index, 0, -1)
+            nruns, newest, run_ids = pipe.execute()
+            pipe = self.redis.pipeline(transaction=False)
+            for run_id in run_ids:
+                pipe.hget(k.run(str(run_id)), "status")
+            open_ids = [
+                str(r) for r, st in zip(run_ids, pipe.execute(), strict=True) if st in IN_FLIGHT
+            ]
+            keys: dict[str, str | None] = {
+                "skill": k.registry_skill(name),
+                "versions": k.registry_versions(name),
+                "names": k.registry_names,
+                "runnable": k.skills,
+                "seq": k.registry_seq,
+                "cron": k.cron_last(name),
+                "runs": index,
+            }
+            for i, v in enumerate(versions, 1):
+                keys[f"v{i}"] = k.registry_version(v)
+                keys[f"s{i}"] = k.source(v)
+            for i, run_id in enumerate(open_ids, 1):
+                keys[f"r{i}"] = k.run(run_id)
+            args = {
+                "name": name,
+                "now": str(now_ms()),
+                "channel": k.registry_channel,
+                "nruns": int(nruns),
+                "newest": str(newest[0]) if newest else "",
+                "versions": versions,
+                "runs": open_ids,
+            }
+            outcome, detail = (str(x) for x in self._call(self._delete, named(keys, args)))
+            if outcome == "unknown":
+                raise NotFoundError(self._unknown(name))
+            if outcome == "changed":
+                continue
+            counts = {str(st): int(n) for st, n in (json.loads(detail) or {}).items()}
+            return Deletion(
+                outcome=outcome,  # type: ignore[arg-type]
+                name=name,
+                versions=len(versions),
+                runs_kept=int(nruns),
+                in_flight=counts,
+            )
+        raise UserError(f"skill {name!r} kept changing while it was being deleted; try again")
+
     # Reading ---------------------------------------------------------------
 
     def _unknown(self, name: str, version: str | None = None) -> str:
@@ -455,17 +608,18 @@ class Registry:
         versions = [str(v) for v in self.redis.zrange(self.keys.registry_versions(name), 0, -1)]
         pipe = self.redis.pipeline(transaction=False)
         for v in versions:
-            pipe.hget(self.keys.registry_version(v), "approved")
-        approved = pipe.execute()
+            pipe.hmget(self.keys.registry_version(v), "approved", "draft")
+        marks = pipe.execute()
         return SkillRecord(
             name=name,
             status=raw["status"],  # type: ignore[arg-type]
             active=raw.get("active") or None,
-            owner=raw.get("owner", "?"),
+            owner=raw.get("owner", "-" if raw["status"] == "draft" else "?"),
             created_at=int(raw.get("created_at", 0)),
             updated_at=int(raw.get("updated_at", raw.get("created_at", 0))),
             versions=len(versions),
-            pending=[v for v, a in zip(versions, approved, strict=True) if a == "0"],
+            pending=[v for v, (a, d) in zip(versions, marks, strict=True) if a == "0" and d != "1"],
+            drafts=[v for v, (_, d) in zip(versions, marks, strict=True) if d == "1"],
         )
 
     def skills(self) -> list[SkillRecord]:
@@ -516,6 +670,7 @@ class Registry:
             created_at=int(raw.get("created_at", 0)),
             approved=raw.get("approved") == "1",
             validated=raw.get("validated") == "1",
+            draft=raw.get("draft") == "1",
             manifest=json.loads(raw.get("manifest") or "null"),
             tests=json.loads(raw.get("tests") or "null"),
             report=json.loads(raw.get("report") or "null"),
@@ -549,6 +704,12 @@ class Registry:
             return SkillStateError(
                 f"skill {name!r} is retired: resume it with 'loopwright skills resume {name}'"
             )
+        if status == "draft":
+            return SkillStateError(
+                f"skill {name!r} is a draft (only ever run from a file): run it from its file "
+                f"again (loopwright run path/to/skill.py) or register it with "
+                f"'loopwright skills submit FILE'"
+            )
         if status == "pending_approval":
             return SkillStateError(
                 f"skill {name!r} is waiting for approval: 'loopwright skills versions {name}' "
@@ -564,4 +725,6 @@ def version_state(skill: SkillRecord, version: VersionRecord) -> str:
     """How a version stands: active/paused/retired (the pointer), pending_approval, inactive."""
     if skill.active == version.version:
         return skill.status if skill.status != "pending_approval" else "active"
+    if version.draft:
+        return "draft"
     return "pending_approval" if not version.approved else "inactive"
