@@ -63,7 +63,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# Apply one ended run (A.status, A.skill, A.field = '<origin>:<sig>', A.run_id, A.msg) to the
+# Apply one ended run (A.status, A.skill, A.field = '<origin>:<sig>', A.run, A.msg) to the
 # skill's alert state, moving the cursor from A.cursor to A.next; the notice to post on a first
 # failure or a recovery is in A (inbox_post's fields; a recovery's body is completed here).
 # KEYS (named): leader, cursor, state, due, and the inbox's ib_* (only when the caller expects
@@ -85,13 +85,13 @@ if A.status == 'failed' then
   if not raw then
     if not K.ib_notice then return -3 end
     redis.call('HSET', K.state, A.field, cjson.encode({n = 1, pending = 0,
-      notice = string.format('%d', now), first = A.run_id, last = A.run_id, msg = A.msg,
+      notice = string.format('%d', now), first = A.run, last = A.run, msg = A.msg,
       origin = A.origin}))
     inbox_post(A)
     return 1
   end
   local s = cjson.decode(raw)
-  s.n = s.n + 1; s.pending = s.pending + 1; s.last = A.run_id
+  s.n = s.n + 1; s.pending = s.pending + 1; s.last = A.run
   redis.call('HSET', K.state, A.field, cjson.encode(s))
   redis.call('ZADD', K.due, 'NX', tonumber(s.notice) + tonumber(A.interval_ms), member)
   return 0
@@ -106,7 +106,7 @@ for i = 1, #h, 2 do
   redis.call('ZREM', K.due, A.skill .. '\\n' .. h[i])
 end
 redis.call('DEL', K.state)
-A.body = 'Run ' .. A.run_id .. ' completed after ' .. failed .. ' failed run(s) with ' .. kinds
+A.body = 'Run ' .. A.run .. ' completed after ' .. failed .. ' failed run(s) with ' .. kinds
   .. ' different error(s).'
 inbox_post(A)
 return 1
@@ -264,6 +264,7 @@ class Alerts:
                 args.update(self.inbox.post_args(notice_id, draft))
             args.update(
                 status=run.status,
+                run=run.run_id,
                 skill=run.skill,
                 field=f"{run.origin}:{run.sig}",
                 origin=run.origin,
