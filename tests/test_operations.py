@@ -228,6 +228,8 @@ def test_bulk_cancel_counts_first_and_needs_yes_without_a_terminal(cluster: Clus
     assert dry.returncode == 0 and "3 queued run(s)" in dry.stdout
     refused = cluster.cli("runs", "cancel", "--skill", name, "--status", "queued")
     assert refused.returncode == 2 and "--yes" in refused.stderr
+    both = cluster.cli("runs", "cancel", queued[0], "--skill", name)
+    assert both.returncode == 2 and "not both" in both.stderr
     assert cancel_many(cluster.rt, name, "queued", dry_run=True).matched == 3
     proc = cluster.cli("runs", "cancel", "--skill", name, "--status", "queued", "--yes", "--json")
     assert proc.returncode == 0, proc.stderr
