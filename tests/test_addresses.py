@@ -329,3 +329,28 @@ def test_a_redirect_hop_to_a_metadata_address_is_refused_before_connecting(
     # Then the hop is classified and refused: the only connection went to the loopback server
     assert "100.100.100.200 is cloud metadata" in str(refused.value)
     assert [addr[0] for addr in connections] == ["127.0.0.1"]
+
+
+def test_a_worker_reaches_loopback_named_exactly_and_not_through_a_range(
+    make_cluster: Callable[..., Cluster], redirector: str
+) -> None:
+    # Given a skill fetching from a loopback server (which answers with a redirect to metadata)
+    source = """
+from loopwright.sdk import skill
+
+@skill(name="local", tools=["http"], http_allow=["127.0.0.1"], retries=0)
+def main(ctx):
+    return ctx.step.run("get", ctx.tools.http.get_json, ctx.event["data"]["url"])
+"""
+    errors = {}
+    for allowed in ("127.0.0.0/8,10.0.0.0/8", "127.0.0.1"):
+        cluster = make_cluster(http_private_allow=allowed)
+        cluster.worker()
+        run = cluster.wait(cluster.start(cluster.skill(source), {"url": redirector}))
+        assert run.status.value == "failed"
+        errors[allowed] = run.error or ""
+    # Then a range holding loopback does not open it; the exact address does (the server was
+    # reached: its redirect is what the run then refused)
+    assert "127.0.0.1 is loopback" in errors["127.0.0.0/8,10.0.0.0/8"]
+    assert "loopback addresses are refused unless" in errors["127.0.0.0/8,10.0.0.0/8"]
+    assert "host '100.100.100.200' is not in this skill's http_allow" in errors["127.0.0.1"]
