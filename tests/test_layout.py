@@ -51,10 +51,10 @@ ALLOWED: dict[str, set[str]] = {
     | {"skills_registry", "sidecar", "history"},
     "agent": FOUNDATION
     | {"sdk", "sandbox", "runner", "events", "skills_registry", "sidecar", "llm", "assembly"}
-    | {"auth", "history", "service", "review"},
+    | {"auth", "history", "service"},
     "review": FOUNDATION
-    | {"redis_server", "sdk", "sandbox", "runner", "events", "skills_registry", "sidecar"}
-    | {"llm", "assembly", "auth", "history", "service"},
+    | {"sdk", "sandbox", "runner", "events", "skills_registry", "sidecar", "llm", "assembly"}
+    | {"auth", "history", "service"},
     "cli": FOUNDATION
     | {"redis_server", "supervisor", "sdk", "sandbox", "runner", "events", "scheduler"}
     | {"skills_registry", "sidecar", "llm", "agent", "assembly", "auth", "history", "service"}

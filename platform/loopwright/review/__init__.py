@@ -1,2 +1,2 @@
-"""The weekly review: score every active skill version, diagnose the underperforming ones,
-try at most two candidates each, gate them on recorded runs, promote, and report."""
+"""The weekly review: select underperforming skills, diagnose them, propose at most two
+candidates, gate each on held-out recorded runs, promote under a watch, and report."""
