@@ -52,9 +52,13 @@ ALLOWED: dict[str, set[str]] = {
     "agent": FOUNDATION
     | {"sdk", "sandbox", "runner", "events", "skills_registry", "sidecar", "llm", "assembly"}
     | {"auth", "history", "service"},
+    "review": FOUNDATION
+    | {"sdk", "sandbox", "runner", "events", "skills_registry", "sidecar", "llm", "assembly"}
+    | {"auth", "history", "service"},
     "cli": FOUNDATION
     | {"redis_server", "supervisor", "sdk", "sandbox", "runner", "events", "scheduler"}
-    | {"skills_registry", "sidecar", "llm", "agent", "assembly", "auth", "history", "service"},
+    | {"skills_registry", "sidecar", "llm", "agent", "assembly", "auth", "history", "service"}
+    | {"review"},
     # Test doubles may use anything; nothing above may use them (see the test below).
     "testing": set(),
 }
