@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from loopwright.history.replay import Candidate, candidate_from_source, replay_runs
 from loopwright.review.declaration import DeclarationError, with_values
-from loopwright.review.gate import GateResult, judge
+from loopwright.review.gate import judge
 from loopwright.runner.recording import Recording
 from loopwright.runner.runtime import Runtime
 from loopwright.service.stats import skill_stats
@@ -171,8 +171,9 @@ def grid(
                 lo, hi = max(g), min(b)
             else:
                 continue
-            for frac in (0.5, 0.25, 0.75):
-                found = _nice(lo + (hi - lo) * frac, lo, hi, integer)
+            for frac in (0.5, 0.25, 0.75):  # in log space when both ends are positive
+                x = lo * (hi / lo) ** frac if lo > 0 else lo + (hi - lo) * frac
+                found = _nice(x, lo, hi, integer)
                 if found is not None:
                     add(name, found, integer, current)
         if not good and bad:  # no incident to keep: just above what the bad runs saw
@@ -205,13 +206,6 @@ def _results(rt: Runtime, cand: Candidate, recs: list[Recording]) -> list[Replay
     return [d.replayed for d in replay_runs(rt, cand, recs)] if recs else []
 
 
-def _distance(point: dict[str, Any], current: dict[str, float]) -> float:
-    for name, value in {**point.get("params", {}), **point.get("policy", {})}.items():
-        base = current.get(name) or 1.0
-        return abs(math.log(max(float(value), 1e-9) / max(base, 1e-9)))
-    return 0.0
-
-
 def param_search(
     rt: Runtime,
     old: Candidate,
@@ -235,7 +229,7 @@ def param_search(
     current = {n: float(p.default) for n, p in m.params.items() if _is_number(p.default)}
     current["retries"] = float(m.retries)
     tried: list[dict[str, Any]] = []
-    survivors: list[tuple[float, float, int, Candidate, list[ReplayResult], GateResult]] = []
+    survivors: list[tuple[int, int, Candidate, list[ReplayResult]]] = []
     for i, point in enumerate(points):
         try:
             source = with_values(old.source, point.get("params", {}), point.get("policy", {}))
@@ -254,9 +248,10 @@ def param_search(
             }
         )
         if verdict.passed:
-            dist = _distance(point, current)
-            survivors.append((-len(verdict.fixed), dist, i, cand, got, verdict))
-    for _, _, i, cand, got, _ in sorted(survivors, key=lambda s: s[:3]):
+            survivors.append((-len(verdict.fixed), i, cand, got))
+    # Most runs fixed first; then grid order: separating values (the middle of the gap
+    # first) before steps around the current value, so the choice keeps a margin both ways.
+    for _, i, cand, got in sorted(survivors, key=lambda s: s[:2]):
         more = _results(rt, cand, rest)
         whole = judge(first + rest, [by_id[r.run_id] for r in first + rest], got + more)
         tried[i]["whole_split"] = whole.verdict
