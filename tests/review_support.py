@@ -54,7 +54,8 @@ class Planned:
 
 def ids_on(side: str, n: int, tag: str) -> list[str]:
     """``n`` run ids (20 hex chars) that fall on ``side`` of the review split."""
-    out, i = [], 0
+    out: list[str] = []
+    i = 0
     while len(out) < n:
         rid = f"{tag}{i:04x}".ljust(20, "0")[:20]
         if side_of(rid) == side:
@@ -85,7 +86,7 @@ def write_run(
     assert isinstance(acq, Acquired)
     t = at + 10
     get = {"method": "GET", "url": URL, "params": None, "headers": None, "body": None}
-    answer = {plan.field: plan.p95, "service": "checkout"}
+    answer: dict[str, Any] = {plan.field: plan.p95, "service": "checkout"}
     rec = StepRecord(1, "fetch", StepKind.RUN, "done", 1, t, t + 40)
     rt.checkpoints.commit(
         run_id, acq.token, rec, json.dumps(answer), [_call(1, "http", get, answer, t, 40.0)]
