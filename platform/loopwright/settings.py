@@ -288,7 +288,8 @@ class Settings(BaseSettings):
     )
     review_cron: str = Field(
         default="0 7 * * 1",
-        description="When the built-in weekly-review skill runs (cron, UTC).",
+        description="When the built-in weekly-review skill runs (cron, UTC); the scheduler "
+        "installs it at start. Empty: no weekly cron (run reviews with 'loopwright review run').",
     )
     review_max_cost: float = Field(
         default=2.0,

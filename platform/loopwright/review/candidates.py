@@ -48,6 +48,7 @@ class Proposal:
     source: str | None = None
     version: str | None = None  # rollback: the earlier version
     changes: dict[str, Any] = field(default_factory=dict)
+    tests: list[Any] | None = None  # the rewrite's own test cases (None: the old version's)
     tried: list[dict[str, Any]] = field(default_factory=list)  # search points and their scores
 
     def to_dict(self) -> dict[str, Any]:

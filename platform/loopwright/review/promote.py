@@ -127,8 +127,8 @@ def promote(
         return Promotion("rolled-back", f"rolled back to {target[:12]}", target, watch)
     if dry_run:
         return Promotion("dry-run", "would submit the candidate through the sidecar")
-    tests: list[Any] = []
-    if old.version:
+    tests: list[Any] = proposal.tests if proposal.tests is not None else []
+    if proposal.tests is None and old.version:
         tests = list(reg.version(skill, old.version).tests or [])
     verdict = Sidecar(rt).submit(str(proposal.source), tests, author="review")
     if not verdict.accepted:

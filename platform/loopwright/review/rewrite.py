@@ -34,12 +34,14 @@ SYSTEM = """\
 You repair Loopwright skills. A skill is a Python module with one @skill(...) function whose
 side effects run inside ctx.step.run(...) steps. You are given why the skill was flagged, its
 current source, and failing runs with the answers their tool calls got. Write the complete
-corrected module in one ```python block. Keep the skill's name, tools, hosts and params unless
-the diagnosis says they are wrong. Fix the cause, in general: never copy values from the
+corrected module in one ```python block and, when the old test cases no longer fit (say, a
+field was renamed), the new test cases as a JSON list in one ```json block. Keep the skill's
+name, tools, hosts and params unless the diagnosis says they are wrong. Fix the cause, in general: never copy values from the
 failing runs (ids, timestamps, measured numbers) into the code."""
 MAX_RUNS = 3
 MAX_CHARS = 2000
 CODE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)```", re.DOTALL)
+TESTS = re.compile(r"```json[ \t]*\n(.*?)```", re.DOTALL)
 
 
 def model_spec(rt: Runtime) -> str:
@@ -107,6 +109,17 @@ def extract(text: str) -> str | None:
     return found.group(1) if found else None
 
 
+def extract_tests(text: str) -> list[Any] | None:
+    """The test cases of an answer's ```json block (None when there is none or it is not a
+    JSON list: the old version's cases are used)."""
+    found = TESTS.search(text)
+    try:
+        cases = json.loads(found.group(1)) if found else None
+    except ValueError:
+        return None
+    return cases if isinstance(cases, list) else None
+
+
 def check(rt: Runtime, old: Candidate, answer: dict[str, Any], runs: list[Recording]) -> Outcome:
     """The answer as a proposal, or why it is not one: no code, another skill, rejected by the
     sidecar (a dry run with the old version's tests), or overfitted to the failing runs."""
@@ -115,11 +128,7 @@ def check(rt: Runtime, old: Candidate, answer: dict[str, Any], runs: list[Record
     source = extract(str(answer.get("text") or ""))
     if source is None:
         return Outcome(None, "the model's answer had no ```python block")
-    tests: list[Any] = []
-    if old.version:
-        tests = list(
-            Registry(rt.redis, rt.keys).version(old.manifest.name, old.version).tests or []
-        )
+    tests = extract_tests(str(answer.get("text") or "")) or old_tests(rt, old)
     verdict = Sidecar(rt).submit(source, tests, author="review", dry_run=True)
     if not verdict.accepted:
         return Outcome(None, f"the sidecar rejected the rewrite: {verdict.first_line()}")
@@ -132,4 +141,11 @@ def check(rt: Runtime, old: Candidate, answer: dict[str, Any], runs: list[Record
             "overfitted: the rewrite copies values from the failing runs: " + ", ".join(copied[:5]),
         )
     note = f"rewritten by {answer.get('model')}"
-    return Outcome(Proposal("model", note, source=source), note)
+    return Outcome(Proposal("model", note, source=source, tests=tests), note)
+
+
+def old_tests(rt: Runtime, old: Candidate) -> list[Any]:
+    """The test cases registered with the old version."""
+    if not old.version:
+        return []
+    return list(Registry(rt.redis, rt.keys).version(old.manifest.name, old.version).tests or [])
