@@ -36,8 +36,9 @@ side effects run inside ctx.step.run(...) steps. You are given why the skill was
 current source, and failing runs with the answers their tool calls got. Write the complete
 corrected module in one ```python block and, when the old test cases no longer fit (say, a
 field was renamed), the new test cases as a JSON list in one ```json block. Keep the skill's
-name, tools, hosts and params unless the diagnosis says they are wrong. Fix the cause, in general: never copy values from the
-failing runs (ids, timestamps, measured numbers) into the code."""
+name, tools, hosts and params unless the diagnosis says they are wrong. Fix the cause, in
+general: never copy values from the failing runs (ids, timestamps, measured numbers) into the
+code."""
 MAX_RUNS = 3
 MAX_CHARS = 2000
 CODE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)```", re.DOTALL)
