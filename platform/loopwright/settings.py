@@ -279,3 +279,45 @@ class Settings(BaseSettings):
         le=1000,
         description="Most runs one retention script call deletes (each call stays ~1-2 ms).",
     )
+
+    # the weekly review: candidates, gate, promotion, watch (issue 11, REVB)
+    review_model: str | None = Field(
+        default=None,
+        description="Model the review's rewrite candidates use (e.g. openai:gpt-4.1); unset: "
+        "the builder's model (LOOPWRIGHT_MODEL or the one a key selects).",
+    )
+    review_cron: str = Field(
+        default="0 7 * * 1",
+        description="When the built-in weekly-review skill runs (cron, UTC); the scheduler "
+        "installs it at start. Empty: no weekly cron (run reviews with 'loopwright review run').",
+    )
+    review_max_cost: float = Field(
+        default=2.0,
+        ge=0,
+        description="Most model spend (USD) one review may make on rewrite candidates; past "
+        "it the remaining skills are reported as 'needs a model' (budget spent).",
+    )
+    review_grid_max: int = Field(
+        default=12,
+        ge=1,
+        le=50,
+        description="Most parameter settings the offline candidate search replays.",
+    )
+    review_watch_runs: int = Field(
+        default=20,
+        ge=1,
+        le=10_000,
+        description="Runs of a promoted version its watch waits for before it compares them "
+        "with the old version's (or LOOPWRIGHT_REVIEW_WATCH_FOR, whichever comes first).",
+    )
+    review_watch_for: Duration = Field(
+        default=86400.0,
+        gt=0,
+        description="Longest a promotion's watch lasts (e.g. 24h).",
+    )
+    review_watch_poll: Duration = Field(
+        default=600.0,
+        gt=0,
+        description="How often a promotion's watch counts the new version's runs (a durable "
+        "sleep between counts: no worker is held).",
+    )

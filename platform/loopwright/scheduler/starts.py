@@ -7,6 +7,7 @@ from typing import Any
 from loopwright.runner.runtime import Runtime
 from loopwright.runner.store import new_run_id
 from loopwright.scheduler.catalog import Entry
+from loopwright.sdk.names import is_reserved
 
 
 def start_once(
@@ -44,5 +45,6 @@ def start_once(
         skipped=skipped,
         wake_at=wake_at,
         admitted_at=admitted_at,
+        trusted=is_reserved(entry.name),  # only the built-in installer registers these names
     )
     return run_id, res.created
