@@ -5,9 +5,10 @@ Trusted platform code (it runs in the worker, never in the sandbox), on a cron t
 run``. Every phase is a step, so a worker killed mid-review resumes at the phase it was on and
 never repeats a finished replay, search or model call:
 
-``select`` · then per flagged skill ``S``: ``S:diagnose``, ``S:candidate-1``, ``S:gate-1``,
-``S:candidate-2``, ``S:gate-2`` (a model candidate's call is its own step, ``S:model-N``, before
-the step that checks its answer), ``S:promote`` · ``report``.
+``select`` · then per flagged skill ``S``: ``S:diagnose``, the candidate steps
+(``S:candidate-rollback``, ``S:candidate-params``, and for the model ``S:model-call-K`` — the
+call alone, so it is never sent twice — then ``S:candidate-model-K`` checking its answer), a
+``S:gate-N`` per candidate that was proposed (N ≤ 2), ``S:promote`` · ``report`` · ``tell``.
 
 At most two candidates are gated per skill ("design for two"): in order, a rollback to an
 earlier healthy version, the offline parameter search, the model's rewrite (and its one retry
@@ -195,11 +196,13 @@ class SkillReview:
         card: dict[str, Any] = {**self.row, "diagnosis": diag, "candidates": []}
         plan = ["rollback", "params", "model", "model"]
         findings: str | None = None
-        n = 0
+        n = asked = 0
         for kind in plan:
             if n >= MAX_CANDIDATES:
                 break
-            outcome = self._propose(kind, n + 1, diag["text"], findings, window, until)
+            if kind == "model":
+                asked += 1
+            outcome = self._propose(kind, asked, diag["text"], findings, window, until)
             entry: dict[str, Any] = {"kind": kind, "reason": outcome.reason}
             if outcome.proposal is None:
                 card["candidates"].append(entry)
@@ -233,18 +236,19 @@ class SkillReview:
         return card
 
     def _propose(
-        self, kind: str, n: int, diagnosis: str, findings: str | None, window: str, until: int
+        self, kind: str, k: int, diagnosis: str, findings: str | None, window: str, until: int
     ) -> Outcome:
+        """Candidate ``kind`` (``k``: the model attempt), each piece a step of its own."""
         if kind == "rollback":
             raw = self.step(
-                f"candidate-{n}", lambda: rollback_candidate(
+                "candidate-rollback", lambda: rollback_candidate(
                     self.rt, self.skill, str(self.row["version"]), window, until
                 ).to_dict(),
             )  # fmt: skip
             return Outcome.from_dict(raw)
         if kind == "params":
             raw = self.step(
-                f"candidate-{n}",
+                "candidate-params",
                 lambda: param_search(
                     self.rt, self.old, self.search, self.rt.settings.review_grid_max
                 ).to_dict(),
@@ -256,10 +260,10 @@ class SkillReview:
         if sum(self.spent) >= self.rt.settings.review_max_cost:
             return Outcome(None, f"{NEEDS_MODEL}: the review's model budget is spent")
         text = rewrite.prompt(diagnosis, self.old, self.search, findings)
-        answer = self.step(f"model-{n}", rewrite.ask, self.rt, text)
+        answer = self.step(f"model-call-{k}", rewrite.ask, self.rt, text)
         self.spent.append(float(answer.get("cost_usd") or 0.0))
         raw = self.step(
-            f"candidate-{n}",
+            f"candidate-model-{k}",
             lambda: rewrite.check(self.rt, self.old, answer, self.search).to_dict(),
         )
         return Outcome.from_dict(raw)
