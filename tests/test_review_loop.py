@@ -84,12 +84,12 @@ def test_review_run_promotes_the_offline_threshold_fix_under_a_watch(
     out = json.loads(res.stdout)
     # Then the parameter search's threshold passed the gate and is active, written by the
     # review with the old version as its parent
-    [card] = out["cards"]
-    assert card["decision"] == "activated", card
-    gated = [c for c in card["candidates"] if "gate" in c]
-    assert [c["kind"] for c in gated] == ["params"] and gated[0]["gate"]["verdict"] == "passed"
+    [card] = out["skills"]
+    assert card["decision"] == "improved", card
+    gated = [c for c in card["candidates"] if c["gate"]]
+    assert [c["kind"] for c in gated] == ["param"] and gated[0]["gate"]["outcome"] == "passed"
     new = _active(cluster)
-    assert new != old
+    assert new != old and card["promoted_version"] == new
     rec = Registry(cluster.rt.redis, cluster.rt.keys).version(SKILL, new)
     assert rec.author == "review" and rec.parent == old
     threshold = candidate_from_version(cluster.rt, SKILL, new).manifest.params["threshold"]
@@ -108,15 +108,15 @@ def test_in_review_mode_the_fix_waits_for_a_person_and_dry_run_submits_nothing(
     seed_health(cluster.rt, old, *review_week())
     # A dry run gates the candidate but registers nothing
     dry = _review(cluster, dry_run=True)
-    assert dry["cards"][0]["decision"] == "dry-run"
+    assert dry["skills"][0]["decision"] == "dry_run"
     reg = Registry(cluster.rt.redis, cluster.rt.keys)
     assert reg.version_ids(SKILL) == [old]
     # The real review registers it pending approval; the active version does not change
     out = _review(cluster)
-    [card] = out["cards"]
-    assert card["decision"] == "pending", card
+    [card] = out["skills"]
+    assert card["decision"] == "awaiting_approval", card
     assert _active(cluster) == old
-    pending = card["promotion"]["version"]
+    pending = card["candidates"][-1]["version"]
     assert reg.version(SKILL, pending).approved is False
     assert not cluster.rt.runs.exists(watch_run_id(SKILL, pending))
 
@@ -130,7 +130,7 @@ def test_the_watch_rolls_back_a_promoted_version_that_fails_live(
     seed_health(cluster.rt, old, *review_week())
     out = _review(cluster)
     new = _active(cluster)
-    assert out["cards"][0]["decision"] == "activated" and new != old
+    assert out["skills"][0]["decision"] == "improved" and new != old
     cluster.worker()
     watch = watch_run_id(SKILL, new)
     # When its next runs fail live (the service renamed the field)
@@ -193,8 +193,8 @@ def test_the_model_fixes_a_renamed_field_and_a_killed_worker_never_repeats_the_c
     # fix passed the gate and is active
     assert run.status.value == "completed", run.error
     assert len(server.requests_for("openai")) == 1
-    [card] = run.output["cards"]
-    assert card["decision"] == "activated", card
+    [card] = run.output["skills"]
+    assert card["decision"] == "improved", card
     assert "latency_p95_ms" in str(cluster.rt.redis.get(cluster.rt.keys.source(_active(cluster))))
 
 
@@ -211,10 +211,10 @@ def test_at_most_two_rewrites_and_the_retry_sees_the_gate_findings(
     # When the review runs
     out = _review(cluster)
     # Then two candidates were gated, the second asked with the first's findings, no more
-    [card] = out["cards"]
-    gated = [c for c in card["candidates"] if "gate" in c]
-    assert len(gated) == 2 and all(c["gate"]["verdict"] == "inconclusive" for c in gated)
+    [card] = out["skills"]
+    gated = [c for c in card["candidates"] if c["gate"]]
+    assert len(gated) == 2 and all(c["gate"]["outcome"] == "inconclusive" for c in gated)
     prompts = server.requests_for("openai")
     assert len(prompts) == 2
     assert "rejected" in json.dumps(prompts[1].body) and "fixes none" in json.dumps(prompts[1].body)
-    assert card["decision"] == "no change" and _active(cluster) == old
+    assert card["decision"] == "no_fix" and _active(cluster) == old

@@ -34,7 +34,7 @@ from loopwright.runner.runtime import Runtime
 from loopwright.service.stats import skill_stats
 from loopwright.sidecar.replay import ReplayResult
 
-Kind = Literal["params", "rollback", "model"]
+Kind = Literal["param", "rollback", "model"]
 MIN_ROLLBACK_RUNS = 5
 TRIVIAL_NUMBERS = frozenset({-1, 0, 1, 2})
 
@@ -263,7 +263,7 @@ def param_search(
                 for k, v in {**point.get("params", {}), **point.get("policy", {})}.items()
             )
             prop = Proposal(
-                "params",
+                "param",
                 f"{note}: fixes {len(whole.fixed)} of the search split's runs, regresses none",
                 source=cand.source,
                 changes=point,
