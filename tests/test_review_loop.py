@@ -114,6 +114,10 @@ def test_in_review_mode_the_fix_waits_for_a_person_and_dry_run_submits_nothing(
     # The real review registers it pending approval; the active version does not change
     out = _review(cluster)
     [card] = out["skills"]
+    # (the same history gave the same gate decisions as the dry run)
+    assert [c["gate"] for c in card["candidates"]] == [
+        c["gate"] for c in dry["skills"][0]["candidates"]
+    ]
     assert card["decision"] == "awaiting_approval", card
     assert _active(cluster) == old
     pending = card["candidates"][-1]["version"]
@@ -218,3 +222,22 @@ def test_at_most_two_rewrites_and_the_retry_sees_the_gate_findings(
     assert len(prompts) == 2
     assert "rejected" in json.dumps(prompts[1].body) and "fixes none" in json.dumps(prompts[1].body)
     assert card["decision"] == "no_fix" and _active(cluster) == old
+
+
+def test_a_bad_new_version_is_rolled_back_to_the_healthy_one_it_replaced(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    # Given a healthy version, then a new version that reads a field the service never sends
+    cluster = _cluster(make_cluster)
+    good = _register(cluster, health(250, field="latency_p95_ms"), health_tests("latency_p95_ms"))
+    seed_health(cluster.rt, good, *renamed_week(), tag="g", read_field="latency_p95_ms")
+    bad = _register(cluster, health(250, field="p95"), health_tests("p95"))
+    seed_health(cluster.rt, bad, *renamed_week(), tag="b", read_field="p95")
+    # When the review runs
+    out = _review(cluster)
+    # Then the rollback candidate passed the gate and the healthy version is active again
+    [card] = out["skills"]
+    assert card["decision"] == "improved", card["decision_reason"]
+    assert [c["kind"] for c in card["candidates"]] == ["rollback"]
+    assert card["candidates"][0]["gate"]["outcome"] == "passed"
+    assert _active(cluster) == good == card["promoted_version"]
