@@ -241,3 +241,16 @@ def test_a_bad_new_version_is_rolled_back_to_the_healthy_one_it_replaced(
     assert [c["kind"] for c in card["candidates"]] == ["rollback"]
     assert card["candidates"][0]["gate"]["outcome"] == "passed"
     assert _active(cluster) == good == card["promoted_version"]
+
+
+def test_review_run_refuses_bad_input_in_one_line(make_cluster: Callable[..., Cluster]) -> None:
+    cluster = _cluster(make_cluster)
+    bad_window = cluster.cli("review", "run", "--window", "soon")
+    assert bad_window.returncode == 2 and "--window" in bad_window.stderr
+    unknown = cluster.cli("review", "run", "--skill", "no-such-skill")
+    assert unknown.returncode == 1
+    assert unknown.stderr.strip().splitlines() == [
+        "loopwright: error: no active skill 'no-such-skill' (list skills with: loopwright "
+        "skills list)"
+    ]
+    assert not cluster.rt.redis.exists(cluster.rt.keys.registry_skill("weekly-review"))

@@ -450,7 +450,7 @@ def run_review(ctx: Any) -> dict[str, Any]:
             review.skills.append(SkillReview(sc, decision=UNFLAGGED[sc.verdict].value))
             continue
         review.skills.append(Reviewer(ctx, rt, sc, spent).run(window, since, started, dry_run))
-    review.finished_at = started  # the review's clock: its start (same history, same bytes)
+    review.finished_at = int(ctx.step.run("finished", now_ms))
     review.summarise()
     out = review.to_dict()
     line = headline(review)
