@@ -48,6 +48,8 @@ The keyspace is a small state machine (see ``docs/runner.md``):
                                      dedupe window (its trigger claim must not restart it)
 * ``{p}:pins``                set    pinned run ids (kept by retention until unpinned)
 * ``{p}:retention:deleted``   string counter of runs deleted by retention
+* ``{p}:review:{id}``         string one stored weekly review (JSON, ``review/store.py``)
+* ``{p}:reviews``             zset   review ids by start time (capped: LOOPWRIGHT_REVIEW_KEEP)
 """
 
 from __future__ import annotations
@@ -288,3 +290,14 @@ class Keys:
     def retention_deleted(self) -> str:
         """Counter of runs retention has deleted (doctor, tests, benchmarks)."""
         return f"{self.prefix}:retention:deleted"
+
+    # the weekly review ---------------------------------------------------------------------------
+
+    def review(self, review_id: str) -> str:
+        """One stored review (JSON)."""
+        return f"{self.prefix}:review:{review_id}"
+
+    @property
+    def reviews(self) -> str:
+        """Stored review ids, scored by start time (ms)."""
+        return f"{self.prefix}:reviews"

@@ -321,3 +321,38 @@ class Settings(BaseSettings):
         description="How often a promotion's watch counts the new version's runs (a durable "
         "sleep between counts: no worker is held).",
     )
+
+    # the weekly review: selection and the stored reports (issue 11, REVA)
+    review_min_runs: int = Field(
+        default=20,
+        ge=1,
+        description="Runs (completed or failed by the skill) an active version needs in the "
+        "review window to be scored; fewer: 'insufficient data', never flagged.",
+    )
+    review_min_success: float = Field(
+        default=0.95,
+        gt=0,
+        le=1,
+        description="Absolute success floor: a version is flagged when the upper bound of its "
+        "95% Wilson interval is below it (clearly under the floor, not by chance).",
+    )
+    review_fdr_q: float = Field(
+        default=0.05,
+        gt=0,
+        lt=1,
+        description="False discovery rate of the baseline-drop tests across the skills of one "
+        "review (Benjamini-Hochberg).",
+    )
+    review_max_bad_feedback: float = Field(
+        default=0.20,
+        gt=0,
+        le=1,
+        description="Share of labelled runs labelled bad at which a version is flagged (with "
+        "at least 3 labels).",
+    )
+    review_keep: int = Field(
+        default=52,
+        ge=1,
+        le=10_000,
+        description="Stored reviews kept (oldest dropped first): a year of weekly reviews.",
+    )
