@@ -30,35 +30,31 @@ from loopwright.review.candidates import (
     param_search,
     rollback_candidate,
 )
+from loopwright.review.diagnose import diagnose
 from loopwright.review.gate import GateReport, gate
 from loopwright.review.promote import promote
+from loopwright.review.select import Thresholds, score_skills
 from loopwright.review.split import split_runs
 from loopwright.review.types import (
     CandidateResult,
-    Cluster,
     Decision,
     Diagnosis,
-    Metrics,
     Review,
     SkillReview,
     SkillScore,
     Verdict,
+    VersionChange,
 )
 from loopwright.runner.recording import Recording, load_recording
 from loopwright.runner.records import now_ms
 from loopwright.runner.runtime import Runtime
-from loopwright.sdk.names import is_reserved
-from loopwright.service.stats import Stats, parse_window, skill_stats
+from loopwright.service.stats import parse_window
 from loopwright.sidecar.replay import ENDED
 from loopwright.skills_registry.store import Registry
 
 BUILTIN_NAME = "weekly-review"
 MAX_CANDIDATES = 2
 MAX_RUNS = 400  # recorded runs of one skill a review reads (newest first)
-MIN_RUNS = 20
-MIN_SUCCESS = 0.95
-MAX_BAD_FEEDBACK = 0.20
-MIN_LABELS = 3
 DAY_MS = 86_400_000
 NEEDS_MODEL = "needs a model"
 OVER_BUDGET = "over budget"
@@ -106,51 +102,12 @@ def start_review(
 # ---- phases (step bodies: JSON in, JSON out) -----------------------------------------------
 
 
-def _metrics(g: Stats | None) -> Metrics:
-    if g is None:
-        return Metrics()
-    return Metrics(
-        runs=g.runs, successes=g.completed, failures_skill=g.failed_skill,
-        failures_platform=g.failed_platform, success_rate=g.success_rate,
-        wilson_low=g.success_low, wilson_high=g.success_high, cost_per_run=g.cost_per_run,
-        retries_per_run=g.retries_per_run, bad_labels=g.fb_bad, good_labels=g.fb_good,
-        labelled=g.fb_bad + g.fb_good, cancelled=g.cancelled, skipped=g.skipped,
-    )  # fmt: skip
-
-
-def score(name: str, version: str, g: Stats | None) -> SkillScore:
-    """The active version's verdict from its window stats: too few judged runs -> insufficient
-    data; only platform failures -> platform-only; under the success floor (Wilson upper
-    bound) or too many bad labels -> underperforming; else healthy."""
-    m = _metrics(g)
-    if m.judged < MIN_RUNS:
-        if m.judged == 0 and m.failures_platform:
-            return SkillScore(name, version, Verdict.PLATFORM_ONLY,
-                              ["only the platform failed its runs"], m)  # fmt: skip
-        return SkillScore(name, version, Verdict.INSUFFICIENT_DATA,
-                          [f"{m.judged} judged runs (fewer than {MIN_RUNS})"], m)  # fmt: skip
-    reasons, flags = [], []
-    if (m.wilson_high or 0) < MIN_SUCCESS:
-        flags.append("floor")
-        reasons.append(f"success {m.success_rate or 0:.0%} is clearly below {MIN_SUCCESS:.0%}")
-    if m.labelled >= MIN_LABELS and (m.bad_rate or 0) >= MAX_BAD_FEEDBACK:
-        flags.append("bad_feedback")
-        reasons.append(f"{m.bad_labels} of {m.labelled} labelled runs are labelled bad")
-    if flags:
-        return SkillScore(name, version, Verdict.UNDERPERFORMING, reasons, m, flags=flags)
-    return SkillScore(name, version, Verdict.HEALTHY, ["within its bounds"], m)
-
-
 def select(rt: Runtime, window: str, only: str | None, now: int) -> list[dict[str, Any]]:
-    """Every active skill (or ``only``) scored over the window, sorted by name."""
-    active = {str(k): str(v) for k, v in rt.redis.hgetall(rt.keys.skills).items()}
-    names = sorted(n for n in active if not is_reserved(n) and (only is None or n == only))
-    out = []
-    for name in names:
-        st = skill_stats(rt.redis, rt.keys, name, window, by="version", now=now)
-        mine = next((g for g in st.groups if g.group == active[name]), None)
-        out.append(score(name, active[name], mine).to_dict())
-    return out
+    """Every active skill (or ``only``) scored over the window (``review/select.py``)."""
+    thresholds = Thresholds.from_settings(rt.settings)
+    days = parse_window(window)
+    scores = score_skills(rt.redis, rt.keys, thresholds, now=now, days=days, only=only)
+    return [s.to_dict() for s in scores]
 
 
 def recorded_ids(rt: Runtime, skill: str, version: str, since: int, until: int) -> list[str]:
@@ -175,38 +132,33 @@ def recorded_ids(rt: Runtime, skill: str, version: str, since: int, until: int) 
     return sorted(keep[:MAX_RUNS])
 
 
-def diagnose(rt: Runtime, sc: SkillScore, since: int, until: int, window: str) -> dict[str, Any]:
-    """The flagged skill's error clusters and bad-labelled runs, its recorded runs by split,
-    and the diagnosis text the model reads."""
-    st = skill_stats(rt.redis, rt.keys, sc.skill, window, by="version", now=until)
-    mine = next((g for g in st.groups if g.group == sc.version), None)
-    ids = recorded_ids(rt, sc.skill, sc.version, since, until)
+def diagnosis_step(rt: Runtime, sc: SkillScore, until: int, window: str) -> dict[str, Any]:
+    """The flagged skill's diagnosis (``review/diagnose.py``), its recorded runs of the window
+    by split, and the diagnosis as text for the model."""
+    days = parse_window(window)
+    diag = diagnose(
+        rt.redis, rt.keys, sc, now=until, days=days, min_success=rt.settings.review_min_success
+    )
+    ids = recorded_ids(rt, sc.skill, sc.version, until - days * DAY_MS, until)
     split = split_runs(ids, lambda i: i)
-    recs = _load(rt, ids)
-    diag = Diagnosis(sc.skill, sc.version)
-    for sig in mine.signatures if mine else []:
-        diag.clusters.append(
-            Cluster(
-                sig.signature,
-                sig.message,
-                sig.step,
-                sig.count,
-                [sig.example_run],
-                sig.first_day,
-                None,
-                sig.origin,
-                sig.last_day,
-            )
-        )
-    diag.bad_runs = [(r.run_id, "") for r in recs if r.feedback == "bad"]
     lines = [f"{sc.skill} at version {sc.version[:12]}: " + "; ".join(sc.reasons) + "."]
     for c in diag.clusters[:3]:
+        example = c.example_runs[0] if c.example_runs else "?"
+        lines.append(f"Error in step {c.step!r} ({c.count} runs, e.g. {example}): {c.message}")
+    for r in diag.shared_responses[:5]:
         lines.append(
-            f"Error in step {c.step!r} ({c.count} runs, e.g. {c.example_runs[0]}): {c.message}"
+            f"The problem runs share: {r.tool} {r.target} {r.path} {r.pattern} ({len(r.runs)} runs)"
         )
     if diag.bad_runs:
-        lines.append(f"{len(diag.bad_runs)} runs were labelled bad by people "
-                     f"(e.g. {diag.bad_runs[0][0]}).")  # fmt: skip
+        notes = [n for _, n in diag.bad_runs if n][:3]
+        lines.append(
+            f"{len(diag.bad_runs)} runs were labelled bad by people"
+            + (f"; their notes: {'; '.join(notes)}" if notes else "")
+            + "."
+        )
+    if diag.version_change is not None:
+        vc = diag.version_change
+        lines.append(f"It began with the change from {vc.from_version[:12]}:\n{vc.diff[:4000]}")
     return {
         "diagnosis": diag.to_dict(),
         "search": split.search,
@@ -238,15 +190,17 @@ class Reviewer:
         self.old = candidate_from_version(rt, self.skill, sc.version)
         self.search: list[Recording] = []
         self.held: list[Recording] = []
+        self.change: VersionChange | None = None
 
     def step(self, name: str, fn: Any, *args: Any) -> Any:
         return self.ctx.step.run(f"{self.skill}:{name}", fn, *args)
 
     def run(self, window: str, since: int, until: int, dry_run: bool) -> SkillReview:
         """Diagnose, at most two candidates each gated, promote the first that passes."""
-        diag = self.step("diagnose", diagnose, self.rt, self.sc, since, until, window)
+        diag = self.step("diagnose", diagnosis_step, self.rt, self.sc, until, window)
         self.search, self.held = _load(self.rt, diag["search"]), _load(self.rt, diag["held_out"])
         card = SkillReview(self.sc, Diagnosis.from_dict(diag["diagnosis"]))
+        self.change = card.diagnosis.version_change if card.diagnosis else None
         findings: str | None = None
         n = asked = 0
         needs_model = over_budget = False
@@ -335,7 +289,7 @@ class Reviewer:
         if kind == "rollback":
             raw = self.step(
                 "candidate-rollback", lambda: rollback_candidate(
-                    self.rt, self.skill, self.sc.version, window, until
+                    self.rt, self.skill, self.sc.version, window, until, self.change
                 ).to_dict(),
             )  # fmt: skip
             return Outcome.from_dict(raw), {}
