@@ -140,3 +140,48 @@ def false_alarm_week() -> tuple[list[Planned], list[Planned]]:
     held = [Planned(200), Planned(230), Planned(265, "bad"), Planned(300, "bad"),
             Planned(2800, "good"), Planned(170)]  # fmt: skip
     return search, held
+
+
+def case(name: str, field: str, p95: int, alarm: bool) -> dict[str, Any]:
+    """A sidecar test case of the health check."""
+    expect: dict[str, Any] = {"status": "completed", "output": {"alarm": alarm}}
+    if alarm:
+        expect["notify_count"] = 1
+    return {
+        "name": name,
+        "event": {},
+        "mocks": {"http": [{"method": "GET", "url": URL, "response": {field: p95}}]},
+        "expect": expect,
+    }
+
+
+def health_tests(field: str = "p95_ms") -> list[dict[str, Any]]:
+    """The health check's cases: a quiet reading and an incident."""
+    return [case("quiet", field, 100, False), case("incident", field, 5000, True)]
+
+
+def review_week() -> tuple[list[Planned], list[Planned]]:
+    """24 runs (enough to be reviewed): normal readings, false alarms labelled bad, an
+    incident labelled good, on each side of the split."""
+    normal = [150, 160, 170, 180, 190, 200, 210, 220]
+    search = [Planned(v) for v in normal] + [
+        Planned(270, "bad"), Planned(280, "bad"), Planned(290, "bad"), Planned(3100, "good"),
+    ]  # fmt: skip
+    held = [Planned(v + 5) for v in normal] + [
+        Planned(265, "bad"), Planned(285, "bad"), Planned(300, "bad"), Planned(2800, "good"),
+    ]  # fmt: skip
+    return search, held
+
+
+def renamed_week() -> tuple[list[Planned], list[Planned]]:
+    """24 runs after the service renamed ``p95_ms`` to ``latency_p95_ms``: every run failed."""
+    values = [150, 160, 170, 180, 190, 200, 210, 220, 230, 175, 185, 195]
+    search = [Planned(v, field="latency_p95_ms") for v in values]
+    held = [Planned(v + 3, field="latency_p95_ms") for v in values]
+    return search, held
+
+
+def answer(source: str, tests: list[dict[str, Any]]) -> dict[str, Any]:
+    """A scripted model reply: the new module and its test cases."""
+    text = f"Fixed.\n\n```python\n{source}```\n\n```json\n{json.dumps(tests)}\n```\n"
+    return {"text": text}

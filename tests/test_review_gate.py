@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from conftest import Cluster
 from loopwright.history.replay import candidate_from_source, candidate_from_version
+from loopwright.review import rewrite
 from loopwright.review.candidates import copied_literals, failing, param_search
 from loopwright.review.declaration import with_values
 from loopwright.review.gate import gate
@@ -104,3 +105,19 @@ def test_a_rewrite_that_copies_values_from_the_failing_runs_is_overfitted(
     assert copied_literals(health(250), fitted, failing(search)) == ["270", "290"]
     # A general fix (a field name, a new threshold) copies nothing
     assert copied_literals(health(250), health(1000, field="p95_ms"), failing(search)) == []
+
+
+def test_a_model_rewrite_that_copies_failing_values_is_rejected_as_overfitted(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster, version, ids = _setup(make_cluster)
+    old = candidate_from_version(cluster.rt, "health-check", version)
+    search = _recs(cluster, ids["search"])
+    fitted = health(250).replace(
+        'if m["p95_ms"] > ctx.params["threshold"]:',
+        'if m["p95_ms"] > ctx.params["threshold"] and m["p95_ms"] != 270:',
+    )
+    reply = {"model": "scripted", "text": f"```python\n{fitted}```", "error": None}
+    outcome = rewrite.check(cluster.rt, old, reply, search)
+    assert outcome.proposal is None and outcome.reason.startswith("overfitted")
+    assert "270" in outcome.reason

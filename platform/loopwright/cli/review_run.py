@@ -57,8 +57,8 @@ def review_run(
     if json_out:
         emit_json({"run_id": run_id, **result})
         return
-    console.print(literal(str(result.get("summary", ""))))
-    for card in result.get("cards", []):
-        decision = card.get("decision") or card.get("verdict")
-        console.print(f"  {literal(str(card.get('skill')))}: {literal(str(decision))}")
+    console.print(literal(str(result.get("headline", ""))))
+    for card in result.get("skills", []):
+        name = card.get("score", {}).get("skill")
+        console.print(f"  {literal(str(name))}: {literal(str(card.get('decision')))}")
     console.print(f"report: {literal(str(result.get('report', '')))}")

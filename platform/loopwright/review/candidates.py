@@ -29,12 +29,13 @@ from typing import Any, Literal
 from loopwright.history.replay import Candidate, candidate_from_source, replay_runs
 from loopwright.review.declaration import DeclarationError, with_values
 from loopwright.review.gate import judge
+from loopwright.review.types import VersionChange
 from loopwright.runner.recording import Recording
 from loopwright.runner.runtime import Runtime
 from loopwright.service.stats import skill_stats
 from loopwright.sidecar.replay import ReplayResult
 
-Kind = Literal["params", "rollback", "model"]
+Kind = Literal["param", "rollback", "model"]
 MIN_ROLLBACK_RUNS = 5
 TRIVIAL_NUMBERS = frozenset({-1, 0, 1, 2})
 
@@ -263,7 +264,7 @@ def param_search(
                 for k, v in {**point.get("params", {}), **point.get("policy", {})}.items()
             )
             prop = Proposal(
-                "params",
+                "param",
                 f"{note}: fixes {len(whole.fixed)} of the search split's runs, regresses none",
                 source=cand.source,
                 changes=point,
@@ -283,10 +284,21 @@ def _fmt(v: float | None) -> str:
 
 
 def rollback_candidate(
-    rt: Runtime, skill: str, active: str, window: str = "7d", now: int | None = None
+    rt: Runtime,
+    skill: str,
+    active: str,
+    window: str = "7d",
+    now: int | None = None,
+    change: VersionChange | None = None,
 ) -> Outcome:
-    """An earlier version that was healthy in the window while the active one is not (its
-    Wilson lower bound above the active version's upper bound), or why there is none."""
+    """The last healthy version when the diagnosis found the regression began with a change
+    from it (``change``); else an earlier version that was clearly healthier in the window (its
+    Wilson lower bound above the active version's upper bound); or why there is none."""
+    if change is not None and change.to_version == active and change.from_version != active:
+        note = f"roll back to {change.from_version[:12]}: the failures began with {active[:12]}"
+        prop = Proposal("rollback", note, version=change.from_version,
+                        changes={"version": change.from_version})  # fmt: skip
+        return Outcome(prop, note)
     report = skill_stats(rt.redis, rt.keys, skill, window, by="version", now=now)
     by_version = {g.group: g for g in report.groups}
     cur = by_version.get(active)

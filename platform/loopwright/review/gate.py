@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from loopwright.history.replay import Candidate, replay_runs
+from loopwright.review.types import GateResult
 from loopwright.runner.recording import Recording, canonical, match_key
 from loopwright.runner.runtime import Runtime
 from loopwright.sidecar.replay import ReplayResult
@@ -52,8 +53,9 @@ class RunJudgement:
 
 
 @dataclass
-class GateResult:
-    """The gate's decision on one candidate, and the runs that decided it."""
+class GateReport:
+    """The gate's decision on one candidate, the runs that decided it, and how each held-out
+    run counted (:meth:`result` is the review's shared ``GateResult``)."""
 
     verdict: Verdict
     reason: str
@@ -73,13 +75,35 @@ class GateResult:
         return self.verdict == "passed"
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready (a step output, the report)."""
+        """JSON-ready (a step output)."""
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GateResult:
+    def from_dict(cls, data: dict[str, Any]) -> GateReport:
         judged = [RunJudgement(**j) for j in data.get("judgements", [])]
         return cls(**{**data, "judgements": judged})
+
+    def result(self) -> GateResult:
+        """The review's shared record of this decision (``review/types.py``)."""
+        return GateResult(
+            outcome=self.verdict,
+            reason=self.reason,
+            held_out=self.runs,
+            runs_fixed=list(self.fixed),
+            runs_regressed=list(self.regressed),
+            side_effect_changes=[
+                f"{j.run_id}: "
+                + "; ".join(
+                    [f"+ {e}" for e in j.effects_added] + [f"- {e}" for e in j.effects_missing]
+                )
+                for j in self.judgements
+                if j.run_id in self.changed
+            ],
+            off_script_ratio=self.off_script_rate,
+            p95_tool_ms_old=self.p95_old_ms,
+            p95_tool_ms_new=self.p95_new_ms,
+            decided_by=list(self.deciding),
+        )
 
 
 def p95(values: list[float]) -> float:
@@ -153,10 +177,10 @@ def judge_run(rec: Recording, old: ReplayResult, new: ReplayResult) -> RunJudgem
 
 def judge(
     recordings: list[Recording], old: list[ReplayResult], new: list[ReplayResult]
-) -> GateResult:
+) -> GateReport:
     """The verdict on the candidate from both versions' replays of the same recordings."""
     judged = [judge_run(r, o, n) for r, o, n in zip(recordings, old, new, strict=True)]
-    res = GateResult(verdict="inconclusive", reason="", runs=len(judged), judgements=judged)
+    res = GateReport(verdict="inconclusive", reason="", runs=len(judged), judgements=judged)
     res.fixed = [j.run_id for j in judged if j.counts == "fixed"]
     res.regressed = [j.run_id for j in judged if j.counts == "regressed"]
     res.changed = [
@@ -204,7 +228,7 @@ def gate(
     new: Candidate,
     held_out: list[Recording],
     old_results: list[ReplayResult] | None = None,
-) -> GateResult:
+) -> GateReport:
     """Replay ``held_out`` on ``old`` (unless its results are given) and ``new``; judge."""
     if old_results is None:
         old_results = [d.replayed for d in replay_runs(rt, old, held_out)]

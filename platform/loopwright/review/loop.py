@@ -5,9 +5,10 @@ Trusted platform code (it runs in the worker, never in the sandbox), on a cron t
 run``. Every phase is a step, so a worker killed mid-review resumes at the phase it was on and
 never repeats a finished replay, search or model call:
 
-``select`` · then per flagged skill ``S``: ``S:diagnose``, ``S:candidate-1``, ``S:gate-1``,
-``S:candidate-2``, ``S:gate-2`` (a model candidate's call is its own step, ``S:model-N``, before
-the step that checks its answer), ``S:promote`` · ``report``.
+``select`` · then per flagged skill ``S``: ``S:diagnose``, the candidate steps
+(``S:candidate-rollback``, ``S:candidate-params``, and for the model ``S:model-call-K`` — the
+call alone, so it is never sent twice — then ``S:candidate-model-K`` checking its answer), a
+``S:gate-N`` per candidate that was proposed (N ≤ 2), ``S:promote`` · ``report`` · ``tell``.
 
 At most two candidates are gated per skill ("design for two"): in order, a rollback to an
 earlier healthy version, the offline parameter search, the model's rewrite (and its one retry
@@ -18,7 +19,6 @@ reported as "needs a model". ``LOOPWRIGHT_REVIEW_MAX_COST`` caps model spend for
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -30,26 +30,34 @@ from loopwright.review.candidates import (
     param_search,
     rollback_candidate,
 )
-from loopwright.review.gate import GateResult, gate
+from loopwright.review.diagnose import diagnose
+from loopwright.review.gate import GateReport, gate
 from loopwright.review.promote import promote
+from loopwright.review.select import Thresholds, score_skills
 from loopwright.review.split import split_runs
+from loopwright.review.types import (
+    CandidateResult,
+    Decision,
+    Diagnosis,
+    Review,
+    SkillReview,
+    SkillScore,
+    Verdict,
+    VersionChange,
+)
 from loopwright.runner.recording import Recording, load_recording
 from loopwright.runner.records import now_ms
 from loopwright.runner.runtime import Runtime
-from loopwright.sdk.names import is_reserved
-from loopwright.service.stats import parse_window, skill_stats
+from loopwright.service.stats import parse_window
 from loopwright.sidecar.replay import ENDED
 from loopwright.skills_registry.store import Registry
 
 BUILTIN_NAME = "weekly-review"
 MAX_CANDIDATES = 2
 MAX_RUNS = 400  # recorded runs of one skill a review reads (newest first)
-MIN_RUNS = 20
-MIN_SUCCESS = 0.95
-MAX_BAD_FEEDBACK = 0.20
-MIN_LABELS = 3
 DAY_MS = 86_400_000
 NEEDS_MODEL = "needs a model"
+OVER_BUDGET = "over budget"
 
 log = logging.getLogger(__name__)
 
@@ -94,39 +102,17 @@ def start_review(
 # ---- phases (step bodies: JSON in, JSON out) -----------------------------------------------
 
 
-def select(rt: Runtime, window: str, only: str | None, now: int) -> dict[str, Any]:
-    """Which active skills the review looks at, and which of them it flags."""
-    active = {str(k): str(v) for k, v in rt.redis.hgetall(rt.keys.skills).items()}
-    names = sorted(n for n in active if not is_reserved(n) and (only is None or n == only))
-    out: list[dict[str, Any]] = []
-    for name in names:
-        st = skill_stats(rt.redis, rt.keys, name, window, by="version", now=now)
-        mine = next((g for g in st.groups if g.group == active[name]), None)
-        row: dict[str, Any] = {"skill": name, "version": active[name], "flagged": False}
-        judged = (mine.completed + mine.failed_skill) if mine else 0
-        labels = (mine.fb_good + mine.fb_bad) if mine else 0
-        if mine is None or judged < MIN_RUNS:
-            row["verdict"], row["why"] = "insufficient data", f"{judged} runs (< {MIN_RUNS})"
-        elif (mine.success_high or 0) < MIN_SUCCESS:
-            row["verdict"], row["flagged"] = "underperforming", True
-            row["why"] = f"success {mine.success_rate or 0:.0%} is below {MIN_SUCCESS:.0%}"
-        elif labels >= MIN_LABELS and mine.fb_bad / labels >= MAX_BAD_FEEDBACK:
-            row["verdict"], row["flagged"] = "underperforming", True
-            row["why"] = f"{mine.fb_bad} of {labels} labelled runs are labelled bad"
-        else:
-            row["verdict"], row["why"] = "healthy", "success and feedback within bounds"
-        if mine is not None:
-            row["runs"], row["success"] = judged, mine.success_rate
-            row["signatures"] = [
-                {"message": s.message, "step": s.step, "count": s.count, "example": s.example_run}
-                for s in mine.signatures[:3]
-            ]
-        out.append(row)
-    return {"now": now, "window": window, "skills": out}
+def select(rt: Runtime, window: str, only: str | None, now: int) -> list[dict[str, Any]]:
+    """Every active skill (or ``only``) scored over the window (``review/select.py``)."""
+    thresholds = Thresholds.from_settings(rt.settings)
+    days = parse_window(window)
+    scores = score_skills(rt.redis, rt.keys, thresholds, now=now, days=days, only=only)
+    return [s.to_dict() for s in scores]
 
 
 def recorded_ids(rt: Runtime, skill: str, version: str, since: int, until: int) -> list[str]:
-    """Ended, recorded runs of ``skill`` at ``version`` created in the window, oldest first."""
+    """Ended, recorded runs of ``skill`` at ``version`` created in the window (platform
+    failures left out: nothing a rewrite could fix), sorted."""
     ids = [
         str(i)
         for i in rt.redis.zrevrangebyscore(
@@ -141,31 +127,42 @@ def recorded_ids(rt: Runtime, skill: str, version: str, since: int, until: int) 
         if ver != version or status not in ENDED or state not in ("complete", "partial"):
             continue
         if status == "failed" and origin == "platform":
-            continue  # the platform's failure: nothing a rewrite could fix
+            continue
         keep.append(run_id)
     return sorted(keep[:MAX_RUNS])
 
 
-def diagnose(rt: Runtime, row: dict[str, Any], since: int, until: int) -> dict[str, Any]:
-    """The flagged skill's recorded runs by split, and the diagnosis text the model reads."""
-    ids = recorded_ids(rt, row["skill"], row["version"], since, until)
+def diagnosis_step(rt: Runtime, sc: SkillScore, until: int, window: str) -> dict[str, Any]:
+    """The flagged skill's diagnosis (``review/diagnose.py``), its recorded runs of the window
+    by split, and the diagnosis as text for the model."""
+    days = parse_window(window)
+    diag = diagnose(
+        rt.redis, rt.keys, sc, now=until, days=days, min_success=rt.settings.review_min_success
+    )
+    ids = recorded_ids(rt, sc.skill, sc.version, until - days * DAY_MS, until)
     split = split_runs(ids, lambda i: i)
-    recs = _load(rt, ids)
-    bad = [r for r in recs if r.feedback == "bad"]
-    failed = [r for r in recs if r.status == "failed"]
-    lines = [f"{row['skill']} at version {row['version'][:12]}: {row.get('why', '')}."]
-    for sig in row.get("signatures", []):
+    lines = [f"{sc.skill} at version {sc.version[:12]}: " + "; ".join(sc.reasons) + "."]
+    for c in diag.clusters[:3]:
+        example = c.example_runs[0] if c.example_runs else "?"
+        lines.append(f"Error in step {c.step!r} ({c.count} runs, e.g. {example}): {c.message}")
+    for r in diag.shared_responses[:5]:
         lines.append(
-            f"Error in step {sig['step']!r} ({sig['count']} runs, e.g. {sig['example']}): "
-            f"{sig['message']}"
+            f"The problem runs share: {r.tool} {r.target} {r.path} {r.pattern} ({len(r.runs)} runs)"
         )
-    if bad:
-        lines.append(f"{len(bad)} runs were labelled bad by people (e.g. {bad[0].run_id}).")
+    if diag.bad_runs:
+        notes = [n for _, n in diag.bad_runs if n][:3]
+        lines.append(
+            f"{len(diag.bad_runs)} runs were labelled bad by people"
+            + (f"; their notes: {'; '.join(notes)}" if notes else "")
+            + "."
+        )
+    if diag.version_change is not None:
+        vc = diag.version_change
+        lines.append(f"It began with the change from {vc.from_version[:12]}:\n{vc.diff[:4000]}")
     return {
+        "diagnosis": diag.to_dict(),
         "search": split.search,
         "held_out": split.held_out,
-        "failed": len(failed),
-        "bad": len(bad),
         "text": "\n".join(lines),
     }
 
@@ -175,94 +172,152 @@ def _load(rt: Runtime, ids: list[str]) -> list[Recording]:
     return [r for r in found if r is not None]
 
 
-class SkillReview:
+PROMOTED = {
+    "activated": Decision.IMPROVED,
+    "rolled-back": Decision.IMPROVED,
+    "pending": Decision.AWAITING_APPROVAL,
+    "suggested": Decision.AWAITING_APPROVAL,
+    "dry-run": Decision.DRY_RUN,
+}
+
+
+class Reviewer:
     """The per-skill phases of one review, bound to the run's steps."""
 
-    def __init__(self, ctx: Any, rt: Runtime, row: dict[str, Any], spent: list[float]) -> None:
-        self.ctx, self.rt, self.row, self.spent = ctx, rt, row, spent
-        self.skill = str(row["skill"])
-        self.old = candidate_from_version(rt, self.skill, str(row["version"]))
+    def __init__(self, ctx: Any, rt: Runtime, sc: SkillScore, spent: list[float]) -> None:
+        self.ctx, self.rt, self.sc, self.spent = ctx, rt, sc, spent
+        self.skill = sc.skill
+        self.old = candidate_from_version(rt, self.skill, sc.version)
         self.search: list[Recording] = []
         self.held: list[Recording] = []
+        self.change: VersionChange | None = None
 
     def step(self, name: str, fn: Any, *args: Any) -> Any:
         return self.ctx.step.run(f"{self.skill}:{name}", fn, *args)
 
-    def run(self, window: str, since: int, until: int, dry_run: bool) -> dict[str, Any]:
+    def run(self, window: str, since: int, until: int, dry_run: bool) -> SkillReview:
         """Diagnose, at most two candidates each gated, promote the first that passes."""
-        diag = self.step("diagnose", diagnose, self.rt, self.row, since, until)
+        diag = self.step("diagnose", diagnosis_step, self.rt, self.sc, until, window)
         self.search, self.held = _load(self.rt, diag["search"]), _load(self.rt, diag["held_out"])
-        card: dict[str, Any] = {**self.row, "diagnosis": diag, "candidates": []}
-        plan = ["rollback", "params", "model", "model"]
+        card = SkillReview(self.sc, Diagnosis.from_dict(diag["diagnosis"]))
+        self.change = card.diagnosis.version_change if card.diagnosis else None
         findings: str | None = None
-        n = 0
-        for kind in plan:
+        n = asked = 0
+        needs_model = over_budget = False
+        for kind in ("rollback", "param", "model", "model"):
             if n >= MAX_CANDIDATES:
                 break
-            outcome = self._propose(kind, n + 1, diag["text"], findings, window, until)
-            entry: dict[str, Any] = {"kind": kind, "reason": outcome.reason}
-            if outcome.proposal is None:
-                card["candidates"].append(entry)
-                if kind == "model" and outcome.reason.startswith(NEEDS_MODEL):
-                    card["needs_model"] = True
+            if kind == "model":
+                asked += 1
+            outcome, cost = self._propose(kind, asked, diag["text"], findings, window, until)
+            card.cost_usd = round(card.cost_usd + cost.get("usd", 0.0), 6)
+            card.cost_tokens += int(cost.get("tokens", 0))
+            prop = outcome.proposal
+            if prop is None:
+                needs_model = needs_model or outcome.reason.startswith(NEEDS_MODEL)
+                over_budget = over_budget or outcome.reason.startswith(OVER_BUDGET)
+                if needs_model or over_budget:
                     break
+                if kind != "rollback":  # "no earlier version" is not a candidate tried
+                    card.candidates.append(
+                        CandidateResult(
+                            kind,
+                            _description(kind),
+                            attempt=max(asked, 1),
+                            error=outcome.reason,
+                            cost_usd=cost.get("usd", 0.0),
+                            cost_tokens=int(cost.get("tokens", 0)),
+                        )
+                    )
                 if kind == "model":
                     findings = outcome.reason  # the retry sees why its answer was refused
                 continue
             n += 1
-            result = GateResult.from_dict(
-                self.step(f"gate-{n}", self._gate, outcome.proposal.to_dict())
-            )
-            entry["gate"] = result.to_dict()
-            entry["changes"] = outcome.proposal.changes
-            card["candidates"].append(entry)
-            if result.passed:
-                promoted = self.step(
-                    "promote", self._promote, outcome.proposal.to_dict(), since, dry_run
-                )
-                card["decision"] = promoted["outcome"]
-                card["reason"] = f"{outcome.proposal.note}; gate: {result.reason}"
-                card["promotion"] = promoted
+            report = GateReport.from_dict(self.step(f"gate-{n}", self._gate, prop.to_dict()))
+            card.candidates.append(self._tried(prop, report, max(asked, 1), cost))
+            if report.passed:
+                done = self.step("promote", self._promote, prop.to_dict(), since, dry_run)
+                card.decision = PROMOTED.get(done["outcome"], Decision.NO_FIX).value
+                card.decision_reason = f"{prop.note}; gate: {report.reason}; {done['note']}"
+                if card.decision == Decision.IMPROVED:
+                    card.promoted_version = done["version"]
+                if done.get("version"):
+                    card.candidates[-1].version = done["version"]  # registered (or rolled to)
                 return card
-            findings = f"{result.verdict}: {result.reason}; runs: {', '.join(result.deciding[:5])}"
-        card.setdefault("decision", "needs a model" if card.get("needs_model") else "no change")
-        tried = [c for c in card["candidates"] if "gate" in c]
-        card["reason"] = "; ".join(
-            f"{c['kind']}: {c['gate']['verdict']} ({c['gate']['reason']})" for c in tried
-        ) or "; ".join(f"{c['kind']}: {c['reason']}" for c in card["candidates"])
+            findings = f"{report.verdict}: {report.reason}; runs: {', '.join(report.deciding[:5])}"
+        if over_budget:
+            card.decision = Decision.OVER_BUDGET.value
+        elif needs_model:
+            card.decision = Decision.NEEDS_MODEL.value
+        else:
+            card.decision = Decision.NO_FIX.value
+        card.decision_reason = (
+            "; ".join(
+                f"{c.kind}: {c.gate.outcome} ({c.gate.reason})"
+                if c.gate
+                else f"{c.kind}: {c.error}"
+                for c in card.candidates
+            )
+            or "no candidate"
+        )
+        if needs_model or over_budget:
+            card.decision_reason += ("; " if card.candidates else "") + outcome.reason
         return card
 
+    def _tried(
+        self, prop: Proposal, report: GateReport, attempt: int, cost: dict[str, float]
+    ) -> CandidateResult:
+        changed = {
+            k: [self._current(k), v]
+            for k, v in {**prop.changes.get("params", {}), **prop.changes.get("policy", {})}.items()
+        }
+        return CandidateResult(
+            prop.kind, prop.note, version=prop.version, source=prop.source,
+            params_changed=changed, gate=report.result(), attempt=attempt,
+            cost_tokens=int(cost.get("tokens", 0)), cost_usd=cost.get("usd", 0.0),
+        )  # fmt: skip
+
+    def _current(self, name: str) -> Any:
+        m = self.old.manifest
+        return m.params[name].default if name in m.params else getattr(m, name, None)
+
     def _propose(
-        self, kind: str, n: int, diagnosis: str, findings: str | None, window: str, until: int
-    ) -> Outcome:
+        self, kind: str, k: int, diagnosis: str, findings: str | None, window: str, until: int
+    ) -> tuple[Outcome, dict[str, float]]:
+        """Candidate ``kind`` (``k``: the model attempt), each piece a step of its own; with
+        what it cost."""
         if kind == "rollback":
             raw = self.step(
-                f"candidate-{n}", lambda: rollback_candidate(
-                    self.rt, self.skill, str(self.row["version"]), window, until
+                "candidate-rollback", lambda: rollback_candidate(
+                    self.rt, self.skill, self.sc.version, window, until, self.change
                 ).to_dict(),
             )  # fmt: skip
-            return Outcome.from_dict(raw)
-        if kind == "params":
+            return Outcome.from_dict(raw), {}
+        if kind == "param":
             raw = self.step(
-                f"candidate-{n}",
+                "candidate-param",
                 lambda: param_search(
                     self.rt, self.old, self.search, self.rt.settings.review_grid_max
                 ).to_dict(),
             )
-            return Outcome.from_dict(raw)
+            return Outcome.from_dict(raw), {}
         if rewrite.needs_model(self.rt):
             return Outcome(None, f"{NEEDS_MODEL}: only the offline model is configured (set "
-                           "LOOPWRIGHT_REVIEW_MODEL or a provider key)")  # fmt: skip
+                           "LOOPWRIGHT_REVIEW_MODEL or a provider key)"), {}  # fmt: skip
         if sum(self.spent) >= self.rt.settings.review_max_cost:
-            return Outcome(None, f"{NEEDS_MODEL}: the review's model budget is spent")
+            return Outcome(None, f"{OVER_BUDGET}: the review's model budget "
+                           f"(${self.rt.settings.review_max_cost:g}) is spent"), {}  # fmt: skip
         text = rewrite.prompt(diagnosis, self.old, self.search, findings)
-        answer = self.step(f"model-{n}", rewrite.ask, self.rt, text)
-        self.spent.append(float(answer.get("cost_usd") or 0.0))
+        answer = self.step(f"model-call-{k}", rewrite.ask, self.rt, text)
+        usd = float(answer.get("cost_usd") or 0.0)
+        self.spent.append(usd)
+        usage = answer.get("usage") or {}
+        tokens = int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0))
         raw = self.step(
-            f"candidate-{n}",
+            f"candidate-model-{k}",
             lambda: rewrite.check(self.rt, self.old, answer, self.search).to_dict(),
         )
-        return Outcome.from_dict(raw)
+        return Outcome.from_dict(raw), {"usd": usd, "tokens": float(tokens)}
 
     def _candidate(self, prop: Proposal) -> Candidate:
         if prop.kind == "rollback":
@@ -279,42 +334,54 @@ class SkillReview:
         return done.to_dict()
 
 
-def write_report(rt: Runtime, review_id: str, review: dict[str, Any]) -> str:
+def _description(kind: str) -> str:
+    return {"param": "offline parameter search", "model": "model rewrite"}.get(kind, kind)
+
+
+SHOWN = {
+    Decision.IMPROVED.value: "improved",
+    Decision.AWAITING_APPROVAL.value: "awaiting approval",
+    Decision.NEEDS_MODEL.value: "needs a model",
+    Decision.NO_FIX.value: "not fixed",
+    Decision.INSUFFICIENT_DATA.value: "insufficient data",
+    Decision.PLATFORM_ONLY.value: "platform failures only",
+    Decision.DRY_RUN.value: "fixable (dry run)",
+    Decision.OVER_BUDGET.value: "over the model budget",
+}
+
+
+def headline(review: Review) -> str:
+    """One line: "7 skills reviewed: 1 improved, 1 needs a model, ... 4 healthy"."""
+    order = sorted(review.summary.items(), key=lambda kv: (kv[0] == Decision.HEALTHY, kv[0]))
+    parts = ", ".join(f"{n} {SHOWN.get(d, d)}" for d, n in order)
+    return f"{len(review.skills)} skills reviewed: {parts or 'none'}"
+
+
+def write_report(rt: Runtime, review: dict[str, Any]) -> str:
     """The review as JSON and a short Markdown summary under the data dir; the .md path."""
+    rv = Review.from_dict(review)
     folder = rt.settings.data_dir / "reviews"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{review_id}.json").write_text(json.dumps(review, indent=2, default=str))
-    lines = [f"# Weekly review {review_id}", "", review["summary"], ""]
-    for card in review["cards"]:
-        lines += [f"## {card['skill']}: {card.get('decision', card['verdict'])}", ""]
-        lines.append(f"- verdict: {card['verdict']} ({card.get('why', '')})")
-        if card.get("reason"):
-            lines.append(f"- decision: {card.get('decision')} ({card['reason']})")
-        for c in card.get("candidates", []):
-            g = c.get("gate")
+    (folder / f"{rv.id}.json").write_text(rv.to_json())
+    lines = [f"# Weekly review {rv.id}", "", headline(rv), ""]
+    for card in rv.skills:
+        lines += [f"## {card.skill}: {SHOWN.get(card.decision, card.decision)}", ""]
+        lines.append(f"- verdict: {card.score.verdict.value} ({'; '.join(card.score.reasons)})")
+        if card.decision_reason:
+            lines.append(f"- decision: {card.decision_reason}")
+        for c in card.candidates:
+            g = c.gate
             shown = (
-                f"{g['verdict']}: fixed {len(g['fixed'])}, regressed {len(g['regressed'])}, "
-                f"off-script {g['off_script_rate']:.0%}; {g['reason']}"
+                f"{g.outcome}: fixed {len(g.runs_fixed)}, regressed {len(g.runs_regressed)}, "
+                f"off-script {g.off_script_ratio:.0%}; {g.reason}"
                 if g
-                else c["reason"]
+                else c.error
             )
-            lines.append(f"- candidate ({c['kind']}): {shown}")
+            lines.append(f"- candidate ({c.kind}): {shown}")
         lines.append("")
-    path = folder / f"{review_id}.md"
+    path = folder / f"{rv.id}.md"
     path.write_text("\n".join(lines))
     return str(path)
-
-
-def summarize(cards: list[dict[str, Any]]) -> str:
-    """One line: how many skills were reviewed and what became of them."""
-    counts: dict[str, int] = {}
-    for card in cards:
-        key = card.get("decision") or card["verdict"]
-        key = {"activated": "improved", "rolled-back": "improved", "pending": "waiting for "
-               "approval", "no change": "not improved"}.get(key, key)  # fmt: skip
-        counts[key] = counts.get(key, 0) + 1
-    parts = ", ".join(f"{v} {k}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
-    return f"{len(cards)} skills reviewed: {parts or 'none'}"
 
 
 def run_review(ctx: Any) -> dict[str, Any]:
@@ -326,29 +393,29 @@ def run_review(ctx: Any) -> dict[str, Any]:
     window = str(data.get("window") or "7d")
     only = data.get("skill")
     dry_run = bool(data.get("dry_run"))
-    sel = ctx.step.run("select", select, rt, window, only, now_ms())
-    until = int(sel["now"])
-    since = until - parse_window(window) * DAY_MS
+    started = ctx.step.run("started", now_ms)
+    selected = ctx.step.run("select", select, rt, window, only, started)
+    scores = [SkillScore.from_dict(s) for s in selected]
+    since = started - parse_window(window) * DAY_MS
     spent: list[float] = []
-    cards: list[dict[str, Any]] = []
-    for row in sel["skills"]:
-        if not row["flagged"]:
-            cards.append(row)
+    review = Review(str(ctx.run_id), started, window, dry_run=dry_run)
+    for sc in scores:
+        if sc.verdict != Verdict.UNDERPERFORMING:
+            review.skills.append(SkillReview(sc, decision=UNFLAGGED[sc.verdict].value))
             continue
-        cards.append(SkillReview(ctx, rt, row, spent).run(window, since, until, dry_run))
-    review = {
-        "id": str(ctx.run_id),
-        "window": window,
-        "dry_run": dry_run,
-        "summary": summarize(cards),
-        "cards": cards,
-        "model_cost_usd": round(sum(spent), 6),
-    }
-    review["report"] = ctx.step.run("report", write_report, rt, str(review["id"]), review)
-    ctx.step.run(
-        "tell",
-        lambda: ctx.tools.notify(
-            f"{review['summary']}. Report: {review['report']}", title="weekly review"
-        ),
-    )
-    return {"summary": review["summary"], "report": review["report"], "cards": cards}
+        review.skills.append(Reviewer(ctx, rt, sc, spent).run(window, since, started, dry_run))
+    review.finished_at = int(ctx.step.run("finished", now_ms))
+    review.summarise()
+    out = review.to_dict()
+    line = headline(review)
+    path = ctx.step.run("report", write_report, rt, out)
+    ctx.step.run("tell", lambda: ctx.tools.notify(f"{line}. Report: {path}", title="weekly review"))
+    return {**out, "headline": line, "report": path}
+
+
+UNFLAGGED = {
+    Verdict.HEALTHY: Decision.HEALTHY,
+    Verdict.INSUFFICIENT_DATA: Decision.INSUFFICIENT_DATA,
+    Verdict.PLATFORM_ONLY: Decision.PLATFORM_ONLY,
+    Verdict.UNDERPERFORMING: Decision.NO_FIX,
+}

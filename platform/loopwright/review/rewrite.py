@@ -122,25 +122,29 @@ def extract_tests(text: str) -> list[Any] | None:
 
 
 def check(rt: Runtime, old: Candidate, answer: dict[str, Any], runs: list[Recording]) -> Outcome:
-    """The answer as a proposal, or why it is not one: no code, another skill, rejected by the
-    sidecar (a dry run with the old version's tests), or overfitted to the failing runs."""
+    """The answer as a proposal, or why it is not one: no code, overfitted to the failing runs,
+    rejected by the sidecar (a dry run with its own test cases, else the old version's), or
+    another skill."""
     if answer.get("error"):
         return Outcome(None, f"the model call failed: {answer['error']}")
     source = extract(str(answer.get("text") or ""))
     if source is None:
         return Outcome(None, "the model's answer had no ```python block")
+    try:  # first, and cheap: no guest is started for an overfitted answer
+        copied = copied_literals(old.source, source, failing(runs))
+    except (SyntaxError, ValueError):
+        copied = []  # the sidecar names the syntax error below
+    if copied:
+        return Outcome(
+            None,
+            "overfitted: the rewrite copies values from the failing runs: " + ", ".join(copied[:5]),
+        )
     tests = extract_tests(str(answer.get("text") or "")) or old_tests(rt, old)
     verdict = Sidecar(rt).submit(source, tests, author="review", dry_run=True)
     if not verdict.accepted:
         return Outcome(None, f"the sidecar rejected the rewrite: {verdict.first_line()}")
     if verdict.name != old.manifest.name:
         return Outcome(None, f"the rewrite declares skill {verdict.name!r}, not the flagged one")
-    copied = copied_literals(old.source, source, failing(runs))
-    if copied:
-        return Outcome(
-            None,
-            "overfitted: the rewrite copies values from the failing runs: " + ", ".join(copied[:5]),
-        )
     note = f"rewritten by {answer.get('model')}"
     return Outcome(Proposal("model", note, source=source, tests=tests), note)
 
