@@ -8,8 +8,9 @@
 * **Bad runs**: the window's runs of this version labelled bad, with their notes.
 * **Shared responses**: the recorded ``http`` answers (``{p}:run:{id}:calls``) of the problem
   runs (labelled bad or failed by the skill) against those of ordinary completed runs of the
-  same version: a field whose values in the problem runs lie in a range none of the others
-  reach, one absent only from the problem runs (a renamed field), or one present only in them.
+  same version: a field whose values in the problem runs lie in a range few of the others
+  reach (``MAX_OVERLAP``), one absent only from the problem runs (a renamed field), or one
+  present only in them.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ MAX_SAMPLE = 50  # problem runs, and as many ordinary ones, whose recordings are
 MAX_SHARED = 8
 MAX_BAD_RUNS = 50
 MAX_FLATTEN_DEPTH = 3
+# A value range shared by the problem runs is reported while at most this share of the other
+# runs fall inside it (unlabelled runs are not all fine: a false alarm nobody labelled is one).
+MAX_OVERLAP = 0.25
 
 
 @dataclass(slots=True)
@@ -178,10 +182,13 @@ def _shared(
                     max(x for x in nums if x is not None),
                 )
                 o_nums = [x for x in (_num(v) for v in others) if x is not None]
-                if others and (len(o_nums) != len(others) or any(lo <= x <= hi for x in o_nums)):
+                inside = sum(1 for x in o_nums if lo <= x <= hi)
+                if len(o_nums) != len(others) or inside > MAX_OVERLAP * len(o_nums):
                     continue
                 pattern = f"in [{_fmt(lo)}, {_fmt(hi)}]"
-                if o_nums:
+                if inside:
+                    pattern += f" (also {inside} of {len(o_nums)} other runs)"
+                elif o_nums:
                     pattern += f" (other runs {_fmt(min(o_nums))}-{_fmt(max(o_nums))})"
                 found.append(SharedResponse("http", url, path, pattern, having))
             elif len({json.dumps(v, sort_keys=True) for v in values}) == 1:
