@@ -201,3 +201,17 @@ def test_cli_list_and_show(make_cluster: Callable[..., Cluster], tmp_path: Path)
     unknown = c.cli("review", "show", "nope")
     assert unknown.returncode == 1 and "no review 'nope'" in unknown.stderr
     assert unknown.stderr.count("\n") == 1
+
+
+def test_publish_stores_writes_and_tells_once(cluster: Cluster) -> None:
+    from loopwright.review.publish import publish
+
+    rt = cluster.rt
+    r = sample_review()
+    first = publish(rt, r)
+    again = publish(rt, r)  # the report step re-run after a crash
+    assert first.posted and not again.posted
+    assert first.markdown.read_text() == render_markdown(r)
+    assert again.html.read_text() == render_html(r) and again.html.name == "r-20260601.html"
+    assert get_review(rt.redis, rt.keys) == r
+    assert rt.redis.llen(rt.keys.inbox) == 1

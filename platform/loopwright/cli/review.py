@@ -8,9 +8,7 @@ wrote is made inert by the renderer (``review/report.py``); the list goes throug
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -56,19 +54,6 @@ def review_list(
         )
 
 
-def _write(path: Path, text: str) -> None:
-    path = path.expanduser()
-    parent = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=".review-", dir=parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 @review_app.command("show")
 def review_show(
     review_id: Annotated[
@@ -80,6 +65,7 @@ def review_show(
     ] = None,
 ) -> None:
     """Show a stored review as Markdown, a self-contained HTML file or JSON."""
+    from loopwright.review.publish import write_atomic
     from loopwright.review.report import FORMATS, render
     from loopwright.review.store import get_review
 
@@ -95,5 +81,5 @@ def review_show(
     if out is None:
         sys.stdout.write(text)
         return
-    _write(out, text)
+    write_atomic(out.expanduser(), text)
     console.print(f"report written to {literal(str(out))}", highlight=False)
