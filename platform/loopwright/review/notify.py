@@ -14,9 +14,21 @@ from loopwright.review.report import clean, decision_words, summary_line
 from loopwright.review.types import Decision, Review
 from loopwright.runner.records import now_ms
 from loopwright.runner.runtime import Runtime
-from loopwright.runner.tools import INBOX_MAX, NOTIFY_LUA
+from loopwright.runner.tools import INBOX_MAX
+from loopwright.scripts import NAMED, named
 
 MARKER_TTL_S = 30 * 86_400
+# Atomically: append the entry to the inbox (capped) unless the review's marker says it was
+# posted already. KEYS (named): sent, inbox   ARGV (named): entry, ttl (s), cap
+POST_LUA = (
+    NAMED
+    + """
+if not redis.call('SET', K.sent, '1', 'NX', 'EX', A.ttl) then return 0 end
+redis.call('RPUSH', K.inbox, A.entry)
+redis.call('LTRIM', K.inbox, -tonumber(A.cap), -1)
+return 1
+"""
+)
 QUIET = {Decision.HEALTHY.value, Decision.INSUFFICIENT_DATA.value, Decision.PLATFORM_ONLY.value}
 
 
@@ -47,6 +59,8 @@ def post_summary(rt: Runtime, review: Review) -> bool:
         "idempotency_key": key,
         "source": "review",
     }
-    keys = [rt.keys.inbox_sent(key), rt.keys.inbox, rt.keys.inbox_sent(key + ":count")]
-    args = [json.dumps(entry), MARKER_TTL_S, INBOX_MAX, 1]
-    return int(rt.redis.eval(NOTIFY_LUA, len(keys), *keys, *args)) == 1  # type: ignore[arg-type]
+    ks, args = named(
+        {"sent": rt.keys.inbox_sent(key), "inbox": rt.keys.inbox},
+        {"entry": json.dumps(entry), "ttl": MARKER_TTL_S, "cap": INBOX_MAX},
+    )
+    return int(rt.redis.eval(POST_LUA, len(ks), *ks, *args)) == 1
