@@ -207,7 +207,10 @@ def section(r: dict[str, Any], command: str) -> str:
         "as `p95_ms` absent from the failing runs' recorded answers, and the false alarms' "
         "bad-labelled runs share a `p95_ms` range few other runs reached. Promotion figures "
         "(fixes promoted, regressions blocked, false promotions) need the candidates and the "
-        "gate on replayable skills: see the review loop's own section.",
+        "gate on replayable skills: see the review loop's own section. A fault flagged less "
+        "often than injected is one whose window happened to look within bounds (timeouts at "
+        "85% that drew 39 successes of 42 have a Wilson upper bound of 98%: not clearly under "
+        "the floor, so not flagged that week).",
     ])  # fmt: skip
 
 

@@ -35,6 +35,7 @@ MAX_EXAMPLES = 3
 MAX_SAMPLE = 50  # problem runs, and as many ordinary ones, whose recordings are read
 MAX_SHARED = 8
 MAX_BAD_RUNS = 50
+MAX_SCAN = 5000  # the window's newest run records read (a busy skill's week is bounded)
 MAX_FLATTEN_DEPTH = 3
 # A value range shared by the problem runs is reported while at most this share of the other
 # runs fall inside it (unlabelled runs are not all fine: a false alarm nobody labelled is one).
@@ -216,7 +217,10 @@ def diagnose(
     if any(c.began_with_version == score.version for c in clusters):
         change = _version_change(redis, keys, score, rollups, order, min_success)
     start_ms = now - days * DAY_MS
-    ids = [str(x) for x in redis.zrangebyscore(keys.runs_by_skill(score.skill), start_ms, now)]
+    newest = redis.zrevrangebyscore(
+        keys.runs_by_skill(score.skill), now, start_ms, start=0, num=MAX_SCAN
+    )
+    ids = [str(x) for x in reversed(newest)]  # oldest first: the latest are kept below
     pipe = redis.pipeline(transaction=False)
     for r in ids:
         pipe.hmget(keys.run(r), ["version", "status", "origin", "feedback", "feedback_note"])
