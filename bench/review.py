@@ -208,9 +208,10 @@ def section(r: dict[str, Any], command: str) -> str:
         "bad-labelled runs share a `p95_ms` range few other runs reached. Promotion figures "
         "(fixes promoted, regressions blocked, false promotions) need the candidates and the "
         "gate on replayable skills: see the review loop's own section. A fault flagged less "
-        "often than injected is one whose window happened to look within bounds (timeouts at "
-        "85% that drew 39 successes of 42 have a Wilson upper bound of 98%: not clearly under "
-        "the floor, so not flagged that week).",
+        "often than injected is one whose window happened to look within bounds: at 85% "
+        "success a week of 42 runs draws 38 or more successes about one week in five, and then "
+        "the Wilson upper bound (96% or more) is not clearly under the floor; a skill that was "
+        "always that bad shows no drop against its own baseline either.",
     ])  # fmt: skip
 
 
