@@ -46,7 +46,10 @@ def server() -> Iterator[ScriptedServer]:
 
 
 def _cluster(make_cluster: Callable[..., Cluster], **over: Any) -> Cluster:
-    return make_cluster(http_allow_private=True, sidecar_case_timeout=20, **over)
+    # 10 judged runs are enough here (20 by default): fewer replays keep the tests fast.
+    return make_cluster(
+        http_allow_private=True, sidecar_case_timeout=20, review_min_runs=10, **over
+    )
 
 
 def _register(cluster: Cluster, source: str, tests: list[dict[str, Any]]) -> str:

@@ -22,7 +22,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from loopwright.history.replay import Candidate, candidate_from_source, candidate_from_version
+from loopwright.history.replay import (
+    Candidate,
+    candidate_from_source,
+    candidate_from_version,
+    replay_runs,
+)
 from loopwright.review import rewrite
 from loopwright.review.candidates import (
     Outcome,
@@ -49,7 +54,7 @@ from loopwright.runner.recording import Recording, load_recording
 from loopwright.runner.records import now_ms
 from loopwright.runner.runtime import Runtime
 from loopwright.service.stats import parse_window
-from loopwright.sidecar.replay import ENDED
+from loopwright.sidecar.replay import ENDED, ReplayResult
 from loopwright.skills_registry.store import Registry
 
 BUILTIN_NAME = "weekly-review"
@@ -191,6 +196,7 @@ class Reviewer:
         self.search: list[Recording] = []
         self.held: list[Recording] = []
         self.change: VersionChange | None = None
+        self.old_held: list[ReplayResult] | None = None
 
     def step(self, name: str, fn: Any, *args: Any) -> Any:
         return self.ctx.step.run(f"{self.skill}:{name}", fn, *args)
@@ -326,7 +332,9 @@ class Reviewer:
 
     def _gate(self, prop: dict[str, Any]) -> dict[str, Any]:
         cand = self._candidate(Proposal.from_dict(prop))
-        return gate(self.rt, self.old, cand, self.held).to_dict()
+        if self.old_held is None:  # the old version's replays serve both gates
+            self.old_held = [d.replayed for d in replay_runs(self.rt, self.old, self.held)]
+        return gate(self.rt, self.old, cand, self.held, self.old_held).to_dict()
 
     def _promote(self, prop: dict[str, Any], since: int, dry_run: bool) -> dict[str, Any]:
         done = promote(self.rt, self.old, Proposal.from_dict(prop), window_from=since,
