@@ -17,7 +17,7 @@ from loopwright.cli.dev import dev_app
 from loopwright.cli.doctor import doctor
 from loopwright.cli.events import events_app
 from loopwright.cli.mcp import mcp
-from loopwright.cli.review_run import review_run_app
+from loopwright.cli.review import review_app
 from loopwright.cli.runs import run_command, runs_app
 from loopwright.cli.services import scheduler, up, worker
 from loopwright.cli.sidecar import sidecar
@@ -39,7 +39,7 @@ app.add_typer(events_app, name="events")
 app.add_typer(skills_app, name="skills")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(dev_app, name="dev")
-app.add_typer(review_run_app, name="review")
+app.add_typer(review_app, name="review")
 app.command()(chat)
 app.command()(sidecar)
 app.command()(mcp)

@@ -8,8 +8,9 @@
 * **Bad runs**: the window's runs of this version labelled bad, with their notes.
 * **Shared responses**: the recorded ``http`` answers (``{p}:run:{id}:calls``) of the problem
   runs (labelled bad or failed by the skill) against those of ordinary completed runs of the
-  same version: a field whose values in the problem runs lie in a range none of the others
-  reach, one absent only from the problem runs (a renamed field), or one present only in them.
+  same version: a field whose values in the problem runs lie in a range few of the others
+  reach (``MAX_OVERLAP``), one absent only from the problem runs (a renamed field), or one
+  present only in them.
 """
 
 from __future__ import annotations
@@ -34,7 +35,11 @@ MAX_EXAMPLES = 3
 MAX_SAMPLE = 50  # problem runs, and as many ordinary ones, whose recordings are read
 MAX_SHARED = 8
 MAX_BAD_RUNS = 50
+MAX_SCAN = 5000  # the window's newest run records read (a busy skill's week is bounded)
 MAX_FLATTEN_DEPTH = 3
+# A value range shared by the problem runs is reported while at most this share of the other
+# runs fall inside it (unlabelled runs are not all fine: a false alarm nobody labelled is one).
+MAX_OVERLAP = 0.25
 
 
 @dataclass(slots=True)
@@ -178,10 +183,13 @@ def _shared(
                     max(x for x in nums if x is not None),
                 )
                 o_nums = [x for x in (_num(v) for v in others) if x is not None]
-                if others and (len(o_nums) != len(others) or any(lo <= x <= hi for x in o_nums)):
+                inside = sum(1 for x in o_nums if lo <= x <= hi)
+                if len(o_nums) != len(others) or inside > MAX_OVERLAP * len(o_nums):
                     continue
                 pattern = f"in [{_fmt(lo)}, {_fmt(hi)}]"
-                if o_nums:
+                if inside:
+                    pattern += f" (also {inside} of {len(o_nums)} other runs)"
+                elif o_nums:
                     pattern += f" (other runs {_fmt(min(o_nums))}-{_fmt(max(o_nums))})"
                 found.append(SharedResponse("http", url, path, pattern, having))
             elif len({json.dumps(v, sort_keys=True) for v in values}) == 1:
@@ -209,7 +217,10 @@ def diagnose(
     if any(c.began_with_version == score.version for c in clusters):
         change = _version_change(redis, keys, score, rollups, order, min_success)
     start_ms = now - days * DAY_MS
-    ids = [str(x) for x in redis.zrangebyscore(keys.runs_by_skill(score.skill), start_ms, now)]
+    newest = redis.zrevrangebyscore(
+        keys.runs_by_skill(score.skill), now, start_ms, start=0, num=MAX_SCAN
+    )
+    ids = [str(x) for x in reversed(newest)]  # oldest first: the latest are kept below
     pipe = redis.pipeline(transaction=False)
     for r in ids:
         pipe.hmget(keys.run(r), ["version", "status", "origin", "feedback", "feedback_note"])
