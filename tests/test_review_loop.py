@@ -46,7 +46,10 @@ def server() -> Iterator[ScriptedServer]:
 
 
 def _cluster(make_cluster: Callable[..., Cluster], **over: Any) -> Cluster:
-    return make_cluster(http_allow_private=True, sidecar_case_timeout=20, **over)
+    # 10 judged runs are enough here (20 by default): fewer replays keep the tests fast.
+    return make_cluster(
+        http_allow_private=True, sidecar_case_timeout=20, review_min_runs=10, **over
+    )
 
 
 def _register(cluster: Cluster, source: str, tests: list[dict[str, Any]]) -> str:
@@ -97,7 +100,7 @@ def test_review_run_promotes_the_offline_threshold_fix_under_a_watch(
     # And a watch run guards it, the report is written and the inbox has the summary
     assert cluster.rt.runs.exists(watch_run_id(SKILL, new))
     assert Path(out["report"]).read_text().startswith("# Weekly review")
-    assert any("1 skills reviewed: 1 improved" in m["message"] for m in _inbox(cluster))
+    assert any("1 skill reviewed: 1 improved" in m["message"] for m in _inbox(cluster))
 
 
 def test_in_review_mode_the_fix_waits_for_a_person_and_dry_run_submits_nothing(

@@ -109,8 +109,18 @@ def demo(
             "--runner", help="The runner tour instead: example skills and a killed worker."
         ),
     ] = False,
+    review: Annotated[
+        bool,
+        typer.Option(
+            "--review", help="The weekly review instead, on five weeks of seeded history."
+        ),
+    ] = False,
 ) -> None:
     """The seed scenario: the builder writes, tests and registers skills that then run."""
+    if review:
+        from loopwright.cli.demo_review import run_review_demo
+
+        raise typer.Exit(run_review_demo(workdir))
     if runner:
         from loopwright.cli.demo import run_demo
 

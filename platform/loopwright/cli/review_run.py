@@ -14,13 +14,7 @@ import typer
 
 from loopwright.cli.common import JsonFlag, console, emit_json, literal, open_runtime
 
-review_run_app = typer.Typer(
-    help="The weekly review: find underperforming skills, gate rewrites, report.",
-    no_args_is_help=True,
-)
 
-
-@review_run_app.command("run")
 def review_run(
     window: Annotated[
         str, typer.Option("--window", help="How far back to look, e.g. 7d, 14d.")

@@ -208,14 +208,13 @@ def _results(rt: Runtime, cand: Candidate, recs: list[Recording]) -> list[Replay
     return [d.replayed for d in replay_runs(rt, cand, recs)] if recs else []
 
 
-def param_search(
-    rt: Runtime,
-    old: Candidate,
-    search: list[Recording],
-    cap: int,
-    old_results: list[ReplayResult] | None = None,
-) -> Outcome:
-    """The best single-value change of ``old`` on the search split, or why there is none."""
+def param_search(rt: Runtime, old: Candidate, search: list[Recording], cap: int) -> Outcome:
+    """The best single-value change of ``old`` on the search split, or why there is none.
+
+    Replays are spent where they decide: every point on the labelled and failed runs first;
+    the unlabelled successes (and the old version's replays of them) only for a point that
+    passed there. A point that fixes every fixable run is final at once when it passes on the
+    whole split (no later point can fix more)."""
     m = old.manifest
     points = grid(dict(m.params), search, cap)
     points += policy_points(m.retries, search)[: max(0, cap - len(points))]
@@ -223,14 +222,37 @@ def param_search(
         return Outcome(None, "no numeric params or retriable failures to tune")
     if not failing(search):
         return Outcome(None, "the search split has no failed or bad-labelled run to fix")
-    if old_results is None:
-        old_results = _results(rt, old, search)
-    by_id = dict(zip([r.run_id for r in search], old_results, strict=True))
     first = [r for r in search if r.feedback in ("good", "bad") or r.status == "failed"]
     rest = [r for r in search if r not in first]
+    fixable = len(failing(first))
+    old_first = _results(rt, old, first)
+    old_rest: list[ReplayResult] | None = None
     current = {n: float(p.default) for n, p in m.params.items() if _is_number(p.default)}
     current["retries"] = float(m.retries)
     tried: list[dict[str, Any]] = []
+
+    def whole(i: int, cand: Candidate, got: list[ReplayResult]) -> Outcome | None:
+        nonlocal old_rest
+        if old_rest is None:
+            old_rest = _results(rt, old, rest)
+        verdict = judge(first + rest, old_first + old_rest, got + _results(rt, cand, rest))
+        tried[i]["whole_split"] = verdict.verdict
+        if not verdict.passed:
+            return None
+        point = points[i]
+        note = ", ".join(
+            f"{k} {_fmt(current.get(k))} -> {v}"
+            for k, v in {**point.get("params", {}), **point.get("policy", {})}.items()
+        )
+        prop = Proposal(
+            "param",
+            f"{note}: fixes {len(verdict.fixed)} of the search split's runs, regresses none",
+            source=cand.source,
+            changes=point,
+            tried=tried,
+        )
+        return Outcome(prop, prop.note, tried)
+
     survivors: list[tuple[int, int, Candidate, list[ReplayResult]]] = []
     for i, point in enumerate(points):
         try:
@@ -240,7 +262,7 @@ def param_search(
             continue
         cand = candidate_from_source(source, m.name)
         got = _results(rt, cand, first)
-        verdict = judge(first, [by_id[r.run_id] for r in first], got)
+        verdict = judge(first, old_first, got)
         tried.append(
             {
                 "point": point,
@@ -249,28 +271,20 @@ def param_search(
                 "regressed": len(verdict.regressed),
             }
         )
-        if verdict.passed:
-            survivors.append((-len(verdict.fixed), i, cand, got))
+        if not verdict.passed:
+            continue
+        if len(verdict.fixed) >= fixable:
+            found = whole(i, cand, got)
+            if found is not None:
+                return found
+            continue
+        survivors.append((-len(verdict.fixed), i, cand, got))
     # Most runs fixed first; then grid order: separating values (the middle of the gap
     # first) before steps around the current value, so the choice keeps a margin both ways.
     for _, i, cand, got in sorted(survivors, key=lambda s: s[:2]):
-        more = _results(rt, cand, rest)
-        whole = judge(first + rest, [by_id[r.run_id] for r in first + rest], got + more)
-        tried[i]["whole_split"] = whole.verdict
-        if whole.passed:
-            point = points[i]
-            note = ", ".join(
-                f"{k} {_fmt(current.get(k))} -> {v}"
-                for k, v in {**point.get("params", {}), **point.get("policy", {})}.items()
-            )
-            prop = Proposal(
-                "param",
-                f"{note}: fixes {len(whole.fixed)} of the search split's runs, regresses none",
-                source=cand.source,
-                changes=point,
-                tried=tried,
-            )
-            return Outcome(prop, prop.note, tried)
+        found = whole(i, cand, got)
+        if found is not None:
+            return found
     return Outcome(
         None, f"none of {len(points)} parameter settings passes on the search split", tried
     )

@@ -22,7 +22,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from loopwright.history.replay import Candidate, candidate_from_source, candidate_from_version
+from loopwright.history.replay import (
+    Candidate,
+    candidate_from_source,
+    candidate_from_version,
+    replay_runs,
+)
 from loopwright.review import rewrite
 from loopwright.review.candidates import (
     Outcome,
@@ -32,9 +37,12 @@ from loopwright.review.candidates import (
 )
 from loopwright.review.diagnose import diagnose
 from loopwright.review.gate import GateReport, gate
+from loopwright.review.notify import post_summary
 from loopwright.review.promote import promote
+from loopwright.review.report import render_html, render_markdown, summary_line
 from loopwright.review.select import Thresholds, score_skills
 from loopwright.review.split import split_runs
+from loopwright.review.store import save_review
 from loopwright.review.types import (
     CandidateResult,
     Decision,
@@ -49,7 +57,7 @@ from loopwright.runner.recording import Recording, load_recording
 from loopwright.runner.records import now_ms
 from loopwright.runner.runtime import Runtime
 from loopwright.service.stats import parse_window
-from loopwright.sidecar.replay import ENDED
+from loopwright.sidecar.replay import ENDED, ReplayResult
 from loopwright.skills_registry.store import Registry
 
 BUILTIN_NAME = "weekly-review"
@@ -73,7 +81,7 @@ from loopwright.sdk import cron, skill
 
 
 @skill(name="weekly-review", description="Review skills, gate rewrites on recorded runs, report",
-       {trigger}tools=["notify"], retries=2, backoff=1, timeout="6h")
+       {trigger}retries=2, backoff=1, timeout="6h")
 def main(ctx):
     return run_review(ctx)
 '''
@@ -191,6 +199,7 @@ class Reviewer:
         self.search: list[Recording] = []
         self.held: list[Recording] = []
         self.change: VersionChange | None = None
+        self.old_held: list[ReplayResult] | None = None
 
     def step(self, name: str, fn: Any, *args: Any) -> Any:
         return self.ctx.step.run(f"{self.skill}:{name}", fn, *args)
@@ -326,7 +335,9 @@ class Reviewer:
 
     def _gate(self, prop: dict[str, Any]) -> dict[str, Any]:
         cand = self._candidate(Proposal.from_dict(prop))
-        return gate(self.rt, self.old, cand, self.held).to_dict()
+        if self.old_held is None:  # the old version's replays serve both gates
+            self.old_held = [d.replayed for d in replay_runs(self.rt, self.old, self.held)]
+        return gate(self.rt, self.old, cand, self.held, self.old_held).to_dict()
 
     def _promote(self, prop: dict[str, Any], since: int, dry_run: bool) -> dict[str, Any]:
         done = promote(self.rt, self.old, Proposal.from_dict(prop), window_from=since,
@@ -338,50 +349,19 @@ def _description(kind: str) -> str:
     return {"param": "offline parameter search", "model": "model rewrite"}.get(kind, kind)
 
 
-SHOWN = {
-    Decision.IMPROVED.value: "improved",
-    Decision.AWAITING_APPROVAL.value: "awaiting approval",
-    Decision.NEEDS_MODEL.value: "needs a model",
-    Decision.NO_FIX.value: "not fixed",
-    Decision.INSUFFICIENT_DATA.value: "insufficient data",
-    Decision.PLATFORM_ONLY.value: "platform failures only",
-    Decision.DRY_RUN.value: "fixable (dry run)",
-    Decision.OVER_BUDGET.value: "over the model budget",
-}
-
-
-def headline(review: Review) -> str:
-    """One line: "7 skills reviewed: 1 improved, 1 needs a model, ... 4 healthy"."""
-    order = sorted(review.summary.items(), key=lambda kv: (kv[0] == Decision.HEALTHY, kv[0]))
-    parts = ", ".join(f"{n} {SHOWN.get(d, d)}" for d, n in order)
-    return f"{len(review.skills)} skills reviewed: {parts or 'none'}"
-
-
-def write_report(rt: Runtime, review: dict[str, Any]) -> str:
-    """The review as JSON and a short Markdown summary under the data dir; the .md path."""
+def publish(rt: Runtime, review: dict[str, Any]) -> str:
+    """Store the review (``review list``/``show``) and write it as Markdown and HTML files
+    under the data dir (written to a temporary name, then renamed); the Markdown path."""
     rv = Review.from_dict(review)
+    save_review(rt.redis, rt.keys, rv, rt.settings.review_keep)
     folder = rt.settings.data_dir / "reviews"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{rv.id}.json").write_text(rv.to_json())
-    lines = [f"# Weekly review {rv.id}", "", headline(rv), ""]
-    for card in rv.skills:
-        lines += [f"## {card.skill}: {SHOWN.get(card.decision, card.decision)}", ""]
-        lines.append(f"- verdict: {card.score.verdict.value} ({'; '.join(card.score.reasons)})")
-        if card.decision_reason:
-            lines.append(f"- decision: {card.decision_reason}")
-        for c in card.candidates:
-            g = c.gate
-            shown = (
-                f"{g.outcome}: fixed {len(g.runs_fixed)}, regressed {len(g.runs_regressed)}, "
-                f"off-script {g.off_script_ratio:.0%}; {g.reason}"
-                if g
-                else c.error
-            )
-            lines.append(f"- candidate ({c.kind}): {shown}")
-        lines.append("")
-    path = folder / f"{rv.id}.md"
-    path.write_text("\n".join(lines))
-    return str(path)
+    floor = rt.settings.review_min_success
+    for ext, text in (("md", render_markdown(rv, floor)), ("html", render_html(rv, floor))):
+        tmp = folder / f".{rv.id}.{ext}.tmp"
+        tmp.write_text(text)
+        tmp.replace(folder / f"{rv.id}.{ext}")
+    return str(folder / f"{rv.id}.md")
 
 
 def run_review(ctx: Any) -> dict[str, Any]:
@@ -407,10 +387,9 @@ def run_review(ctx: Any) -> dict[str, Any]:
     review.finished_at = int(ctx.step.run("finished", now_ms))
     review.summarise()
     out = review.to_dict()
-    line = headline(review)
-    path = ctx.step.run("report", write_report, rt, out)
-    ctx.step.run("tell", lambda: ctx.tools.notify(f"{line}. Report: {path}", title="weekly review"))
-    return {**out, "headline": line, "report": path}
+    path = ctx.step.run("report", publish, rt, out)
+    ctx.step.run("tell", post_summary, rt, review)  # once per review id, even when replayed
+    return {**out, "headline": summary_line(review), "report": path}
 
 
 UNFLAGGED = {
