@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench up clean
+.PHONY: setup demo demo-review test lint bench up clean
 
 $(VENV)/.installed: pyproject.toml scripts/setup.sh
 	VENV=$(VENV) bash scripts/setup.sh
@@ -11,6 +11,9 @@ setup: $(VENV)/.installed
 
 demo: setup
 	$(BIN)/loopwright demo
+
+demo-review: setup  # the weekly review on five weeks of seeded history
+	$(BIN)/loopwright demo --review
 
 lint: setup
 	$(BIN)/ruff check .
@@ -30,6 +33,7 @@ bench: setup
 	$(BIN)/python bench/history.py --out docs/benchmarks.md
 	$(BIN)/python bench/cli.py --out docs/benchmarks.md
 	$(BIN)/python bench/rollups.py --out docs/benchmarks.md
+	$(BIN)/python bench/review.py --out docs/benchmarks.md
 
 up: setup
 	$(BIN)/loopwright up

@@ -237,6 +237,7 @@ def make_settings(redis_url: str, tmp: Path, **overrides: Any) -> Settings:
         "reaper_interval": 0.05,
         "dispatch_grace": 1.0,
         "sidecar_replay_runs": 3,  # the sidecar's advisory replay stays fast in tests
+        "review_cron": "",  # no weekly-review built-in installed by test schedulers
     }
     base.update(overrides)
     return Settings(**base)

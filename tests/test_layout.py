@@ -55,11 +55,14 @@ ALLOWED: dict[str, set[str]] = {
     | {"auth", "history", "service"},
     "api": FOUNDATION
     | {"sdk", "sandbox", "runner", "events", "skills_registry", "sidecar", "llm", "assembly"}
-    | {"auth", "history", "service", "agent"},
+    | {"auth", "history", "service", "agent", "review"},
+    "review": FOUNDATION
+    | {"sdk", "sandbox", "runner", "events", "skills_registry", "sidecar", "llm", "assembly"}
+    | {"auth", "history", "service"},
     "cli": FOUNDATION
     | {"redis_server", "supervisor", "sdk", "sandbox", "runner", "events", "scheduler"}
     | {"skills_registry", "sidecar", "llm", "agent", "assembly", "auth", "history", "service"}
-    | {"api"},
+    | {"api", "review"},
     # Test doubles may use anything; nothing above may use them (see the test below).
     "testing": set(),
 }

@@ -60,6 +60,9 @@ The keyspace is a small state machine (see ``docs/runner.md``):
 * ``{p}:web:session:{h}``     hash   browser session: token id, CSRF secret (TTL)
 
 * ``{p}:state:{skill}``       hash   a skill's ``ctx.state`` (values, versions, its clock)
+
+* ``{p}:review:{id}``         string one stored weekly review (JSON, ``review/store.py``)
+* ``{p}:reviews``             zset   review ids by start time (capped: LOOPWRIGHT_REVIEW_KEEP)
 """
 
 from __future__ import annotations
@@ -377,3 +380,14 @@ class Keys:
         """Hash of a skill's ``ctx.state``: ``v:KEY`` -> JSON value, ``m:KEY`` -> "version
         updated_ms run_id", ``#`` -> the skill's version clock (``runner/state.py``)."""
         return f"{self.prefix}:state:{skill}"
+
+    # the weekly review ---------------------------------------------------------------------------
+
+    def review(self, review_id: str) -> str:
+        """One stored review (JSON)."""
+        return f"{self.prefix}:review:{review_id}"
+
+    @property
+    def reviews(self) -> str:
+        """Stored review ids, scored by start time (ms)."""
+        return f"{self.prefix}:reviews"

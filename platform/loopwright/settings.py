@@ -386,3 +386,80 @@ class Settings(EnvModel, env_prefix="LOOPWRIGHT_"):
         default=None,
         description="Retired (it opened cloud metadata too): set LOOPWRIGHT_HTTP_PRIVATE_ALLOW.",
     )
+
+    # the weekly review: candidates, gate, promotion, watch (issue 11, REVB)
+    review_model: str | None = Field(
+        default=None,
+        description="Model the review's rewrite candidates use (e.g. openai:gpt-4.1); unset: "
+        "the builder's model (LOOPWRIGHT_MODEL or the one a key selects).",
+    )
+    review_cron: str = Field(
+        default="0 7 * * 1",
+        description="When the built-in weekly-review skill runs (cron, UTC); the scheduler "
+        "installs it at start. Empty: no weekly cron (run reviews with 'loopwright review run').",
+    )
+    review_max_cost: float = Field(
+        default=2.0,
+        ge=0,
+        description="Most model spend (USD) one review may make on rewrite candidates; past "
+        "it the remaining skills are reported as 'needs a model' (budget spent).",
+    )
+    review_grid_max: int = Field(
+        default=12,
+        ge=1,
+        le=50,
+        description="Most parameter settings the offline candidate search replays.",
+    )
+    review_watch_runs: int = Field(
+        default=20,
+        ge=1,
+        le=10_000,
+        description="Runs of a promoted version its watch waits for before it compares them "
+        "with the old version's (or LOOPWRIGHT_REVIEW_WATCH_FOR, whichever comes first).",
+    )
+    review_watch_for: Duration = Field(
+        default=86400.0,
+        gt=0,
+        description="Longest a promotion's watch lasts (e.g. 24h).",
+    )
+    review_watch_poll: Duration = Field(
+        default=600.0,
+        gt=0,
+        description="How often a promotion's watch counts the new version's runs (a durable "
+        "sleep between counts: no worker is held).",
+    )
+
+    # the weekly review: selection and the stored reports (issue 11, REVA)
+    review_min_runs: int = Field(
+        default=20,
+        ge=1,
+        description="Runs (completed or failed by the skill) an active version needs in the "
+        "review window to be scored; fewer: 'insufficient data', never flagged.",
+    )
+    review_min_success: float = Field(
+        default=0.95,
+        gt=0,
+        le=1,
+        description="Absolute success floor: a version is flagged when the upper bound of its "
+        "95% Wilson interval is below it (clearly under the floor, not by chance).",
+    )
+    review_fdr_q: float = Field(
+        default=0.05,
+        gt=0,
+        lt=1,
+        description="False discovery rate of the baseline-drop tests across the skills of one "
+        "review (Benjamini-Hochberg).",
+    )
+    review_max_bad_feedback: float = Field(
+        default=0.20,
+        gt=0,
+        le=1,
+        description="Share of labelled runs labelled bad at which a version is flagged (with "
+        "at least 3 labels).",
+    )
+    review_keep: int = Field(
+        default=52,
+        ge=1,
+        le=10_000,
+        description="Stored reviews kept (oldest dropped first): a year of weekly reviews.",
+    )

@@ -18,6 +18,7 @@ from loopwright.cli.events import events_app
 from loopwright.cli.inbox import inbox_app
 from loopwright.cli.mcp import mcp
 from loopwright.cli.redis import redis_app, stop_command
+from loopwright.cli.review import review_app
 from loopwright.cli.runs import run_command, runs_app
 from loopwright.cli.serve import serve
 from loopwright.cli.services import scheduler, up, worker
@@ -41,6 +42,8 @@ app.add_typer(skills_app, name="skills")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(dev_app, name="dev")
 app.add_typer(inbox_app, name="inbox")
+
+app.add_typer(review_app, name="review")
 app.command()(chat)
 app.command()(sidecar)
 app.command()(mcp)
@@ -87,8 +90,18 @@ def demo(
             "--runner", help="The runner tour instead: example skills and a killed worker."
         ),
     ] = False,
+    review: Annotated[
+        bool,
+        typer.Option(
+            "--review", help="The weekly review instead, on five weeks of seeded history."
+        ),
+    ] = False,
 ) -> None:
     """The seed scenario: the builder writes, tests and registers skills that then run."""
+    if review:
+        from loopwright.cli.demo_review import run_review_demo
+
+        raise typer.Exit(run_review_demo(workdir))
     if runner:
         from loopwright.cli.demo import run_demo
 

@@ -136,4 +136,9 @@ def scheduler(verbose: Verbose = False) -> None:
     _logging(verbose)
     from loopwright.scheduler.loop import run_until_signalled
 
-    run_until_signalled(service_runtime())
+    rt = service_runtime()
+    if rt.settings.review_cron:
+        from loopwright.review.loop import ensure_builtin as ensure_review
+
+        ensure_review(rt)  # the weekly review's cron trigger is its built-in skill's
+    run_until_signalled(rt)

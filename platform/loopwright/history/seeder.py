@@ -64,6 +64,15 @@ class SeedSkill:
     incident_day: int | None = None  # a real incident that day (p95 far above the threshold)
     labelled: float = 0.0  # share of alarms a person labelled (bad if false, good if real)
     versions: tuple[str, ...] = field(default=())  # filled by :func:`register_versions`
+    # The service renames the measured field from this day on (no version change): every run
+    # fails reading it in ``failing_step`` with ``KeyError: '<field>'``.
+    renamed_field_day: int | None = None
+    field_name: str = "p95_ms"
+    renamed_to: str = "p95"
+    # Write each run's first step's tool call (a GET of ``url`` answering the measured value)
+    # as a recording, as the runner does, so diagnosis and replay can read what runs saw.
+    record: bool = False
+    url: str = "http://127.0.0.1:9/metrics"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +89,7 @@ class SeededRun:
     output: Any
     error: str
     label: str | None
+    note: str = ""
 
 
 Feedback = Callable[[Runtime, SeededRun, str], None]
@@ -97,6 +107,7 @@ def direct_feedback(rt: Runtime, run: SeededRun, label: str) -> None:
             "feedback": label,
             "feedback_at": run.finished_at,
             "feedback_by": "seeder",
+            **({"feedback_note": run.note} if run.note else {}),
             "feedback_day": day,
             "pinned": "1",
         },
@@ -138,6 +149,8 @@ class _Plan:
     failing: int = 0
     output: Any = None
     label: str | None = None
+    note: str = ""
+    answer: dict[str, Any] = field(default_factory=dict)  # what the recorded GET answered
     step_ms: list[int] = field(default_factory=list)
     attempts: list[int] = field(default_factory=list)
 
@@ -151,6 +164,13 @@ def _plan(p: SeedSkill, rng: random.Random, day: int, t0: int) -> _Plan:
         plan.status, plan.origin = "failed", "platform"
         plan.error = "sandbox: the guest did not start within 10s (docker engine unavailable)"
         plan.failing = rng.randint(1, p.steps)
+        return plan
+    renamed = p.renamed_field_day is not None and day >= p.renamed_field_day
+    name = p.renamed_to if renamed else p.field_name
+    plan.answer = {name: rng.randint(*p.normal_p95), "service": "checkout"}
+    if renamed:
+        plan.status, plan.failing = "failed", min(p.failing_step, p.steps)
+        plan.error = f"KeyError: '{p.field_name}'"
         return plan
     fails = rng.random() < (p.bad_rate if bad else 1 - p.success)
     if fails:
@@ -167,8 +187,14 @@ def _plan(p: SeedSkill, rng: random.Random, day: int, t0: int) -> _Plan:
         value = rng.randint(2000, 4000) if incident else rng.randint(*rng_p95)
         alarm = value > p.threshold_ms
         plan.output = {"p95_ms": value, "alarm": alarm}
+        plan.answer = {p.field_name: value, "service": "checkout"}
         if alarm and rng.random() < p.labelled:
             plan.label = "good" if incident else "bad"
+            plan.note = (
+                f"real incident: p95 {value} ms"
+                if incident
+                else f"false alarm: {value} ms is a normal night"
+            )
     else:
         plan.output = {"ok": True, "n": rng.randint(0, 100)}
     return plan
@@ -205,7 +231,8 @@ def _write(rt: Runtime, p: SeedSkill, run_id: str, t0: int, plan: _Plan) -> Seed
         error = plan.error if failed else None
         rec = StepRecord(seq, name, StepKind.RUN, status, tries, t, end, error=error)
         out = None if failed else json.dumps(plan.output if seq == last else {"seq": seq})
-        rt.checkpoints.commit(run_id, acq.token, rec, out)
+        calls = [_recorded_get(p, seq, t, plan.answer)] if p.record and seq == 1 else None
+        rt.checkpoints.commit(run_id, acq.token, rec, out, calls)
         t = end
     finished = t + 5
     ending = Ending(
@@ -218,8 +245,18 @@ def _write(rt: Runtime, p: SeedSkill, run_id: str, t0: int, plan: _Plan) -> Seed
     )  # fmt: skip
     return SeededRun(
         run_id, p.name, plan.version, plan.status, plan.origin, t0, finished,
-        plan.output, plan.error, plan.label,
+        plan.output, plan.error, plan.label, plan.note,
     )  # fmt: skip
+
+
+def _recorded_get(p: SeedSkill, seq: int, at: int, answer: dict[str, Any]) -> str:
+    """One recorded ``http`` GET in the runner's entry format (``runner/recording.py``)."""
+    req = {"method": "GET", "url": p.url, "params": None, "headers": None, "body": None}
+    return json.dumps({
+        "v": 1, "seq": seq, "attempt": 1, "i": 0, "tool": "http", "at": at, "req": req,
+        "res": answer, "error": None, "retriable": False, "status": 200, "elapsed_ms": 40.0,
+        "replayable": True,
+    })  # fmt: skip
 
 
 def seed_history(
@@ -270,4 +307,35 @@ def demo_profiles() -> list[SeedSkill]:
             bad_error="KeyError: 'p95_ms' (skill line 12)", failing_step=2,
         ),
         SeedSkill("steady", runs_per_day=24, success=0.99, platform_failures=0.03),
+    ]  # fmt: skip
+
+
+def review_profiles(days: int = 35, runs_per_day: int = 8) -> list[SeedSkill]:
+    """One skill per verdict of the weekly review (``review/select.py``), over ``days`` days
+    whose last 7 are the review window: a steady skill (healthy), one under the success floor
+    (transient timeouts), one whose new version dropped below its own baseline, a health check
+    whose nightly false alarms people labelled bad, one broken by a renamed field in the
+    service's answer, one failed only by the platform, and one with too few runs."""
+    week = days - 7
+    n = runs_per_day
+    return [
+        SeedSkill("steady", runs_per_day=n, success=0.995, record=True),
+        SeedSkill(
+            "flaky-timeouts", runs_per_day=n, success=0.80, record=True,
+            errors=("TimeoutError: no answer from http://127.0.0.1:9/metrics after 30s",),
+        ),
+        SeedSkill(
+            "drifting", runs_per_day=n * 2, success=0.998, bad_version_day=week, bad_rate=0.06,
+            bad_error="ValueError: could not parse 'latency' (skill line 9)", record=True,
+        ),
+        SeedSkill(
+            "health-check", runs_per_day=n * 2, success=1.0, threshold_ms=250, slow_nights=0.9,
+            labelled=1.0, steps=2, record=True,
+        ),
+        SeedSkill(
+            "field-reader", runs_per_day=n, success=1.0, renamed_field_day=days - 3, record=True,
+            failing_step=1,
+        ),
+        SeedSkill("platform-victim", runs_per_day=n, success=1.0, platform_failures=0.15),
+        SeedSkill("rarely-run", runs_per_day=1, success=1.0),
     ]  # fmt: skip

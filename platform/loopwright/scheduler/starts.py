@@ -7,6 +7,7 @@ from typing import Any
 from loopwright.runner.runtime import Runtime
 from loopwright.runner.store import new_run_id
 from loopwright.scheduler.catalog import Entry
+from loopwright.sdk.names import is_reserved
 
 
 def start_once(
@@ -45,5 +46,6 @@ def start_once(
         wake_at=wake_at,
         admitted_at=admitted_at,
         require_active=True,  # a start racing a delete or a pause creates nothing
+        trusted=is_reserved(entry.name),  # only the built-in installer registers these names
     )
     return run_id, res.created

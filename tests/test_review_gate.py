@@ -1,0 +1,123 @@
+"""The review's candidates and gate on recorded runs, replayed in the real sandbox.
+
+History is written through the runner's scripts with each step's recorded tool calls
+(``review_support``); every replay runs the skill's source in a real guest process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from conftest import Cluster
+from loopwright.history.replay import candidate_from_source, candidate_from_version
+from loopwright.review import rewrite
+from loopwright.review.candidates import copied_literals, failing, param_search
+from loopwright.review.declaration import with_values
+from loopwright.review.gate import gate
+from loopwright.review.split import side_of, split_runs
+from loopwright.runner.recording import Recording, load_recording
+from review_support import false_alarm_week, health, seed_health
+
+
+def _setup(make_cluster: Callable[..., Cluster]) -> tuple[Cluster, str, dict[str, list[str]]]:
+    cluster = make_cluster(http_allow_private=True, sidecar_case_timeout=20)
+    version = cluster.rt.sources.put(health(250), "health-check")
+    search, held = false_alarm_week()
+    return cluster, version, seed_health(cluster.rt, version, search, held)
+
+
+def _recs(cluster: Cluster, ids: list[str]) -> list[Recording]:
+    out = [load_recording(cluster.rt.redis, cluster.rt.keys, i) for i in ids]
+    assert all(r is not None and r.state == "complete" for r in out)
+    return [r for r in out if r is not None]
+
+
+def test_split_is_stable_and_splits_both_ways() -> None:
+    ids = [f"{i:020x}" for i in range(400)]
+    split = split_runs(ids, lambda x: x)
+    assert 150 < len(split.search) < 250 and len(split.search) + len(split.held_out) == 400
+    assert split_runs(ids, lambda x: x) == split
+    assert all(side_of(i) == "search" for i in split.search)
+
+
+def test_offline_search_raises_the_threshold_and_the_gate_passes_it_on_held_out_runs(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    # Given a health check whose slow nights raised false alarms (labelled bad) and whose
+    # incident raised a real one (labelled good)
+    cluster, version, ids = _setup(make_cluster)
+    old = candidate_from_version(cluster.rt, "health-check", version)
+    search, held = _recs(cluster, ids["search"]), _recs(cluster, ids["held-out"])
+    # When the parameter search runs on the search split
+    outcome = param_search(cluster.rt, old, search, cap=12)
+    # Then it proposes a threshold between the false alarms and the incident, as an AST edit
+    assert outcome.proposal is not None, outcome.reason
+    threshold = outcome.proposal.changes["params"]["threshold"]
+    assert 290 < threshold < 3100 and threshold not in (265, 270, 290, 300)
+    assert outcome.proposal.source == with_values(old.source, {"threshold": threshold}, {})
+    new = candidate_from_source(str(outcome.proposal.source), "health-check")
+    # And the gate passes it on the held-out runs: both false alarms fixed, incident kept
+    result = gate(cluster.rt, old, new, held)
+    assert result.verdict == "passed", result.reason
+    bad = [r.run_id for r in held if r.feedback == "bad"]
+    assert sorted(result.fixed) == sorted(bad) and result.regressed == []
+    assert result.off_script_rate == 0.0 and result.p95_new_ms <= result.p95_old_ms
+    # And the same history gives the same decision
+    again = gate(cluster.rt, old, new, held)
+    assert again.to_dict() == result.to_dict()
+
+
+def test_a_candidate_that_silences_the_incident_is_rejected_with_the_run_that_decided(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster, version, ids = _setup(make_cluster)
+    old = candidate_from_version(cluster.rt, "health-check", version)
+    held = _recs(cluster, ids["held-out"])
+    # When a candidate whose threshold is above the incident is gated
+    new = candidate_from_source(health(5000), "health-check")
+    result = gate(cluster.rt, old, new, held)
+    # Then it is rejected, and the incident (labelled good) is the run that decided it
+    incident = next(r.run_id for r in held if r.feedback == "good")
+    assert result.verdict == "rejected"
+    assert result.deciding == [incident] and result.regressed == [incident]
+
+
+def test_a_candidate_that_fixes_nothing_is_inconclusive(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster, version, ids = _setup(make_cluster)
+    old = candidate_from_version(cluster.rt, "health-check", version)
+    held = _recs(cluster, ids["held-out"])
+    result = gate(cluster.rt, old, candidate_from_source(health(245), "health-check"), held)
+    assert result.verdict == "inconclusive" and result.fixed == []
+    assert "fixes none" in result.reason
+
+
+def test_a_rewrite_that_copies_values_from_the_failing_runs_is_overfitted(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster, _, ids = _setup(make_cluster)
+    search = _recs(cluster, ids["search"])
+    fitted = health(250).replace(
+        'if m["p95_ms"] > ctx.params["threshold"]:',
+        'if m["p95_ms"] > ctx.params["threshold"] and m["p95_ms"] not in (270, 290):',
+    )
+    assert copied_literals(health(250), fitted, failing(search)) == ["270", "290"]
+    # A general fix (a field name, a new threshold) copies nothing
+    assert copied_literals(health(250), health(1000, field="p95_ms"), failing(search)) == []
+
+
+def test_a_model_rewrite_that_copies_failing_values_is_rejected_as_overfitted(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster, version, ids = _setup(make_cluster)
+    old = candidate_from_version(cluster.rt, "health-check", version)
+    search = _recs(cluster, ids["search"])
+    fitted = health(250).replace(
+        'if m["p95_ms"] > ctx.params["threshold"]:',
+        'if m["p95_ms"] > ctx.params["threshold"] and m["p95_ms"] != 270:',
+    )
+    reply = {"model": "scripted", "text": f"```python\n{fitted}```", "error": None}
+    outcome = rewrite.check(cluster.rt, old, reply, search)
+    assert outcome.proposal is None and outcome.reason.startswith("overfitted")
+    assert "270" in outcome.reason
