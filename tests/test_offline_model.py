@@ -191,9 +191,9 @@ def test_the_seed_scenario_registers_health_check_then_triage_then_answers() -> 
         "LOOPWRIGHT_MODEL",
         "LOOPWRIGHT_ANTHROPIC_API_KEY",
         "LOOPWRIGHT_OPENAI_API_KEY",
-        "LOOPWRIGHT_HTTP_ALLOW_PRIVATE",
     ):
         assert text in final.text, text
+    assert "ALLOW_PRIVATE" not in final.text  # never advice to turn a protection off
     assert not ANNOUNCES_ACTION.search(final.text)
 
 

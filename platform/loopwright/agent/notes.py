@@ -101,7 +101,12 @@ def changes_report(activity: list[dict[str, Any]]) -> str:
         diff = a.get("diff")
         if isinstance(diff, dict):
             verdict = a.get("verdict") or {}
-            state = "" if a.get("status") in (None, "active") else f" ({a['status']})"
+            state = ""
+            if a.get("registration") == "pending":
+                state = (
+                    f" (waits for approval: loopwright skills approve {verdict.get('name')} "
+                    f"{str(diff.get('to'))[:12]})"
+                )
             lines.append(
                 f"- {verdict.get('name')}: changed {str(diff.get('from'))[:12]} -> "
                 f"{str(diff.get('to'))[:12]}{state}: {diff.get('summary')}"

@@ -87,7 +87,7 @@ def activity_item(name: str, arguments: dict[str, Any], result: ToolResult) -> d
             item["verdict"] = {
                 k: result.data.get(k) for k in ("accepted", "name", "version", "stage", "summary")
             }
-            for extra in ("diff", "placeholder_hosts", "status"):
+            for extra in ("diff", "placeholder_hosts", "registration"):
                 if result.data.get(extra):
                     item[extra] = result.data[extra]
     elif isinstance(arguments.get("name"), str):

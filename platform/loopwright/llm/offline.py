@@ -208,8 +208,8 @@ def _done_text(planned: list[PlannedSkill], turn: _Turn, settings: Settings | No
     private = sorted(h for h in hosts if is_private_host(h))
     if private and not (settings and settings.http_allow_private):
         lines.append(
-            f"- {', '.join(private)}: a private address; runs reach it only with "
-            "LOOPWRIGHT_HTTP_ALLOW_PRIVATE=true"
+            f"- {', '.join(private)}: a private address; runs reach it only where the "
+            "platform's network policy admits private addresses"
         )
     request = str(planned[0].params.get("request", ""))
     raws = [m.group(0).rstrip(URL_TAIL) for m in URL_RE.finditer(request)]
