@@ -288,3 +288,20 @@ def test_an_edit_shows_its_diff_in_the_answer_and_a_follow_up_needs_no_flag(
     assert "trigger.expr: '0 9 * * *' -> '*/10 * * * *'" in second.reply
     assert registry(cluster).skill("orders-digest").versions == 4
     assert second.state["ledger"]["named"] == ["orders-digest"]
+
+
+def test_set_schedule_to_an_interval_adds_the_import_and_changes_only_the_trigger(
+    cluster: Cluster,
+) -> None:
+    existing(cluster)
+    tools, reg = box(cluster), registry(cluster)
+    assert not tools.call("set_schedule", {"name": "orders-digest", "every": "90m", "tz": "UTC"}).ok
+    moved = tools.call("set_schedule", {"name": "orders-digest", "every": "90m"})
+    assert moved.ok, moved.content
+    source = reg.source(moved.data["version"])
+    assert "from loopwright.sdk import skill, cron\nfrom loopwright.sdk import every\n" in source
+    assert "trigger=every('90m')" in source
+    assert set(moved.data["diff"]["manifest"]) == {
+        "trigger.type", "trigger.expr", "trigger.every", "trigger.seconds"
+    }  # fmt: skip
+    assert len(moved.data["next_fires"]) == 3
