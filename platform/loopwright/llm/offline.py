@@ -36,7 +36,6 @@ from loopwright.llm.offline_plan import (
     VERDICT_NAME_RE,
     PlannedSkill,
     clean_url,
-    describe_cron,
     intent_of,
     is_private_host,
     plan,
@@ -46,6 +45,7 @@ from loopwright.llm.offline_plan import (
     slug,
     template_context,
 )
+from loopwright.llm.offline_schedule import describe_cron
 from loopwright.llm.types import Completion, Message, ToolCall, ToolSpec, Usage
 from loopwright.settings import Settings
 
@@ -179,7 +179,7 @@ def _done_text(planned: list[PlannedSkill], turn: _Turn, settings: Settings | No
     for p, ctx in built:
         view = turn.accepted.get(p.name, {})
         version = str(view.get("version") or "?")[:12]
-        cron = f" (cron `{ctx['cron']}`)" if "cron" in ctx else ""
+        cron = f" (cron `{ctx['cron']}`)" if ctx.get("cron") else ""
         lines.append(f"- {p.name}@{version}, {ctx['when']}{cron}: {ctx['what']}")
         if view.get("status") not in (None, "active"):
             lines.append(f"  status {view['status']}: {str(view.get('summary', ''))[:300]}")
