@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 
 from conftest import Cluster
-from loopwright.agent.guards import hosts_of, is_placeholder, refusals
+from loopwright.agent.guards import hosts_of, refusals
 from loopwright.agent.loop import Agent, InlineSteps
 from loopwright.agent.state import new_state
 from loopwright.agent.tools import LocalSidecar, ToolBox
 from loopwright.llm.factory import make_model
+from loopwright.runner.addresses import is_placeholder
 from loopwright.sdk.manifest import read_manifest
 from loopwright.settings import Settings
 from loopwright.skills_registry.store import Registry

@@ -3,7 +3,8 @@
 Two questions about the hosts a skill would reach (its ``http_allow`` and every URL written in
 its source):
 
-- **placeholders**: ``example.com`` and friends (RFC 2606 / RFC 6761 names, ``localhost``) are
+- **placeholders** (``runner.addresses.is_placeholder``): ``example.com`` and friends (RFC 2606
+  / RFC 6761 names, ``localhost``) are
   what a model invents when a request gave no URL. A skill polling one registers cleanly and
   fails forever, so the tools refuse it unless the call says ``placeholder_ok`` (and the answer
   then says so loudly);
@@ -18,14 +19,9 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from loopwright.runner.addresses import AddressKind, classify
+from loopwright.runner.addresses import AddressKind, classify, is_placeholder
 from loopwright.settings import Settings
 
-PLACEHOLDER_DOMAINS = ("example.com", "example.org", "example.net", "example.edu")
-PLACEHOLDER_TLDS = ("example", "invalid", "test", "localhost")
-PLACEHOLDER_LABELS = frozenset(
-    {"your-domain", "yourdomain", "your-company", "yourcompany", "your-api", "placeholder"}
-)
 METADATA_NAMES = frozenset(
     {"metadata.google.internal", "metadata", "instance-data", "metadata.azure.com"}
 )
@@ -45,16 +41,6 @@ def hosts_of(source: str, http_allow: Iterable[str]) -> list[str]:
         if host:
             seen.setdefault(host, None)
     return list(seen)
-
-
-def is_placeholder(host: str) -> bool:
-    """True for a name that stands for "some host" rather than a real one."""
-    h = host.lower().rstrip(".")
-    if h == "localhost" or any(h == d or h.endswith("." + d) for d in PLACEHOLDER_DOMAINS):
-        return True
-    if h.rsplit(".", 1)[-1] in PLACEHOLDER_TLDS:
-        return True
-    return any(label in PLACEHOLDER_LABELS for label in h.split("."))
 
 
 def placeholders(hosts: Iterable[str]) -> list[str]:

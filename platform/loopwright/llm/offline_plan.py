@@ -341,10 +341,12 @@ def _triage(p: dict[str, Any]) -> dict[str, Any]:
     limit = int(_number(p, "p95_ms", 800, 1, 3_600_000))
     window = int(_number(p, "deploy_window_min", 120, 2, 10_080))
     event = _event(p.pop("event_name", DEFAULT_TRIAGE_EVENT))
+    match = _match(p)
     at, recent = 1_750_000_000, min(15, window // 2)
     return {
         "name": "incident-triage" if event == DEFAULT_TRIAGE_EVENT else f"triage-{slug(event)}",
         "event_name": event,
+        "match": match,
         "breakdown_url": breakdown,
         "deploys_url": deploys,
         "p95_ms": limit,
@@ -386,8 +388,26 @@ def _digest(p: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _match(p: dict[str, Any]) -> dict[str, str] | None:
+    """An event trigger's field filter (``{"severity": "high"}``), validated."""
+    value = p.pop("match", None)
+    if value is None:
+        return None
+    ok = isinstance(value, dict) and all(
+        isinstance(k, str)
+        and isinstance(v, str)
+        and re.fullmatch(r"[a-z][a-z0-9_]{0,31}", k)
+        and re.fullmatch(r"[A-Za-z0-9_-]{1,32}", v)
+        for k, v in value.items()
+    )
+    if not ok or not value:
+        raise ValueError(f"match must map field names to plain values, not {str(value)[:80]!r}")
+    return dict(value)
+
+
 def _relay(p: dict[str, Any]) -> dict[str, Any]:
     event = _event(p.pop("event_name", "relay.outbound"))
+    match = _match(p)
     secret = p.pop("secret_name", None)
     if secret is not None and not re.fullmatch(r"[A-Z][A-Z0-9_]{0,63}", str(secret)):
         raise ValueError("secret_name must be UPPER_SNAKE_CASE")
@@ -397,6 +417,7 @@ def _relay(p: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": f"relay-{slug(event)}",
         "event_name": event,
+        "match": match,
         "secret_name": secret,
         "webhook_url": url,
         "tools": ["notify"] if secret else ["http"],
@@ -448,6 +469,8 @@ def template_context(kind: str, params: dict[str, Any]) -> dict[str, Any]:
     ctx["http_allow"] = sorted({_host(u) for u in ctx["urls"]})
     excerpt = _excerpt(request)
     when = f"on event {ctx['event_name']}" if "event_name" in ctx else str(ctx["when"])
+    if ctx.get("match"):
+        when += " where " + ", ".join(f"{k} = {v}" for k, v in ctx["match"].items())
     ctx["when"] = when
     requested = f' Requested: "{excerpt}"' if excerpt else ""
     ctx["description"] = f"{when[0].upper()}{when[1:]}: {ctx['what']}{requested}"

@@ -197,3 +197,22 @@ def classify(address: str | IPAddress) -> Classification:
             return Classification(address, found.kind, None, label, embedded=found)
     kind = K.GLOBAL if label in _ROUTED else K.RESERVED
     return Classification(address, kind, None, label, embedded=_lookup(inner[0]))
+
+
+# Names reserved for examples and tests (RFC 2606, RFC 6761) and the stand-ins models invent
+# when a request gave no host: a skill pointing at one can only fail.
+PLACEHOLDER_DOMAINS = ("example.com", "example.org", "example.net", "example.edu")
+PLACEHOLDER_TLDS = ("example", "invalid", "test", "localhost")
+PLACEHOLDER_LABELS = frozenset(
+    {"your-domain", "yourdomain", "your-company", "yourcompany", "your-api", "placeholder"}
+)
+
+
+def is_placeholder(host: str) -> bool:
+    """True for a name that stands for "some host" rather than a real one."""
+    h = host.lower().rstrip(".")
+    if h == "localhost" or any(h == d or h.endswith("." + d) for d in PLACEHOLDER_DOMAINS):
+        return True
+    if h.rsplit(".", 1)[-1] in PLACEHOLDER_TLDS:
+        return True
+    return any(label in PLACEHOLDER_LABELS for label in h.split("."))
