@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
 
+from loopwright.llm.offline_requests import event_match
 from loopwright.llm.offline_schedule import Schedule, read_schedule
 from loopwright.sdk.errors import SkillDefinitionError
 from loopwright.sdk.skill import NAME_RE
@@ -76,6 +77,7 @@ SEED_RE = re.compile(
     r"\b(?:nobody|no\s*one|no-one)\s+notic|\boutages?\b|\bdowntime\b",
     _I,
 )
+EYE_RE = re.compile(r"\bkeep\s+(?:an\s+)?eyes?\s+on\b|\bkeep\s+watch\b", _I)
 TRIAGE_RE = re.compile(r"\btriage\b|\binvestigate\b|\broot[\s-]+cause\b", _I)
 INCIDENT_RE = re.compile(r"\bincidents?\b", _I)
 DIGEST_RE = re.compile(
@@ -516,6 +518,8 @@ def intent_of(request: str) -> str | None:
         return "sync"
     if RELAY_RE.search(request):
         return "relay"
+    if EYE_RE.search(request):
+        return "health-check"
     if SEED_RE.search(request):
         return "incident-response"
     if TRIAGE_RE.search(request):
@@ -596,6 +600,8 @@ def plan(request: str) -> list[PlannedSkill]:
     elif intent == "incident-triage":
         triage = {"base_url": urls[0] if urls else DEFAULT_BASE, **named}
         triage.update(event_name=f.get("event", DEFAULT_TRIAGE_EVENT), **limits)
+        if match := event_match(request):
+            triage["match"] = match
         triage.pop("max_error_rate", None)
         out = [("incident-triage", triage)]
     elif intent == "digest":
@@ -605,6 +611,8 @@ def plan(request: str) -> list[PlannedSkill]:
         out = [("digest", digest)]
     elif intent == "relay":
         relay: dict[str, Any] = {"event_name": f.get("event", "relay.outbound"), **named}
+        if match := event_match(request):
+            relay["match"] = match
         raw = f["target_raw"] or next((m.group(0) for m in URL_RE.finditer(request)), "")
         if SLACK_HOOK_RE.match(raw):  # a secret: stored by the operator, never in the source
             secret = slug(relay["event_name"], 50).upper().replace("-", "_") or "RELAY"

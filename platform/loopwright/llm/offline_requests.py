@@ -99,10 +99,17 @@ CHANNEL_RE = re.compile(
     r"phone|call\s+me)\b",
     _I,
 )
-SEVERITY_RE = re.compile(
-    r"\b(?:with\s+|where\s+|whose\s+|of\s+)?(severity|priority|level|env(?:ironment)?|region)\s*"
-    r"(?:is\s+|=|:|of\s+)?\s*[`'\"]?([A-Za-z0-9_-]{1,32})[`'\"]?",
-    _I,
+_FIELD = r"(severity|priority|level|env(?:ironment)?|region|status)"
+_VALUE = r"[`'\"]?([A-Za-z0-9_-]{1,32})[`'\"]?"
+MATCH_RES = (
+    re.compile(
+        rf"\b(?:with|where|whose|having)\s+(?:a\s+|the\s+)?{_FIELD}\s*(?:is\s+|=\s*|:\s*|of\s+)?{_VALUE}",
+        _I,
+    ),
+    re.compile(rf"\b{_FIELD}\s*(?:=|:|==)\s*{_VALUE}", _I),
+)
+ADJ_MATCH_RE = re.compile(
+    r"\b(critical|high|medium|low|sev[0-4]|p[0-4])[\s-]+(severity|priority)\b", _I
 )
 BEYOND_RE = (
     (re.compile(r"\bcrm\b|\bsalesforce\b|\bhubspot\b", _I), "a lookup in your CRM"),
@@ -291,13 +298,14 @@ def missing_fact(kind: str, params: dict[str, Any], request: str) -> str | None:
 def event_match(request: str) -> dict[str, str]:
     """Event filters stated in words: "with severity high" -> {"severity": "high"}."""
     out: dict[str, str] = {}
-    for m in SEVERITY_RE.finditer(URL_RE.sub(" ", request)):
-        field = m.group(1).lower()
-        field = "environment" if field.startswith("env") else field
-        value = m.group(2)
-        if value.lower() in ("is", "of", "to", "and", "the", "a", "an"):
+    text = URL_RE.sub(" ", request)
+    found = [(m.group(1), m.group(2)) for p in MATCH_RES for m in p.finditer(text)]
+    found += [(m.group(2), m.group(1)) for m in ADJ_MATCH_RE.finditer(text)]
+    for field, value in found:
+        key = "environment" if field.lower().startswith("env") else field.lower()
+        if value.lower() in ("is", "of", "to", "and", "the", "a", "an", "above", "below"):
             continue
-        out.setdefault(field, value.lower())
+        out.setdefault(key, value.lower())
     return out
 
 
