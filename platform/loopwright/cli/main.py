@@ -15,6 +15,7 @@ from loopwright.cli.chat import chat
 from loopwright.cli.common import JsonFlag, console, emit_json, fmt_ts, literal, open_runtime
 from loopwright.cli.dev import dev_app
 from loopwright.cli.doctor import doctor
+from loopwright.cli.eval import eval_app
 from loopwright.cli.events import events_app
 from loopwright.cli.mcp import mcp
 from loopwright.cli.runs import run_command, runs_app
@@ -38,6 +39,7 @@ app.add_typer(events_app, name="events")
 app.add_typer(skills_app, name="skills")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(dev_app, name="dev")
+app.add_typer(eval_app, name="eval")
 app.command()(chat)
 app.command()(sidecar)
 app.command()(mcp)

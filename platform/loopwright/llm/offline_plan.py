@@ -73,7 +73,7 @@ SYNC_RE = re.compile(
 )
 RELAY_RE = re.compile(r"\b(?:forward|relay)(?:s|ed|ing)?\b|\bwebhooks?\b", _I)
 SEED_RE = re.compile(
-    r"latency\s+spikes?|\bspik(?:e|es|ing)\b|\bovernight\b|\bat\s+night\b|"
+    r"latency\s+spikes?|\bspik(?:e|es|ing)\b|"
     r"\b(?:nobody|no\s*one|no-one)\s+notic|\boutages?\b|\bdowntime\b",
     _I,
 )

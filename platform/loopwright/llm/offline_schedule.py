@@ -52,6 +52,7 @@ ZONE_RE = re.compile(
 URL_RE = re.compile(r"https?://\S+", re.I)
 TIME_RE = re.compile(r"\b(?:at|by|around)\s+(\d{1,2})(?::(\d{2}))?\s*(am|pm|h|o'?clock)?\b")
 BARE_TIME_RE = re.compile(r"\b(\d{1,2})(?::(\d{2}))?\s*(am|pm)\b|\b(\d{1,2}):(\d{2})\b")
+PM_WORDS = re.compile(r"\b(?:evenings?|tonight|afternoons?)\b")
 OVERNIGHT_HOURS = "22-23,0-5"
 DAYTIME_HOURS = "8-17"
 
@@ -151,6 +152,8 @@ def _times(t: str) -> list[tuple[int, int]]:
     at = TIME_RE.search(t)
     if not out and at is not None:
         hour, minute = int(at.group(1)), int(at.group(2) or 0)
+        if at.group(3) in (None, "o'clock", "oclock") and hour < 12 and PM_WORDS.search(t):
+            hour += 12  # "every evening at 8" is 20:00
         if hour <= 23 and minute <= 59:
             out.append((hour, minute))
     return out
