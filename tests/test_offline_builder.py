@@ -155,3 +155,13 @@ def test_what_templates_cannot_do_is_listed_and_filters_are_kept(cluster: Cluste
     trig = manifest(cluster, "relay-incident-opened").trigger
     assert (trig.name, trig.match) == ("incident.opened", {"severity": "critical"})
     assert "Not done" not in relay.reply
+
+
+def test_a_param_change_in_words_is_a_derived_version(cluster: Cluster) -> None:
+    s = Session(cluster)
+    s.say("check https://api.acme-corp.io/health every 10 minutes")
+    tuned = s.say("lower the threshold of it to 500 ms")
+    assert s.tools(tuned) == [("set_params", True)], tuned.reply
+    m = manifest(cluster, "health-check-api-acme-corp")
+    assert m.params["p95_ms"].default == 500 and m.trigger.expr == "*/10 * * * *"
+    assert "params.p95_ms.default: 800 -> 500" in tuned.reply
