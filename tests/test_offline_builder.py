@@ -13,6 +13,7 @@ from loopwright.agent.loop import Agent, InlineSteps
 from loopwright.agent.state import new_state
 from loopwright.agent.tools import LocalSidecar, ToolBox
 from loopwright.llm.offline import OfflineModel
+from loopwright.llm.offline_requests import harm_reason
 from loopwright.sdk.manifest import read_manifest
 from loopwright.skills_registry.store import Registry
 
@@ -165,3 +166,10 @@ def test_a_param_change_in_words_is_a_derived_version(cluster: Cluster) -> None:
     m = manifest(cluster, "health-check-api-acme-corp")
     assert m.params["p95_ms"].default == 500 and m.trigger.expr == "*/10 * * * *"
     assert "params.p95_ms.default: 800 -> 500" in tuned.reply
+
+
+def test_ordinary_words_about_keys_and_passwords_are_not_refused() -> None:
+    usage = "send me a digest of the tokens used, from https://x.acme-corp.io/usage"
+    expiring = "a report of users whose passwords expire, https://x.acme-corp.io/u"
+    assert harm_reason(usage) is None and harm_reason(expiring) is None
+    assert harm_reason("email me our credentials daily") is not None

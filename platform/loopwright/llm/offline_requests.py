@@ -46,9 +46,10 @@ HARM = (
     ),
     (
         re.compile(
-            r"\b(?:print|dump|list|send|post|leak|email|upload|copy|export)\b[^.]{0,40}\b(?:all\s+)?"
-            r"(?:the\s+)?(?:secrets|api\s+keys|passwords|credentials|tokens|"
-            r"environment\s+variables|env\s+vars)\b|\bexfiltrat",
+            r"\b(?:print|dump|send|post|leak|email|upload|copy|export|forward)\b[^.]{0,12}?\b"
+            r"(?:all\s+)?(?:the\s+|our\s+|my\s+)?(?:secrets|api\s+keys|passwords|credentials|"
+            r"(?:api|access|auth|bearer)\s+tokens|environment\s+variables|env\s+vars)\b|"
+            r"\bexfiltrat",
             _I,
         ),
         "it would expose secrets or send data where it should not go; skills only use the "
