@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loopwright.agent.guards import hosts_of, refusals
+from loopwright.agent.guards import PrivatePolicy, hosts_of, private_allowed, refusals
 from loopwright.agent.loop import Agent, InlineSteps
 from loopwright.agent.state import new_state
 from loopwright.agent.tools import LocalSidecar, ToolBox
@@ -157,7 +157,7 @@ def judge(
     before: dict[str, dict[str, Any]],
     after: dict[str, dict[str, Any]],
     reply: str,
-    private_ok: bool,
+    private_ok: PrivatePolicy | bool,
 ) -> tuple[str, list[str]]:
     """Classify one run from the registry before and after it, and the reply."""
     e = case.expect
@@ -288,7 +288,7 @@ class Evaluator:
                 stopped_rejected += result.stopped == "rejected"
             seconds = time.perf_counter() - started
             verdict, reasons = judge(
-                case, before, _snapshot(reg), reply, bool(rt.settings.http_allow_private)
+                case, before, _snapshot(reg), reply, private_allowed(rt.settings)
             )
             metrics = dict(state["metrics"])
             # Each rejection earns a Reflexion note and a resubmission, except the last one of

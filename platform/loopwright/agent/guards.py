@@ -16,7 +16,7 @@ its source):
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from loopwright.runner.addresses import AddressKind, classify, is_placeholder
@@ -56,8 +56,15 @@ class Refusal:
     reason: str
 
 
-def refusals(hosts: Iterable[str], *, private_ok: bool) -> list[Refusal]:
-    """The hosts no skill built by the agent may reach under the active network policy."""
+PrivatePolicy = Callable[[str], bool]  # may skills reach this private address?
+
+
+def refusals(hosts: Iterable[str], *, private_ok: PrivatePolicy | bool) -> list[Refusal]:
+    """The hosts no skill built by the agent may reach under the active network policy
+    (``private_ok``: the policy for private addresses, or one answer for all of them)."""
+    allows: PrivatePolicy = (
+        (lambda _host: private_ok) if isinstance(private_ok, bool) else private_ok
+    )
     out: list[Refusal] = []
     for host in hosts:
         if host in METADATA_NAMES:
@@ -70,7 +77,7 @@ def refusals(hosts: Iterable[str], *, private_ok: bool) -> list[Refusal]:
             continue  # a name: the runner resolves and checks it at request time
         if c.kind in ALWAYS_REFUSED:
             out.append(Refusal(host, f"{c.describe()}; skills never reach such addresses"))
-        elif c.kind in PRIVATE_KINDS and not private_ok:
+        elif c.kind in PRIVATE_KINDS and not allows(host):
             out.append(
                 Refusal(host, f"{c.describe()}, which the platform's network policy refuses")
             )
@@ -87,7 +94,8 @@ def refusal_text(found: list[Refusal]) -> str:
     )
 
 
-def private_allowed(settings: Settings) -> bool:
-    """Whether the active network policy lets skills reach private addresses (one place to
-    follow the setting when the policy gains an allow-list)."""
-    return bool(settings.http_allow_private)
+def private_allowed(settings: Settings) -> PrivatePolicy:
+    """The active network policy for private addresses: the one place that follows the setting
+    (today one switch for all; when the policy gains an allow-list, a per-address check)."""
+    allowed = bool(settings.http_allow_private)
+    return lambda _host: allowed

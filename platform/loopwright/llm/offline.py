@@ -341,13 +341,11 @@ def _skills_text(m: Message) -> str:
         if not isinstance(s, dict):
             continue
         trig = s.get("trigger") or {}
-        when = (
-            f"cron {trig.get('expr')}"
-            if trig.get("type") == "cron"
-            else f"event {trig.get('name')}"
-            if trig.get("type") == "event"
-            else "manual"
-        )
+        when = {
+            "cron": f"cron {trig.get('expr')}" + (f" {trig.get('tz')}" if trig.get("tz") else ""),
+            "every": f"every {trig.get('every')}",
+            "event": f"event {trig.get('name')}",
+        }.get(str(trig.get("type")), "manual")
         active = str(s.get("active") or "-")[:12]
         lines.append(
             f"- {s.get('name')} ({s.get('status')}, {when}, version {active}): "
