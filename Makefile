@@ -30,6 +30,7 @@ bench: setup
 	$(BIN)/python bench/triggers.py --out docs/benchmarks.md
 	$(BIN)/python bench/registry.py --out docs/benchmarks.md
 	$(BIN)/python bench/agent.py --out docs/benchmarks.md
+	$(BIN)/python bench/builder_eval.py --out docs/benchmarks.md
 	$(BIN)/python bench/history.py --out docs/benchmarks.md
 	$(BIN)/python bench/cli.py --out docs/benchmarks.md
 	$(BIN)/python bench/rollups.py --out docs/benchmarks.md

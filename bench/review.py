@@ -229,8 +229,8 @@ def run_loop(tmp: Path, quick: bool) -> dict[str, Any]:
     server.start()
     try:
         settings = make_settings(
-            server.url, tmp / "loop" / "data", http_allow_private=True, sidecar_case_timeout=20,
-            sidecar_replay_runs=3, review_cron="",
+            server.url, tmp / "loop" / "data", http_private_allow="127.0.0.1",
+            sidecar_case_timeout=20, sidecar_replay_runs=3, review_cron="",
         )  # fmt: skip
         rt = build_runtime(settings)
         try:

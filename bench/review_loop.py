@@ -217,7 +217,7 @@ def worse(
 
 
 def one(tmp: Path, url: str, size: int, per_day: int, model: ScriptedServer | None) -> Any:
-    over: dict[str, Any] = {"http_allow_private": True, "approval_mode": "auto"}
+    over: dict[str, Any] = {"http_private_allow": "127.0.0.1", "approval_mode": "auto"}
     if model is not None:
         over |= {"review_model": "openai:gpt-4.1", "openai_base_url": model.openai_base_url,
                  "openai_api_key": "bench"}  # fmt: skip

@@ -43,7 +43,8 @@ def test_tool_definitions_are_stable_and_complete(cluster: Cluster) -> None:
     a, b = box(cluster), box(cluster)
     assert [s.name for s in a.specs()] == [
         "sdk_reference", "list_skills", "read_skill", "write_skill", "test_skill", "run_skill",
-        "list_runs", "get_run", "send_event", "pause_skill", "rollback_skill",
+        "list_runs", "get_run", "send_event", "pause_skill", "rollback_skill", "resume_skill",
+        "delete_skill", "set_schedule", "set_params",
     ]  # fmt: skip
     dump = json.dumps([(s.name, s.description, s.parameters) for s in a.specs()])
     assert dump == json.dumps([(s.name, s.description, s.parameters) for s in b.specs()])

@@ -70,7 +70,7 @@ ALLOWED: dict[str, set[str]] = {
 ALLOWED["inbox"] = set(FOUNDATION)
 for _above_inbox in ("runner", "events", "skills_registry", "auth", "scheduler", "sidecar"):
     ALLOWED[_above_inbox] |= {"inbox"}
-for _above_inbox in ("llm", "assembly", "history", "service", "agent", "cli"):
+for _above_inbox in ("llm", "assembly", "history", "service", "agent", "review", "api", "cli"):
     ALLOWED[_above_inbox] |= {"inbox"}
 ALLOWED["testing"] = set(ALLOWED) - {"testing"}
 

@@ -113,6 +113,21 @@ async def check_failures(session: ClientSession) -> None:
     assert error and "unknown tool 'make_coffee'" in body and "write_skill" in body
 
 
+async def check_lifecycle(session: ClientSession, cluster: Cluster) -> None:
+    """A skill this MCP session did not write is not overwritten; lifecycle tools reach it."""
+    taken = {"source": SKILL.format(name="taken"), "tests": TESTS}
+    assert make_toolbox(cluster.rt).call("write_skill", taken).ok  # another session's skill
+    error, body = await call(session, "write_skill", taken)
+    assert error and "already exists" in body and "edit: true" in body
+    error, body = await call(session, "write_skill", {**taken, "edit": True})
+    assert not error and json.loads(body)["registration"] == "unchanged", body
+    for tool, status in (("pause_skill", "paused"), ("resume_skill", "active")):
+        error, body = await call(session, tool, {"name": "taken"})
+        assert not error and json.loads(body)["status"] == status, body
+    error, body = await call(session, "delete_skill", {"name": "taken"})
+    assert not error and json.loads(body)["status"] == "retired", body
+
+
 def stdio_params(cluster: Cluster) -> StdioServerParameters:
     return StdioServerParameters(
         command=sys.executable,
@@ -164,6 +179,7 @@ def test_stdio_lists_the_toolbox_and_writes_and_runs_a_skill(cluster: Cluster) -
         run = cluster.wait(queued["run_id"])  # the earlier run, picked up by the worker
         assert run.output == 10
         await check_failures(session)
+        await check_lifecycle(session, cluster)
 
     anyio.run(over_stdio, cluster, body)
     log = (cluster.tmp / "mcp-stdio.log").read_text()

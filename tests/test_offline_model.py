@@ -196,6 +196,7 @@ def test_the_seed_scenario_registers_health_check_then_triage_then_answers() -> 
         "127.0.0.1: loopback (loopback, 127.0.0.0/8); the http tool refuses it",
     ):
         assert text in final.text, text
+    assert "ALLOW_PRIVATE" not in final.text  # never advice to turn a protection off
     assert not ANNOUNCES_ACTION.search(final.text)
     assert "ALLOW_PRIVATE" not in final.text and "PRIVATE_ALLOW" not in final.text
 

@@ -20,7 +20,7 @@ from review_support import false_alarm_week, health, seed_health
 
 
 def _setup(make_cluster: Callable[..., Cluster]) -> tuple[Cluster, str, dict[str, list[str]]]:
-    cluster = make_cluster(http_allow_private=True, sidecar_case_timeout=20)
+    cluster = make_cluster(http_private_allow="127.0.0.1", sidecar_case_timeout=20)
     version = cluster.rt.sources.put(health(250), "health-check")
     search, held = false_alarm_week()
     return cluster, version, seed_health(cluster.rt, version, search, held)

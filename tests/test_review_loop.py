@@ -48,7 +48,7 @@ def server() -> Iterator[ScriptedServer]:
 def _cluster(make_cluster: Callable[..., Cluster], **over: Any) -> Cluster:
     # 10 judged runs are enough here (20 by default): fewer replays keep the tests fast.
     return make_cluster(
-        http_allow_private=True, sidecar_case_timeout=20, review_min_runs=10, **over
+        http_private_allow="127.0.0.1", sidecar_case_timeout=20, review_min_runs=10, **over
     )
 
 

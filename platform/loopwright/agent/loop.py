@@ -34,6 +34,7 @@ from loopwright.agent.budgets import account, budget_stop
 from loopwright.agent.critic import Critic
 from loopwright.agent.detect import LoopDetector, announces_action
 from loopwright.agent.notes import (
+    changes_report,
     corrective,
     loop_report,
     reflexion,
@@ -43,7 +44,13 @@ from loopwright.agent.notes import (
 from loopwright.agent.prompts import BUILDER_SYSTEM, NOTE
 from loopwright.agent.reanchor import due as reanchor_due
 from loopwright.agent.reanchor import reanchor
-from loopwright.agent.state import TurnResult, activity_item, record, skill_name
+from loopwright.agent.state import (
+    TurnResult,
+    activity_item,
+    record,
+    session_skills,
+    skill_name,
+)
 from loopwright.agent.tools import ToolBox, ToolResult
 from loopwright.errors import InfrastructureError
 from loopwright.llm.errors import ModelError
@@ -121,6 +128,13 @@ class Agent:
         i = 0
 
         def done(reply: str, stopped: str | None, add_message: bool) -> TurnResult:
+            # What changed, from tool results (diffs of edits, placeholder hosts, lifecycle
+            # changes): the person sees it whatever the model chose to write.
+            facts = changes_report(activity)
+            if facts:
+                reply = f"{reply}\n\n{facts}"
+                if not add_message:
+                    messages[-1].content = reply
             if add_message:
                 messages.append(Message("assistant", reply))
             state["messages"] = [x.to_dict() for x in messages]
@@ -190,6 +204,7 @@ class Agent:
                         "steps",
                     )
                     continue
+                self.toolbox.session_skills |= session_skills(ledger)
                 result = self._run_call(steps, call.name, call.arguments, call.error, i, j, key, m)
                 turn_steps += 1
                 m["steps"] += 1

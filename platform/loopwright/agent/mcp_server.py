@@ -47,7 +47,10 @@ INSTRUCTIONS = (
     "loopwright SDK). Call sdk_reference first: it describes the skill SDK, the sandbox rules "
     "and the test-case format. Then write_skill submits a skill with its tests (validated, "
     "tested in a sandbox and registered when accepted; a rejection lists findings with hints), "
-    "run_skill starts a run and waits for its result, list_runs/get_run inspect runs."
+    "run_skill starts a run and waits for its result, list_runs/get_run inspect runs. "
+    "Changing an existing skill: pause_skill, resume_skill, delete_skill, set_schedule, "
+    "set_params, or write_skill with edit: true and base_version (a skill this connection did "
+    "not write is never overwritten otherwise)."
 )
 LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost"})
 

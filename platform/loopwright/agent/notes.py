@@ -78,3 +78,54 @@ def done_line(activity: list[dict[str, Any]]) -> str:
     if runs:
         parts.append("runs: " + ", ".join(runs))
     return "\nDone so far: " + "; ".join(parts) + "."
+
+
+LIFECYCLE = {
+    "pause_skill": "paused",
+    "resume_skill": "resumed",
+    "delete_skill": "deleted (retired; history kept)",
+    "rollback_skill": "rolled back",
+}
+DIFF_LINES = 60
+
+
+def changes_report(activity: list[dict[str, Any]]) -> str:
+    """What this turn changed in existing skills, from tool results: each edit's diff (code
+    and manifest), lifecycle changes, and loudly, any placeholder host registered."""
+    lines: list[str] = []
+    for a in activity:
+        if not a["ok"]:
+            continue
+        if a["tool"] in LIFECYCLE:
+            lines.append(f"- {a.get('name')}: {LIFECYCLE[a['tool']]}")
+        diff = a.get("diff")
+        if isinstance(diff, dict):
+            verdict = a.get("verdict") or {}
+            state = ""
+            if a.get("registration") == "pending":
+                state = (
+                    f" (waits for approval: loopwright skills approve {verdict.get('name')} "
+                    f"{str(diff.get('to'))[:12]})"
+                )
+            lines.append(
+                f"- {verdict.get('name')}: changed {str(diff.get('from'))[:12]} -> "
+                f"{str(diff.get('to'))[:12]}{state}: {diff.get('summary')}"
+            )
+            for field, change in (diff.get("manifest") or {}).items():
+                lines.append(f"  manifest {field}: {change.get('from')!r} -> {change.get('to')!r}")
+            source = str(diff.get("source") or "").splitlines()
+            if source:
+                shown = source[:DIFF_LINES]
+                more = len(source) - len(shown)
+                lines += ["  ```diff", *("  " + ln for ln in shown), "  ```"]
+                if more > 0:
+                    lines.append(f"  ({more} more diff lines: loopwright skills diff)")
+        if a.get("placeholder_hosts"):
+            verdict = a.get("verdict") or {}
+            lines.append(
+                f"- WARNING: {verdict.get('name')} points at placeholder host(s) "
+                f"{', '.join(a['placeholder_hosts'])}; it will fail until given a real URL"
+            )
+    if not lines:
+        return ""
+    return "What changed (from the platform's records):\n" + "\n".join(lines)

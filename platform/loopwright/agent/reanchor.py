@@ -63,6 +63,11 @@ def summarize(ledger: dict[str, Any], request: str) -> str:
                     f"- {name}: last submission rejected at {info.get('stage')}: "
                     f"{str(info.get('summary', ''))[:300]}"
                 )
+    if ledger.get("named"):
+        lines.append(
+            "Skills this session wrote or named, most recent last (a follow-up such as "
+            "'stop it' means the last one): " + ", ".join(ledger["named"])
+        )
     if ledger["runs"]:
         lines.append(
             "Runs started: "

@@ -15,7 +15,7 @@ SDK_REFERENCE = f"""\
 One skill per module: a function decorated with @skill; decorator arguments are literals.
 
 ```python
-from loopwright.sdk import skill, cron, event, NonRetriableError, RetryAfterError
+from loopwright.sdk import skill, cron, every, event, NonRetriableError, RetryAfterError
 
 @skill(name="health-check", description="what it does",
        trigger=cron("*/30 * * * *"),          # or event("incident.detected"), or None (manual)
@@ -60,7 +60,8 @@ environment except through host tools. Side effects belong inside steps.
 
 Test cases (write_skill `tests`): {FORMAT_HINT}
 
-Triggers: cron(expr, tz=None) with 5 or 6 fields; event(name, match=None). Names are lowercase
+Triggers: cron(expr, tz=None) with 5 or 6 fields; every("90m") for a fixed interval (10s to
+366d) that one cron line cannot say; event(name, match=None). Names are lowercase
 words joined by "-". Submit with write_skill(source, tests); a rejection lists findings with
 rule, line and a hint: fix exactly those and resubmit.
 """

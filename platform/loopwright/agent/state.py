@@ -14,6 +14,12 @@ from typing import Any
 from loopwright.agent.tools import ToolResult
 
 SKILL_NAME = re.compile(r"""name\s*=\s*["']([a-z][a-z0-9-]{0,63})["']""")
+VERSION_TOOLS = ("write_skill", "set_schedule", "set_params")  # their results are verdicts
+NAMING_TOOLS = (
+    "read_skill", "run_skill", "pause_skill", "resume_skill", "delete_skill", "rollback_skill",
+    "set_schedule", "set_params",
+)  # fmt: skip
+MAX_NAMED = 20
 
 
 def new_metrics() -> dict[str, Any]:
@@ -43,7 +49,7 @@ def new_state(session_id: str, model: str) -> dict[str, Any]:
         "messages": [],
         "since_anchor": 0,
         "metrics": new_metrics(),
-        "ledger": {"skills": {}, "runs": [], "requests": []},
+        "ledger": {"skills": {}, "runs": [], "requests": [], "named": []},
     }
 
 
@@ -75,12 +81,15 @@ def skill_name(arguments: dict[str, Any]) -> str | None:
 def activity_item(name: str, arguments: dict[str, Any], result: ToolResult) -> dict[str, Any]:
     """One tool call of this turn as the chat renders it (and the stop reports count it)."""
     item: dict[str, Any] = {"tool": name, "ok": result.ok}
-    if name in ("write_skill", "test_skill"):
-        item["skill"] = skill_name(arguments)
+    if name in ("write_skill", "test_skill", "set_schedule", "set_params"):
+        item["skill"] = skill_name(arguments) or arguments.get("name")
         if isinstance(result.data, dict):
             item["verdict"] = {
                 k: result.data.get(k) for k in ("accepted", "name", "version", "stage", "summary")
             }
+            for extra in ("diff", "placeholder_hosts", "registration"):
+                if result.data.get(extra):
+                    item[extra] = result.data[extra]
     elif isinstance(arguments.get("name"), str):
         item["name"] = arguments["name"]
     if not result.ok and not isinstance(result.data, dict):
@@ -90,10 +99,22 @@ def activity_item(name: str, arguments: dict[str, Any], result: ToolResult) -> d
     return item
 
 
+def session_skills(ledger: dict[str, Any]) -> set[str]:
+    """The skills this session registered a version of (it may write them again unflagged)."""
+    return {n for n, info in ledger["skills"].items() if info.get("accepted")}
+
+
 def record(ledger: dict[str, Any], name: str, arguments: dict[str, Any], r: ToolResult) -> None:
-    """Add what a tool result established to the ledger (skills, runs)."""
-    if name == "write_skill" and isinstance(r.data, dict) and "accepted" in r.data:
-        skill = r.data.get("name") or skill_name(arguments) or "(unnamed)"
+    """Add what a tool result established to the ledger (skills, runs, skills named)."""
+    target = arguments.get("name")
+    if name in NAMING_TOOLS and r.ok and isinstance(target, str):
+        named = [n for n in ledger.get("named", []) if n != target] + [target]
+        ledger["named"] = named[-MAX_NAMED:]
+    if name in VERSION_TOOLS and isinstance(r.data, dict) and "accepted" in r.data:
+        skill = r.data.get("name") or skill_name(arguments) or target or "(unnamed)"
+        if r.data["accepted"]:
+            named = [n for n in ledger.get("named", []) if n != skill] + [skill]
+            ledger["named"] = named[-MAX_NAMED:]
         ledger["skills"][skill] = {
             "accepted": bool(r.data["accepted"]),
             "version": r.data.get("version"),

@@ -19,18 +19,39 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.exceptions import RedisError
 
+from loopwright.agent.edits import derive, literal
+from loopwright.agent.guards import (
+    hosts_of,
+    placeholders,
+    private_allowed,
+    refusal_text,
+    refusals,
+)
 from loopwright.agent.reference import SDK_REFERENCE
-from loopwright.errors import InfrastructureError, LoopwrightError
+from loopwright.errors import InfrastructureError, LoopwrightError, NotFoundError
 from loopwright.llm.types import ToolSpec
 from loopwright.runner.runtime import Runtime
+from loopwright.sdk.manifest import manifest_or_none
+from loopwright.sdk.manifest_model import ParamSpec
 from loopwright.sdk.names import RESERVED_NAMES, is_reserved
 from loopwright.sidecar.verdict import Verdict
+from loopwright.skills_registry.diff import diff_refs
 from loopwright.skills_registry.store import Registry
 
 log = logging.getLogger(__name__)
 
 BUILTIN_SKILLS = RESERVED_NAMES  # the agent neither lists, changes nor runs them
 MAX_WAIT_S = 300.0
+DIFF_MAX_CHARS = 6000
+
+
+def delete_skill(registry: Registry, name: str) -> dict[str, Any]:
+    """Delete a skill: today the registry's retire (out of service, history kept).
+
+    The one place to switch to the registry's own delete when it exists (operations issue)."""
+    change = registry.retire(name).model_dump()
+    change["note"] = "retired: no trigger or run starts it; its versions stay for history"
+    return change
 
 
 class SidecarPort(Protocol):
@@ -96,6 +117,21 @@ class WriteSkillArgs(_Args):
         max_length=50,
         description="Test cases (see sdk_reference): at least the main path with mocks.",
     )
+    edit: bool = Field(
+        default=False,
+        description="True when this changes an existing skill the person named (not one "
+        "written in this session); without it an existing name is refused.",
+    )
+    base_version: str | None = Field(
+        default=None,
+        max_length=64,
+        description="The version this edit was made from (read_skill); refused when stale.",
+    )
+    placeholder_ok: bool = Field(
+        default=False,
+        description="True only when the person asked for a placeholder host (example.com...); "
+        "say so in the answer.",
+    )
 
 
 class RunSkillArgs(_Args):
@@ -123,6 +159,26 @@ class SendEventArgs(_Args):
 
 class NameArgs(_Args):
     name: str = Field(min_length=1, max_length=64)
+
+
+class ScheduleArgs(_Args):
+    name: str = Field(min_length=1, max_length=64)
+    cron: str | None = Field(
+        default=None, max_length=120, description='Cron expression, e.g. "*/10 * * * *".'
+    )
+    every: str | None = Field(
+        default=None, max_length=32, description='A fixed interval instead, e.g. "90m".'
+    )
+    tz: str | None = Field(
+        default=None, max_length=64, description='IANA timezone of the cron, e.g. "Europe/Paris".'
+    )
+
+
+class ParamsArgs(_Args):
+    name: str = Field(min_length=1, max_length=64)
+    params: dict[str, Any] = Field(
+        min_length=1, description="New values of declared params, by name."
+    )
 
 
 class RollbackArgs(_Args):
@@ -201,6 +257,9 @@ class ToolBox:
         self.author = author
         self.registry = Registry(runtime.redis, runtime.keys)
         self.max_chars = runtime.settings.agent_tool_result_max_chars
+        # Skills this session wrote: writing them again needs no edit flag. The agent loop sets
+        # it from the session's ledger before each call; the toolbox adds what it registers.
+        self.session_skills: set[str] = set()
         tools = [
             _Tool("sdk_reference", "The skill SDK, sandbox rules and test-case format. "
                   "Read it before writing a skill.", NoArgs, self._sdk_reference),
@@ -223,6 +282,15 @@ class ToolBox:
                   self._pause_skill),
             _Tool("rollback_skill", "Make an earlier version of a skill the active one.",
                   RollbackArgs, self._rollback_skill),
+            _Tool("resume_skill", "Resume a paused skill: its triggers start runs again.",
+                  NameArgs, self._resume_skill),
+            _Tool("delete_skill", "Take a skill out of service for good (its history stays). "
+                  "Only when the person asked to delete it.", NameArgs, self._delete_skill),
+            _Tool("set_schedule", "Change when a skill runs (cron with optional tz, or every): "
+                  "a new version derived from the active one, nothing else changed.",
+                  ScheduleArgs, self._set_schedule),
+            _Tool("set_params", "Change declared params' values: a new version derived from "
+                  "the active one, nothing else changed.", ParamsArgs, self._set_params),
         ]  # fmt: skip
         self._tools = {t.name: t for t in tools}
         self._specs = [ToolSpec(t.name, t.description, _schema(t.args)) for t in tools]
@@ -302,10 +370,95 @@ class ToolBox:
         }
 
     def _submit(self, args: WriteSkillArgs, dry_run: bool) -> ToolResult:
+        manifest = manifest_or_none(args.source)
+        hosts = hosts_of(args.source, manifest.http_allow if manifest else [])
+        refused = refusals(hosts, private_ok=private_allowed(self.rt.settings))
+        if refused:
+            return ToolResult(False, refusal_text(refused))
+        found = placeholders(hosts)
+        if found and not args.placeholder_ok and not dry_run:
+            return ToolResult(
+                False,
+                f"refused: the skill points at placeholder host(s) {', '.join(found)}, not a "
+                "real service, so it would fail on every run. Use the URL the person gave; if "
+                "they gave none, ask them for it instead of inventing one. Only if they asked "
+                "for a placeholder, call again with placeholder_ok: true and say so loudly.",
+            )
+        previous: str | None = None
+        if manifest is not None and not dry_run:
+            checked = self._may_write(manifest.name, args)
+            if isinstance(checked, ToolResult):
+                return checked
+            previous = checked
         # The sidecar refuses reserved names before registering anything (stage manifest).
         verdict = self.sidecar.submit(args.source, args.tests, self.author, dry_run=dry_run)
         view = verdict_view(verdict)
+        if verdict.accepted and not dry_run and verdict.name:
+            self.session_skills.add(verdict.name)
+            self._add_diff(view, verdict.name, previous, verdict.version)
+            if found:
+                view["placeholder_hosts"] = found
         return ToolResult(verdict.accepted, _dump(view, self.max_chars), view)
+
+    def _may_write(self, name: str, args: WriteSkillArgs) -> str | ToolResult | None:
+        """The active version a write replaces (None for a new skill), or the refusal of an
+        overwrite: an existing skill not written in this session needs ``edit``/``base_version``,
+        and a ``base_version`` that is no longer the active one is stale."""
+        try:
+            rec = self.registry.skill(name)
+        except NotFoundError:
+            if args.edit or args.base_version:
+                return ToolResult(
+                    False,
+                    f"there is no skill {name!r} to edit; to create it, drop edit/base_version",
+                )
+            return None
+        ids = self.registry.version_ids(name)
+        current = rec.active or (ids[-1] if ids else None)
+        if args.base_version:
+            try:
+                base = self.registry.resolve_ref(name, args.base_version)
+            except LoopwrightError as exc:
+                return ToolResult(False, f"write_skill failed: {exc}")
+            if base != current:
+                return ToolResult(
+                    False,
+                    f"refused: base_version {args.base_version} is stale; {name}'s active version "
+                    f"is now {str(current)[:12]}. read_skill {name} and redo the change on it.",
+                )
+        elif not args.edit and name not in self.session_skills:
+            described = ""
+            if current:
+                manifest = self.registry.version(name, current).manifest or {}
+                described = f", {str(manifest.get('description', ''))[:120]!r}"
+            return ToolResult(
+                False,
+                f"refused: skill {name!r} already exists ({rec.status}, active version "
+                f"{str(current)[:12]}, owner {rec.owner}{described}) and was not written in "
+                "this session, so writing it would overwrite it. If the person asked to change "
+                f"{name}, read_skill it and call write_skill with edit: true and base_version; "
+                "for pause, resume, delete, schedule or params use those tools; otherwise pick "
+                "another name.",
+            )
+        return current
+
+    def _add_diff(
+        self, view: dict[str, Any], name: str, previous: str | None, new: str | None
+    ) -> None:
+        """Put what an edit changed (code and manifest) into the tool result."""
+        if not previous or not new or previous == new:
+            return
+        d = diff_refs(self.registry, name, previous, new)
+        source_diff = d.source_diff
+        if len(source_diff) > DIFF_MAX_CHARS:
+            source_diff = source_diff[:DIFF_MAX_CHARS] + "\n... (diff truncated)\n"
+        view["diff"] = {
+            "from": previous,
+            "to": new,
+            "summary": d.summary(),
+            "manifest": d.manifest,
+            "source": source_diff,
+        }
 
     def _write_skill(self, args: WriteSkillArgs, key: str | None) -> ToolResult:
         return self._submit(args, dry_run=False)
@@ -385,6 +538,59 @@ class ToolBox:
     def _rollback_skill(self, args: RollbackArgs, key: str | None) -> dict[str, Any]:
         self._guard(args.name)
         return self.registry.rollback(args.name, args.version).model_dump()
+
+    def _resume_skill(self, args: NameArgs, key: str | None) -> dict[str, Any]:
+        self._guard(args.name)
+        return self.registry.resume(args.name).model_dump()
+
+    def _delete_skill(self, args: NameArgs, key: str | None) -> dict[str, Any]:
+        self._guard(args.name)
+        return delete_skill(self.registry, args.name)
+
+    def _derive(self, name: str, keyword: str, text: str, imports: tuple[str, ...]) -> ToolResult:
+        """Submit the active version of ``name`` with one declaration argument changed."""
+        self._guard(name)
+        rec = self.registry.skill(name)
+        if not rec.active:
+            raise LoopwrightError(f"{name!r} has no active version to change")
+        current = self.registry.version(name, rec.active)
+        source = derive(self.registry.source(current.version), keyword, text, imports)
+        verdict = self.sidecar.submit(source, current.tests, self.author)
+        view = verdict_view(verdict)
+        if verdict.accepted:
+            self._add_diff(view, name, current.version, verdict.version)
+        return ToolResult(verdict.accepted, _dump(view, self.max_chars), view)
+
+    def _set_schedule(self, args: ScheduleArgs, key: str | None) -> ToolResult:
+        if (args.cron is None) == (args.every is None):
+            return ToolResult(False, "set_schedule: give exactly one of cron or every")
+        if args.every is not None:
+            if args.tz is not None:
+                return ToolResult(False, "set_schedule: tz applies to cron only, not every")
+            return self._derive(args.name, "trigger", f"every({args.every!r})", ("every",))
+        tz = f", tz={args.tz!r}" if args.tz else ""
+        return self._derive(args.name, "trigger", f"cron({args.cron!r}{tz})", ("cron",))
+
+    def _set_params(self, args: ParamsArgs, key: str | None) -> ToolResult:
+        self._guard(args.name)
+        rec = self.registry.skill(args.name)
+        manifest = self.registry.version(args.name, rec.active).manifest if rec.active else None
+        declared: dict[str, Any] = (manifest or {}).get("params") or {}
+        unknown = sorted(set(args.params) - set(declared))
+        if unknown:
+            return ToolResult(
+                False,
+                f"set_params: {args.name} declares no param {', '.join(unknown)}; its params "
+                f"are {sorted(declared) or 'none'} (a new param needs a code change: write_skill "
+                "with edit: true)",
+            )
+        values = {k: (v or {}).get("default") for k, v in declared.items()}
+        for k, v in args.params.items():
+            why = ParamSpec.model_validate(declared[k]).accepts(v)
+            if why:
+                return ToolResult(False, f"set_params: {k}: {why}")
+            values[k] = v
+        return self._derive(args.name, "params", literal(values), ())
 
 
 def _schema(model: type[BaseModel]) -> dict[str, Any]:

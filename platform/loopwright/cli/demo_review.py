@@ -116,7 +116,7 @@ def run_review_demo(workdir: str | None) -> int:
             "redis_url": redis_url,
             "key_prefix": prefix,
             "data_dir": work,
-            "http_allow_private": True,
+            "http_private_allow": "127.0.0.1",
             "approval_mode": "auto",
             "sidecar_url": None,
         }

@@ -14,6 +14,7 @@ from loopwright.cli.app import LoopwrightGroup
 from loopwright.cli.chat import chat
 from loopwright.cli.dev import dev_app
 from loopwright.cli.doctor import doctor
+from loopwright.cli.eval import eval_app
 from loopwright.cli.events import events_app
 from loopwright.cli.inbox import inbox_app
 from loopwright.cli.mcp import mcp
@@ -42,8 +43,8 @@ app.add_typer(skills_app, name="skills")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(dev_app, name="dev")
 app.add_typer(inbox_app, name="inbox")
-
 app.add_typer(review_app, name="review")
+app.add_typer(eval_app, name="eval")
 app.command()(chat)
 app.command()(sidecar)
 app.command()(mcp)

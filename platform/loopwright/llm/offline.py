@@ -17,10 +17,11 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from itertools import takewhile
 from typing import Any
+from urllib.parse import urlsplit
 
 from loopwright.llm.offline_plan import (
     EXAMPLES,
@@ -36,7 +37,6 @@ from loopwright.llm.offline_plan import (
     VERDICT_NAME_RE,
     PlannedSkill,
     clean_url,
-    describe_cron,
     intent_of,
     is_private_host,
     plan,
@@ -46,12 +46,22 @@ from loopwright.llm.offline_plan import (
     slug,
     template_context,
 )
+from loopwright.llm.offline_requests import (
+    Action,
+    harm_reason,
+    lifecycle_actions,
+    missing_fact,
+    not_done,
+    session_skills,
+)
+from loopwright.llm.offline_schedule import Schedule, describe_cron, read_schedule
 from loopwright.llm.types import Completion, Message, ToolCall, ToolSpec, Usage
 from loopwright.runner.addresses import (
     NAMEABLE,
     AddressKind,
     PrivateAllow,
     classify,
+    is_placeholder,
     private_allow,
 )
 from loopwright.settings import Settings
@@ -104,6 +114,7 @@ class _Turn:
     submissions: int
     error: Message | None
     results: dict[str, Message]  # last result per tool name
+    taken: set[str] = field(default_factory=set)  # names refused as someone else's skill
 
 
 def _read_turn(since: Sequence[Message], summary: str | None) -> _Turn:
@@ -117,6 +128,13 @@ def _read_turn(since: Sequence[Message], summary: str | None) -> _Turn:
             continue
         turn.results[m.name or ""] = m
         view = _verdict(m.content) if m.name == "write_skill" else None
+        if view is None and m.name == "write_skill" and "already exists" in m.content:
+            call = calls.get(m.tool_call_id or "")
+            found = VERDICT_NAME_RE.search(str(call.arguments.get("source", ""))) if call else None
+            if found:
+                turn.taken.add(found.group(1))
+                turn.error = None
+                continue
         if view is None:
             turn.error = m if m.is_error else None
             continue
@@ -180,13 +198,18 @@ def help_text() -> str:
     return "\n".join(lines)
 
 
-def _done_text(planned: list[PlannedSkill], turn: _Turn, settings: Settings | None) -> str:
+def _done_text(
+    planned: list[PlannedSkill],
+    turn: _Turn,
+    settings: Settings | None,
+    renamed: dict[str, str] | None = None,
+) -> str:
     built = [(p, template_context(p.kind, p.params)) for p in planned]
     lines = [f"Registered {len(planned)} skill{'s' if len(planned) > 1 else ''}:"]
     for p, ctx in built:
         view = turn.accepted.get(p.name, {})
         version = str(view.get("version") or "?")[:12]
-        cron = f" (cron `{ctx['cron']}`)" if "cron" in ctx else ""
+        cron = f" (cron `{ctx['cron']}`)" if ctx.get("cron") else ""
         lines.append(f"- {p.name}@{version}, {ctx['when']}{cron}: {ctx['what']}")
         if view.get("status") not in (None, "active"):
             lines.append(f"  status {view['status']}: {str(view.get('summary', ''))[:300]}")
@@ -226,6 +249,7 @@ def _done_text(planned: list[PlannedSkill], turn: _Turn, settings: Settings | No
             "an invalid host and were trimmed or left out; credentials belong in platform "
             "secrets (LOOPWRIGHT_SECRETS), never in a skill"
         )
+    lines += _honesty(planned, built, request, renamed or {})
     lines += ["", "These came from the offline template model. " + REAL_MODEL]
     return "\n".join(lines)
 
@@ -257,6 +281,42 @@ def _private_advice(host: str, allowed: PrivateAllow) -> str | None:
     )
 
 
+def _honesty(
+    planned: list[PlannedSkill],
+    built: list[tuple[PlannedSkill, dict[str, Any]]],
+    request: str,
+    renamed: dict[str, str],
+) -> list[str]:
+    """What was assumed, renamed or left out, and placeholders, said plainly."""
+    notes: list[str] = []
+    sched = read_schedule(request)
+    for p, ctx in built:
+        if p.name in renamed:
+            notes.append(
+                f"- {renamed[p.name]} already exists and this session did not write it, so "
+                f"this skill is {p.name}; nothing was overwritten (to change "
+                f"{renamed[p.name]} itself, name it and say what to change)"
+            )
+        if "event_name" not in ctx and sched is None:
+            notes.append(f"- no schedule was stated, so {p.name} runs {ctx['when']} (assumed)")
+    if sched is not None and sched.frequent:
+        notes.append(f"- 'keep an eye on' was read as a frequent check: {sched.describe()}")
+    hosts = sorted({h for _, ctx in built for h in ctx["http_allow"] if is_placeholder(h)})
+    if hosts:
+        notes.append(
+            f"- WARNING: {', '.join(hosts)} is a placeholder host (taken from your request); "
+            "the skill fails until it points at a real service"
+        )
+    missing: list[str] = []
+    for p, ctx in built:
+        for item in not_done(request, p.kind, sched, bool(ctx.get("match"))):
+            if item not in missing:
+                missing.append(item)
+    if missing:
+        notes += ["", "Not done:"] + [f"- {m}" for m in missing]
+    return notes
+
+
 def _registered(turn: _Turn) -> str:
     if not turn.accepted:
         return "Nothing was registered in this turn."
@@ -284,6 +344,11 @@ def _rejected_text(name: str, views: list[dict[str, Any]], turn: _Turn) -> str:
 
 
 def _error_text(m: Message, turn: _Turn) -> str:
+    if m.content.startswith("refused: "):
+        why = m.content.removeprefix("refused: ")
+        for cut in (" Tell the person", " Use the URL", " If the person asked"):
+            why = why.split(cut, 1)[0]
+        return f"I did not register it: {why}\n{_registered(turn)}"
     return (
         f"The {m.name or 'tool'} tool failed and the offline model cannot work around it: "
         f"{m.content[:600]}\n{_registered(turn)} Check the platform (`loopwright doctor`) and "
@@ -309,13 +374,11 @@ def _skills_text(m: Message) -> str:
         if not isinstance(s, dict):
             continue
         trig = s.get("trigger") or {}
-        when = (
-            f"cron {trig.get('expr')}"
-            if trig.get("type") == "cron"
-            else f"event {trig.get('name')}"
-            if trig.get("type") == "event"
-            else "manual"
-        )
+        when = {
+            "cron": f"cron {trig.get('expr')}" + (f" {trig.get('tz')}" if trig.get("tz") else ""),
+            "every": f"every {trig.get('every')}",
+            "event": f"event {trig.get('name')}",
+        }.get(str(trig.get("type")), "manual")
         active = str(s.get("active") or "-")[:12]
         lines.append(
             f"- {s.get('name')} ({s.get('status')}, {when}, version {active}): "
@@ -360,6 +423,57 @@ def _no_tool_text(planned: list[PlannedSkill]) -> str:
             "```",
         ]
     return "\n".join(lines)
+
+
+def _lifecycle_text(done: list[tuple[Action, Message]]) -> str:
+    """What the lifecycle calls did, from their results."""
+    lines: list[str] = []
+    for a, m in done:
+        name = a.args.get("name")
+        data = _json(m.content)
+        view = data if isinstance(data, dict) else {}
+        if m.is_error:
+            if "accepted" in view:
+                lines.append(
+                    f"- {name}: the derived version was rejected ({str(view.get('summary'))[:300]}"
+                    "); nothing changed"
+                )
+            else:
+                lines.append(f"- {name}: not done: {m.content[:400]}")
+            continue
+        if a.tool == "pause_skill":
+            lines.append(f"- {name}: paused; its triggers start no runs (say 'resume {name}')")
+        elif a.tool == "resume_skill":
+            lines.append(f"- {name}: resumed; its triggers start runs again")
+        elif a.tool == "delete_skill":
+            lines.append(f"- {name}: deleted (retired: no run starts; its versions stay)")
+        else:
+            if a.tool == "set_schedule":
+                sched = Schedule(a.args.get("cron"), a.args.get("tz"), a.args.get("every"))
+                what = f"now runs {sched.describe()}"
+            else:
+                what = f"params set to {json.dumps(a.args.get('params'))}"
+            wait = " (waits for approval)" if view.get("registration") == "pending" else ""
+            lines.append(
+                f"- {name}: {what}: version {str(view.get('version'))[:12]}{wait}, derived from "
+                "the active one with nothing else changed"
+            )
+    return "Done:\n" + "\n".join(lines)
+
+
+def _rename(p: PlannedSkill, taken: set[str]) -> PlannedSkill:
+    """``p`` under the first free name when its name belongs to a skill from elsewhere."""
+    if p.name not in taken:
+        return p
+    for i in range(2, 10):
+        name = f"{p.name[:60]}-{i}"
+        if name not in taken:
+            return replace(p, name=name, params={**p.params, "name": name})
+    return p
+
+
+def _hosts(request: str) -> list[str]:
+    return [h for h in (urlsplit(u).hostname for u in URL_RE.findall(request)) if h]
 
 
 # The model -----------------------------------------------------------------------------------
@@ -410,17 +524,34 @@ class OfflineModel:
             and "Current request:" not in last.content
         ):
             note = last.content
-        intent = intent_of(request)
-        if intent is None:
-            return help_text(), []
-        summary = messages[index].content if from_summary else None
-        turn = _read_turn(since, summary)
         call_n = 1 + sum(len(m.tool_calls) for m in messages if m.role == "assistant")
 
         def call(tool: str, args: dict[str, Any]) -> tuple[str, list[ToolCall]]:
             blob = json.dumps([request, tool, args], sort_keys=True)
             tag = hashlib.sha256(blob.encode()).hexdigest()[:8]
             return "", [ToolCall(id=f"offline-{call_n}-{tag}", name=tool, arguments=args)]
+
+        why = harm_reason(request)
+        if why is not None:
+            return f"I will not build that: {why}. Nothing was registered.", []
+        session = session_skills(messages[: index + 1])  # earlier turns and any summary
+        actions = lifecycle_actions(request, session)
+        if isinstance(actions, str):
+            return actions, []
+        if actions:
+            return self._lifecycle(actions, since, tools, note, call)
+        intent = intent_of(request)
+        if intent is None:
+            if session and re.search(r"\b(?:it|that|this)\b", request, re.I):
+                return (
+                    f"I cannot change what {session[-1]} does with the offline templates; I "
+                    "can pause, resume, delete or reschedule it, or set its params. "
+                    + "".join(f"Not done: {m}. " for m in not_done(request, "", None, False))
+                    + REAL_MODEL
+                ), []
+            return help_text(), []
+        summary = messages[index].content if from_summary else None
+        turn = _read_turn(since, summary)
 
         if intent in ("list", "run"):
             tool = "list_skills" if intent == "list" else "run_skill"
@@ -437,10 +568,18 @@ class OfflineModel:
                 tool, {} if intent == "list" else {"name": target, "data": {}, "wait": True}
             )
         planned = plan(request)
+        for p in planned:
+            question = missing_fact(p.kind, p.params, request)
+            if question is not None:
+                return question + " Nothing was registered yet.", []
         if "write_skill" not in tools:
             return _no_tool_text(planned), []
         if turn.error is not None:
             return _error_text(turn.error, turn), []
+        original = {p.name: p for p in planned}
+        planned = [_rename(p, turn.taken) for p in planned]
+        renamed = {p.name: o for o, p in zip(original, planned, strict=True) if p.name != o}
+        placeholder_ok = any(is_placeholder(h) for h in _hosts(request))
         for p in planned:
             if p.name in turn.accepted:
                 continue
@@ -453,8 +592,36 @@ class OfflineModel:
             if turn.submissions >= 2 * len(planned) + 1:
                 return _note_text("too many submissions without progress", turn), []
             source, tests = render_skill(p.kind, **p.params)
-            return call("write_skill", {"source": source, "tests": tests})
-        return _done_text(planned, turn, self.settings), []
+            args: dict[str, Any] = {"source": source, "tests": tests}
+            if placeholder_ok:  # the person's own URL: say so loudly in the answer
+                args["placeholder_ok"] = True
+            return call("write_skill", args)
+        return _done_text(planned, turn, self.settings, renamed), []
+
+    def _lifecycle(
+        self,
+        actions: list[Action],
+        since: Sequence[Message],
+        tools: set[str],
+        note: str | None,
+        call: Callable[[str, dict[str, Any]], tuple[str, list[ToolCall]]],
+    ) -> tuple[str, list[ToolCall]]:
+        """One lifecycle call per step, in order, then what they did."""
+        calls = {c.id: c for m in since if m.role == "assistant" for c in m.tool_calls}
+        results: dict[str, Message] = {}
+        for m in since:
+            c = calls.get(m.tool_call_id or "") if m.role == "tool" else None
+            if c is not None:
+                results[Action(c.name, c.arguments).key()] = m
+        for a in actions:
+            if a.key() in results:
+                continue
+            if a.tool not in tools:
+                return f"The {a.tool} tool is not available in this session.", []
+            if note is not None:
+                return f"Stopping here as the loop asked: {note.strip().splitlines()[0][:400]}", []
+            return call(a.tool, a.args)
+        return _lifecycle_text([(a, results[a.key()]) for a in actions]), []
 
 
 def _spec(t: ToolSpec) -> dict[str, Any]:

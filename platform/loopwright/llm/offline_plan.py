@@ -18,10 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
 
+from loopwright.llm.offline_requests import event_match
+from loopwright.llm.offline_schedule import Schedule, read_schedule
+from loopwright.sdk.errors import SkillDefinitionError
 from loopwright.sdk.skill import NAME_RE
+from loopwright.sdk.triggers import every
 from loopwright.sidecar.capabilities import SECRET_PATTERNS, SECRET_REF
 from loopwright.skills_registry.manifest import HOST_RE
 
@@ -68,10 +73,11 @@ SYNC_RE = re.compile(
 )
 RELAY_RE = re.compile(r"\b(?:forward|relay)(?:s|ed|ing)?\b|\bwebhooks?\b", _I)
 SEED_RE = re.compile(
-    r"latency\s+spikes?|\bspik(?:e|es|ing)\b|\bovernight\b|\bat\s+night\b|"
+    r"latency\s+spikes?|\bspik(?:e|es|ing)\b|"
     r"\b(?:nobody|no\s*one|no-one)\s+notic|\boutages?\b|\bdowntime\b",
     _I,
 )
+EYE_RE = re.compile(r"\bkeep\s+(?:an\s+)?eyes?\s+on\b|\bkeep\s+watch\b", _I)
 TRIAGE_RE = re.compile(r"\btriage\b|\binvestigate\b|\broot[\s-]+cause\b", _I)
 INCIDENT_RE = re.compile(r"\bincidents?\b", _I)
 DIGEST_RE = re.compile(
@@ -111,7 +117,6 @@ TO_URL_RE = re.compile(
     r"\b(?:to|into|webhook(?:\s+url)?(?:\s+at)?:?)\s+(" + URL_RE.pattern + ")", _I
 )
 SLACK_HOOK_RE = re.compile(r"^https://hooks\.slack\.com/services/", _I)
-WEEKDAYS = ("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday")
 SUMMARY_HEADS = ("Earlier requests:", "Skills so far:", "Runs started:", "Continue from here")
 REGISTERED_RE = re.compile(r"^- ([a-z][a-z0-9-]*): registered version (\S+)", re.M)
 VERDICT_NAME_RE = re.compile(r"""name\s*=\s*["']([a-z][a-z0-9-]{0,63})["']""")
@@ -239,33 +244,41 @@ def _event(value: Any) -> str:
     return value
 
 
+def _trigger(p: dict[str, Any], default_cron: str) -> dict[str, Any]:
+    """The trigger params (``cron`` + optional ``tz``, or ``every``), validated, as template
+    variables: the trigger's Python source is built from the validated values by ``repr``."""
+    interval, tz, expr = p.pop("every", None), p.pop("tz", None), p.pop("cron", default_cron)
+    if interval is not None:
+        if not isinstance(interval, str) or not re.fullmatch(r"[1-9][0-9]{0,5}[mhd]", interval):
+            raise ValueError(f"every must be like '90m', '7h' or '2d', not {str(interval)[:40]!r}")
+        try:
+            every(interval)
+        except SkillDefinitionError as exc:
+            raise ValueError(str(exc)) from None
+        sched = Schedule(every=interval)
+    else:
+        if tz is not None:
+            try:
+                ZoneInfo(str(tz))
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown timezone {str(tz)[:64]!r}") from None
+        sched = Schedule(_cron(expr), tz)
+    return {
+        "cron": sched.expr,
+        "tz": sched.tz,
+        "every": sched.every,
+        "trigger_py": sched.trigger(),
+        "trigger_fn": "every" if sched.every else "cron",
+        "when": sched.describe(),
+    }
+
+
 def _cron(value: Any) -> str:
     from croniter import croniter
 
     if not isinstance(value, str) or len(value.split()) != 5 or not croniter.is_valid(value):
         raise ValueError(f"cron expression {str(value)[:80]!r} must have five valid fields")
     return value
-
-
-def describe_cron(expr: str) -> str:
-    """A readable schedule for the expressions the planner produces."""
-    m, h, dom, mon, dow = expr.split()
-    if (dom, mon, dow) == ("*", "*", "*") and h == "*":
-        if m == "*":
-            return "every minute"
-        if m.startswith("*/"):
-            return f"every {m[2:]} minutes"
-        if m == "0":
-            return "every hour"
-    if (dom, mon, dow) == ("*", "*", "*") and m == "0" and h.startswith("*/"):
-        return f"every {h[2:]} hours"
-    if m.isdigit() and h.isdigit() and (dom, mon) == ("*", "*"):
-        at = f"{int(h):02d}:{int(m):02d} UTC"
-        if dow == "*":
-            return f"daily at {at}"
-        if dow.isdigit() and int(dow) < 7:
-            return f"every {WEEKDAYS[int(dow)].capitalize()} at {at}"
-    return f"on cron '{expr}'"
 
 
 def _number(p: dict[str, Any], key: str, default: float, lo: float, hi: float) -> float:
@@ -298,7 +311,7 @@ def _health(p: dict[str, Any]) -> dict[str, Any]:
     limit = int(_number(p, "p95_ms", 800, 1, 3_600_000))
     rate = _number(p, "max_error_rate", 0.05, 0.0001, 0.99)
     escalate = p.pop("escalate_event", None)
-    cron = _cron(p.pop("cron", "*/30 * * * *"))
+    trigger = _trigger(p, "*/30 * * * *")
     then = f"sends the {escalate} event" if escalate else "alerts the inbox"
     degraded = max(limit + 1, int(limit * 1.5))
     return {
@@ -307,7 +320,7 @@ def _health(p: dict[str, Any]) -> dict[str, Any]:
         "p95_ms": limit,
         "max_error_rate": rate,
         "escalate_event": _event(escalate) if escalate else None,
-        "cron": cron,
+        **trigger,
         "tools": ["events", "http"] if escalate else ["http", "notify"],
         "urls": [url],
         "what": f"GET {url}, classify the service as "
@@ -330,10 +343,12 @@ def _triage(p: dict[str, Any]) -> dict[str, Any]:
     limit = int(_number(p, "p95_ms", 800, 1, 3_600_000))
     window = int(_number(p, "deploy_window_min", 120, 2, 10_080))
     event = _event(p.pop("event_name", DEFAULT_TRIAGE_EVENT))
+    match = _match(p)
     at, recent = 1_750_000_000, min(15, window // 2)
     return {
         "name": "incident-triage" if event == DEFAULT_TRIAGE_EVENT else f"triage-{slug(event)}",
         "event_name": event,
+        "match": match,
         "breakdown_url": breakdown,
         "deploys_url": deploys,
         "p95_ms": limit,
@@ -356,14 +371,14 @@ def _triage(p: dict[str, Any]) -> dict[str, Any]:
 
 def _digest(p: dict[str, Any]) -> dict[str, Any]:
     url = _url(p.pop("source_url", "https://api.example.com/items"), "source_url")
-    cron = _cron(p.pop("cron", "0 9 * * *"))
+    trigger = _trigger(p, "0 9 * * *")
     group = _field(p, "group_field", "status")
     most = int(_number(p, "max_items", 10, 1, 100))
     subject = _subject(url, "items")
     return {
         "name": f"{subject}-digest",
         "source_url": url,
-        "cron": cron,
+        **trigger,
         "group_field": group,
         "max_items": most,
         "notify_when_empty": bool(p.pop("notify_when_empty", False)),
@@ -375,8 +390,26 @@ def _digest(p: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _match(p: dict[str, Any]) -> dict[str, str] | None:
+    """An event trigger's field filter (``{"severity": "high"}``), validated."""
+    value = p.pop("match", None)
+    if value is None:
+        return None
+    ok = isinstance(value, dict) and all(
+        isinstance(k, str)
+        and isinstance(v, str)
+        and re.fullmatch(r"[a-z][a-z0-9_]{0,31}", k)
+        and re.fullmatch(r"[A-Za-z0-9_-]{1,32}", v)
+        for k, v in value.items()
+    )
+    if not ok or not value:
+        raise ValueError(f"match must map field names to plain values, not {str(value)[:80]!r}")
+    return dict(value)
+
+
 def _relay(p: dict[str, Any]) -> dict[str, Any]:
     event = _event(p.pop("event_name", "relay.outbound"))
+    match = _match(p)
     secret = p.pop("secret_name", None)
     if secret is not None and not re.fullmatch(r"[A-Z][A-Z0-9_]{0,63}", str(secret)):
         raise ValueError("secret_name must be UPPER_SNAKE_CASE")
@@ -386,6 +419,7 @@ def _relay(p: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": f"relay-{slug(event)}",
         "event_name": event,
+        "match": match,
         "secret_name": secret,
         "webhook_url": url,
         "tools": ["notify"] if secret else ["http"],
@@ -398,13 +432,13 @@ def _sync(p: dict[str, Any]) -> dict[str, Any]:
     src = _url(p.pop("source_url", "https://source.example.com/records"), "source_url")
     dst = _url(p.pop("target_url", "https://target.example.com/records"), "target_url")
     key = _field(p, "key_field", "id")
-    cron = _cron(p.pop("cron", "0 * * * *"))
+    trigger = _trigger(p, "0 * * * *")
     return {
         "name": f"sync-{_subject(src, 'records')}",
         "source_url": src,
         "target_url": dst,
         "key_field": key,
-        "cron": cron,
+        **trigger,
         "tools": ["http"],
         "urls": [src, dst],
         "what": f"GET {src} and {dst}, match records by "
@@ -436,7 +470,9 @@ def template_context(kind: str, params: dict[str, Any]) -> dict[str, Any]:
     ctx["name"] = _name(name or ctx["name"])
     ctx["http_allow"] = sorted({_host(u) for u in ctx["urls"]})
     excerpt = _excerpt(request)
-    when = f"on event {ctx['event_name']}" if "event_name" in ctx else describe_cron(ctx["cron"])
+    when = f"on event {ctx['event_name']}" if "event_name" in ctx else str(ctx["when"])
+    if ctx.get("match"):
+        when += " where " + ", ".join(f"{k} = {v}" for k, v in ctx["match"].items())
     ctx["when"] = when
     requested = f' Requested: "{excerpt}"' if excerpt else ""
     ctx["description"] = f"{when[0].upper()}{when[1:]}: {ctx['what']}{requested}"
@@ -476,12 +512,14 @@ def intent_of(request: str) -> str | None:
     """``list``, ``run``, one of :data:`INTENTS`, or None for anything else."""
     if LIST_RE.search(request):
         return "list"
-    if RUN_RE.match(request) and not URL_RE.search(request) and _schedule(request) is None:
+    if RUN_RE.match(request) and not URL_RE.search(request) and read_schedule(request) is None:
         return "run"
     if SYNC_RE.search(request):
         return "sync"
     if RELAY_RE.search(request):
         return "relay"
+    if EYE_RE.search(request):
+        return "health-check"
     if SEED_RE.search(request):
         return "incident-response"
     if TRIAGE_RE.search(request):
@@ -495,52 +533,6 @@ def intent_of(request: str) -> str | None:
     return None
 
 
-def _schedule(text: str) -> str | None:
-    """A cron expression for the first schedule phrase in ``text``."""
-    t = text.lower()
-    if m := re.search(r"\bevery\s+(\d+)\s*(?:minutes?|mins?|m)\b", t):
-        n = min(max(int(m.group(1)), 1), 1440)
-        if n < 60:
-            return f"*/{n} * * * *"
-        return "0 * * * *" if n < 120 else f"0 */{min(n // 60, 23)} * * *"
-    if m := re.search(r"\bevery\s+(\d+)\s*(?:hours?|hrs?|h)\b", t):
-        n = min(max(int(m.group(1)), 1), 23)
-        return "0 * * * *" if n == 1 else f"0 */{n} * * *"
-    if re.search(r"\bevery\s+(?:\d+\s*)?(?:seconds?|secs?)\b|\bevery\s+minute\b", t):
-        return "* * * * *"
-    if re.search(r"\bevery\s+half[\s-]+(?:an\s+)?hour\b|\bhalf[\s-]hourly\b", t):
-        return "*/30 * * * *"
-    if re.search(r"\bhourly\b|\bevery\s+hour\b", t):
-        return "0 * * * *"
-    hour, minute = None, 0
-    if m := re.search(r"\bat\s+(\d{1,2})(?::(\d{2}))?\s*(am|pm|h|o'?clock)?\b", t):
-        hour, minute = int(m.group(1)), int(m.group(2) or 0)
-        hour = hour + 12 if m.group(3) == "pm" and hour < 12 else hour
-        hour = 0 if m.group(3) == "am" and hour == 12 else hour
-        if hour > 23 or minute > 59:
-            hour, minute = None, 0
-    for day, name in enumerate(WEEKDAYS):
-        if re.search(rf"\b(?:every|on)\s+{name}s?\b", t):
-            return f"{minute} {9 if hour is None else hour} * * {day}"
-    if re.search(r"\bweekly\b|\bevery\s+week\b", t):
-        return f"{minute} {9 if hour is None else hour} * * 1"
-    defaults = (
-        ("morning", 8),
-        ("evening", 18),
-        ("night", 2),
-        ("nightly", 2),
-        ("daily", 9),
-        ("day", 9),
-    )
-    for word, default_hour in defaults:
-        if re.search(
-            rf"\b(?:every|each)\s+{word}\b" if word not in ("daily", "nightly") else rf"\b{word}\b",
-            t,
-        ):
-            return f"{minute} {default_hour if hour is None else hour} * * *"
-    return None if hour is None else f"{minute} {hour} * * *"
-
-
 def _facts(request: str) -> dict[str, Any]:
     """Everything the planner reads from the request text."""
     raw_urls = [m.group(0) for m in URL_RE.finditer(request)]
@@ -548,7 +540,7 @@ def _facts(request: str) -> dict[str, Any]:
     target_raw = next((m.group(1) for m in TO_URL_RE.finditer(request)), None)
     facts: dict[str, Any] = {"urls": urls, "target_raw": target_raw, "name": None}
     facts["target"] = clean_url(target_raw) if target_raw else None
-    facts["cron"] = _schedule(request)
+    facts["schedule"] = read_schedule(request)
     if m := P95_RE.search(request):
         value = float(m.group(1)) * (1 if m.group(2).lower().startswith("m") else 1000)
         facts["p95_ms"] = max(1, min(int(value), 3_600_000))
@@ -571,6 +563,16 @@ def _facts(request: str) -> dict[str, Any]:
     return facts
 
 
+def _when(f: dict[str, Any], default_cron: str) -> dict[str, Any]:
+    """Trigger params for the schedule the request stated (the kind's default otherwise)."""
+    sched: Schedule | None = f["schedule"]
+    if sched is None:
+        return {"cron": default_cron}
+    if sched.every is not None:
+        return {"every": sched.every}
+    return {"cron": sched.expr, **({"tz": sched.tz} if sched.tz else {})}
+
+
 def plan(request: str) -> list[PlannedSkill]:
     """The skills the offline model would build for ``request`` (empty when it cannot)."""
     intent = intent_of(request)
@@ -583,7 +585,7 @@ def plan(request: str) -> list[PlannedSkill]:
     if intent in ("incident-response", "health-check"):
         url = urls[0] if urls else DEFAULT_BASE
         url = url if urlsplit(url).path.strip("/") else url.rstrip("/") + "/summary"
-        health: dict[str, Any] = {"metrics_url": url, "cron": f["cron"] or "*/30 * * * *"}
+        health: dict[str, Any] = {"metrics_url": url, **_when(f, "*/30 * * * *")}
         health.update(limits)
         if intent == "health-check":
             host = _host(url)
@@ -598,15 +600,19 @@ def plan(request: str) -> list[PlannedSkill]:
     elif intent == "incident-triage":
         triage = {"base_url": urls[0] if urls else DEFAULT_BASE, **named}
         triage.update(event_name=f.get("event", DEFAULT_TRIAGE_EVENT), **limits)
+        if match := event_match(request):
+            triage["match"] = match
         triage.pop("max_error_rate", None)
         out = [("incident-triage", triage)]
     elif intent == "digest":
-        digest = {"cron": f["cron"] or "0 9 * * *", **named}
+        digest = {**_when(f, "0 9 * * *"), **named}
         if urls:
             digest["source_url"] = urls[0]
         out = [("digest", digest)]
     elif intent == "relay":
         relay: dict[str, Any] = {"event_name": f.get("event", "relay.outbound"), **named}
+        if match := event_match(request):
+            relay["match"] = match
         raw = f["target_raw"] or next((m.group(0) for m in URL_RE.finditer(request)), "")
         if SLACK_HOOK_RE.match(raw):  # a secret: stored by the operator, never in the source
             secret = slug(relay["event_name"], 50).upper().replace("-", "_") or "RELAY"
@@ -617,7 +623,7 @@ def plan(request: str) -> list[PlannedSkill]:
     else:
         target = f["target"] or (urls[1] if len(urls) > 1 else None)
         source = next((u for u in urls if u != target), None)
-        sync = {"cron": f["cron"] or "0 * * * *", **named}
+        sync = {**_when(f, "0 * * * *"), **named}
         sync.update({k: v for k, v in (("source_url", source), ("target_url", target)) if v})
         out = [("sync", sync)]
     planned = []

@@ -290,3 +290,22 @@ class PrivateAllow:
 def private_allow(setting: str) -> PrivateAllow:
     """The allow-list of a ``http_private_allow`` setting (parsed once per distinct value)."""
     return PrivateAllow.parse(setting)
+
+
+# Names reserved for examples and tests (RFC 2606, RFC 6761) and the stand-ins models invent
+# when a request gave no host: a skill pointing at one can only fail.
+PLACEHOLDER_DOMAINS = ("example.com", "example.org", "example.net", "example.edu")
+PLACEHOLDER_TLDS = ("example", "invalid", "test", "localhost")
+PLACEHOLDER_LABELS = frozenset(
+    {"your-domain", "yourdomain", "your-company", "yourcompany", "your-api", "placeholder"}
+)
+
+
+def is_placeholder(host: str) -> bool:
+    """True for a name that stands for "some host" rather than a real one."""
+    h = host.lower().rstrip(".")
+    if h == "localhost" or any(h == d or h.endswith("." + d) for d in PLACEHOLDER_DOMAINS):
+        return True
+    if h.rsplit(".", 1)[-1] in PLACEHOLDER_TLDS:
+        return True
+    return any(label in PLACEHOLDER_LABELS for label in h.split("."))

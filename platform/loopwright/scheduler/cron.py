@@ -6,12 +6,18 @@ the tick time is the run's idempotency key (``start_once``), so each tick starts
 if two schedulers fire it. Missed
 ticks younger than ``cron_catchup`` all fire (a leader handover loses none); older ones are
 coalesced into the latest (policy ``latest``) or dropped (``skip``): never a burst.
+
+Interval triggers (``every("90m")``) ride the same machinery: their ticks lie on a grid of
+the interval counted from the cursor (the last fired tick, or when the scheduler first saw the
+skill), so they never drift with the scheduler's own timing, are claimed by the same run
+idempotency key and survive scheduler restarts and leader changes exactly like cron ticks.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
@@ -19,7 +25,7 @@ from croniter import croniter
 from loopwright.runner.runtime import Runtime
 from loopwright.scheduler.admission import Admission
 from loopwright.scheduler.catalog import Catalog, Entry
-from loopwright.sdk.triggers import CronTrigger
+from loopwright.sdk.triggers import CronTrigger, IntervalTrigger
 
 log = logging.getLogger(__name__)
 MAX_TICKS_PER_PASS = 1000
@@ -48,8 +54,24 @@ return 1
 """
 
 
-def ticks_between(trig: CronTrigger, after_ms: int, until_ms: int, limit: int) -> list[int]:
+Timed = CronTrigger | IntervalTrigger
+
+
+def interval_ticks(trig: IntervalTrigger, after_ms: int, until_ms: int, limit: int) -> list[int]:
+    """Interval ticks in (after, until] on the grid ``after + k * interval``, the latest
+    ``limit`` of them (computed, not iterated: a long outage costs nothing)."""
+    step = max(1, round(trig.seconds * 1000))
+    count = (until_ms - after_ms) // step
+    if count <= 0:
+        return []
+    first = max(1, count - limit + 1)
+    return [after_ms + k * step for k in range(first, count + 1)]
+
+
+def ticks_between(trig: Timed, after_ms: int, until_ms: int, limit: int) -> list[int]:
     """Tick times (ms) in (after, until], at most ``limit`` of the latest ones."""
+    if isinstance(trig, IntervalTrigger):
+        return interval_ticks(trig, after_ms, until_ms, limit)
     tz = ZoneInfo(trig.tz) if trig.tz else UTC
     start = datetime.fromtimestamp(after_ms / 1000, tz)
     it = croniter(trig.expr, start)
@@ -92,15 +114,15 @@ class CronFirer:
         started = 0
         for entry in self.catalog.entries():
             trig = entry.spec.trigger
-            if isinstance(trig, CronTrigger):
+            if isinstance(trig, CronTrigger | IntervalTrigger):
                 started += self._fire_due(entry, trig, now_ms)
         return started
 
-    def _fire_due(self, entry: Entry, trig: CronTrigger, now_ms: int) -> int:
+    def _fire_due(self, entry: Entry, trig: Timed, now_ms: int) -> int:
         rt, k = self.rt, self.rt.keys
         cursor = k.cron_last(entry.name)
         last = rt.redis.get(cursor)
-        if last is None:  # a new cron skill starts from now: past ticks are not "missed"
+        if last is None:  # a new timed skill starts from now: past ticks are not "missed"
             rt.redis.set(cursor, now_ms, nx=True)
             return 0
         ticks = ticks_between(trig, int(last), now_ms, MAX_TICKS_PER_PASS)
@@ -120,13 +142,18 @@ class CronFirer:
         count = 0
         for tick in fire:
             iso = datetime.fromtimestamp(tick / 1000, UTC).isoformat()
+            if isinstance(trig, IntervalTrigger):
+                what: dict[str, Any] = {"every": trig.every}
+                kind = "every"
+            else:
+                what, kind = {"expr": trig.expr}, "cron"
             event = {
                 "name": "loopwright/cron",
-                "data": {"tick": iso, "tick_ms": tick, "expr": trig.expr},
+                "data": {"tick": iso, "tick_ms": tick, **what},
                 "id": f"cron:{entry.name}:{tick}",
                 "ts": now_ms,
             }
-            trigger = {"type": "cron", "expr": trig.expr, "tick_ms": tick}
+            trigger = {"type": kind, **what, "tick_ms": tick}
             # The tick time is the run's idempotency key: a tick fired again (by a new leader
             # after a crash, or a deposed one) finds its run and starts nothing.
             outcome = self.admission.start(entry, f"cron:{tick}", event, trigger)

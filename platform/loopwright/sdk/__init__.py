@@ -20,13 +20,22 @@ from loopwright.sdk.errors import (
     StepOutputError,
 )
 from loopwright.sdk.skill import SkillSpec, skill, spec_of
-from loopwright.sdk.triggers import CronTrigger, EventTrigger, Trigger, cron, event
+from loopwright.sdk.triggers import (
+    CronTrigger,
+    EventTrigger,
+    IntervalTrigger,
+    Trigger,
+    cron,
+    event,
+    every,
+)
 
 __all__ = [
     "Context",
     "CronTrigger",
     "EventTrigger",
     "HttpTool",
+    "IntervalTrigger",
     "NonDeterminismError",
     "NonRetriableError",
     "NotifyTool",
@@ -43,6 +52,7 @@ __all__ = [
     "Trigger",
     "cron",
     "event",
+    "every",
     "parse_duration",
     "skill",
     "spec_of",

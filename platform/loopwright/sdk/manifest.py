@@ -26,19 +26,21 @@ from loopwright.sdk.manifest_model import (
     CronSpec,
     EventAccess,
     EventSpec,
+    IntervalSpec,
     Manifest,
     ParamSpec,
     type_of,
 )
 from loopwright.sdk.names import is_skill_name
 from loopwright.sdk.skill import SkillSpec, skill, spec_of
-from loopwright.sdk.triggers import cron, event
+from loopwright.sdk.triggers import cron, event, every
 
 __all__ = [
     "CronSpec",
     "Declaration",
     "EventAccess",
     "EventSpec",
+    "IntervalSpec",
     "Manifest",
     "ManifestError",
     "ManifestInvalid",
@@ -48,7 +50,7 @@ __all__ = [
     "type_of",
 ]
 
-_TRIGGERS: dict[str, Callable[..., Any]] = {"cron": cron, "event": event}
+_TRIGGERS: dict[str, Callable[..., Any]] = {"cron": cron, "event": event, "every": every}
 _RULE_BY_FIELD = {
     "http_allow": "invalid-host",
     "secrets": "invalid-secret-name",

@@ -10,7 +10,7 @@ guest image); the reader that builds it from a source is ``loopwright.sdk.manife
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -41,6 +41,25 @@ class CronSpec(BaseModel):
         tz = ZoneInfo(self.tz) if self.tz else UTC
         it = croniter(self.expr, (after or datetime.now(UTC)).astimezone(tz))
         return [it.get_next(datetime).isoformat() for _ in range(count)]
+
+
+class IntervalSpec(BaseModel):
+    """An interval trigger: fire every ``seconds`` (as written: ``every``), on a fixed grid."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["every"] = "every"
+    every: str = Field(min_length=1, max_length=32)
+    seconds: float = Field(ge=10, le=366 * 86400)
+    missed: Literal["latest", "skip"] = "latest"
+
+    def next_fires(self, count: int = 3, after: datetime | None = None) -> list[str]:
+        """The next ``count`` fire times counted from ``after`` (default now), UTC ISO 8601.
+
+        The scheduler's grid starts when it first sees the version, so these are estimates."""
+        start = after or datetime.now(UTC)
+        return [
+            (start + timedelta(seconds=self.seconds * i)).isoformat() for i in range(1, count + 1)
+        ]
 
 
 class EventSpec(BaseModel):
@@ -124,7 +143,9 @@ class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str = Field(max_length=MAX_NAME, pattern=NAME_RE.pattern)
     description: str = Field(default="", max_length=2000)
-    trigger: Annotated[CronSpec | EventSpec, Field(discriminator="type")] | None = None
+    trigger: Annotated[CronSpec | EventSpec | IntervalSpec, Field(discriminator="type")] | None = (
+        None
+    )
     retries: int = Field(default=3, ge=0, le=100)
     backoff: float = Field(default=1.0, ge=0)
     timeout: float | None = Field(default=None, gt=0)

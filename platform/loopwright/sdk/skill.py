@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from loopwright.sdk.durations import parse_duration
 from loopwright.sdk.errors import SkillDefinitionError
 from loopwright.sdk.names import PARAM_NAME, is_event_pattern, is_skill_name
-from loopwright.sdk.triggers import CronTrigger, EventTrigger, Trigger
+from loopwright.sdk.triggers import CronTrigger, EventTrigger, IntervalTrigger, Trigger
 
 if TYPE_CHECKING:
     from loopwright.sdk.context import Context
@@ -108,8 +108,10 @@ def skill(
         raise SkillDefinitionError(
             f"skill name {name!r} must be kebab-case (a-z, 0-9, '-'), at most 64 characters"
         )
-    if trigger is not None and not isinstance(trigger, CronTrigger | EventTrigger):
-        raise SkillDefinitionError("trigger must be cron(...), event(...) or omitted")
+    if trigger is not None and not isinstance(
+        trigger, CronTrigger | EventTrigger | IntervalTrigger
+    ):
+        raise SkillDefinitionError("trigger must be cron(...), every(...), event(...) or omitted")
     if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 100:
         raise SkillDefinitionError("retries must be an integer from 0 to 100")
     concurrency_key = None

@@ -1,10 +1,12 @@
-"""Trigger declarations: ``cron(...)``, ``event(...)``, or none for manual-only skills."""
+"""Trigger declarations: ``cron(...)``, ``every(...)``, ``event(...)``, or none for manual-only
+skills."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
+from loopwright.sdk.durations import parse_duration
 from loopwright.sdk.errors import SkillDefinitionError
 
 
@@ -33,7 +35,28 @@ class EventTrigger:
         return {"type": "event", "name": self.name, "match": dict(self.match)}
 
 
-Trigger = CronTrigger | EventTrigger
+@dataclass(frozen=True, slots=True)
+class IntervalTrigger:
+    """Fire every ``seconds``, on a fixed grid from when the scheduler first saw the skill
+    (so "every 90 minutes" is exactly that, which one cron line cannot say, and never drifts)."""
+
+    every: str
+    seconds: float
+    missed: str = "latest"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form stored with the run and the manifest."""
+        return {
+            "type": "every",
+            "every": self.every,
+            "seconds": self.seconds,
+            "missed": self.missed,
+        }
+
+
+Trigger = CronTrigger | EventTrigger | IntervalTrigger
+MIN_INTERVAL_S = 10.0
+MAX_INTERVAL_S = 366 * 86400.0
 
 
 def cron(expr: str, tz: str | None = None, missed: str = "latest") -> CronTrigger:
@@ -62,6 +85,25 @@ def cron(expr: str, tz: str | None = None, missed: str = "latest") -> CronTrigge
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise SkillDefinitionError(f"unknown timezone {tz!r} in cron trigger") from exc
     return CronTrigger(expr=expr, tz=tz, missed=missed)
+
+
+def every(period: str | int | float, missed: str = "latest") -> IntervalTrigger:
+    """An interval trigger: ``every("90m")``, ``every("6h")``, ``every(45)`` (seconds).
+
+    From 10 seconds to a year. ``missed`` is the cron policy for intervals missed while no
+    scheduler ran: ``"latest"`` runs once, ``"skip"`` none; never a burst.
+    """
+    try:
+        seconds = parse_duration(period)
+    except ValueError as exc:
+        raise SkillDefinitionError(f"every(): {exc}") from None
+    if not MIN_INTERVAL_S <= seconds <= MAX_INTERVAL_S:
+        raise SkillDefinitionError(
+            f"every({period!r}): the interval must be from 10s to 366d, not {seconds:g}s"
+        )
+    if missed not in ("latest", "skip"):
+        raise SkillDefinitionError("every missed= must be 'latest' or 'skip'")
+    return IntervalTrigger(every=str(period), seconds=seconds, missed=missed)
 
 
 def event(name: str, match: dict[str, Any] | None = None) -> EventTrigger:

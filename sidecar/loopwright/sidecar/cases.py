@@ -97,8 +97,8 @@ class TestCase(BaseModel):
         """The event the skill sees: defaults from the trigger, overridden by the case."""
         trig = manifest.trigger
         name = trig.name if trig is not None and trig.type == "event" else "manual"
-        if trig is not None and trig.type == "cron":
-            name = "loopwright/cron"
+        if trig is not None and trig.type in ("cron", "every"):
+            name = "loopwright/cron"  # an interval tick is delivered like a cron tick
         base = {"name": name, "data": {}, "id": f"test:{self.name}", "ts": 0}
         return {**base, **self.event}
 

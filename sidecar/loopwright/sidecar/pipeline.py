@@ -196,7 +196,7 @@ class Sidecar:
             cases=results,
             next_fires=(
                 manifest.trigger.next_fires(3)
-                if manifest.trigger is not None and manifest.trigger.type == "cron"
+                if manifest.trigger is not None and manifest.trigger.type in ("cron", "every")
                 else []
             ),
             timings_ms=timings,

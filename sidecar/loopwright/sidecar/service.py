@@ -252,6 +252,10 @@ def skill_view(registry: Registry, name: str, version: str | None) -> dict[str, 
         from loopwright.skills_registry.manifest import CronSpec
 
         fires = CronSpec.model_validate(trigger).next_fires(3)
+    elif trigger.get("type") == "every":
+        from loopwright.skills_registry.manifest import IntervalSpec
+
+        fires = IntervalSpec.model_validate(trigger).next_fires(3)
     return {
         "skill": rec.model_dump(),
         "version": {**ver.model_dump(), "state": version_state(rec, ver)},

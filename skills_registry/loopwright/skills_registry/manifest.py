@@ -8,6 +8,7 @@ from loopwright.sdk.findings import Finding
 from loopwright.sdk.manifest import (
     CronSpec,
     EventSpec,
+    IntervalSpec,
     Manifest,
     ManifestInvalid,
     ParamSpec,
@@ -24,6 +25,7 @@ __all__ = [
     "SECRET_NAME_RE",
     "CronSpec",
     "EventSpec",
+    "IntervalSpec",
     "Manifest",
     "ManifestFinding",
     "ManifestInvalid",
