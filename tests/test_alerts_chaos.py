@@ -3,6 +3,7 @@ runs loses no alert and doubles none (cursor, state and notice commit in one scr
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -21,7 +22,7 @@ def test_a_scheduler_killed_while_consuming_loses_and_doubles_no_alert(
     wait_until(lambda: c.rt.redis.exists(c.rt.keys.alerts_cursor))
     name = c.skill(FLAKY)
     words = [f"kind{chr(97 + i // 26)}{chr(97 + i % 26)}" for i in range(40)]  # 40 signatures
-    runs = [c.start(name, {"word": w}) for w in words]
+    runs = [c.start(name, {"word": w}) for w in words + words[:10]]  # 10 fail twice
     c.worker()
     rng = random.Random(15)
 
@@ -47,5 +48,10 @@ def test_a_scheduler_killed_while_consuming_loses_and_doubles_no_alert(
 
     wait_until(consumed, timeout=60)
     notices = _notices(c, name)
-    assert sorted(n.run_id or "" for n in notices) == sorted(runs)  # each once, none lost
-    assert all(n.title == "flaky failed" for n in notices)
+    # one notice per signature, none lost, none doubled ...
+    assert len(notices) == 40 and all(n.title == "flaky failed" for n in notices)
+    assert sorted(n.body.split("RuntimeError: ")[1].split(" ")[0] for n in notices) == words
+    assert len({n.run_id for n in notices}) == 40 and {n.run_id for n in notices} <= set(runs)
+    # ... and every failure counted exactly once (the repeats wait for their summary)
+    state = c.rt.redis.hvals(c.rt.keys.alert_state(name))
+    assert sorted(json.loads(v)["n"] for v in state) == [1] * 30 + [2] * 10
