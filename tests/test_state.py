@@ -288,6 +288,9 @@ def write(ctx, how):
     elif how == "many":
         for i in range(5):
             ctx.state.set(f"k{i}", i)
+    elif how == "scan":
+        for i in range(500):
+            ctx.state.get(f"k{i}")
     elif how == "key":
         ctx.state.set("", 1)
     elif how == "json":
@@ -305,7 +308,8 @@ def main(ctx):
 
 MISUSES = {
     "big": "is 2002 bytes, over the 1024-byte cap (LOOPWRIGHT_STATE_VALUE_MAX_BYTES)",
-    "many": "would hold more than 3 keys (LOOPWRIGHT_STATE_MAX_KEYS)",
+    "many": "one step wrote more than 3 keys (LOOPWRIGHT_STATE_MAX_KEYS)",
+    "scan": "one step used more than 112 different keys; a skill holds at most 3",
     "key": "ctx.state key must be a non-empty string",
     "json": "ctx.state value for 'k' is not JSON",
     "outside": "ctx.state can only be used inside a step",
