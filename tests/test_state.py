@@ -99,6 +99,7 @@ import os, time
 def bump(ctx, fx, pause):
     n = ctx.state.get("n", 0)
     ctx.state.set("n", n + 1)
+    ctx.state.set("by", os.getpid())  # a blind write: only the fence can refuse it
     with open(fx, "a") as f:
         f.write(f"bump {os.getpid()}\\n")
     time.sleep(pause)  # the first worker is killed here: after the set, before the commit
@@ -129,10 +130,37 @@ def test_a_worker_killed_after_set_and_before_the_commit_applies_the_update_once
     assert run.status.value == "completed" and run.reaps == 1
     assert [line[1] for line in effects(fx)] == [str(first.pid), str(second.pid)]
     assert run.output == 1
-    assert state_of(cluster, name) == {"n": 1}
+    assert state_of(cluster, name) == {"n": 1, "by": second.pid}
     # And the next run builds on it
     again = cluster.wait(cluster.start(name, {"fx": str(fx), "pause": 0}))
-    assert again.output == 2 and state_of(cluster, name) == {"n": 2}
+    assert again.output == 2 and state_of(cluster, name)["n"] == 2
+
+
+def test_a_paused_worker_fenced_out_writes_no_state(cluster: Cluster) -> None:
+    # Given worker A inside a step that has set the state, paused (SIGSTOP) past its lease
+    cluster.scheduler()
+    a = cluster.worker(verbose=True)
+    fx = cluster.tmp / "fx"
+    name = cluster.skill(KILLABLE)
+    run_id = cluster.start(name, {"fx": str(fx), "pause": 1.5})
+    wait_until(lambda: effects(fx), timeout=15)
+    os.killpg(a.pid, signal.SIGSTOP)
+    try:
+        # When worker B takes the run over and finishes it
+        b = cluster.worker()
+        run = cluster.wait(run_id, timeout=30)
+        assert run.status.value == "completed"
+        after_b = state_of(cluster, name)
+        versions = {e.key: e.version for e in read_state(cluster.rt.redis, cluster.rt.keys, name)}
+    finally:
+        os.killpg(a.pid, signal.SIGCONT)
+    # Then A, resumed, finishes its step body but its commit (and its writes) are refused
+    wait_until(lambda: f"run {run_id}: lease lost" in cluster.log_of(a), timeout=15)
+    assert after_b == {"n": 1, "by": b.pid}
+    assert state_of(cluster, name) == after_b
+    assert {e.key: e.version for e in read_state(cluster.rt.redis, cluster.rt.keys, name)} == (
+        versions
+    )
 
 
 RACER = """
