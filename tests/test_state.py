@@ -99,6 +99,7 @@ import os, time
 def bump(ctx, fx, pause):
     n = ctx.state.get("n", 0)
     ctx.state.set("n", n + 1)
+    ctx.state.set("by", os.getpid())  # a blind write: only the fence can refuse it
     with open(fx, "a") as f:
         f.write(f"bump {os.getpid()}\\n")
     time.sleep(pause)  # the first worker is killed here: after the set, before the commit
@@ -129,10 +130,37 @@ def test_a_worker_killed_after_set_and_before_the_commit_applies_the_update_once
     assert run.status.value == "completed" and run.reaps == 1
     assert [line[1] for line in effects(fx)] == [str(first.pid), str(second.pid)]
     assert run.output == 1
-    assert state_of(cluster, name) == {"n": 1}
+    assert state_of(cluster, name) == {"n": 1, "by": second.pid}
     # And the next run builds on it
     again = cluster.wait(cluster.start(name, {"fx": str(fx), "pause": 0}))
-    assert again.output == 2 and state_of(cluster, name) == {"n": 2}
+    assert again.output == 2 and state_of(cluster, name)["n"] == 2
+
+
+def test_a_paused_worker_fenced_out_writes_no_state(cluster: Cluster) -> None:
+    # Given worker A inside a step that has set the state, paused (SIGSTOP) past its lease
+    cluster.scheduler()
+    a = cluster.worker(verbose=True)
+    fx = cluster.tmp / "fx"
+    name = cluster.skill(KILLABLE)
+    run_id = cluster.start(name, {"fx": str(fx), "pause": 1.5})
+    wait_until(lambda: effects(fx), timeout=15)
+    os.killpg(a.pid, signal.SIGSTOP)
+    try:
+        # When worker B takes the run over and finishes it
+        b = cluster.worker()
+        run = cluster.wait(run_id, timeout=30)
+        assert run.status.value == "completed"
+        after_b = state_of(cluster, name)
+        versions = {e.key: e.version for e in read_state(cluster.rt.redis, cluster.rt.keys, name)}
+    finally:
+        os.killpg(a.pid, signal.SIGCONT)
+    # Then A, resumed, finishes its step body but its commit (and its writes) are refused
+    wait_until(lambda: f"run {run_id}: lease lost" in cluster.log_of(a), timeout=15)
+    assert after_b == {"n": 1, "by": b.pid}
+    assert state_of(cluster, name) == after_b
+    assert {e.key: e.version for e in read_state(cluster.rt.redis, cluster.rt.keys, name)} == (
+        versions
+    )
 
 
 RACER = """
@@ -288,6 +316,9 @@ def write(ctx, how):
     elif how == "many":
         for i in range(5):
             ctx.state.set(f"k{i}", i)
+    elif how == "scan":
+        for i in range(500):
+            ctx.state.get(f"k{i}")
     elif how == "key":
         ctx.state.set("", 1)
     elif how == "json":
@@ -305,7 +336,8 @@ def main(ctx):
 
 MISUSES = {
     "big": "is 2002 bytes, over the 1024-byte cap (LOOPWRIGHT_STATE_VALUE_MAX_BYTES)",
-    "many": "would hold more than 3 keys (LOOPWRIGHT_STATE_MAX_KEYS)",
+    "many": "one step wrote more than 3 keys (LOOPWRIGHT_STATE_MAX_KEYS)",
+    "scan": "one step used more than 112 different keys; a skill holds at most 3",
     "key": "ctx.state key must be a non-empty string",
     "json": "ctx.state value for 'k' is not JSON",
     "outside": "ctx.state can only be used inside a step",

@@ -36,6 +36,7 @@ from loopwright.sdk.errors import NonRetriableError, RetryAfterError
 from loopwright.sdk.state import check_key, encode_value
 
 CONFLICT_RETRIES = 10  # in-place re-runs of an attempt whose state commit lost a race
+TOUCH_FACTOR = 4  # distinct keys one attempt may read or write: 4x the key cap (+100)
 
 # Pieces of the checkpoint commit script (``runner/checkpoint.py``). The state block of ARGV
 # starts at index 12: ARGV[12] = n, the number of state arguments that follow; when n > 0,
@@ -135,8 +136,25 @@ class StateBuffer:
     read: dict[str, tuple[str | None, int]] = field(default_factory=dict)  # key -> (json, ver)
     written: dict[str, str] = field(default_factory=dict)  # key -> json, '' for a delete
 
+    def _room(self, key: str) -> None:
+        """Bound what one attempt holds on the host (a guest may send any number of requests):
+        more new keys than the skill may hold, or a scan of many keys, fails the step."""
+        if key in self.read or key in self.written:
+            return
+        if len(self.written) >= self.max_keys:
+            raise StateLimitError(
+                f"ctx.state: one step wrote more than {self.max_keys} keys "
+                f"(LOOPWRIGHT_STATE_MAX_KEYS)"
+            )
+        if len(self.read) + len(self.written) >= TOUCH_FACTOR * self.max_keys + 100:
+            raise StateLimitError(
+                f"ctx.state: one step used more than {TOUCH_FACTOR * self.max_keys + 100} "
+                f"different keys; a skill holds at most {self.max_keys}"
+            )
+
     def _load(self, key: str) -> tuple[str | None, int]:
         if key not in self.read:
+            self._room(key)
             value, meta = self.redis.hmget(self.key, [f"v:{key}", f"m:{key}"])
             version = int(str(meta).split(" ", 1)[0]) if meta else 0
             self.read[key] = (value if meta else None, version)  # type: ignore[assignment]
@@ -153,11 +171,15 @@ class StateBuffer:
     def set(self, key: object, value: Any) -> None:
         """Buffer a write of ``key``."""
         name = check_key(key)
-        self.written[name] = encode_value(name, value, self.max_bytes)
+        text = encode_value(name, value, self.max_bytes)
+        self._room(name)
+        self.written[name] = text
 
     def delete(self, key: object) -> None:
         """Buffer the removal of ``key``."""
-        self.written[check_key(key)] = ""
+        name = check_key(key)
+        self._room(name)
+        self.written[name] = ""
 
     def take(self, run_id: str) -> StateWrites | None:
         """The commit's arguments for the buffered writes (None when nothing was written)."""
