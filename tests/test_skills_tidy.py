@@ -84,8 +84,10 @@ def test_run_file_is_a_draft_that_is_not_listed_and_takes_no_trigger(cluster: Cl
     assert "is a draft" in _one_error_line(cluster.cli("run", "drafty"))
     (ver,) = _json(cluster.cli("skills", "versions", "drafty", "--json"))
     assert ver["state"] == "draft" and not ver["validated"]
-    # And its cron never fires: a registered cron skill ticks meanwhile, the draft does not
-    _submit(cluster, TICKER.format(name="clock"))
+    # And its cron never fires, while a cron skill registered the way 'run FILE' did before
+    # drafts existed (the direct path: active, unvalidated) keeps ticking as it did
+    cluster.rt.sources.put(textwrap.dedent(TICKER.format(name="clock")), "clock")
+    assert not _registry(cluster).version("clock").validated
     wait_until(lambda: _runs(cluster, "clock") >= 3, timeout=30)
     assert _runs(cluster, "drafty") == 1
     # A draft version cannot be approved into service: it goes through the sidecar
