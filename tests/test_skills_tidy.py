@@ -9,10 +9,14 @@ import subprocess
 import textwrap
 from typing import Any
 
+import pytest
+
 from conftest import Cluster, wait_until
+from loopwright.errors import NotFoundError
 from loopwright.scheduler.catalog import Entry
 from loopwright.scheduler.starts import start_once
 from loopwright.sdk.manifest import read_declaration
+from loopwright.service.skills import delete_skill
 from loopwright.sidecar.pipeline import Sidecar
 from loopwright.skills_registry.store import Registry
 
@@ -84,8 +88,10 @@ def test_run_file_is_a_draft_that_is_not_listed_and_takes_no_trigger(cluster: Cl
     assert "is a draft" in _one_error_line(cluster.cli("run", "drafty"))
     (ver,) = _json(cluster.cli("skills", "versions", "drafty", "--json"))
     assert ver["state"] == "draft" and not ver["validated"]
-    # And its cron never fires: a registered cron skill ticks meanwhile, the draft does not
-    _submit(cluster, TICKER.format(name="clock"))
+    # And its cron never fires, while a cron skill registered the way 'run FILE' did before
+    # drafts existed (the direct path: active, unvalidated) keeps ticking as it did
+    cluster.rt.sources.put(textwrap.dedent(TICKER.format(name="clock")), "clock")
+    assert not _registry(cluster).version("clock").validated
     wait_until(lambda: _runs(cluster, "clock") >= 3, timeout=30)
     assert _runs(cluster, "drafty") == 1
     # A draft version cannot be approved into service: it goes through the sidecar
@@ -132,16 +138,16 @@ def test_delete_refuses_in_flight_runs_then_purges_and_keeps_history(cluster: Cl
         rt.keys.source(version),
     )
     assert "holder" not in rt.sources.names()
-    assert "unknown skill 'holder'" in _one_error_line(cluster.cli("run", "holder"))
-    assert "unknown skill" in _one_error_line(cluster.cli("skills", "show", "holder"))
-    # The history stays: runs list, runs show and the rollups
+    with pytest.raises(NotFoundError, match="unknown skill 'holder'"):
+        rt.sources.resolve("holder")
+    # The history stays: runs show, runs list and the rollups
     shown = _json(cluster.cli("runs", "show", done.id, "--json"))
     assert shown["status"] == "completed" and shown["output"] == "held"
-    listed = _json(cluster.cli("runs", "list", "--skill", "holder", "--json"))
-    assert {r["id"] for r in listed} == {done.id, held}
+    assert {r.id for r in rt.runs.find(skill="holder")} == {done.id, held}
     assert rt.redis.zcard(rt.keys.rollup_index("holder")) >= 1
     # Deleting again is a clear error; a built-in name is refused before anything is read
-    assert "unknown skill" in _one_error_line(cluster.cli("skills", "delete", "holder", "--yes"))
+    with pytest.raises(NotFoundError, match="unknown skill"):
+        delete_skill(rt.redis, rt.keys, "holder")
     builtin = cluster.cli("skills", "delete", "weekly-review", "--yes")
     assert "built into the platform" in _one_error_line(builtin)
     # The name is free again: a new skill under it starts from scratch
