@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from loopwright.errors import UserError
 from loopwright.history.replay import (
     Candidate,
     candidate_from_source,
@@ -56,6 +57,7 @@ from loopwright.review.types import (
 from loopwright.runner.recording import Recording, load_recording
 from loopwright.runner.records import now_ms
 from loopwright.runner.runtime import Runtime
+from loopwright.sdk.errors import StepFailedError
 from loopwright.service.stats import parse_window
 from loopwright.sidecar.replay import ENDED, ReplayResult
 from loopwright.skills_registry.store import Registry
@@ -383,7 +385,12 @@ def run_review(ctx: Any) -> dict[str, Any]:
         if sc.verdict != Verdict.UNDERPERFORMING:
             review.skills.append(SkillReview(sc, decision=UNFLAGGED[sc.verdict].value))
             continue
-        review.skills.append(Reviewer(ctx, rt, sc, spent).run(window, since, started, dry_run))
+        try:
+            card = Reviewer(ctx, rt, sc, spent).run(window, since, started, dry_run)
+        except (StepFailedError, UserError) as exc:  # one skill's failure ends its card only
+            why = f"the review of this skill failed: {exc}"[:500]
+            card = SkillReview(sc, decision=Decision.NO_FIX.value, decision_reason=why)
+        review.skills.append(card)
     review.finished_at = int(ctx.step.run("finished", now_ms))
     review.summarise()
     out = review.to_dict()
