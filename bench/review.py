@@ -15,20 +15,10 @@ to the platform. Several fleets (different seeds) are scored to count:
 - for each flagged fault, whether its diagnosis names it: the injected error as the top
   cluster (with the version change for a bad version), the false alarms' shared response;
 - selection time for the fleet and diagnosis time per flagged skill.
-
-Then the whole loop (``weekly-review``, executed in this process with the sandbox's process
-backend) on a replayable fleet (``bench/review_fleet.py``: health checks registered through the
-sidecar, a week of recorded runs each): false alarms the offline search should fix, a renamed
-field only a model can fix, healthy skills. Counted: fixable faults promoted within one
-review, false promotions (a promoted threshold that would silence a real incident or alarm on
-a normal reading), deliberately worse candidates (a threshold above every incident, one below
-normal readings) blocked by the gate on the held-out runs, the review's wall time and the
-replay time per run.
 """
 
 from __future__ import annotations
 
-import re
 import sys
 import tempfile
 import time
@@ -38,7 +28,6 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import review_fleet
 from bench.common import (
     Processes,
     RedisServer,
@@ -50,17 +39,11 @@ from bench.common import (
 )
 
 from loopwright.assembly import build_runtime
-from loopwright.history.replay import candidate_from_source, candidate_from_version
 from loopwright.history.seeder import SeedSkill, seed_history
 from loopwright.review.diagnose import diagnose
-from loopwright.review.gate import gate
 from loopwright.review.select import Thresholds, score_skills
-from loopwright.review.split import side_of
-from loopwright.review.types import Diagnosis, Review, Verdict
-from loopwright.runner.recording import load_recording
-from loopwright.runner.records import now_ms
+from loopwright.review.types import Diagnosis, Verdict
 from loopwright.runner.runtime import Runtime
-from loopwright.skills_registry.store import Registry
 
 DAYS = 35
 RUNS_PER_DAY = 6
@@ -156,92 +139,6 @@ def one_fleet(rt: Runtime, size: int, seed: int) -> dict[str, Any]:
     return out
 
 
-def _threshold(text: str) -> int | None:
-    found = re.search(r'"threshold": (\d+)', text)
-    return int(found.group(1)) if found else None
-
-
-def loop_fleet(rt: Runtime, kinds: dict[str, str], runs: int) -> dict[str, Any]:
-    """Seed the replayable fleet, run one whole review, check what it promoted, and gate two
-    deliberately worse candidates per false-alarm skill."""
-    from loopwright.cli.chat import drive
-    from loopwright.review.loop import start_review
-    from loopwright.runner.execute import install_runtime
-
-    start = now_ms() - 6 * 86_400_000
-    plans: dict[str, list[review_fleet.Planned]] = {}
-    t0 = time.perf_counter()
-    for i, (name, kind) in enumerate(sorted(kinds.items())):
-        plans[name] = review_fleet.seed(rt, name, kind, runs, start, i)
-    seed_s = time.perf_counter() - t0
-    install_runtime(rt)
-    t0 = time.perf_counter()
-    run_id = start_review(rt, "7d")
-    result = drive(rt, run_id, 1800, False)
-    wall_s = time.perf_counter() - t0
-    review = Review.from_dict(result)
-    out: dict[str, Any] = {"wall_s": wall_s, "seed_s": seed_s, "skills": {}, "worse": [],
-                           "replay_ms_per_run": []}  # fmt: skip
-    reg = Registry(rt.redis, rt.keys)
-    for card in review.skills:
-        name = card.skill
-        if name not in kinds:
-            continue
-        row: dict[str, Any] = {"kind": kinds[name], "verdict": card.score.verdict.value,
-                               "decision": card.decision, "false_promotion": False}  # fmt: skip
-        if card.promoted_version:
-            t = _threshold(reg.source(card.promoted_version))
-            values = [p.value for p in plans[name] if p.field == "p95_ms"]
-            incidents = [v for v in values if v >= review_fleet.INCIDENT[0]]
-            normal = [v for v in values if v <= review_fleet.NORMAL[1]]
-            row["threshold"] = t
-            row["false_promotion"] = t is None or (
-                any(v <= t for v in incidents) or any(v > t for v in normal)
-            )
-        out["skills"][name] = row
-    for name, kind in sorted(kinds.items()):
-        if kind != "false_alarms":
-            continue
-        versions = reg.version_ids(name)
-        old = candidate_from_version(rt, name, versions[0])
-        ids = [str(x) for x in rt.redis.zrange(rt.keys.runs_by_skill(name), 0, -1)]
-        held = [r for r in (load_recording(rt.redis, rt.keys, i) for i in ids
-                            if side_of(i) == "held-out") if r is not None]  # fmt: skip
-        for worse in (5000, 100):
-            new = candidate_from_source(review_fleet.source(name, worse), name)
-            t0 = time.perf_counter()
-            report = gate(rt, old, new, held)
-            spent = time.perf_counter() - t0
-            out["replay_ms_per_run"].append(spent * 1000 / max(1, 2 * len(held)))
-            out["worse"].append({"skill": name, "threshold": worse, "held_out": len(held),
-                                 "verdict": report.verdict, "passed": report.passed})  # fmt: skip
-    return out
-
-
-def run_loop(tmp: Path, quick: bool) -> dict[str, Any]:
-    """The replayable fleet on a private Redis of its own."""
-    counts = {"false_alarms": 1, "renamed": 1, "healthy": 1} if quick else {
-        "false_alarms": 4, "renamed": 2, "healthy": 2}  # fmt: skip
-    kinds = {f"hc-{kind.replace('_', '-')}-{i}": kind
-             for kind, n in counts.items() for i in range(n)}  # fmt: skip
-    procs = Processes(tmp / "loop")
-    server = RedisServer(tmp / "loop" / "redis", procs)
-    server.start()
-    try:
-        settings = make_settings(
-            server.url, tmp / "loop" / "data", http_private_allow="127.0.0.1",
-            sidecar_case_timeout=20, sidecar_replay_runs=3, review_cron="",
-        )  # fmt: skip
-        rt = build_runtime(settings)
-        try:
-            return loop_fleet(rt, kinds, 40)
-        finally:
-            rt.close()
-    finally:
-        server.stop()
-        procs.kill_all()
-
-
 def measure(quick: bool) -> dict[str, Any]:
     """Several fleets, each on the same private Redis under its own skill names."""
     size, seeds = (12, [1]) if quick else (40, [1, 2])
@@ -261,7 +158,6 @@ def measure(quick: bool) -> dict[str, Any]:
         finally:
             server.stop()
             procs.kill_all()
-        results["loop"] = run_loop(Path(tmp), quick)
     fl = results["fleets"]
     results["healthy"] = sum(f["healthy"] for f in fl)
     results["healthy_flagged"] = sum(len(f["healthy_flagged"]) for f in fl)
@@ -273,48 +169,6 @@ def measure(quick: bool) -> dict[str, Any]:
     results["runs_per_fleet"] = fl[0]["runs"]
     results["load"] = load_average()
     return results
-
-
-def loop_section(lp: dict[str, Any]) -> list[str]:
-    """The whole loop's lines of the section."""
-    rows = lp["skills"].values()
-    by_kind: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        by_kind.setdefault(row["kind"], []).append(row)
-
-    def count(kind: str, decision: str) -> str:
-        found = by_kind.get(kind, [])
-        return f"{sum(1 for x in found if x['decision'] == decision)} of {len(found)}"
-
-    worse = lp["worse"]
-    blocked = sum(1 for w in worse if not w["passed"])
-    leaked = [w for w in worse if w["passed"]]
-    thresholds = sorted(x["threshold"] for x in rows if x.get("threshold") is not None)
-    per_run = summary(lp["replay_ms_per_run"] or [0.0])
-    lines = [
-        f"Whole loop (`weekly-review`, offline: no model) on a replayable fleet of {len(rows)} "
-        "health checks registered through the sidecar, 40 recorded runs each "
-        f"(seeded in {lp['seed_s']:.0f} s):",
-        "",
-        f"- False alarms fixed and promoted within one review: **{count('false_alarms', 'improved')}** "  # noqa: E501
-        f"(thresholds {', '.join(str(t) for t in thresholds) or 'none'}; false alarms 255-320 ms, "
-        "incidents 2000-4000 ms).",
-        f"- False promotions: **{sum(1 for x in rows if x['false_promotion'])}**; healthy skills "
-        f"left alone: {count('healthy', 'healthy')}; renamed field reported as needing a model "
-        f"(offline): {count('renamed', 'needs_model')}.",
-        f"- Deliberately worse candidates blocked by the gate on the held-out runs: **{blocked} "
-        f"of {len(worse)}** (a threshold above every incident, one below normal readings).",
-        f"- Review wall time: {lp['wall_s']:.0f} s for the fleet; replay: median "
-        f"{per_run['median']:.0f} ms per run (both versions, sandbox process backend).",
-    ]
-    if leaked:
-        lines.append(
-            "- Passed although worse: "
-            + ", ".join(f"{w['skill']} threshold {w['threshold']}" for w in leaked)
-            + ": its held-out split held no run that tells them apart (no incident landed "
-            "on the held-out side), so the gate could not see the regression."
-        )
-    return lines
 
 
 def section(r: dict[str, Any], command: str) -> str:
@@ -348,14 +202,12 @@ def section(r: dict[str, Any], command: str) -> str:
         "|---|---|---|---|",
         *rows,
         "",
-        *loop_section(r["loop"]),
-        "",
         "\"Names it\": the top error cluster is the injected error (timeouts, renamed field, "
         "bad version, the last with the version change and its diff), the renamed field shows "
         "as `p95_ms` absent from the failing runs' recorded answers, and the false alarms' "
         "bad-labelled runs share a `p95_ms` range few other runs reached. Promotion figures "
-        "(fixes promoted, regressions blocked, false promotions) are measured on the replayable "
-        "fleet above. A fault flagged less "
+        "(fixes promoted, regressions blocked, false promotions) need the candidates and the "
+        "gate on replayable skills: `bench/review_loop.py`, its own section. A fault flagged less "
         "often than injected is one whose window happened to look within bounds: at 85% "
         "success a week of 42 runs draws 38 or more successes about one week in five, and then "
         "the Wilson upper bound (96% or more) is not clearly under the floor; a skill that was "
