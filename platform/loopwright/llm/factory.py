@@ -3,13 +3,11 @@
 
 from __future__ import annotations
 
-from loopwright.settings import SecretStr
-
 from loopwright.llm.anthropic import AnthropicModel
 from loopwright.llm.errors import ModelConfigError
 from loopwright.llm.openai import OpenAIChatModel
 from loopwright.llm.types import Model
-from loopwright.settings import Settings
+from loopwright.settings import SecretStr, Settings
 
 DEFAULT_ANTHROPIC = "anthropic:claude-sonnet-4-5"
 DEFAULT_OPENAI = "openai:gpt-4.1"
