@@ -210,6 +210,7 @@ class Recording:
     clock: dict[int, int]  # step seq -> started_at (ms) the run saw
     steps: dict[int, dict[str, Any]] = field(default_factory=dict)  # seq -> step record
     feedback: str | None = None
+    started_at: int = 0  # ms: when the run first started (created, if it never did)
 
     @property
     def model_usage(self) -> tuple[int, int, int]:
@@ -270,4 +271,5 @@ def load_recording(redis: Redis, keys: Keys, run_id: str) -> Recording | None:
         clock=clock,
         steps=records,
         feedback=h.get("feedback") or None,
+        started_at=int(h.get("started_at") or h.get("created_at") or 0),
     )
