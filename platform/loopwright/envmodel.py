@@ -249,8 +249,8 @@ def _check_float(value: Any) -> float:
 def _check_bool(value: Any) -> bool:
     if type(value) is bool:
         return value
-    if type(value) is str and value in _BOOLS:
-        return _BOOLS[value]
+    if type(value) is str and value.isascii() and value.lower() in _BOOLS:
+        return _BOOLS[value.lower()]
     raise _Defer
 
 

@@ -13,8 +13,8 @@ import sys
 from typing import IO, Any
 
 from typer._click.exceptions import ClickException
-from typer.core import TyperGroup
 
+from loopwright.cli.lazy import LazyGroup
 from loopwright.cli.text import one_line
 
 
@@ -48,8 +48,8 @@ def failure_message(exc: BaseException) -> str | None:
     return None
 
 
-class LoopwrightGroup(TyperGroup):
-    """A typer group whose failures are one readable line (see the module docstring)."""
+class LoopwrightGroup(LazyGroup):
+    """The root group: commands load on use (``cli/lazy.py``), failures are one line."""
 
     def invoke(self, ctx: Any) -> Any:
         try:

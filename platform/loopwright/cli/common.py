@@ -51,7 +51,9 @@ class _LazyConsole:
         if self._console is None:
             from rich.console import Console
 
-            self._console = Console(stderr=self._stderr)
+            # emoji=False: ``:name:`` in printed text stays literal (skills control much of
+            # it), and rich does not load its 4,000-entry emoji table on every command.
+            self._console = Console(stderr=self._stderr, emoji=False)
         return getattr(self._console, name)
 
 
@@ -61,14 +63,18 @@ err_console: Console = _LazyConsole(stderr=True)  # type: ignore[assignment]
 
 def load_settings() -> Settings:
     """Settings from the environment, or one readable line about the bad variable."""
-    from pydantic_core import ValidationError
-
     from loopwright.errors import UserError
     from loopwright.settings import Settings
 
     try:
         return Settings()
-    except ValidationError as exc:
+    except Exception as exc:
+        # Valid settings never load pydantic-core (loopwright.envmodel): name its error only
+        # once one was raised.
+        from pydantic_core import ValidationError
+
+        if not isinstance(exc, ValidationError):
+            raise
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "?"
         raise UserError(f"invalid setting LOOPWRIGHT_{field.upper()}: {first['msg']}") from None

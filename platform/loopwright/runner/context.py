@@ -119,7 +119,8 @@ class LocalStep:
 
         def ask(p: str, s: dict[str, Any] | None) -> Any:  # recorded for replay
             req = {"prompt": p, "schema": s}
-            return ex.recorded_call("llm", req, lambda: ex.runtime.llm_complete(p, s))
+            call = lambda: ex.runtime.llm_complete(p, s)  # noqa: E731
+            return ex.recorded_call("llm", req, call, usage=True)
 
         return self._body(StepKind.LLM, name, ask, (prompt, schema), {})
 

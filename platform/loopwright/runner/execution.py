@@ -30,7 +30,7 @@ from loopwright.runner.records import StepRecord, now_ms
 from loopwright.runner.redaction import Redactor
 from loopwright.runner.signals import RunTimeoutError, Suspend
 from loopwright.runner.state import StateBuffer
-from loopwright.runner.usage import take_usage
+from loopwright.runner.usage import peek_usage, take_usage
 from loopwright.sdk.errors import (
     NonDeterminismError,
     NonRetriableError,
@@ -158,12 +158,24 @@ class Execution:
         call: Callable[[], T],
         seq: int | None = None,
         view: Callable[[T], Any] | None = None,
+        *,
+        usage: bool = False,
     ) -> T:
         """Make one host-tool call and record it (``runner/recording.py``) for the checkpoint
         of step ``seq`` (the current step by default): its answer (as ``view`` shows it) or its
-        error, and timing."""
+        error, and timing; with ``usage``, the model tokens and cost the call added
+        (``runner/usage.py``)."""
         at, began = now_ms(), time.perf_counter()
+        before = peek_usage() if usage else None
         where = seq if seq is not None else self.current_step
+
+        def spent() -> dict[str, int] | None:
+            if before is None:
+                return None
+            after = peek_usage()
+            keys = ("tokens_in", "tokens_out", "cost_micros")
+            return {k: after[i] - before[i] for i, k in enumerate(keys)}
+
         try:
             res = call()
         except Exception as exc:
@@ -171,13 +183,20 @@ class Execution:
                 elapsed = (time.perf_counter() - began) * 1000
                 retriable = not isinstance(exc, NonRetriableError)
                 self.recorder.add(
-                    where, tool, req, at=at, elapsed_ms=elapsed, error=exc, retriable=retriable
+                    where,
+                    tool,
+                    req,
+                    at=at,
+                    elapsed_ms=elapsed,
+                    error=exc,
+                    retriable=retriable,
+                    usage=spent(),
                 )
             raise
         if where is not None:
             elapsed = (time.perf_counter() - began) * 1000
             shown = view(res) if view is not None else res
-            self.recorder.add(where, tool, req, at=at, elapsed_ms=elapsed, res=shown)
+            self.recorder.add(where, tool, req, at=at, elapsed_ms=elapsed, res=shown, usage=spent())
         return res
 
     # Step primitives shared by the in-process step API and the sandbox host.

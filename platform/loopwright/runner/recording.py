@@ -16,6 +16,10 @@ Entry format (version 1)::
      "res": <answer>, "error": null | "text", "retriable": bool, "status": 200 | null,
      "elapsed_ms": 12.5, "replayable": true}
 
+An ``llm`` entry also carries what the call cost, ``"usage": {"tokens_in": n, "tokens_out":
+n, "cost_micros": n}`` (micro-dollars, priced as the run's counters are), read with
+:func:`call_usage`; entries recorded before it was added have none and read as zero.
+
 Secrets are replaced by their names (``[secret:NAME]``) in every string of an entry before it
 leaves the worker; header templates are recorded as written (``{{secret:NAME}}``), never
 substituted. A body (request or answer) larger than the per-call share of the run's recording
@@ -108,6 +112,7 @@ class CallRecorder:
         res: Any = None,
         error: BaseException | str | None = None,
         retriable: bool = False,
+        usage: dict[str, int] | None = None,
     ) -> None:
         """Buffer one call of step ``seq`` (redacted, bounded); written with the step's next
         checkpoint by :meth:`take`."""
@@ -130,22 +135,23 @@ class CallRecorder:
             status = 200
         i = self._index.get(seq, 0)
         self._index[seq] = i + 1
-        self._pending.append(
-            {
-                "v": FORMAT,
-                "seq": seq,
-                "i": i,
-                "tool": tool,
-                "at": at,
-                "req": req,
-                "res": res,
-                "error": text,
-                "retriable": retriable,
-                "status": status,
-                "elapsed_ms": round(elapsed_ms, 3),
-                "replayable": ok_req and ok_res,
-            }
-        )
+        entry: dict[str, Any] = {
+            "v": FORMAT,
+            "seq": seq,
+            "i": i,
+            "tool": tool,
+            "at": at,
+            "req": req,
+            "res": res,
+            "error": text,
+            "retriable": retriable,
+            "status": status,
+            "elapsed_ms": round(elapsed_ms, 3),
+            "replayable": ok_req and ok_res,
+        }
+        if usage is not None:
+            entry["usage"] = usage
+        self._pending.append(entry)
 
     def take(self, seq: int, attempt: int) -> list[str]:
         """The buffered calls of step ``seq`` as JSON lines (stamped with ``attempt``); calls
@@ -158,6 +164,20 @@ class CallRecorder:
         self._pending = [c for c in self._pending if c["seq"] != seq]
         self._index.pop(seq, None)
         return [_dump({**c, "attempt": attempt}) for c in mine]
+
+
+USAGE_FIELDS = ("tokens_in", "tokens_out", "cost_micros")
+
+
+def call_usage(entry: dict[str, Any]) -> tuple[int, int, int]:
+    """Tokens in, tokens out and micro-dollars of a recorded call (zeros when it has none:
+    not a model call, or recorded before usage was)."""
+    usage = entry.get("usage")
+    if not isinstance(usage, dict):
+        return 0, 0, 0
+    values = [usage.get(k) for k in USAGE_FIELDS]
+    n = [v if isinstance(v, int) and not isinstance(v, bool) else 0 for v in values]
+    return n[0], n[1], n[2]
 
 
 def parse_calls(raw: list[str]) -> list[dict[str, Any]]:
@@ -190,6 +210,16 @@ class Recording:
     clock: dict[int, int]  # step seq -> started_at (ms) the run saw
     steps: dict[int, dict[str, Any]] = field(default_factory=dict)  # seq -> step record
     feedback: str | None = None
+    started_at: int = 0  # ms: when the run first started (created, if it never did)
+
+    @property
+    def model_usage(self) -> tuple[int, int, int]:
+        """Tokens in, tokens out and micro-dollars of every recorded model call (all attempts)."""
+        total = [0, 0, 0]
+        for call in self.calls:
+            for i, n in enumerate(call_usage(call)):
+                total[i] += n
+        return total[0], total[1], total[2]
 
     @property
     def ended(self) -> bool:
@@ -241,4 +271,5 @@ def load_recording(redis: Redis, keys: Keys, run_id: str) -> Recording | None:
         clock=clock,
         steps=records,
         feedback=h.get("feedback") or None,
+        started_at=int(h.get("started_at") or h.get("created_at") or 0),
     )

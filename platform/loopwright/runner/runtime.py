@@ -37,6 +37,19 @@ if TYPE_CHECKING:
     from loopwright.sandbox.backend import SandboxBackend
 
 
+def _client_identity() -> dict[str, Any]:
+    """redis-py's name and version for CLIENT SETINFO, given rather than looked up: its own
+    lookup scans every installed package's metadata on each connection (~10 ms of a CLI
+    command's start-up)."""
+    import redis
+
+    try:
+        from redis.driver_info import DriverInfo
+    except ImportError:  # redis-py before 7
+        return {"lib_version": redis.__version__}
+    return {"driver_info": DriverInfo(lib_version=redis.__version__)}
+
+
 def connect(url: str, settings: Settings, *, decode: bool = True) -> Redis:
     """A Redis client for ``url`` with the configured socket timeouts."""
     return Redis.from_url(
@@ -45,6 +58,7 @@ def connect(url: str, settings: Settings, *, decode: bool = True) -> Redis:
         socket_timeout=settings.redis_socket_timeout,
         socket_connect_timeout=min(5.0, settings.redis_socket_timeout),
         health_check_interval=30,
+        **_client_identity(),
     )
 
 

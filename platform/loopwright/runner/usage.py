@@ -26,3 +26,10 @@ def take_usage() -> tuple[int, int, int]:
     cur: tuple[int, int, int] = getattr(_local, "usage", (0, 0, 0))
     _local.usage = (0, 0, 0)
     return cur
+
+
+def peek_usage() -> tuple[int, int, int]:
+    """The usage added since the last take, left in place (a recorded call's share is the
+    difference of two peeks around it, ``Execution.recorded_call``)."""
+    cur: tuple[int, int, int] = getattr(_local, "usage", (0, 0, 0))
+    return cur

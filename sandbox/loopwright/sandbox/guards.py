@@ -47,6 +47,7 @@ from RestrictedPython.Guards import (
 )
 from RestrictedPython.transformer import INSPECT_ATTRIBUTES
 
+from loopwright.sandbox.pins import Pins, pinned_datetime
 from loopwright.sdk.errors import RunInterrupt
 
 __all__ = [
@@ -251,20 +252,26 @@ def _sdk_members(sdk_module: types.ModuleType) -> dict[str, object]:
     return members
 
 
-def _build_module(name: str, sdk_module: types.ModuleType | None) -> SkillModule:
+def _build_module(
+    name: str, sdk_module: types.ModuleType | None, pins: Pins | None = None
+) -> SkillModule:
     if name == SDK_MODULE:
         if sdk_module is None:
             raise ImportError("loopwright.sdk is not available in this context")
         return SkillModule(SDK_MODULE, _sdk_members(sdk_module))
     if name == "random":
         # A private generator per skill run: seeding it is reproducible for
-        # the skill and cannot perturb the host's global random state.
-        rng = random.Random()
+        # the skill and cannot perturb the host's global random state. A replay
+        # seeds it from the run id (``sandbox/pins.py``).
+        rng = random.Random(pins.seed) if pins is not None else random.Random()
         members: dict[str, object] = {fn: getattr(rng, fn) for fn in _RANDOM_FUNCTIONS}
         members["Random"] = random.Random
         return SkillModule("random", members)
     real = _REAL_MODULES[name]
-    return SkillModule(name, {attr: getattr(real, attr) for attr in MODULE_EXPORTS[name]})
+    members = {attr: getattr(real, attr) for attr in MODULE_EXPORTS[name]}
+    if name == "datetime" and pins is not None:  # a replay: now()/today() on its clock
+        members["datetime"], members["date"] = pinned_datetime(pins.clock)
+    return SkillModule(name, members)
 
 
 # C functions import helpers lazily through PyImport_Import, which calls the
@@ -286,7 +293,9 @@ def _internal_import(name: str) -> SkillModule:
     return SkillModule(name, {})
 
 
-def make_importer(sdk_module: types.ModuleType | None = None) -> Callable[..., SkillModule]:
+def make_importer(
+    sdk_module: types.ModuleType | None = None, pins: Pins | None = None
+) -> Callable[..., SkillModule]:
     """Build the guarded ``__import__`` for one set of skill globals.
 
     Only :data:`ALLOWED_MODULES` (plus ``__future__.annotations``) import;
@@ -297,7 +306,7 @@ def make_importer(sdk_module: types.ModuleType | None = None) -> Callable[..., S
 
     def load(name: str) -> SkillModule:
         if name not in cache:
-            cache[name] = _build_module(name, sdk_module)
+            cache[name] = _build_module(name, sdk_module, pins)
         return cache[name]
 
     def guarded_import(
@@ -664,10 +673,13 @@ def make_builtins(importer: Callable[..., SkillModule]) -> dict[str, object]:
     return result
 
 
-def guard_globals(sdk_module: types.ModuleType | None) -> dict[str, object]:
-    """The builtins and every guard RestrictedPython-compiled code expects."""
+def guard_globals(
+    sdk_module: types.ModuleType | None, pins: Pins | None = None
+) -> dict[str, object]:
+    """The builtins and every guard RestrictedPython-compiled code expects (``pins``: a
+    replay's clock and seed for ``datetime`` and ``random``)."""
     return {
-        "__builtins__": make_builtins(make_importer(sdk_module)),
+        "__builtins__": make_builtins(make_importer(sdk_module, pins)),
         "_getattr_": guarded_getattr,
         "_getitem_": guarded_getitem,
         "_getiter_": default_guarded_getiter,

@@ -17,6 +17,7 @@ import traceback
 from collections.abc import Callable
 from typing import IO, Any, NoReturn
 
+from loopwright.sandbox.pins import PinnedClock, Pins
 from loopwright.sandbox.policy import (
     GuardViolation,
     PolicyViolation,
@@ -46,6 +47,7 @@ class Channel:
         self._in = inp
         self._out = out
         self._next = 0
+        self.clock: PinnedClock | None = None  # a replay's clock, moved by ``clock_ms``
 
     def send(self, message: dict[str, Any]) -> None:
         self._out.write(encode(message))
@@ -61,6 +63,8 @@ class Channel:
         self._next += 1
         self.send({"id": self._next, "op": op, **fields})
         reply = self.recv()
+        if self.clock is not None and isinstance(reply.get("clock_ms"), int):
+            self.clock.advance_to(reply["clock_ms"])
         if "stop" in reply:
             raise _Stop(str(reply["stop"]))
         if "error" in reply:
@@ -299,7 +303,9 @@ def serve(ch: Channel) -> int:
     start = ch.recv()
     try:
         compiled = compile_skill(str(start["source"]), "<skill>")
-        namespace = make_globals("skill", sdk_module=sdk)
+        pins = Pins.from_start(start)  # a replay: datetime and random pinned (sandbox/pins.py)
+        ch.clock = pins.clock if pins is not None else None
+        namespace = make_globals("skill", sdk_module=sdk, pins=pins)
         exec(compiled.code, namespace)
         fn = _find_skill(namespace)
         value = fn(GuestContext(ch, start))

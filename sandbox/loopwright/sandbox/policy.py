@@ -27,7 +27,8 @@ Decisions worth knowing when writing skills:
 * ``random`` is allowed, backed by a private generator per run. ``time`` is
   not: waiting and clocks are the SDK's durable primitives. ``datetime``
   (including ``now()``) is allowed; replay determinism is the runner's
-  business (wrap nondeterministic work in a durable step).
+  business (wrap nondeterministic work in a durable step), and a replay of a
+  recorded run pins both (``sandbox/pins.py``).
 * ``getattr`` and ``hasattr`` exist but are the guarded versions;
   ``setattr``/``delattr`` do not exist.
 
@@ -58,6 +59,7 @@ from loopwright.sandbox.guards import (
     PrintSink,
     guard_globals,
 )
+from loopwright.sandbox.pins import Pins
 from loopwright.sdk.errors import SkillAuthorError
 from loopwright.sdk.findings import Finding
 
@@ -565,16 +567,19 @@ def compile_skill(source: str, filename: str = "<skill>") -> CompiledSkill:
     return CompiledSkill(code=code, filename=filename)
 
 
-def make_globals(module_name: str, sdk_module: types.ModuleType | None = None) -> dict[str, object]:
+def make_globals(
+    module_name: str, sdk_module: types.ModuleType | None = None, pins: Pins | None = None
+) -> dict[str, object]:
     """Fresh globals for executing a :class:`CompiledSkill`.
 
     They hold the curated builtins (with a guarded ``__import__`` admitting
     only :data:`ALLOWED_MODULES`, ``loopwright.sdk`` resolving to
     ``sdk_module`` when given) and every guard the restricted bytecode calls.
     Use one dict per run: imports, the private random generator and the
-    print buffer live in it.
+    print buffer live in it. ``pins`` (a replay) puts ``datetime``'s clock and
+    ``random``'s seed on the recorded run's (``sandbox/pins.py``).
     """
-    skill_globals = guard_globals(sdk_module)
+    skill_globals = guard_globals(sdk_module, pins)
     skill_globals["__name__"] = module_name
     return skill_globals
 

@@ -15,9 +15,11 @@ The guest is the one test cases use (``harness.py``); the host is :class:`Replay
 * sleeps are skipped and ``wait_for_event`` answers with what the recorded step received; the
   duration is virtual: the recorded ``elapsed_ms`` of the answered calls, never wall time.
 
-Same version + same recording -> same result (nothing here reads a clock or a random source;
-a skill that reads ``datetime.now()`` or ``random`` in the guest is the one exception, and
-the replay cannot pin those today: see ``docs/history.md``).
+Same version + same recording -> same result: nothing here reads a clock or a random source,
+and the guest's own are pinned (``sandbox/pins.py``): ``datetime.now()`` reads a virtual
+clock that starts at the recorded run's start and moves by the recorded ``elapsed_ms`` of each
+answered call (sent with every reply as ``clock_ms``), and ``random`` is seeded from the run
+id.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from loopwright.runner.recording import (
 from loopwright.runner.redaction import NO_SECRETS, Redactor
 from loopwright.runner.runtime import Runtime
 from loopwright.sandbox.backend import SandboxBackend
+from loopwright.sandbox.pins import seed_of
 from loopwright.sdk.errors import NonRetriableError, StepFailedError
 from loopwright.sdk.manifest import Manifest
 from loopwright.sdk.steps import StepKind, host_kind
@@ -118,6 +121,16 @@ class ReplayHost(CaseHost):
         self.answered = 0
         self.call_ms: list[float] = []
         self.virtual_ms = 0.0
+
+    def handle(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Every reply carries the virtual clock (``sandbox/pins.py``)."""
+        reply = super().handle(msg)
+        return {**reply, "clock_ms": self.clock_ms}
+
+    @property
+    def clock_ms(self) -> int:
+        """The recorded start, advanced by the recorded time of the calls answered so far."""
+        return self.recording.started_at + round(self.virtual_ms)
 
     def _step_name(self) -> str | None:
         for rec in reversed(self.steps):
@@ -307,6 +320,7 @@ def replay_one(
         "event": recording.event,
         "params": params,
         "max_output_bytes": max_output_bytes,
+        "pin": {"clock_ms": host.clock_ms, "seed": seed_of(recording.run_id)},
     }
     output, error = _guest_run(backend, start, host, timeout, quotas)
     if host.budget.exceeded is not None and error is None:
