@@ -13,12 +13,13 @@ from __future__ import annotations
 import ast
 from typing import Any
 
+from loopwright.errors import UserError
 from loopwright.sdk.manifest import ManifestInvalid, read_manifest
 
 POLICY = ("retries", "backoff", "timeout")
 
 
-class DeclarationError(ValueError):
+class DeclarationError(UserError, ValueError):
     """The declaration cannot be changed as asked (no literal to edit, or the result is
     invalid)."""
 
