@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from loopwright.auth.tokens import AuthError
-from loopwright.errors import InfrastructureError, LoopwrightError, NotFoundError
+from loopwright.errors import InfrastructureError, LoopwrightError, NotFoundError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ _TITLES = {
 }
 
 
-class ProblemError(Exception):
+class ProblemError(UserError):
     """Raise from a route to answer with a problem document."""
 
     def __init__(self, status: int, detail: str, *, kind: str | None = None, **extra: Any) -> None:
