@@ -185,10 +185,10 @@ def test_lifecycle_tools_pause_resume_schedule_params_delete(cluster: Cluster) -
     assert manifest.params["url"].default == REAL_URL and manifest.trigger is not None
     assert manifest.trigger.model_dump()["tz"] == "America/New_York"
     assert not tools.call("set_schedule", {"name": "orders-digest"}).ok
-    # Delete takes it out of service; the versions stay
+    # Delete purges it (skills delete): versions gone, what it did is said
     deleted = tools.call("delete_skill", {"name": "orders-digest"})
-    assert deleted.ok and reg.skill("orders-digest").status == "retired"
-    assert reg.skill("orders-digest").versions == 3
+    assert deleted.ok and "orders-digest" not in {s.name for s in reg.skills()}
+    assert deleted.data["outcome"] == "deleted" and deleted.data["versions"] == 3
     assert not tools.call("pause_skill", {"name": "nope"}).ok
 
 

@@ -125,7 +125,7 @@ async def check_lifecycle(session: ClientSession, cluster: Cluster) -> None:
         error, body = await call(session, tool, {"name": "taken"})
         assert not error and json.loads(body)["status"] == status, body
     error, body = await call(session, "delete_skill", {"name": "taken"})
-    assert not error and json.loads(body)["status"] == "retired", body
+    assert not error and json.loads(body)["outcome"] == "deleted", body
 
 
 def stdio_params(cluster: Cluster) -> StdioServerParameters:

@@ -46,12 +46,13 @@ DIFF_MAX_CHARS = 6000
 
 
 def delete_skill(registry: Registry, name: str) -> dict[str, Any]:
-    """Delete a skill: today the registry's retire (out of service, history kept).
+    """Delete a skill through the service layer (``skills delete``): its versions, triggers,
+    approvals and state are purged, its run history kept; refused while runs are in flight."""
+    from loopwright.service.skills import delete_skill as purge
 
-    The one place to switch to the registry's own delete when it exists (operations issue)."""
-    change = registry.retire(name).model_dump()
-    change["note"] = "retired: no trigger or run starts it; its versions stay for history"
-    return change
+    done = purge(registry.redis, registry.keys, name)
+    return {**done.model_dump(), "note": "deleted: its versions and triggers are gone; its run "
+            "history stays"}  # fmt: skip
 
 
 class SidecarPort(Protocol):

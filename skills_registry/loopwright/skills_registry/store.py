@@ -217,7 +217,7 @@ for i = 1, #A.runs do
 end
 if n > 0 then return {'busy', cjson.encode(busy)} end
 for i = 1, #A.versions do redis.call('DEL', K['v' .. i], K['s' .. i]) end
-redis.call('DEL', K.skill, K.versions, K.cron)
+redis.call('DEL', K.skill, K.versions, K.cron, K.state)
 redis.call('SREM', K.names, A.name)
 redis.call('HDEL', K.runnable, A.name)
 local seq = redis.call('INCR', K.seq)
@@ -530,7 +530,8 @@ class Registry:
         return self._status(name, "retire")
 
     def delete(self, name: str, *, attempts: int = 20) -> Deletion:
-        """Purge ``name`` (versions, sources, record, runnable entry, cron cursor) in one
+        """Purge ``name`` (versions, sources, record, runnable entry, cron cursor, its
+        ``ctx.state``) in one
         script, unless a run of it is in flight; its runs and rollups stay as history.
 
         Reserved names are the caller's check (the service layer). A run created between the
@@ -558,6 +559,7 @@ class Registry:
                 "runnable": k.skills,
                 "seq": k.registry_seq,
                 "cron": k.cron_last(name),
+                "state": k.skill_state(name),
                 "runs": index,
             }
             for i, v in enumerate(versions, 1):
