@@ -213,6 +213,10 @@ def judge(
         problems = []
         for name, want in (e.get("changes") or {}).items():
             got = after.get(name)
+            if want.get("status") == "deleted":
+                if got is not None:
+                    problems.append(f"{name} still exists ({got['status']})")
+                continue
             if got is None:
                 problems.append(f"{name} does not exist")
                 continue

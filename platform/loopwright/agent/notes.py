@@ -83,7 +83,7 @@ def done_line(activity: list[dict[str, Any]]) -> str:
 LIFECYCLE = {
     "pause_skill": "paused",
     "resume_skill": "resumed",
-    "delete_skill": "deleted (retired; history kept)",
+    "delete_skill": "deleted (versions and triggers purged; run history kept)",
     "rollback_skill": "rolled back",
 }
 DIFF_LINES = 60

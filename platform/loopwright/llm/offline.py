@@ -446,7 +446,7 @@ def _lifecycle_text(done: list[tuple[Action, Message]]) -> str:
         elif a.tool == "resume_skill":
             lines.append(f"- {name}: resumed; its triggers start runs again")
         elif a.tool == "delete_skill":
-            lines.append(f"- {name}: deleted (retired: no run starts; its versions stay)")
+            lines.append(f"- {name}: deleted (versions and triggers gone; run history kept)")
         else:
             if a.tool == "set_schedule":
                 sched = Schedule(a.args.get("cron"), a.args.get("tz"), a.args.get("every"))
