@@ -33,6 +33,7 @@ bench: setup
 	$(BIN)/python bench/history.py --out docs/benchmarks.md
 	$(BIN)/python bench/cli.py --out docs/benchmarks.md
 	$(BIN)/python bench/rollups.py --out docs/benchmarks.md
+	$(BIN)/python bench/review.py --out docs/benchmarks.md
 
 up: setup
 	$(BIN)/loopwright up

@@ -207,7 +207,7 @@ def section(r: dict[str, Any], command: str) -> str:
         "as `p95_ms` absent from the failing runs' recorded answers, and the false alarms' "
         "bad-labelled runs share a `p95_ms` range few other runs reached. Promotion figures "
         "(fixes promoted, regressions blocked, false promotions) need the candidates and the "
-        "gate on replayable skills: see the review loop's own section. A fault flagged less "
+        "gate on replayable skills: `bench/review_loop.py`, its own section. A fault flagged less "
         "often than injected is one whose window happened to look within bounds: at 85% "
         "success a week of 42 runs draws 38 or more successes about one week in five, and then "
         "the Wilson upper bound (96% or more) is not clearly under the floor; a skill that was "

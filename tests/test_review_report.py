@@ -215,3 +215,15 @@ def test_publish_stores_writes_and_tells_once(cluster: Cluster) -> None:
     assert again.html.read_text() == render_html(r) and again.html.name == "r-20260601.html"
     assert get_review(rt.redis, rt.keys) == r
     assert rt.redis.llen(rt.keys.inbox) == 1
+
+
+def test_markdown_escaping_rules() -> None:
+    from loopwright.review.report import code, md
+
+    # Inline syntax is escaped anywhere, block syntax only where it would start a block
+    assert md("a-b (c) [d](e) *f* _g_ |h|") == r"a-b (c) \[d\](e) \*f\* \_g\_ \|h\|"
+    assert md("# title") == r"\# title" and md("1. item") == r"1\. item"
+    assert md("- x\nsecond line") == r"\- x second line"
+    assert md('<a href="x">&') == '&lt;a href="x"&gt;&amp;'
+    # Inside a code span: no backtick to close it, no pipe to end a table cell
+    assert code("run`|1\n") == "run'¦1"

@@ -46,7 +46,8 @@ MAX_LIST = 10  # bad runs, examples, shared responses shown per card
 CHART_W, CHART_H, CHART_PAD = 320, 80, 6
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>-])")
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")  # inline syntax anywhere in a line
+_MD_LEADING = re.compile(r"^([#+\-=]|\d+(?=[.)]))")  # block syntax at a line's start
 
 
 def clean(text: Any, limit: int = MAX_TEXT) -> str:
@@ -60,8 +61,17 @@ def md(text: Any, limit: int = MAX_TEXT) -> str:
     """Untrusted text as inert inline Markdown: one line, syntax characters escaped, ``<``,
     ``>`` and ``&`` as entities (no HTML a viewer would render)."""
     s = clean(text, limit).replace("\n", " ").replace("\t", " ")
-    s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return _MD_SPECIAL.sub(r"\\\1", s)
+    s = _MD_SPECIAL.sub(r"\\\1", s)
+    s = _MD_LEADING.sub(lambda m: m[1] + "\\" if m[1][0].isdigit() else "\\" + m[1], s)
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def code(text: Any, limit: int = 200) -> str:
+    """Untrusted text for inside a one-backtick code span: one line, no backtick, no ``|`` (a
+    table cell would end there even inside a span); nothing else is interpreted in a span."""
+    s = clean(text, limit).replace("\n", " ").replace("\t", " ").replace("`", "'")
+    s = s.replace("|", "¦")
+    return s.strip() or "-"
 
 
 def fence(text: str) -> str:
@@ -259,6 +269,7 @@ _ENV = jinja2.Environment(
     lstrip_blocks=True,
 )
 _ENV.filters["md"] = md
+_ENV.filters["code"] = code
 
 
 def render_markdown(review: Review, floor: float = 0.95) -> str:

@@ -243,7 +243,8 @@ def score_skills(
             s.reasons.insert(
                 0,
                 f"success {_pct(s.window.success_rate)} vs {_pct(s.baseline.success_rate)} in "
-                f"the 4 weeks before (p={s.p_value:.2g}, q={q:.2g} after Benjamini-Hochberg)",
+                f"the {thresholds.baseline_days} days before (p={s.p_value:.2g}, q={q:.2g} "
+                "after Benjamini-Hochberg)",
             )
     for s in scores:
         if s.verdict is not Verdict.HEALTHY:
