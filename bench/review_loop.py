@@ -306,6 +306,9 @@ def section(r: dict[str, Any], command: str) -> str:
         "time; no batching of runs in one guest yet).",
         "",
         *(f"- Passed although worse: {p}" for p in w["passed"]),
+        *(["  (a threshold above the incident passes the gate when the hash split put every "
+           "incident run on the search side: nothing the gate sees contradicts it; the "
+           "search, which does see them, never proposes it)"] if w["passed"] else []),
         "",
         "Transient timeouts are not in this fleet: the seeder records no failed (retriable) "
         "call, so a replay cannot show a retry fixing one.",

@@ -164,13 +164,16 @@ def _fixed_source() -> str:
     return health(250, field="latency_p95_ms")
 
 
-def _model_cluster(make_cluster: Callable[..., Cluster], srv: ScriptedServer) -> Cluster:
+def _model_cluster(
+    make_cluster: Callable[..., Cluster], srv: ScriptedServer, **over: Any
+) -> Cluster:
     return _cluster(
         make_cluster,
         review_model="openai:gpt-4.1",
         openai_base_url=srv.openai_base_url,
         openai_api_key="test-key",
         llm_max_retries=1,
+        **over,
     )
 
 
@@ -263,3 +266,19 @@ def test_review_run_refuses_bad_input_in_one_line(make_cluster: Callable[..., Cl
         "skills list)"
     ]
     assert not cluster.rt.redis.exists(cluster.rt.keys.registry_skill("weekly-review"))
+
+
+def test_the_model_budget_caps_the_review_and_says_so(
+    make_cluster: Callable[..., Cluster], server: ScriptedServer
+) -> None:
+    # Given a broken skill and a model, but no model budget
+    cluster = _model_cluster(make_cluster, server, review_max_cost=0.0)
+    old = _register(cluster, health(250), health_tests())
+    seed_health(cluster.rt, old, *renamed_week(), tag="c")
+    # When the review runs
+    out = _review(cluster)
+    # Then the model is never asked and the card says the budget stopped it
+    [card] = out["skills"]
+    assert card["decision"] == "over_budget", card["decision_reason"]
+    assert "budget" in card["decision_reason"]
+    assert server.requests_for("openai") == [] and _active(cluster) == old

@@ -91,7 +91,7 @@ def test_marginal_drop_is_not_flagged_after_correction(
 ) -> None:
     # Given healthy skills with ordinary noise, BH keeps every one of them unflagged
     c = Cluster(make_settings(redis_server.url, tmp_path), tmp_path)
-    profiles = [SeedSkill(f"ok-{i}", runs_per_day=5, success=0.99) for i in range(8)]
+    profiles = [SeedSkill(f"ok-{i}", runs_per_day=4, success=0.99) for i in range(6)]
     seed_history(c.rt, profiles, days=35, end_ms=NOW, seed=11)
     scores = score_skills(c.rt.redis, c.rt.keys, Thresholds(), now=NOW)
     assert all(s.p_value is not None for s in scores)

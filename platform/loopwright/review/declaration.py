@@ -13,15 +13,15 @@ from __future__ import annotations
 import ast
 from typing import Any
 
-from loopwright.errors import UserError
+from loopwright.errors import SkillAuthorError
 from loopwright.sdk.manifest import ManifestInvalid, read_manifest
 
 POLICY = ("retries", "backoff", "timeout")
 
 
-class DeclarationError(UserError, ValueError):
+class DeclarationError(SkillAuthorError, ValueError):
     """The declaration cannot be changed as asked (no literal to edit, or the result is
-    invalid)."""
+    invalid): a matter of how the skill's author wrote it."""
 
 
 def _skill_call(tree: ast.Module) -> ast.Call:
