@@ -12,10 +12,10 @@ from conftest import Cluster
 from loopwright.history.replay import candidate_from_source, candidate_from_version
 from loopwright.review import rewrite
 from loopwright.review.candidates import copied_literals, failing, param_search
-from loopwright.review.declaration import with_values
 from loopwright.review.gate import gate
 from loopwright.review.split import side_of, split_runs
 from loopwright.runner.recording import Recording, load_recording
+from loopwright.skills_registry.declaration import with_values
 from review_support import false_alarm_week, health, seed_health
 
 

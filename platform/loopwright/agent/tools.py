@@ -19,7 +19,6 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.exceptions import RedisError
 
-from loopwright.agent.edits import derive, literal
 from loopwright.agent.guards import (
     hosts_of,
     placeholders,
@@ -35,6 +34,7 @@ from loopwright.sdk.manifest import manifest_or_none
 from loopwright.sdk.manifest_model import ParamSpec
 from loopwright.sdk.names import RESERVED_NAMES, is_reserved
 from loopwright.sidecar.verdict import Verdict
+from loopwright.skills_registry.declaration import derive, literal
 from loopwright.skills_registry.diff import diff_refs
 from loopwright.skills_registry.store import Registry
 

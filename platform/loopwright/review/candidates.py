@@ -11,7 +11,7 @@ The parameter search needs no model. It changes one declared value at a time —
 2. then steps around the current value (x0.8, x1.2, x1.5, x2);
 3. ``retries`` +1 and +2 when a failed run's last call failed with a retriable error.
 
-Each point is the same source with that one value changed (``review/declaration.py``: an edit
+Each point is the same source with that one value changed (``skills_registry/declaration.py``: an edit
 of the syntax tree's value span) and is scored by replaying the *search* split — first the
 labelled and failed runs (the ones it can fix or must keep), then, for the best survivors only,
 the rest — and judged by the gate's own rules (``review/gate.py``). The best point that the
@@ -27,13 +27,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from loopwright.history.replay import Candidate, candidate_from_source, replay_runs
-from loopwright.review.declaration import DeclarationError, with_values
 from loopwright.review.gate import judge
 from loopwright.review.types import VersionChange
 from loopwright.runner.recording import Recording
 from loopwright.runner.runtime import Runtime
 from loopwright.service.stats import skill_stats
 from loopwright.sidecar.replay import ReplayResult
+from loopwright.skills_registry.declaration import DeclarationError, with_values
 
 Kind = Literal["param", "rollback", "model"]
 MIN_ROLLBACK_RUNS = 5

@@ -1,11 +1,17 @@
-"""Changing a skill's declared values (``params`` defaults, ``retries``, ``backoff``,
-``timeout``) in its source, through the syntax tree.
+"""Changing a skill's ``@skill(...)`` declaration in its source, and nothing else.
 
-The ``@skill(...)`` call is found in the parsed module and only the text span of the one value
-node is replaced (or a keyword appended before the call's closing parenthesis), so comments,
-formatting and every other line stay as written, and a string elsewhere that happens to look
-like the value is never touched (what a text search-and-replace would get wrong). The result is
-parsed again and its manifest must carry the new values, or :class:`DeclarationError` says why.
+One home for the two ways versions are derived from a version's source (issue 12's
+``set_schedule``/``set_params`` builder tools, issue 11's review candidates):
+
+* :func:`derive` sets one keyword argument to an expression (``set_keyword``, plus the SDK
+  import the new value needs) and refuses when any other manifest field would change;
+* :func:`with_values` sets ``params`` defaults inside the declared dict literal and the policy
+  keywords (``retries``, ``backoff``, ``timeout``), checking that the manifest reads back with
+  exactly those values.
+
+Both find the call through the syntax tree and replace only the text span of the values they
+change, so comments, formatting and the body stay byte for byte (a search-and-replace would
+touch a look-alike string elsewhere).
 """
 
 from __future__ import annotations
@@ -13,8 +19,85 @@ from __future__ import annotations
 import ast
 from typing import Any
 
-from loopwright.errors import SkillAuthorError
-from loopwright.sdk.manifest import ManifestInvalid, read_manifest
+from loopwright.errors import SkillAuthorError, UserError
+from loopwright.sdk.manifest import ManifestInvalid, read_declaration, read_manifest
+
+
+def _offset(lines: list[bytes], lineno: int, col: int) -> int:
+    """Byte offset in the UTF-8 source of (1-based line, byte column), as ``ast`` reports."""
+    return sum(len(ln) for ln in lines[: lineno - 1]) + col
+
+
+def set_keyword(source: str, keyword: str, text: str) -> str:
+    """``source`` with the ``@skill`` argument ``keyword`` set to the expression ``text``
+    (replaced when present, appended as the last argument otherwise)."""
+    try:
+        decl = read_declaration(source)
+    except ManifestInvalid as exc:
+        raise UserError(f"the active version's @skill declaration does not read: {exc}") from None
+    data = source.encode("utf-8")
+    lines = data.splitlines(keepends=True)
+    node = decl.positions.get(keyword)
+    piece = text.encode("utf-8")
+    if node is not None:
+        assert node.end_lineno is not None and node.end_col_offset is not None
+        start = _offset(lines, node.lineno, node.col_offset)
+        end = _offset(lines, node.end_lineno, node.end_col_offset)
+        out = data[:start] + piece + data[end:]
+    else:
+        last = decl.call.keywords[-1].value
+        assert last.end_lineno is not None and last.end_col_offset is not None
+        end = _offset(lines, last.end_lineno, last.end_col_offset)
+        out = data[:end] + b", " + keyword.encode() + b"=" + piece + data[end:]
+    return out.decode("utf-8")
+
+
+def ensure_import(source: str, name: str) -> str:
+    """``source`` importing ``name`` from ``loopwright.sdk`` (added to the first such import,
+    or as a new line after it / at the top)."""
+    tree = ast.parse(source)
+    for node in tree.body:
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module == "loopwright.sdk"
+            and any(a.name == name and a.asname is None for a in node.names)
+        ):
+            return source
+    lines = source.splitlines(keepends=True)
+    first = next(
+        (n for n in tree.body if isinstance(n, ast.ImportFrom) and n.module == "loopwright.sdk"),
+        None,
+    )
+    line = f"from loopwright.sdk import {name}\n"
+    at = first.end_lineno if first is not None and first.end_lineno is not None else 0
+    return "".join(lines[:at]) + line + "".join(lines[at:])
+
+
+def changed_fields(old: str, new: str) -> set[str]:
+    """The manifest fields that differ between two sources (both must read)."""
+    a = read_manifest(old)[0].model_dump()
+    b = read_manifest(new)[0].model_dump()
+    return {k for k in set(a) | set(b) if a.get(k) != b.get(k)}
+
+
+def derive(source: str, keyword: str, text: str, imports: tuple[str, ...] = ()) -> str:
+    """The derived source; refuses when more than ``keyword`` would change."""
+    out = set_keyword(source, keyword, text)
+    for name in imports:
+        out = ensure_import(out, name)
+    try:
+        extra = changed_fields(source, out) - {keyword}
+    except ManifestInvalid as exc:
+        raise UserError(f"the changed declaration does not read: {exc}") from None
+    if extra:
+        raise UserError(f"changing {keyword} would also change {sorted(extra)}; not submitted")
+    return out
+
+
+def literal(value: Any) -> str:
+    """A Python literal for a JSON value (``repr`` of str/int/float/bool/None/list/dict)."""
+    return repr(value)
+
 
 POLICY = ("retries", "backoff", "timeout")
 
