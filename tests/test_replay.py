@@ -135,7 +135,7 @@ def test_runs_replay_shows_both_outcomes_and_refuses_bad_input_in_one_line(
     other = cluster.tmp / "other.py"
     other.write_text(OFF_SCRIPT.replace('name="health"', 'name="other"'))
     cases = {
-        ("nope",): "no run 'nope'",
+        ("nope",): "unknown run id 'nope'",  # the one run-id resolution (prefixes)
         (run_id, "--version", "zzzz"): "no version 'zzzz'",
         (run_id, "--file", str(bad)): "not a valid skill",
         (run_id, "--file", str(cluster.tmp / "missing.py")): "--file",

@@ -19,18 +19,46 @@ from loopwright.cli.common import (
     fmt_ts,
     literal,
     live_workers,
+    one_line,
     open_runtime,
+    plain,
     preview,
     styled,
 )
 from loopwright.errors import SkillLoadError, UserError
 
 if TYPE_CHECKING:
-    from loopwright.runner.records import Run
+    from loopwright.runner.records import Run, StepRecord
     from loopwright.runner.runtime import Runtime
     from loopwright.service.runs import RunService
 
-runs_app = typer.Typer(help="Inspect and cancel runs.", no_args_is_help=True)
+runs_app = typer.Typer(help="Inspect, retry, rerun and cancel runs.", no_args_is_help=True)
+
+RunIdArg = Annotated[
+    str, typer.Argument(help="The run id, or a unique prefix of it (at least 4 characters).")
+]
+INTERRUPTED = 130  # the shell's code for a command stopped by Ctrl-C
+
+
+def piped() -> bool:
+    """Whether stdout is not a terminal: then lists and views print full ids and untruncated
+    text as plain tab-separated lines, for pipes and scripts, instead of fitted tables."""
+    return not sys.stdout.isatty()
+
+
+def out(line: str) -> None:
+    """One plain line on stdout (piped output: no markup, control characters escaped)."""
+    sys.stdout.write(plain(line) + "\n")
+
+
+def full(value: Any) -> str:
+    """A JSON value on one line, whole (piped output)."""
+    return "" if value is None else json.dumps(value, default=str, ensure_ascii=False)
+
+
+def resolve(rt: Runtime, run_id: str) -> str:
+    """The full run id of ``run_id`` or a unique prefix of it (``RunStore.resolve_prefix``)."""
+    return rt.runs.resolve_prefix(run_id)
 
 
 def _read_capped(stream: Any, max_bytes: int, what: str) -> str:
@@ -108,13 +136,28 @@ def wait_with_progress(rt: Runtime, run_id: str, timeout: float | None, quiet: b
     """Wait for the run to end, showing its status and step count while it goes.
 
     With no live worker on the queue it says so at once (a queued run would wait forever).
+    Ctrl-C stops the waiting, not the run: it says so, with the command to follow the run, and
+    exits 130.
     """
+    try:
+        return _wait(rt, run_id, timeout, quiet)
+    except KeyboardInterrupt:
+        err_console.print(
+            f"\nstopped waiting; run {literal(run_id)} continues in the background. "
+            f"Follow it with: loopwright runs wait {literal(run_id)}"
+        )
+        raise typer.Exit(INTERRUPTED) from None
+
+
+def _wait(rt: Runtime, run_id: str, timeout: float | None, quiet: bool) -> Run:
     deadline = None if timeout is None else time.monotonic() + timeout
     warned_sched = False
-    if live_workers(rt) == 0:
+    run = rt.runs.get(run_id)
+    if not run.status.terminal and live_workers(rt) == 0:
         err_console.print(
-            f"[yellow]no worker is consuming queue '{literal(rt.settings.queue)}': start one "
-            f"with 'loopwright worker' or 'loopwright up'[/]"
+            f"[yellow]no worker is consuming queue '{literal(rt.settings.queue)}': the run "
+            f"stays {literal(run.status.value)} until one starts. Start workers with "
+            f"'loopwright up' (or 'loopwright worker'); waiting meanwhile[/]"
         )
     with console.status("waiting for the run...", spinner="dots") as status:
         while True:
@@ -134,6 +177,21 @@ def wait_with_progress(rt: Runtime, run_id: str, timeout: float | None, quiet: b
                     "start one with 'loopwright scheduler' or 'loopwright up'[/]"
                 )
                 warned_sched = True
+
+
+def print_outcome(run: Run, as_json: bool) -> None:
+    """A waited-for run's end: JSON, or its status, output and error; exit 1 unless it
+    completed."""
+    if as_json:
+        emit_json(run.to_dict())
+    else:
+        console.print(f"run [bold]{literal(run.id)}[/] {styled(run.status.value)}")
+        if run.output is not None:
+            console.print(literal(json.dumps(run.output, indent=2)))
+        if run.error:
+            err_console.print(f"[red]{literal(run.error)}[/]")
+    if run.status.value != "completed":
+        raise typer.Exit(1)
 
 
 def run_command(
@@ -173,17 +231,7 @@ def run_command(
         else:
             console.print(f"run [bold]{literal(run_id)}[/] queued")
         return
-    run = wait_with_progress(rt, run_id, wait_timeout, quiet=as_json)
-    if as_json:
-        emit_json(run.to_dict())
-    else:
-        console.print(f"run [bold]{literal(run_id)}[/] {styled(run.status.value)}")
-        if run.output is not None:
-            console.print(literal(json.dumps(run.output, indent=2)))
-        if run.error:
-            err_console.print(f"[red]{literal(run.error)}[/]")
-    if run.status.value != "completed":
-        raise typer.Exit(1)
+    print_outcome(wait_with_progress(rt, run_id, wait_timeout, quiet=as_json), as_json)
 
 
 @runs_app.command("list")
@@ -212,6 +260,15 @@ def list_runs(
     if as_json:
         emit_json([r.to_dict() for r in runs])
         return
+    if piped():
+        out("run\tskill\tstatus\tattempts\tcreated (UTC)\tactive\tresult")
+        for r in runs:
+            result = one_line(r.error) if r.error else full(r.output)
+            out(
+                f"{r.id}\t{r.skill}\t{r.status.value}\t{r.attempts}\t{fmt_ts(r.created_at)}\t"
+                f"{r.active_ms / 1000:.2f}s\t{result}"
+            )
+        return
     table = Table("run", "skill", "status", "attempts", "created (UTC)", "active", "result")
     for r in runs:
         result = literal(r.error[:60]) if r.error else preview(r.output, 40)
@@ -228,37 +285,113 @@ def list_runs(
 
 
 @runs_app.command("show")
-def show_run(
-    run_id: Annotated[str, typer.Argument(help="The run id.")], as_json: JsonFlag = False
-) -> None:
+def show_run(run_id: RunIdArg, as_json: JsonFlag = False) -> None:
     """Show one run with its step timeline and log."""
     rt = open_runtime()
+    run_id = resolve(rt, run_id)
     if as_json:
         run = rt.runs.get(run_id)
-        steps = [s.to_dict() for s in rt.runs.steps(run_id)]
+        records = rt.runs.steps(run_id)
+        steps = [s.to_dict() for s in records]
         labels = {f: run.raw.get(f) for f in ("feedback", "feedback_note", "feedback_by")}
         history = {**labels, "pinned": run.raw.get("pinned") == "1"}
-        emit_json({**run.to_dict(), **history, "steps": steps, "logs": rt.runs.logs(run_id)})
+        emit_json(
+            {**run.to_dict(), **history, **lineage(run, records), "steps": steps,
+             "logs": rt.runs.logs(run_id)}
+        )  # fmt: skip
         return
     render_run(rt, run_id)
 
 
+def next_retry_at(run: Run, steps: list[StepRecord]) -> int | None:
+    """When a run parked for a step's retry wakes (the step's ``until``), else None."""
+    retrying = [s for s in steps if s.status == "retrying" and s.until]
+    if not retrying or run.status.terminal:
+        return None
+    return retrying[-1].until
+
+
+def lineage(run: Run, steps: list[StepRecord]) -> dict[str, Any]:
+    """Where a run came from and what was done to it: trigger, event id, rerun and retry
+    links, the next retry time (``runs show``, text and JSON alike)."""
+    raw = run.raw
+    return {
+        "event_id": run.event.get("id"),
+        "event_name": run.event.get("name"),
+        "rerun_of": raw.get("rerun_of") or None,
+        "from_step": raw.get("from_step") or None,
+        "retried": int(raw.get("retried") or 0),
+        "retried_at": int(raw["retried_at"]) if raw.get("retried_at") else None,
+        "previous_error": raw.get("prev_error") or None,
+        "next_retry_at": next_retry_at(run, steps),
+    }
+
+
+def _facts(run: Run, steps: list[StepRecord]) -> list[str]:
+    """The run's header lines, plain text (``literal`` or ``plain`` is applied by the caller)."""
+    info = lineage(run, steps)
+    trigger = " ".join(f"{k}={v}" for k, v in run.trigger.items() if k != "type")
+    facts = [
+        f"run {run.id}  skill {run.skill}@{run.version}  {run.status.value}  attempts "
+        f"{run.attempts}  lost executors {run.reaps}",
+        f"created {fmt_ts(run.created_at)}  started {fmt_ts(run.started_at)}  finished "
+        f"{fmt_ts(run.finished_at)}  active {run.active_ms / 1000:.2f}s",
+        f"trigger {run.trigger.get('type', '-')}{'  ' + trigger if trigger else ''}  event "
+        f"{info['event_name'] or '-'}  event id {info['event_id'] or '-'}",
+    ]
+    if run.parent:
+        facts.append(f"child of run {run.parent} (step #{run.parent_seq})")
+    if info["rerun_of"]:
+        src = f" from step {info['from_step']!r}" if info["from_step"] else ""
+        facts.append(f"rerun of run {info['rerun_of']}{src}")
+    if info["retried"]:
+        facts.append(f"retried {info['retried']} time(s), last {fmt_ts(info['retried_at'])}")
+        if info["previous_error"]:
+            facts.append(f"error before the retry: {one_line(info['previous_error'])}")
+    if info["next_retry_at"]:
+        facts.append(f"next retry {fmt_ts(info['next_retry_at'])}")
+    elif run.wake_at and not run.status.terminal:
+        facts.append(f"wakes {fmt_ts(run.wake_at)}")
+    return facts
+
+
 def render_run(rt: Runtime, run_id: str) -> None:
-    """Print a run's header, step timeline, output or error, and log (all of it literal)."""
+    """Print a run's header, step timeline, output or error, and log (all of it literal);
+    piped, the same as plain lines with nothing truncated."""
     from rich.table import Table
 
     run = rt.runs.get(run_id)
     steps = rt.runs.steps(run_id)
     logs = rt.runs.logs(run_id)
-    console.print(
-        f"run [bold]{literal(run.id)}[/]  skill [bold]{literal(run.skill)}[/]"
-        f"@{literal(run.version[:12])}  "
-        f"{styled(run.status.value)}  attempts {run.attempts}  lost executors {run.reaps}"
-    )
-    console.print(
-        f"created {fmt_ts(run.created_at)}  started {fmt_ts(run.started_at)}  "
-        f"finished {fmt_ts(run.finished_at)}  active {run.active_ms / 1000:.2f}s"
-    )
+    feedback = ""
+    if run.raw.get("feedback") or run.raw.get("pinned") == "1":
+        note = run.raw.get("feedback_note")
+        feedback = f"feedback: {run.raw.get('feedback', '-')}" + (f" ({note})" if note else "")
+        feedback += "  pinned" if run.raw.get("pinned") == "1" else ""
+    if piped():
+        for fact in _facts(run, steps):
+            out(fact)
+        out("#\tstep\tkind\tstatus\tattempts\tduration\toutput / error")
+        for s in steps:
+            d = s.to_dict()
+            dur = f"{d['duration_ms']} ms" if d["duration_ms"] is not None else "-"
+            detail = one_line(s.error) if s.error else full(s.output)
+            if s.kind == "sleep" and not s.error:
+                detail = f"until {fmt_ts(s.until)}"
+            out(f"{s.seq}\t{s.name}\t{s.kind}\t{s.status}\t{s.attempts}\t{dur}\t{detail}")
+        if run.output is not None:
+            out(f"output: {full(run.output)}")
+        if run.error:
+            out(f"error: {one_line(run.error)}")
+        if feedback:
+            out(one_line(feedback))
+        for line in logs:
+            out(f"  {fmt_ts(line['ts'])} {line['level']:7} #{line['step']} {line['message']}")
+        return
+    facts = _facts(run, steps)
+    console.print(f"[bold]{literal(facts[0])}[/]")
+    for fact in facts[1:]:
+        console.print(literal(fact))
     table = Table("#", "step", "kind", "status", "attempts", "duration", "output / error")
     for s in steps:
         d = s.to_dict()
@@ -276,10 +409,8 @@ def render_run(rt: Runtime, run_id: str) -> None:
         console.print("output:", preview(run.output, 200))
     if run.error:
         console.print(f"[red]error: {literal(run.error)}[/]")
-    if run.raw.get("feedback") or run.raw.get("pinned") == "1":
-        note = run.raw.get("feedback_note")
-        label = f"feedback: {run.raw.get('feedback', '-')}" + (f" ({note})" if note else "")
-        console.print(literal(label) + ("  pinned" if run.raw.get("pinned") == "1" else ""))
+    if feedback:
+        console.print(literal(feedback))
     for line in logs:
         console.print(
             f"  {fmt_ts(line['ts'])} {literal(line['level']):7} #{literal(line['step'])} "
@@ -289,10 +420,34 @@ def render_run(rt: Runtime, run_id: str) -> None:
 
 @runs_app.command("cancel")
 def cancel_run(
-    run_id: Annotated[str, typer.Argument(help="The run id.")], as_json: JsonFlag = False
+    run_id: Annotated[
+        str | None,
+        typer.Argument(help="The run id or a unique prefix; or give --skill to cancel many."),
+    ] = None,
+    skill: Annotated[
+        str | None, typer.Option(help="Cancel every unfinished run of this skill.")
+    ] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(help="With --skill: only runs in this status (queued, running, ...)."),
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="With --skill: only count what would be cancelled.")
+    ] = False,
+    as_json: JsonFlag = False,
 ) -> None:
-    """Cancel a run (and its child runs)."""
+    """Cancel a run (and its child runs), or with --skill every unfinished run of a skill."""
+    if (run_id is None) == (skill is None):
+        raise typer.BadParameter("give a RUN_ID or --skill NAME (not both)")
+    if run_id is not None and (status or dry_run):
+        raise typer.BadParameter("--status and --dry-run go with --skill")
     rt = open_runtime()
+    if skill is not None:
+        _cancel_many(rt, skill, status, yes=yes, dry_run=dry_run, as_json=as_json)
+        return
+    assert run_id is not None
+    run_id = resolve(rt, run_id)
     cancelled = rt.runs.cancel(run_id)
     run = rt.runs.get(run_id)
     if as_json:
@@ -305,9 +460,120 @@ def cancel_run(
         )
 
 
+def _cancel_many(
+    rt: Runtime, skill: str, status: str | None, *, yes: bool, dry_run: bool, as_json: bool
+) -> None:
+    """Count first; then, on a terminal, ask (``--yes`` skips it; without a terminal
+    ``--yes`` is required, so a script never cancels by accident)."""
+    from loopwright.service.operations import cancel_many
+
+    what = f"{status + ' ' if status else 'unfinished '}run(s) of skill {skill!r}"
+    counted = cancel_many(rt, skill, status, dry_run=True)
+    if dry_run or counted.matched == 0:
+        if as_json:
+            emit_json(counted.to_dict())
+            return
+        would = " would be cancelled" if counted.matched else ""
+        console.print(f"{counted.matched} {literal(what)}{would}")
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            raise typer.BadParameter(
+                f"{counted.matched} {what} match; not on a terminal, so add --yes to cancel "
+                "them (or --dry-run to only count)"
+            )
+        if not typer.confirm(f"cancel {counted.matched} {what}?", default=False):
+            raise typer.Exit(1)
+    done = cancel_many(rt, skill, status, only=counted.ids)  # what was counted and confirmed
+    if as_json:
+        emit_json(done.to_dict())
+        return
+    children = len(done.cancelled) - done.matched
+    extra = f" and {children} child run(s)" if children > 0 else ""
+    console.print(f"cancelled {done.matched} {literal(what)}{extra}")
+
+
+@runs_app.command("retry")
+def retry_run(run_id: RunIdArg, as_json: JsonFlag = False) -> None:
+    """Run a failed or cancelled run again from its first unfinished step (same run id; its
+    finished steps are not executed again)."""
+    from loopwright.service.operations import retry
+
+    rt = open_runtime()
+    done = retry(rt, resolve(rt, run_id))
+    if as_json:
+        emit_json(
+            {"run_id": done.run_id, "status": "queued", "from_seq": done.from_seq,
+             "dropped_checkpoints": done.dropped}
+        )  # fmt: skip
+        return
+    where = f"from step #{done.from_seq}" if done.from_seq else "(every checkpoint was finished)"
+    console.print(
+        f"run [bold]{literal(done.run_id)}[/] queued again {where}; follow it with: "
+        f"loopwright runs wait {literal(done.run_id)}"
+    )
+
+
+@runs_app.command("rerun")
+def rerun_run(
+    run_id: RunIdArg,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data", "-d", help="New input as JSON, @FILE or - for stdin (default: the old)."
+        ),
+    ] = None,
+    version: Annotated[
+        str | None, typer.Option("--version", help="A version id or prefix (default: the old).")
+    ] = None,
+    from_step: Annotated[
+        str | None,
+        typer.Option(
+            "--from-step", help="Reuse the old run's checkpoints before this step (by name)."
+        ),
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", "-w", help="Wait for the new run to end.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Start a new run linked to an old one: the same or new input, on this or another version,
+    optionally reusing its checkpoints before a step."""
+    from loopwright.service.operations import rerun
+
+    rt = open_runtime()
+    run_id = resolve(rt, run_id)
+    payload = parse_data(data, rt.settings.run_input_max_bytes) if data is not None else None
+    made = rerun(rt, run_id, payload, version=version, from_step=from_step)
+    if wait:
+        print_outcome(wait_with_progress(rt, made.run_id, None, quiet=as_json), as_json)
+        return
+    if as_json:
+        emit_json(made.to_dict())
+        return
+    reused = f", reusing {made.reused} checkpoint(s)" if made.from_step else ""
+    console.print(
+        f"run [bold]{literal(made.run_id)}[/] queued (rerun of {literal(run_id)} on "
+        f"{literal(made.version[:12])}{reused})"
+    )
+
+
+@runs_app.command("wait")
+def wait_run(
+    run_id: RunIdArg,
+    timeout: Annotated[
+        float | None, typer.Option(help="Give up waiting after this many seconds.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Wait for a run to end and print how it ended (exit 1 unless it completed)."""
+    rt = open_runtime()
+    print_outcome(wait_with_progress(rt, resolve(rt, run_id), timeout, quiet=as_json), as_json)
+
+
 @runs_app.command("replay")
 def replay_command(
-    run_id: Annotated[str, typer.Argument(help="The run id.")],
+    run_id: RunIdArg,
     version: Annotated[
         str | None, typer.Option("--version", help="A registered version id (or prefix).")
     ] = None,
@@ -320,7 +586,8 @@ def replay_command(
     calls answered from the recording, side effects captured, never performed."""
     from loopwright.service.replay import lines, replay
 
-    data = replay(open_runtime(), run_id, version=version, file=file)
+    rt = open_runtime()
+    data = replay(rt, resolve(rt, run_id), version=version, file=file)
     if as_json:
         emit_json(data)
         return
@@ -328,11 +595,12 @@ def replay_command(
         console.print(literal(line), soft_wrap=True)
 
 
-def _run_service() -> RunService:
+def _run_service(run_id: str) -> tuple[RunService, str]:
+    """The run service and the full id of ``run_id`` (or a unique prefix of it)."""
     from loopwright.service.runs import RunService
 
     rt = open_runtime()
-    return RunService(rt.redis, rt.keys)
+    return RunService(rt.redis, rt.keys), resolve(rt, run_id)
 
 
 def _who() -> str:
@@ -345,7 +613,7 @@ def _who() -> str:
 
 @runs_app.command("feedback")
 def feedback_run(
-    run_id: Annotated[str, typer.Argument(help="The run id.")],
+    run_id: RunIdArg,
     good: Annotated[bool, typer.Option("--good", help="The run did the right thing.")] = False,
     bad: Annotated[bool, typer.Option("--bad", help="The run did the wrong thing.")] = False,
     note: Annotated[str | None, typer.Option(help="Why (plain text, e.g. 'false alarm').")] = None,
@@ -354,7 +622,8 @@ def feedback_run(
     """Record a verdict on a run; the run is pinned (kept by retention) as a replay case."""
     if good == bad:
         raise UserError("give exactly one of --good or --bad")
-    fb = _run_service().feedback(run_id, good, note, _who())
+    service, run_id = _run_service(run_id)
+    fb = service.feedback(run_id, good, note, _who())
     if as_json:
         emit_json(fb.to_dict())
         return
@@ -363,11 +632,10 @@ def feedback_run(
 
 
 @runs_app.command("pin")
-def pin_run(
-    run_id: Annotated[str, typer.Argument(help="The run id.")], as_json: JsonFlag = False
-) -> None:
+def pin_run(run_id: RunIdArg, as_json: JsonFlag = False) -> None:
     """Keep a run until it is unpinned (retention skips pinned runs)."""
-    _run_service().pin(run_id)
+    service, run_id = _run_service(run_id)
+    service.pin(run_id)
     if as_json:
         emit_json({"run_id": run_id, "pinned": True})
     else:
@@ -375,11 +643,10 @@ def pin_run(
 
 
 @runs_app.command("unpin")
-def unpin_run(
-    run_id: Annotated[str, typer.Argument(help="The run id.")], as_json: JsonFlag = False
-) -> None:
+def unpin_run(run_id: RunIdArg, as_json: JsonFlag = False) -> None:
     """Release a pin: the run is deleted once LOOPWRIGHT_RUN_RETENTION has passed."""
-    _run_service().unpin(run_id)
+    service, run_id = _run_service(run_id)
+    service.unpin(run_id)
     if as_json:
         emit_json({"run_id": run_id, "pinned": False})
     else:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from redis import Redis
 
 from loopwright.keys import Keys
-from loopwright.runner.rollup import duration_bucket
+from loopwright.runner.rollup import UNROLL, duration_bucket
 from loopwright.runner.signature import signature
 from loopwright.scripts import NAMED, named
 
@@ -126,30 +126,7 @@ def counted(rollup: Rollup) -> Counter[str]:
 # counts it again in the bucket of its new status. Nothing when it was never counted.
 # KEYS (named): run, rollup (built from the run's skill, version and ``rolled`` day)
 # ARGV (named): day (the ``rolled`` day the caller read)   Returns 1 when moved out, else 0.
-UNROLL_LUA = (
-    NAMED
-    + """
-local h = redis.call('HMGET', K.run, 'rolled', 'status', 'origin', 'dur_bucket', 'dur_ms', 'sig',
-  'active_ms', 'c_steps', 'c_attempts', 'c_retries', 'c_tokens_in', 'c_tokens_out',
-  'c_cost_micros')
-if not h[1] or h[1] ~= A.day then return 0 end
-local r = K.rollup
-redis.call('HINCRBY', r, 'runs', -1)
-redis.call('HINCRBY', r, 'status:' .. h[2], -1)
-if h[2] == 'failed' then redis.call('HINCRBY', r, 'failed:' .. (h[3] or 'skill'), -1) end
-if h[4] then redis.call('HINCRBY', r, 'dur:' .. h[4], -1) end
-redis.call('HINCRBY', r, 'dur_ms', -(tonumber(h[5] or '0') or 0))
-if h[6] then redis.call('HINCRBY', r, 'sig:' .. h[6] .. ':n', -1) end
-local names = {'active_ms', 'steps', 'attempts', 'retries', 'tokens_in', 'tokens_out',
-  'cost_micros'}
-for i, name in ipairs(names) do
-  local v = tonumber(h[i + 6] or '')
-  if v and v ~= 0 then redis.call('HINCRBY', r, name, -v) end
-end
-redis.call('HDEL', K.run, 'rolled', 'origin', 'dur_bucket', 'dur_ms', 'sig')
-return 1
-"""
-)
+UNROLL_LUA = NAMED + UNROLL + "return unroll(K.run, K.rollup, A.day)\n"
 
 
 def unroll(redis: Redis, keys: Keys, run_id: str) -> bool:

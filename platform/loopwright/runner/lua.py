@@ -19,8 +19,8 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from loopwright.errors import LoopwrightError
-from loopwright.runner.rollup import CHECK_ROLLUP, ROLLUP
-from loopwright.scripts import named
+from loopwright.runner.rollup import CHECK_ROLLUP, ROLLUP, UNROLL
+from loopwright.scripts import NAMED, named
 
 STALE = "LW-STALE"
 
@@ -159,3 +159,103 @@ def checked(script: Callable[..., Any], **kw: Any) -> Any:
         if str(exc).startswith(STALE):
             raise StaleDeclarationError(str(exc)) from None
         raise
+
+
+# Atomically: re-open a failed or cancelled run for a retry (issue 15). Its checkpoints from
+# the first unfinished step on (the failed, retrying or pending step and every record after
+# it) are dropped with their large outputs, their share of the run's counters and of its
+# storage quota; the finished ones before it are kept, so the retry replays them and executes
+# from there. The run leaves its rollup bucket (``unroll``, in this same script: it is
+# counted again, once, when it ends again), leaves ``ended`` (retention keeps a run that is not
+# terminal) and goes back to ``queued`` under a new dispatch id with its fence advanced (a
+# zombie of the old attempt stays refused), its lost-executor count and active time reset (a
+# fresh timeout budget). A child run is retried only while its parent still waits for it.
+# KEYS (named): run, steps, queued, ended, timers, waiting, leases; rollup (when the run was
+#   rolled up: its skill, version and ``rolled`` day); parent_run, parent_steps (when it has a
+#   parent); o<seq> for every step output kept in its own key (``Keys.step_output``)
+# ARGV (named): run_id, job_prefix, skill, version, day (the ``rolled`` day read, absent when
+#   none), channel; parent, parent_seq (when it has a parent)
+# Returns {'ok', job id, first dropped seq (0 when none), records dropped}, or {reason, detail}:
+# 'missing', 'status' (the status it has), 'parent' (the parent's status).
+RETRY_LUA = (
+    NOW
+    + NAMED
+    + CHECK_PARENT
+    + UNROLL
+    + f"""
+local h = redis.call('HMGET', K.run, 'status', 'rolled', 'skill', 'version')
+if not h[1] then return {{'missing', ''}} end
+if h[1] ~= 'failed' and h[1] ~= 'cancelled' then return {{'status', h[1]}} end
+if (h[2] or nil) ~= A.day or h[3] ~= A.skill or h[4] ~= A.version then
+  return redis.error_reply('{STALE} retry declared ' .. tostring(A.day) .. ', stored '
+    .. tostring(h[2]))
+end
+local bad = stale_parent(K.run, A.parent, A.parent_seq)
+if bad then return bad end
+if K.parent_run then
+  local ps = redis.call('HGET', K.parent_run, 'status')
+  local raw = redis.call('HGET', K.parent_steps, tostring(A.parent_seq))
+  local rec = raw and cjson.decode(raw) or {{}}
+  if ps ~= 'waiting' or rec['status'] ~= 'pending' or rec['child'] ~= A.run_id then
+    return {{'parent', tostring(ps)}}
+  end
+end
+local all = redis.call('HGETALL', K.steps)
+local first = nil
+local recs = {{}}
+for i = 1, #all, 2 do
+  local seq = tonumber(all[i])
+  local rec = cjson.decode(all[i + 1])
+  recs[seq] = {{rec, string.len(all[i + 1])}}
+  if rec['status'] ~= 'done' and (first == nil or seq < first) then first = seq end
+end
+for seq, r in pairs(recs) do
+  if first and seq >= first and r[1]['ref'] and not K['o' .. seq] then
+    return redis.error_reply('{STALE} retry: output key of step ' .. seq .. ' not declared')
+  end
+end
+if K.rollup and redis.call('EXISTS', K.rollup) == 1 then
+  unroll(K.run, K.rollup, A.day)
+else  -- its day's rollup expired (a pinned run older than the rollup TTL): nothing to undo
+  redis.call('HDEL', K.run, 'rolled', 'origin', 'dur_bucket', 'dur_ms', 'sig')
+end
+local dropped, freed = 0, 0
+if first then
+  for seq, r in pairs(recs) do
+    if seq >= first then
+      local rec = r[1]
+      freed = freed + r[2]
+      if K['o' .. seq] then
+        freed = freed + redis.call('STRLEN', K['o' .. seq])
+        redis.call('DEL', K['o' .. seq])
+      end
+      if rec['status'] == 'done' or rec['status'] == 'failed' then
+        local tries = tonumber(rec['attempts'] or 1) or 1
+        redis.call('HINCRBY', K.run, 'c_steps', -1)
+        redis.call('HINCRBY', K.run, 'c_attempts', -tries)
+        if tries > 1 then redis.call('HINCRBY', K.run, 'c_retries', -(tries - 1)) end
+      end
+      redis.call('HDEL', K.steps, tostring(seq))
+      dropped = dropped + 1
+    end
+  end
+  if freed > 0 then redis.call('HINCRBY', K.run, 'stored', -freed) end
+end
+local err = redis.call('HGET', K.run, 'error')
+if err then redis.call('HSET', K.run, 'prev_error', err) end
+redis.call('HINCRBY', K.run, 'fence', 1)
+local jid = A.job_prefix .. redis.call('HINCRBY', K.run, 'dispatches', 1)
+redis.call('HINCRBY', K.run, 'retried', 1)
+redis.call('HSET', K.run, 'status', 'queued', 'dispatch', jid, 'updated_at', now,
+  'retried_at', now, 'active_ms', 0, 'reaps', 0)
+redis.call('HDEL', K.run, 'error', 'output', 'finished_at', 'owner', 'lease_until', 'wake_at',
+  'throttles')
+redis.call('ZREM', K.ended, A.run_id)
+redis.call('ZREM', K.timers, A.run_id)
+redis.call('ZREM', K.waiting, A.run_id)
+redis.call('ZREM', K.leases, A.run_id)
+redis.call('ZADD', K.queued, now, A.run_id)
+redis.call('PUBLISH', A.channel, A.run_id .. ' queued')
+return {{'ok', jid, first or 0, dropped}}
+"""
+)

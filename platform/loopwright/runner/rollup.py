@@ -138,6 +138,35 @@ end
 """
 
 
+# ``unroll(run, rollup, day)``: take one ended run's contribution back out of ``rollup`` (its
+# day's hash: status, origin, duration, counters, signature count) and clear its ``rolled``
+# mark, so that its next end counts it again in the bucket of its new status. Nothing (0) when
+# the run was not counted in ``day``; 1 when moved out. Used by ``history.rollups.unroll`` and
+# inside the retry script (``runner/lua.py``), which re-opens the run in the same breath.
+UNROLL = """
+local function unroll(run, r, day)
+  local h = redis.call('HMGET', run, 'rolled', 'status', 'origin', 'dur_bucket', 'dur_ms', 'sig',
+    'active_ms', 'c_steps', 'c_attempts', 'c_retries', 'c_tokens_in', 'c_tokens_out',
+    'c_cost_micros')
+  if not h[1] or h[1] ~= day then return 0 end
+  redis.call('HINCRBY', r, 'runs', -1)
+  redis.call('HINCRBY', r, 'status:' .. h[2], -1)
+  if h[2] == 'failed' then redis.call('HINCRBY', r, 'failed:' .. (h[3] or 'skill'), -1) end
+  if h[4] then redis.call('HINCRBY', r, 'dur:' .. h[4], -1) end
+  redis.call('HINCRBY', r, 'dur_ms', -(tonumber(h[5] or '0') or 0))
+  if h[6] then redis.call('HINCRBY', r, 'sig:' .. h[6] .. ':n', -1) end
+  local names = {'active_ms', 'steps', 'attempts', 'retries', 'tokens_in', 'tokens_out',
+    'cost_micros'}
+  for i, name in ipairs(names) do
+    local v = tonumber(h[i + 6] or '')
+    if v and v ~= 0 then redis.call('HINCRBY', r, name, -v) end
+  end
+  redis.call('HDEL', run, 'rolled', 'origin', 'dur_bucket', 'dur_ms', 'sig')
+  return 1
+end
+"""
+
+
 def utc_day(ms: int) -> str:
     """``yyyymmdd`` of a time in ms, in UTC."""
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y%m%d")

@@ -15,7 +15,7 @@ from loopwright.errors import NotFoundError, UserError
 from loopwright.keys import Keys
 from loopwright.runner.checkpoint import Checkpoints
 from loopwright.runner.flow import concurrency_fields
-from loopwright.runner.lua import ENDED, NOW, call_named
+from loopwright.runner.lua import ENDED, NOW, RETRY_LUA, StaleDeclarationError, call_named
 from loopwright.runner.records import Run, RunStatus, StepRecord, encode_json, now_ms
 from loopwright.runner.rollup import Ending, rollup_declaration
 from loopwright.runner.transitions import Declared, Transitions
@@ -35,8 +35,14 @@ JOB_FUNC = "loopwright.runner.execute.execute"
 # ``queued`` (the caller enqueues the RQ job after this script; the lost-dispatch check covers
 # a crash in between), ``timers`` (created parked until ``score``) or ``ended`` (a start that
 # flow control skipped: the shared terminal bookkeeping ``run_ended`` runs here too).
+# A fork (``rerun --from-step``, issue 15) also copies the old run's checkpoints ``A.copy``
+# (seqs) from ``K.from_steps`` to ``K.steps`` in the same script, large outputs from
+# ``K.f<seq>`` to ``K.o<seq>``, with their counters and stored bytes: the new run replays them
+# and never executes those steps. They are read before anything is written (``LW-STALE`` when
+# the old run lost one meanwhile, e.g. a retry dropped it).
 # KEYS (named): run, runs, runs_by_skill, queued, timers, ended, waiting; children (of the
-#   parent, when there is one); parent_run, parent_steps (a skipped child resolves its parent)
+#   parent, when there is one); parent_run, parent_steps (a skipped child resolves its parent);
+#   steps, from_steps, f<seq>, o<seq> (a fork)
 # ARGV (named): run_id, fields (the record: name -> string), place, score (ms), channel;
 #   parent, parent_seq, parent_job_prefix (with parent_run); a skipped run's rollup keys and
 #   arguments (``runner/rollup.py``)
@@ -47,12 +53,42 @@ CREATE_LUA = (
     + ENDED
     + """
 if redis.call('EXISTS', K.run) == 1 then return {0, ''} end
+local copied = {}
+if K.from_steps then
+  for _, seq in ipairs(A.copy) do
+    local raw = redis.call('HGET', K.from_steps, tostring(seq))
+    if not raw then
+      return redis.error_reply('LW-STALE fork: step ' .. seq .. ' of the old run is gone')
+    end
+    copied[#copied + 1] = {seq, raw}
+  end
+end
 local flat = {}
 for name, value in pairs(A.fields) do
   flat[#flat + 1] = name
   flat[#flat + 1] = value
 end
 redis.call('HSET', K.run, unpack(flat))
+if K.from_steps then
+  local stored, n, tries, retries = 0, 0, 0, 0
+  for _, c in ipairs(copied) do
+    local seq, raw = c[1], c[2]
+    redis.call('HSET', K.steps, tostring(seq), raw)
+    stored = stored + string.len(raw)
+    local big = K['f' .. seq] and redis.call('GET', K['f' .. seq])
+    if big then
+      redis.call('SET', K['o' .. seq], big)
+      stored = stored + string.len(big)
+    end
+    local rec = cjson.decode(raw)
+    if rec['status'] == 'done' or rec['status'] == 'failed' then
+      local t = tonumber(rec['attempts'] or 1) or 1
+      n, tries, retries = n + 1, tries + t, retries + t - 1
+    end
+  end
+  redis.call('HSET', K.run, 'stored', stored, 'c_steps', n, 'c_attempts', tries, 'c_retries',
+    retries)
+end
 local ts = tonumber(A.fields.created_at)
 redis.call('ZADD', K.runs, ts, A.run_id)
 redis.call('ZADD', K.runs_by_skill, ts, A.run_id)
@@ -132,6 +168,35 @@ class Created:
     created: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Fork:
+    """Checkpoints a new run takes over from an old one (``rerun --from-step``): the old run's
+    ``seqs``, of which ``big`` keep their output in their own key."""
+
+    from_run: str
+    seqs: tuple[int, ...]
+    big: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Retried:
+    """What :meth:`RunStore.retry` did: the run's new dispatch job, the first step it executes
+    again (``from_seq``, None when every checkpoint was finished) and how many checkpoints
+    were dropped."""
+
+    run_id: str
+    job_id: str
+    from_seq: int | None
+    dropped: int
+
+
+# Git's rule for abbreviated ids: at least this many characters.
+MIN_PREFIX = 4
+RUN_ID_HEX = 12  # the leading hex digits of a run id are its creation time in ms
+PREFIX_SLACK_MS = 60_000  # an id's time and its index score (creation) may differ a little
+PREFIX_SHOWN = 10
+
+
 class RunStore:
     """The run history and the entry points that create or change runs."""
 
@@ -153,6 +218,7 @@ class RunStore:
         self._checkpoints = checkpoints
         self._input_max = input_max_bytes
         self._create = redis.register_script(CREATE_LUA)
+        self._retry = redis.register_script(RETRY_LUA)
 
     def create(self, **kw: Any) -> str:
         """Create a run with a new id (or one nobody used): see :meth:`create_if_absent`.
@@ -183,6 +249,8 @@ class RunStore:
         admitted_at: int | None = None,
         at_ms: int | None = None,
         dispatch: bool = True,
+        fields: dict[str, str] | None = None,
+        fork: Fork | None = None,
     ) -> Created:
         """Record a new queued run and dispatch it, unless a run with this id exists.
 
@@ -196,7 +264,8 @@ class RunStore:
         every ended run); ``wake_at`` creates it parked. ``at_ms`` is an explicit creation time
         (the history seeder only; default now); ``dispatch=False`` leaves a queued run
         without its RQ job (the seeder takes it itself; the lost-dispatch check would otherwise
-        dispatch it after its grace).
+        dispatch it after its grace). ``fields`` adds record fields (``rerun_of``...);
+        ``fork`` copies an old run's checkpoints in the same script (a rerun from a step).
         """
         run_id = run_id or new_run_id()
         ts = now_ms() if at_ms is None else at_ms
@@ -244,8 +313,9 @@ class RunStore:
             mapping.update(status=RunStatus.SLEEPING.value, wake_at=wake_at)
         if admitted_at is not None:
             mapping["admitted_at"] = admitted_at  # the rate limiter's own time for this start
+        mapping.update(fields or {})
         place = "ended" if skipped is not None else "timers" if wake_at is not None else "queued"
-        created, parent_job = self._create_script(run_id, skill, mapping, place, ts)
+        created, parent_job = self._create_script(run_id, skill, mapping, place, ts, fork)
         if created and place == "queued" and dispatch:
             # After the script: a crash before this line leaves a queued run with a vanished
             # job, which the scheduler's lost-dispatch check re-dispatches.
@@ -255,7 +325,13 @@ class RunStore:
         return Created(run_id, created)
 
     def _create_script(
-        self, run_id: str, skill: str, mapping: dict[str, Any], place: str, ts: int
+        self,
+        run_id: str,
+        skill: str,
+        mapping: dict[str, Any],
+        place: str,
+        ts: int,
+        fork: Fork | None = None,
     ) -> tuple[bool, str | None]:
         k = self._keys
         parent = str(mapping.get("parent", "")) or None
@@ -286,6 +362,12 @@ class RunStore:
                 parent_seq=d.parent_seq,
                 parent_job_prefix=self._transitions.job_prefix(d.parent),
             )
+        if fork is not None:
+            keys.update(steps=k.steps(run_id), from_steps=k.steps(fork.from_run))
+            for seq in fork.big:
+                keys[f"f{seq}"] = k.step_output(fork.from_run, seq)
+                keys[f"o{seq}"] = k.step_output(run_id, seq)
+            args["copy"] = list(fork.seqs)
         if place == "ended":
             end = Ending(origin="skill", now_ms=ts)  # flow control's refusal is no error
             rk, ra = rollup_declaration(k, skill, str(mapping["version"]), end, ts)
@@ -360,6 +442,119 @@ class RunStore:
             cancelled += self.cancel(str(child), f"parent run {run_id} was cancelled")
         return cancelled
 
+    def retry(self, run_id: str) -> Retried:
+        """Run a failed or cancelled run again from its first unfinished step, keeping its
+        finished checkpoints (``RETRY_LUA``: one script moves it out of its rollup, drops the
+        unfinished checkpoints, advances the fence and queues it), then dispatch it the way
+        every queued run is dispatched. A crash before the enqueue leaves a queued run whose
+        job is missing: the scheduler's lost-dispatch check dispatches it.
+
+        ``UserError`` when the run is not failed or cancelled, or is a child whose parent has
+        stopped waiting for it; ``NotFoundError`` when it does not exist."""
+        k = self._keys
+        for attempt in range(3):
+            d = self._transitions.declared(run_id)
+            day = self._redis.hget(k.run(run_id), "rolled")
+            raw: dict[str, str] = self._redis.hgetall(k.steps(run_id))  # type: ignore[assignment]
+            big = [int(seq) for seq, rec in raw.items() if '"ref":true' in rec]
+            keys: dict[str, str | None] = {
+                "run": k.run(run_id),
+                "steps": k.steps(run_id),
+                "queued": k.queued,
+                "ended": k.ended,
+                "timers": k.timers,
+                "waiting": k.waiting,
+                "leases": k.leases,
+                "rollup": k.rollup(d.skill, d.version, str(day)) if day else None,
+                "parent_run": k.run(d.parent) if d.parent else None,
+                "parent_steps": k.steps(d.parent) if d.parent else None,
+                **{f"o{seq}": k.step_output(run_id, seq) for seq in big},
+            }
+            args = {
+                "run_id": run_id,
+                "job_prefix": self._transitions.job_prefix(run_id),
+                "skill": d.skill,
+                "version": d.version,
+                "day": str(day) if day else None,
+                "channel": k.notify_channel,
+                "parent": d.parent,
+                "parent_seq": d.parent_seq,
+            }
+            try:
+                res = call_named(self._retry, keys, args)
+            except StaleDeclarationError:
+                if attempt < 2:
+                    continue  # the run changed between the reads and the script: read again
+                raise
+            break
+        what, detail = str(res[0]), str(res[1])
+        if what == "missing":
+            raise NotFoundError(f"unknown run id {run_id!r} (list runs with: loopwright runs list)")
+        if what == "status":
+            raise UserError(
+                f"run {run_id} is {detail}: only a failed or cancelled run can be retried"
+                + ("" if detail in ("completed", "skipped") else " (cancel it first)")
+                + f"; to run it again as a new run: loopwright runs rerun {run_id}"
+            )
+        if what == "parent":
+            raise UserError(
+                f"run {run_id} is a child of run {d.parent}, which has already seen it end "
+                f"(the parent is {detail}); retry the parent instead: "
+                f"loopwright runs retry {d.parent}"
+            )
+        job_id = str(res[1])
+        self.dispatcher.enqueue(run_id, job_id)
+        first = int(res[2])
+        return Retried(run_id, job_id, first or None, int(res[3]))
+
+    def resolve_prefix(self, prefix: str) -> str:
+        """The full run id that ``prefix`` abbreviates, as git resolves commits: an existing
+        id as is, else the one run whose id starts with ``prefix`` (at least
+        ``MIN_PREFIX`` characters). ``UserError`` for an ambiguous prefix (listing
+        candidates), ``NotFoundError`` for none.
+
+        A run id starts with its creation time in hex (``new_run_id``), so the ids a prefix can
+        match lie in one score range of the ``runs`` index: that range is read, not the index.
+        A run created with another time (the history seeder's) is found by a server-side scan
+        when the range holds no match. Nothing is stripped or case-folded: a look-alike of an
+        id is not that id."""
+        if prefix and self._redis.exists(self._keys.run(prefix)):
+            return prefix
+        shown = prefix[:40]
+        if len(prefix) < MIN_PREFIX:
+            raise UserError(
+                f"run id {shown!r} is too short: give the full id or at least {MIN_PREFIX} "
+                "characters"
+            )
+        hits = self._prefix_range(prefix) if _is_hex(prefix) else []
+        if not hits:
+            hits = self._prefix_scan(prefix)
+        if len(hits) == 1:
+            return hits[0]
+        if not hits and self._redis.exists(self._keys.tombstone(prefix)):
+            raise NotFoundError(
+                f"run {shown!r} was deleted by retention (LOOPWRIGHT_RUN_RETENTION); its history "
+                "lives on in the skill's rollups (loopwright skills stats)"
+            )
+        if not hits:
+            raise NotFoundError(f"unknown run id {shown!r} (list runs with: loopwright runs list)")
+        more = f" and {len(hits) - PREFIX_SHOWN} more" if len(hits) > PREFIX_SHOWN else ""
+        raise UserError(
+            f"run id prefix {shown!r} is ambiguous: {', '.join(hits[:PREFIX_SHOWN])}{more}"
+        )
+
+    def _prefix_range(self, prefix: str) -> list[str]:
+        head = prefix[:RUN_ID_HEX].lower()
+        lo = int(head.ljust(RUN_ID_HEX, "0"), 16) - PREFIX_SLACK_MS
+        hi = int(head.ljust(RUN_ID_HEX, "f"), 16) + PREFIX_SLACK_MS
+        ids = self._redis.zrangebyscore(self._keys.runs, lo, hi, start=0, num=10_000)
+        return sorted(str(x) for x in ids if str(x).startswith(prefix))
+
+    def _prefix_scan(self, prefix: str) -> list[str]:
+        pattern = "".join("\\" + c if c in "*?[]\\" else c for c in prefix) + "*"
+        scan = self._redis.zscan_iter(self._keys.runs, match=pattern, count=1000)
+        return sorted({str(member) for member, _ in scan})
+
     def wait(self, run_id: str, timeout: float | None = None) -> Run:
         """Block until the run ends (or ``timeout`` seconds pass) and return it."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -381,3 +576,7 @@ class RunStore:
                         break
         finally:
             pubsub.close()
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdefABCDEF" for c in text)
