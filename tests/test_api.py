@@ -375,3 +375,51 @@ def test_chat_turns_run_on_a_worker_and_come_back_as_cards(api: Api, cluster: Cl
     assert written and written[-1]["verdict"]["accepted"] is True, written
     _problem(api.call("GET", f"/api/v1/chat/sessions/{sid}/turns/nope", op), 404)
     _problem(api.call("GET", "/api/v1/chat/sessions/s-000000000000", op), 404)
+
+
+FLAKY_ONCE = """
+from loopwright.sdk import skill, NonRetriableError
+
+
+@skill(name="api-flaky")
+def main(ctx):
+    first = ctx.step.run("first", lambda: ctx.event["data"].get("n", 1))
+
+    def second():
+        if ctx.event["data"].get("fail"):
+            raise NonRetriableError("upstream said no")
+        return first * 10
+
+    return ctx.step.run("second", second)
+"""
+
+
+def test_retry_rerun_and_bulk_cancel_through_the_api(api: Api, cluster: Cluster) -> None:
+    cluster.skill(FLAKY_ONCE)
+    op = api.token("operate")
+    cluster.worker()
+    failed = cluster.wait(cluster.start("api-flaky", {"n": 2, "fail": True}))
+    assert failed.status.value == "failed"
+    # rerun with edited input: a new run linked to the old one
+    rr = api.call("POST", f"/api/v1/runs/{failed.id}/rerun", op, json={"data": {"n": 3}})
+    assert rr.status_code == 202, rr.text
+    new = cluster.wait(rr.json()["run_id"])
+    assert new.output == 30 and new.raw.get("rerun_of") == failed.id
+    # retry the same run: refused while it is not failed or cancelled
+    _problem(api.call("POST", f"/api/v1/runs/{new.id}/retry", op), 400)
+    retried = api.call("POST", f"/api/v1/runs/{failed.id}/retry", op)
+    assert retried.status_code == 202 and retried.json()["from_seq"] == 2
+    again = cluster.wait(failed.id)
+    assert again.status.value == "failed"  # same input, same failure: but from step 2 only
+    # bulk cancel: a count first, then exactly the runs counted
+    queued = [cluster.start("api-flaky", {"n": i}, dispatch=False) for i in range(3)]
+    count = api.call("POST", "/api/v1/runs/cancel", op,
+                     json={"skill": "api-flaky", "status": "queued"})  # fmt: skip
+    assert count.json()["matched"] == 3 and count.json()["dry_run"] is True
+    ids = count.json()["ids"]
+    late = cluster.start("api-flaky", {"n": 9}, dispatch=False)
+    done = api.call("POST", "/api/v1/runs/cancel", op, json={
+        "skill": "api-flaky", "status": "queued", "dry_run": False, "only": ids})  # fmt: skip
+    assert sorted(done.json()["cancelled"]) == sorted(queued)
+    assert cluster.rt.runs.get(late).status.value == "queued"
+    _problem(api.call("POST", "/api/v1/runs/cancel", api.token("read"), json={"skill": "x"}), 403)

@@ -272,3 +272,24 @@ def test_ask_the_builder_in_the_chat_and_watch_its_tool_calls_arrive(
     page.click(".turn >> a:has-text('relay-order-created')")
     page.wait_for_selector("h1:has-text('relay-order-created')")
     assert site.foreign == []
+
+
+def test_rerun_with_edited_input_and_retry_from_the_run_page(site: Site, browser: Any) -> None:
+    c = site.cluster
+    c.skill(BROKEN)
+    c.worker()
+    bad = c.wait(c.start("ui-broken", {"bad": True}))
+    page = signed_in(browser, site)
+    page.on("dialog", lambda d: d.accept())
+    page.goto(f"{site.base}/runs/{bad.id}")
+    page.click("text=Rerun with edited input")
+    page.fill("#rerun-data", '{"bad": false}')
+    page.click("text=Start the rerun")
+    page.wait_for_url(lambda url: "/runs/" in url and bad.id not in url)
+    page.wait_for_selector("#run-body .status.s-completed", timeout=30_000)
+    new_id = page.url.rsplit("/", 1)[1]
+    assert c.rt.runs.get(new_id).raw.get("rerun_of") == bad.id
+    page.goto(f"{site.base}/runs/{bad.id}")
+    page.click("button:has-text('Retry')")
+    wait_until(lambda: c.rt.runs.get(bad.id).raw.get("retried"))
+    assert site.foreign == []

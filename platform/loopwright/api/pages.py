@@ -182,8 +182,17 @@ def router(ctx: ApiContext) -> APIRouter:
                 nxt = Cursor(*pg.next_cursor).encode() if pg.next_cursor else None
             except LoopwrightError as exc:
                 error = str(exc)
+        cancellable: list[str] = []
+        if skill and status in ("queued", "running", "sleeping", "waiting"):
+            from loopwright.service.operations import matching_runs
+
+            try:
+                cancellable = matching_runs(rt, skill, status)
+            except LoopwrightError:
+                cancellable = []
         return page(
             request, "runs.html", "Runs", runs=items, next_cursor=nxt, error=error,
+            cancellable=cancellable,
             filters={"skill": skill or "", "status": status or "", "signature": signature or ""},
             statuses=STATUS,
         )  # fmt: skip
@@ -266,6 +275,55 @@ def router(ctx: ApiContext) -> APIRouter:
     def ui_cancel(request: Request, run_id: str) -> Response:
         return act(request, "operate", "runs.cancel", run_id,
                    lambda who: {"cancelled": rt.runs.cancel(run_id)})  # fmt: skip
+
+    @r.post("/ui/runs/{run_id}/retry")
+    def ui_retry(request: Request, run_id: str) -> Response:
+        from loopwright.service.operations import retry
+
+        return act(request, "operate", "runs.retry", run_id,
+                   lambda who: {"from_seq": retry(rt, run_id).from_seq})  # fmt: skip
+
+    @r.post("/ui/runs/{run_id}/rerun")
+    def ui_rerun(
+        request: Request,
+        run_id: str,
+        data: str = Form(""),
+        version: str = Form(""),
+        from_step: str = Form(""),
+    ) -> Response:
+        from loopwright.service.operations import rerun
+
+        made: dict[str, str] = {}
+
+        def fn(who: Principal) -> dict[str, Any]:
+            try:
+                payload = json.loads(data) if data.strip() else None
+            except ValueError as exc:
+                raise ValueError(f"input is not JSON: {exc}") from None
+            done = rerun(rt, run_id, payload, version.strip() or None, from_step.strip() or None)
+            made["id"] = done.run_id
+            return {"new": done.run_id}
+
+        resp = act(request, "operate", "runs.rerun", run_id, fn)
+        if "id" in made:
+            return Response(status_code=204, headers={"HX-Redirect": f"/runs/{made['id']}"})
+        return resp
+
+    @r.post("/ui/runs/cancel")
+    def ui_cancel_many(
+        request: Request,
+        skill: str = Form(...),
+        status: str = Form(""),
+        ids: str = Form(""),
+    ) -> Response:
+        from loopwright.service.operations import cancel_many
+
+        def fn(who: Principal) -> dict[str, Any]:
+            only = [x for x in ids.split(",") if x]
+            done = cancel_many(rt, skill, status or None, only=only)
+            return {"cancelled": len(done.cancelled)}
+
+        return act(request, "operate", "runs.cancel_many", skill, fn)
 
     @r.post("/ui/runs/{run_id}/feedback")
     def ui_feedback(request: Request, run_id: str, good: str = Form(...)) -> Response:

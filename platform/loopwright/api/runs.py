@@ -27,6 +27,24 @@ class StartRun(BaseModel):
     timeout: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
 
 
+class RerunBody(BaseModel):
+    """A new run from an old one: edited input, another version, reuse steps before one."""
+
+    data: Any = None
+    version: str | None = Field(default=None, max_length=80)
+    from_step: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class BulkCancel(BaseModel):
+    """Cancel a skill's unfinished runs (in one status); ``dry_run`` counts them first and
+    ``only`` limits the cancel to the runs a person saw counted."""
+
+    skill: str = Field(min_length=1, max_length=200)
+    status: str | None = None
+    dry_run: bool = True
+    only: list[str] | None = Field(default=None, max_length=10_000)
+
+
 class FeedbackBody(BaseModel):
     """A person's label on a run."""
 
@@ -166,6 +184,56 @@ def router(ctx: ApiContext) -> APIRouter:
             return 200, {"run_id": run_id, "status": run.status.value, "cancelled": cancelled}
 
         return ctx.idempotency.run(who, idempotency_key, ("cancel", run_id), action)
+
+    @r.post("/cancel")
+    def cancel_many(
+        body: BulkCancel,
+        idempotency_key: Annotated[str | None, Header()] = None,
+        who: Principal = operate,
+    ) -> Any:
+        from loopwright.service.operations import cancel_many as cancel_all
+
+        def action() -> tuple[int, Any]:
+            done = cancel_all(rt, body.skill, body.status, dry_run=body.dry_run, only=body.only)
+            if not body.dry_run:
+                detail = {"status": body.status, "cancelled": len(done.cancelled)}
+                ctx.audit.record(who, "runs.cancel_many", body.skill, detail=detail)
+            return 200, done.to_dict()
+
+        return ctx.idempotency.run(who, idempotency_key, ("cancel_many", body.model_dump()), action)
+
+    @r.post("/{run_id}/retry", status_code=202)
+    def retry(
+        run_id: str,
+        idempotency_key: Annotated[str | None, Header()] = None,
+        who: Principal = operate,
+    ) -> Any:
+        from loopwright.service.operations import retry as retry_run
+
+        def action() -> tuple[int, Any]:
+            done = retry_run(rt, _checked_id(run_id))
+            ctx.audit.record(who, "runs.retry", run_id, detail={"from_seq": done.from_seq})
+            return 202, {"run_id": run_id, "status": "queued", "from_seq": done.from_seq,
+                         "dropped_checkpoints": done.dropped}  # fmt: skip
+
+        return ctx.idempotency.run(who, idempotency_key, ("retry", run_id), action)
+
+    @r.post("/{run_id}/rerun", status_code=202)
+    def rerun(
+        run_id: str,
+        body: RerunBody,
+        idempotency_key: Annotated[str | None, Header()] = None,
+        who: Principal = operate,
+    ) -> Any:
+        from loopwright.service.operations import rerun as rerun_run
+
+        def action() -> tuple[int, Any]:
+            done = rerun_run(rt, _checked_id(run_id), body.data, body.version, body.from_step)
+            ctx.audit.record(who, "runs.rerun", run_id, detail={"new": done.run_id})
+            return 202, done.to_dict()
+
+        return ctx.idempotency.run(who, idempotency_key, ("rerun", run_id, body.model_dump()),
+                                   action)  # fmt: skip
 
     @r.post("/{run_id}/feedback")
     def feedback(run_id: str, body: FeedbackBody, who: Principal = operate) -> dict[str, Any]:

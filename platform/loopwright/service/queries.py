@@ -67,6 +67,9 @@ class RunFilter:
         return True
 
 
+FILTER_FIELDS = ("status", "version", "sig", "trigger")
+
+
 @dataclass(slots=True)
 class RunPage:
     """One page of runs, newest first, and where the next page starts."""
@@ -115,17 +118,33 @@ def find_runs(
         # Equal scores come in reverse member order: skip what the cursor already passed.
         if after is not None:
             rows = [(m, s) for m, s in rows if not (s == after[0] and str(m) >= after[1])]
+        # Filter on the few fields the filters read; fetch whole records only for matches.
         pipe = redis.pipeline(transaction=False)
         for member, _ in rows:
-            pipe.hgetall(keys.run(str(member)))
-        for (member, score), h in zip(rows, pipe.execute(), strict=True):
+            if filtered:
+                pipe.hmget(keys.run(str(member)), *FILTER_FIELDS)
+            else:
+                pipe.hgetall(keys.run(str(member)))
+        matched: list[tuple[str, float]] = []
+        for (member, score), got in zip(rows, pipe.execute(), strict=True):
             scanned += 1
             last = (float(score), str(member))
-            if h and flt.matches(h):
-                out.append(Run.from_hash(h))
-                if len(out) >= limit:
+            if filtered:
+                h = {f: v for f, v in zip(FILTER_FIELDS, got, strict=True) if v is not None}
+            else:
+                h = got
+            if h.get("status") is not None and flt.matches(h):
+                matched.append((str(member), float(score)))
+                if not filtered:
+                    out.append(Run.from_hash(got))
+                if len(out) + (len(matched) if filtered else 0) >= limit:
                     break
             if scanned >= scan_limit:
                 break
+        if filtered and matched:
+            pipe = redis.pipeline(transaction=False)
+            for member, _ in matched:
+                pipe.hgetall(keys.run(member))
+            out += [Run.from_hash(h) for h in pipe.execute() if h]
     more = not exhausted and (len(out) >= limit or scanned >= scan_limit)
     return RunPage(out, last if more else None, scanned, not more)
