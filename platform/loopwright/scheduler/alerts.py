@@ -208,20 +208,25 @@ class Alerts:
         at_s, _, after = cursor.partition(" ")
         at = int(at_s)
         posted = 0
-        rows: list[tuple[str, float]] = rt.redis.zrangebyscore(  # type: ignore[assignment]
-            k.ended, at, until, start=0, num=BATCH, withscores=True
-        )
-        for member, score in rows:
-            run_id, end = str(member), int(score)
-            if end == at and run_id <= after:
-                continue
+        # Runs that ended in the cursor's millisecond and are already applied come first: when
+        # a whole batch is such runs, read a larger one, so they can never stall the cursor.
+        num = BATCH
+        while True:
+            rows: list[tuple[str, float]] = rt.redis.zrangebyscore(  # type: ignore[assignment]
+                k.ended, at, until, start=0, num=num, withscores=True
+            )
+            fresh = [(str(m), int(sc)) for m, sc in rows if not (int(sc) == at and str(m) <= after)]
+            if fresh or len(rows) < num:
+                break
+            num *= 2
+        for run_id, end in fresh:
             nxt = f"{end} {run_id}"
             res = self._apply_one(cursor, nxt, self._read(run_id))
             if res < 0:
                 return posted  # not the leader, or another process moved the cursor
             posted += res
             cursor = nxt
-        if len(rows) < BATCH and at < until:
+        if len(rows) < num and at < until:
             # Nothing more ended up to ``until``: move the cursor there (no new run can be
             # indexed before it), so the next read starts at the present.
             self._advance_empty(cursor, until)
