@@ -36,12 +36,11 @@ DEMO_SUFFIX = "-demo"
 
 
 def demo_settings(base: Settings) -> Settings:
-    """``base`` with the demo's own key prefix and queue (``-demo`` appended, within the
-    settings' length limits; a prefix that already ends in ``-demo`` is kept)."""
+    """``base`` with the demo's own key prefix and queue: ``-demo`` always appended (within the
+    settings' length limits), so a person whose own prefix happens to end in ``-demo`` never
+    has it cleared by the demo."""
 
     def own(value: str, limit: int) -> str:
-        if value.endswith(DEMO_SUFFIX):
-            return value
         return value[: limit - len(DEMO_SUFFIX)] + DEMO_SUFFIX
 
     return base.model_copy(
