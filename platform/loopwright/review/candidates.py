@@ -11,8 +11,8 @@ The parameter search needs no model. It changes one declared value at a time —
 2. then steps around the current value (x0.8, x1.2, x1.5, x2);
 3. ``retries`` +1 and +2 when a failed run's last call failed with a retriable error.
 
-Each point is the same source with that one value changed (``skills_registry/declaration.py``: an edit
-of the syntax tree's value span) and is scored by replaying the *search* split — first the
+Each point is the same source with that one value changed (an edit of the syntax tree's value
+span, ``skills_registry/declaration.py``) and is scored by replaying the *search* split — first the
 labelled and failed runs (the ones it can fix or must keep), then, for the best survivors only,
 the rest — and judged by the gate's own rules (``review/gate.py``). The best point that the
 judge passes on the whole search split (most runs fixed, then the smallest change) is the
