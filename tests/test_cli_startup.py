@@ -139,6 +139,9 @@ SAMPLES: list[tuple[str, Any]] = [
     ("http_allow_private", "0"),
     ("http_allow_private", "maybe"),
     ("http_allow_private", 1),
+    ("http_private_allow", "10.1.0.0/16,*.internal"),
+    ("http_private_allow", "169.254.0.0/16"),
+    ("http_private_allow", "not a range!"),
     ("key_prefix", "lw-1"),
     ("key_prefix", "has space"),
     ("key_prefix", 5),
@@ -189,17 +192,17 @@ def test_a_valid_environment_loads_without_pydantic(tmp_path: Path) -> None:
         "loopwright_queue": "lower-case-name",  # names are case-insensitive
         "LOOPWRIGHT_SECRETS": '{"TOKEN": "hunter2"}',
         "LOOPWRIGHT_NOT_A_SETTING": "ignored",
-        "LOOPWRIGHT_HTTP_ALLOW_PRIVATE": "yes",
+        "LOOPWRIGHT_HTTP_PRIVATE_ALLOW": "10.1.0.0/16",
     }
     code = (
         "import json, sys; from loopwright.settings import Settings; s = Settings(); "
         "print(json.dumps([s.lease_ttl, s.queue, s.secrets['TOKEN'].get_secret_value(), "
-        "s.http_allow_private, sorted(m for m in sys.modules if m.startswith('pydantic'))]))"
+        "s.http_private_allow, sorted(m for m in sys.modules if m.startswith('pydantic'))]))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
-    assert json.loads(out.stdout) == [2.5, "lower-case-name", "hunter2", True, []]
+    assert json.loads(out.stdout) == [2.5, "lower-case-name", "hunter2", "10.1.0.0/16", []]
 
 
 def test_keyword_arguments_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

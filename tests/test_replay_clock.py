@@ -46,7 +46,7 @@ def test_a_replay_reads_the_recorded_clock_and_a_seeded_random(
         sandbox_backend="process",
         sandbox_docker_image=DOCKER_IMAGE,
         sandbox_cpu_seconds=5,
-        http_allow_private=True,
+        http_private_allow="127.0.0.1",
         sidecar_case_timeout=20,
     )
     cluster.worker()

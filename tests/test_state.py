@@ -52,8 +52,10 @@ def state_of(cluster: Cluster, skill: str) -> dict[str, Any]:
 
 
 def inbox(cluster: Cluster) -> list[str]:
-    raw: list[str] = cluster.rt.redis.lrange(cluster.rt.keys.inbox, 0, -1)  # type: ignore[assignment]
-    return [str(json.loads(m).get("message")) for m in raw]
+    from loopwright.inbox import Inbox
+
+    rt = cluster.rt
+    return [n.body for n in Inbox(rt.redis, rt.keys, rt.settings).list(limit=500)]
 
 
 def test_a_streak_is_counted_across_runs_and_alerts_on_the_third_failure(

@@ -459,7 +459,9 @@ def test_host_tools_are_refused_outside_steps_and_when_undeclared(cluster: Clust
     b = cluster.wait(cluster.start(undeclared))
     assert a.status.value == "failed" and "only be called inside a step" in (a.error or "")
     assert b.status.value == "failed" and "tool 'notify' is not declared" in (b.error or "")
-    assert cluster.rt.redis.llen(cluster.rt.keys.inbox) == 0
+    from loopwright.inbox import Inbox
+
+    assert Inbox(cluster.rt.redis, cluster.rt.keys, cluster.rt.settings).list() == []
 
 
 def test_error_outside_steps_names_the_skill_line(cluster: Cluster) -> None:

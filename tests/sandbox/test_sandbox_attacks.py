@@ -1174,7 +1174,9 @@ def test_notify_outside_a_step_is_refused(lab: Lab) -> None:
         src("notify-outside", 'ctx.tools.notify("hello")\nreturn 1', options=', tools=["notify"]'),
         "host tools can only be called inside a step",
     )
-    assert lab.cluster.rt.redis.llen(lab.cluster.rt.keys.inbox) == 0
+    from loopwright.inbox import Inbox
+
+    assert Inbox(lab.cluster.rt.redis, lab.cluster.rt.keys, lab.cluster.rt.settings).list() == []
 
 
 def test_http_outside_a_step_is_refused(lab: Lab, recorder: Recorder) -> None:
