@@ -24,6 +24,7 @@ protocols). The session: 50 model answers, each with ~300 characters of reasonin
 
 from __future__ import annotations
 
+import itertools
 import sys
 import tempfile
 import time
@@ -198,7 +199,7 @@ def inline_session(
             prompt = sum(u["prompt"] for u in usages)
             cached = sum(u["cached"] for u in usages)
             # A miss: less than half of the previous request's prompt came from the cache.
-            misses = sum(1 for u, v in zip(usages, usages[1:], strict=False) if 2 * v["cached"] < u["prompt"])
+            misses = sum(1 for u, v in itertools.pairwise(usages) if 2 * v["cached"] < u["prompt"])
             out[label] = {
                 "steps": steps,
                 "prompt_tokens": prompt,
@@ -319,8 +320,9 @@ def section(r: dict[str, Any], command: str) -> str:
         "read finds an entry only within 20 blocks before a breakpoint. *Uncached* is every "
         "prompt token not read from the cache (Anthropic's cache writes included); *misses* "
         "counts requests after the first that read less than half of the previous request's "
-        "prompt from the cache (every request after a re-anchoring is one). Money at list prices: cache reads "
-        "0.1x input (Anthropic) / 0.25x (gpt-4.1), Anthropic's cache writes 1.25x input.",
+        "prompt from the cache (every request after a re-anchoring is one). Money at list "
+        "prices: cache reads 0.1x input (Anthropic) / 0.25x (gpt-4.1), Anthropic's cache "
+        "writes 1.25x input.",
         "",
         "| session | protocol (priced as) | context | prompt tokens | uncached | cache writes "
         "| cached share | misses | re-anchors | largest request (messages) | cost |",
