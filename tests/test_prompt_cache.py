@@ -24,6 +24,7 @@ from loopwright.testing.scripted import ScriptedServer, canonical_prompt
 
 CC = {"type": "ephemeral"}
 SONNET = "claude-sonnet-4-5"
+MODELS = {"anthropic": "anthropic:claude-sonnet-4-5", "openai": "openai:gpt-4.1"}
 BIG = "Rules of the workshop, to be read before every answer. " * 100  # ~1400 tokens
 
 
@@ -80,6 +81,16 @@ def test_a_fifth_breakpoint_is_refused_like_the_api(srv: ScriptedServer) -> None
     assert status == 400
     assert data["error"]["type"] == "invalid_request_error"
     assert "maximum of 4" in data["error"]["message"]
+    # Only blocks carry breakpoints: a key of that name in a tool's input is data.
+    use = {"type": "tool_use", "id": "t1", "name": "x", "input": {"cache_control": CC}}
+    result = {"type": "tool_result", "tool_use_id": "t1", "content": "ok", "cache_control": CC}
+    body["messages"] = [
+        {"role": "user", "content": texts(3, marked=(0, 1))},
+        {"role": "assistant", "content": [use]},
+        {"role": "user", "content": [result]},
+    ]
+    status, data = post(srv, "/v1/messages", body)
+    assert status == 200, data
 
 
 def test_a_prefix_under_the_minimum_size_is_never_cached(srv: ScriptedServer) -> None:
@@ -132,6 +143,19 @@ def test_a_read_looks_back_only_20_blocks_from_the_breakpoint(
         assert second["cache_creation_input_tokens"] > 0
 
 
+def test_openai_caches_per_model(srv: ScriptedServer) -> None:
+    def cached(model: str) -> int:
+        body = {"model": model, "messages": [{"role": "system", "content": BIG * 2}]}
+        status, data = post(srv, "/v1/chat/completions", body)
+        assert status == 200, data
+        tokens: int = data["usage"]["prompt_tokens_details"]["cached_tokens"]
+        return tokens
+
+    assert cached("gpt-4.1") == 0
+    assert cached("gpt-4.1-mini") == 0  # same prompt, another model's cache
+    assert cached("gpt-4.1") > 0
+
+
 @pytest.mark.parametrize("protocol", ["anthropic", "openai"])
 def test_entries_live_five_virtual_minutes_after_their_last_use(
     srv: ScriptedServer, protocol: str
@@ -155,7 +179,10 @@ def test_entries_live_five_virtual_minutes_after_their_last_use(
     assert read() > 0
 
 
-def test_the_agent_reads_the_previous_request_on_every_turn(cluster: Cluster) -> None:
+@pytest.mark.parametrize("protocol", ["anthropic", "openai"])
+def test_the_agent_reads_the_previous_request_on_every_turn(
+    cluster: Cluster, protocol: str
+) -> None:
     """A normal session with one call per answer, then a turn of 12 parallel calls (25 new
     blocks, past the 20-block lookback): every request after the first reads everything the
     one before it wrote, so nothing but the new part is paid at full price."""
@@ -179,13 +206,15 @@ def test_the_agent_reads_the_previous_request_on_every_turn(cluster: Cluster) ->
         over = {
             "anthropic_base_url": server.anthropic_base_url,
             "anthropic_api_key": "test-key",
+            "openai_base_url": server.openai_base_url,
+            "openai_api_key": "test-key",
             "llm_max_retries": 0,
             "agent_reanchor_steps": 10**6,
             "agent_reanchor_tokens": 10**9,
         }
         s = Settings(**{**cluster.settings.model_dump(), **over})
         agent = Agent(
-            make_model("anthropic:claude-sonnet-4-5", s),
+            make_model(MODELS[protocol], s),
             ToolBox(cluster.rt, LocalSidecar(cluster.rt)),
             s,
         )
@@ -195,13 +224,21 @@ def test_the_agent_reads_the_previous_request_on_every_turn(cluster: Cluster) ->
         bodies = [r.body for r in server.requests]
 
     assert len(usages) == len(replies)
-    assert usages[0]["written"] > 1024 and usages[0]["read"] == 0
+    assert usages[0]["cached"] == 0
     for k in range(1, len(usages)):
-        previous = usages[k - 1]["read"] + usages[k - 1]["written"]
-        assert usages[k]["read"] == previous, f"request {k} missed the cache: {usages[k]}"
-    parallel = bodies[5]["messages"]
-    assert len(parallel[-2]["content"]) + len(parallel[-1]["content"]) > 20
+        if protocol == "anthropic":
+            # Everything the previous request cached is read, nothing less.
+            previous = usages[k - 1]["read"] + usages[k - 1]["written"]
+            assert usages[k]["read"] == previous, f"request {k} missed the cache: {usages[k]}"
+        else:
+            # The whole previous prompt, in OpenAI's 128-token steps.
+            floor = usages[k - 1]["prompt"] - 128 - 1
+            assert usages[k]["cached"] >= floor, f"request {k} missed the cache: {usages[k]}"
+    if protocol == "anthropic":
+        assert usages[0]["written"] > 1024
+        parallel = bodies[5]["messages"]
+        assert len(parallel[-2]["content"]) + len(parallel[-1]["content"]) > 20
     for body in bodies:
         marks = json.dumps(body).count('"cache_control"')
         assert marks <= 4
-    assert result.state["metrics"]["cached_tokens"] == sum(u["read"] for u in usages)
+    assert result.state["metrics"]["cached_tokens"] == sum(u["cached"] for u in usages)

@@ -251,7 +251,8 @@ class ScriptedServer:
         prompt, blocks = _canonical(protocol, body)
         usage = {"prompt": math.ceil(len(prompt) / 4), "output": _output_tokens(reply)}
         if protocol == "openai":
-            usage |= {"cached": self.cache.openai(prompt), "read": 0, "written": 0}
+            cached_tokens = self.cache.openai(str(body["model"]), prompt)
+            usage |= {"cached": cached_tokens, "read": 0, "written": 0}
         else:
             cached = self.cache.anthropic(str(body["model"]), prompt, blocks)
             usage |= {"cached": cached.read, "read": cached.read, "written": cached.written}
@@ -487,8 +488,11 @@ def _marked(value: Any) -> bool:
 
 
 def _unmarked(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _unmarked(v) for k, v in value.items() if k != "cache_control"}
-    if isinstance(value, list):
-        return [_unmarked(v) for v in value]
-    return value
+    """A block without its own ``cache_control`` (a key of the same name inside a tool's
+    input or schema is data, and stays)."""
+    if not isinstance(value, dict):
+        return value
+    out = {k: v for k, v in value.items() if k != "cache_control"}
+    if value.get("type") == "tool_result" and isinstance(value.get("content"), list):
+        out["content"] = [_unmarked(b) for b in value["content"]]
+    return out

@@ -19,8 +19,8 @@ This one follows the rules the providers document:
   ``cache_creation_input_tokens`` (billed at 1.25x input), and what follows it
   ``input_tokens``.
 
-Entries are keyed by model and a hash of the prefix bytes; the canonical prompt and its block
-boundaries come from ``scripted.py``.
+Entries are per model (Anthropic's keyed by a hash of the prefix bytes); the canonical prompt
+and its block boundaries come from ``scripted.py``.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class PromptCache:
     ttl: float = DEFAULT_TTL_SECONDS
     now: float = 0.0
     _anthropic: dict[tuple[str, bytes], float] = field(default_factory=dict)
-    _openai: dict[bytes, float] = field(default_factory=dict)
+    _openai: dict[tuple[str, bytes], float] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def advance(self, seconds: float) -> None:
@@ -82,18 +82,18 @@ class PromptCache:
         with self._lock:
             self.now += seconds
 
-    def openai(self, prompt: bytes) -> int:
+    def openai(self, model: str, prompt: bytes) -> int:
         """Cached tokens for an OpenAI prompt; remembers the prompt for later requests."""
         with self._lock:
-            live = {p: t for p, t in self._openai.items() if t > self.now}
+            live = {k: t for k, t in self._openai.items() if t > self.now}
             best, shared = b"", 0
-            for earlier in live:
-                n = _common_prefix(prompt, earlier)
+            for other, earlier in live:
+                n = _common_prefix(prompt, earlier) if other == model else 0
                 if n > shared:
                     best, shared = earlier, n
             if shared:
-                live[best] = self.now + self.ttl  # a hit refreshes the entry
-            live[prompt] = self.now + self.ttl
+                live[(model, best)] = self.now + self.ttl  # a hit refreshes the entry
+            live[(model, prompt)] = self.now + self.ttl
             self._openai = live
         tokens = shared // BYTES_PER_TOKEN
         if tokens < OPENAI_MIN_CACHED_TOKENS:
