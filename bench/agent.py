@@ -8,9 +8,15 @@ protocols). The session: 50 model answers, each with ~300 characters of reasonin
 ``get_run`` tool call on a different recorded run (results ~0.6 KB), then a final answer —
 100 steps plus the last answer.
 
-- **Tokens and money**: prompt tokens sent, the share the provider's prefix cache served (the
-  scripted server reports it the way each provider does), and the session's price at list
-  prices, with re-anchoring at the default 30 steps vs. disabled.
+- **Tokens and money**: prompt tokens sent, the tokens the provider's prompt cache did not
+  serve (the scripted server follows each provider's published caching rules: lifetime,
+  minimum size, Anthropic's breakpoints and 20-block lookback), cache writes, and the
+  session's price at list prices (cache reads at the cached rate, Anthropic's writes at 1.25x
+  input), with re-anchoring at the default 30 steps vs. disabled. Three sessions: the plain
+  one above; one whose answers each make 12 parallel ``get_run`` calls (25 new blocks a turn,
+  past Anthropic's 20-block lookback; 8 answers, 104 steps); and the plain one with a 6-minute
+  pause (virtual clock, longer than the 5-minute cache lifetime) before every 10th model call.
+  For Anthropic also with the earlier breakpoint placement (the last message only).
 - **Loop overhead per step**: the turn's wall time minus the time inside model calls and tool
   calls, divided by the steps; inline (plain function calls) vs. durable (every step
   checkpointed in Redis through the runner, the way ``loopwright chat`` runs a turn).
@@ -18,6 +24,7 @@ protocols). The session: 50 model answers, each with ~300 characters of reasonin
 
 from __future__ import annotations
 
+import itertools
 import sys
 import tempfile
 import time
@@ -36,6 +43,7 @@ from bench.common import (
 )
 
 import loopwright.agent.session as session_mod
+import loopwright.llm.anthropic as anthropic_mod
 from loopwright.agent.loop import Agent, InlineSteps
 from loopwright.agent.session import SessionStore
 from loopwright.agent.state import new_state
@@ -48,6 +56,7 @@ from loopwright.runner.execute import Executor, install_runtime
 from loopwright.runner.runtime import Runtime
 from loopwright.settings import Settings
 from loopwright.testing.scripted import ScriptedServer
+from loopwright.testing.scripted_cache import OPENAI_CACHE_GRANULARITY
 
 SKILL = """
 from loopwright.sdk import skill
@@ -100,23 +109,40 @@ class TimedToolBox(ToolBox):
             TimedToolBox.seconds += time.perf_counter() - t
 
 
-def responder(run_ids: list[str], model_calls: int) -> Any:
+SESSIONS: dict[str, dict[str, int]] = {
+    # name: model answers with tool calls, calls per answer, pause before every Nth call (0: none)
+    "plain": {"answers": 50, "calls": 1, "pause_every": 0},
+    "parallel": {"answers": 8, "calls": 12, "pause_every": 0},
+    "pauses": {"answers": 50, "calls": 1, "pause_every": 10},
+}
+PAUSE_SECONDS = 360.0  # longer than the providers' 5-minute cache lifetime
+
+
+def responder(run_ids: list[str], model_calls: int, calls: int = 1, pause_every: int = 0) -> Any:
     def answer(protocol: str, body: dict[str, Any]) -> dict[str, Any]:
         n = sum(1 for m in body["messages"] if m.get("role") == "assistant")
         # After re-anchoring the history is shorter: count our own calls from the summary.
         done = answer.count  # type: ignore[attr-defined]
         answer.count += 1  # type: ignore[attr-defined]
+        if pause_every and done and done % pause_every == 0:
+            answer.server.advance(PAUSE_SECONDS)  # type: ignore[attr-defined]
         if done >= model_calls:
             return {"text": f"Reviewed {done} runs; nothing else to do ({n})."}
         return {
             "text": THINKING + f"Run {done + 1}.",
             "tool_calls": [
-                {"name": "get_run", "arguments": {"run_id": run_ids[done % len(run_ids)]}}
+                {"name": "get_run", "arguments": {"run_id": run_ids[(done + k) % len(run_ids)]}}
+                for k in range(calls)
             ],
         }
 
     answer.count = 0  # type: ignore[attr-defined]
     return answer
+
+
+def last_message_only(wire: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The earlier placement: a breakpoint on the last message only (besides tools/system)."""
+    return wire[-1:]
 
 
 def settings_for(base: Settings, srv: ScriptedServer, reanchor: bool) -> Settings:
@@ -135,30 +161,62 @@ def settings_for(base: Settings, srv: ScriptedServer, reanchor: bool) -> Setting
 
 
 def inline_session(
-    rt: Runtime, settings: Settings, protocol: str, run_ids: list[str], model_calls: int
+    rt: Runtime, settings: Settings, protocol: str, run_ids: list[str], session: dict[str, int]
 ) -> dict[str, Any]:
+    modes = [("reanchor", True, False), ("no-reanchor", False, False)]
+    if protocol == "anthropic":
+        modes += [("no-reanchor, last-message breakpoint", False, True)]
     out: dict[str, Any] = {}
-    for label, reanchor in (("reanchor", True), ("no-reanchor", False)):
+    for label, reanchor, old_placement in modes:
         # A fresh server per mode: its prefix cache must not carry over between the two.
-        with ScriptedServer(responder=responder(run_ids, model_calls)) as srv:
+        answer = responder(run_ids, session["answers"], session["calls"], session["pause_every"])
+        with ScriptedServer(responder=answer) as srv:
+            answer.server = srv
             st = settings_for(settings, srv, reanchor=reanchor)
             model = TimedModel(make_model(PRICED[protocol], st))
             TimedToolBox.seconds = 0.0
             agent = Agent(model, TimedToolBox(rt, LocalSidecar(rt)), st)
             state = new_state("bench", model.name)
+            placement = anthropic_mod.cache_breakpoint_turns
+            if old_placement:
+                anthropic_mod.cache_breakpoint_turns = last_message_only
             t = time.perf_counter()
-            result = agent.turn(InlineSteps(), state, "Review the recent runs.", key="bench:1")
+            try:
+                result = agent.turn(InlineSteps(), state, "Review the recent runs.", key="bench:1")
+            finally:
+                anthropic_mod.cache_breakpoint_turns = placement
             wall = time.perf_counter() - t
             m = result.state["metrics"]
             steps = m["model_calls"] + m["tool_calls"]
-            usage = Usage(m["input_tokens"], m["output_tokens"], m["cached_tokens"])
+            usages = list(srv.usages)
+            usd = sum(
+                cost_usd(
+                    PRICED[protocol],
+                    Usage(u["prompt"], u["output"], u["cached"], u["written"]),
+                    st,
+                )
+                for u in usages
+            )
+            prompt = sum(u["prompt"] for u in usages)
+            cached = sum(u["cached"] for u in usages)
+            # A miss: the previous request's prompt did not all come from the cache (allowing
+            # for OpenAI's 128-token steps and the 4-bytes-a-token rounding).
+            misses = sum(
+                1
+                for u, v in itertools.pairwise(usages)
+                if v["cached"] < u["prompt"] - OPENAI_CACHE_GRANULARITY - 1
+            )
             out[label] = {
                 "steps": steps,
-                "prompt_tokens": m["input_tokens"],
-                "cached_tokens": m["cached_tokens"],
-                "cached_share": m["cached_tokens"] / max(1, m["input_tokens"]),
+                "prompt_tokens": prompt,
+                "cached_tokens": cached,
+                "uncached_tokens": prompt - cached,
+                "written_tokens": sum(u["written"] for u in usages),
+                "cached_share": cached / max(1, prompt),
+                "misses": misses,
+                "requests": len(usages),
                 "output_tokens": m["output_tokens"],
-                "usd": cost_usd(PRICED[protocol], usage, st),
+                "usd": usd,
                 "reanchors": m["reanchors"],
                 "max_request_messages": max(len(r.body["messages"]) for r in srv.requests),
                 "overhead_ms_per_step": (wall - model.seconds - TimedToolBox.seconds)
@@ -233,8 +291,12 @@ def measure(quick: bool) -> dict[str, Any]:
                 "machine": machine_info(redis.url),
                 "model_calls": model_calls,
             }
-            for protocol in ("anthropic", "openai"):
-                results[protocol] = inline_session(rt, settings, protocol, run_ids, model_calls)
+            for name, full in SESSIONS.items():
+                session = {**full, "answers": max(2, full["answers"] // 5)} if quick else full
+                results[name] = {
+                    protocol: inline_session(rt, settings, protocol, run_ids, session)
+                    for protocol in ("anthropic", "openai")
+                }
             results["durable"] = durable_session(rt, settings, run_ids, model_calls)
             rt.close()
         finally:
@@ -250,33 +312,67 @@ def section(r: dict[str, Any], command: str) -> str:
         f"`{command}` — {m['date']}, {m['nproc']} cores ({m['cpu']}), Python {m['python']}, "
         f"Redis {m['redis_server']}, scripted model server on 127.0.0.1.",
         "",
-        f"A session of {r['model_calls']} model answers, each with ~300 characters of reasoning "
-        f"and one `get_run` call (~0.6 KB result): {2 * r['model_calls']} steps, then a final "
-        "answer. Token counts are the scripted server's (prompt bytes / 4, "
-        "cached = byte-identical prefix shared with an earlier request, reported the way each "
-        "provider does); money at list prices (cache writes not charged extra).",
+        f"The plain session: {r['model_calls']} model answers, each with ~300 characters of "
+        f"reasoning and one `get_run` call (~0.6 KB result): {2 * r['model_calls']} steps, then "
+        "a final answer. *parallel*: answers with 12 parallel `get_run` calls each (25 new "
+        "content blocks a turn), 8 answers, 104 steps. *pauses*: the plain session with a "
+        f"{PAUSE_SECONDS / 60:.0f}-minute pause (the scripted server's virtual clock) before "
+        "every 10th model call, longer than the 5-minute cache lifetime.",
         "",
-        "| protocol (priced as) | context | prompt tokens sent | cached share | largest request "
-        "(messages) | re-anchors | cost |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "Token counts are the scripted server's (prompt bytes / 4) under the providers' "
+        "published caching rules: a 5-minute lifetime refreshed by each read; OpenAI caches "
+        "any shared prefix of 1024+ tokens in 128-token steps; Anthropic caches only at "
+        "`cache_control` breakpoints (at most 4), prefixes of 1024+ tokens (Sonnet), and a "
+        "read finds an entry only within 20 blocks before a breakpoint. *Uncached* is every "
+        "prompt token not read from the cache (Anthropic's cache writes included); *misses* "
+        "counts requests after the first that did not read the whole previous prompt from the "
+        "cache (within OpenAI's 128-token steps). Money at list "
+        "prices: cache reads 0.1x input (Anthropic) / 0.25x (gpt-4.1), Anthropic's cache "
+        "writes 1.25x input.",
+        "",
+        "| session | protocol (priced as) | context | prompt tokens | uncached | cache writes "
+        "| cached share | misses | re-anchors | largest request (messages) | cost |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for protocol in ("anthropic", "openai"):
-        for label in ("no-reanchor", "reanchor"):
-            x = r[protocol][label]
+    for name in SESSIONS:
+        for protocol in ("anthropic", "openai"):
+            for label, x in r[name][protocol].items():
+                lines.append(
+                    f"| {name} | {protocol} ({PRICED[protocol]}) | {label} | "
+                    f"{x['prompt_tokens']:,} | {x['uncached_tokens']:,} | "
+                    f"{x['written_tokens']:,} | {x['cached_share']:.0%} | "
+                    f"{x['misses']}/{x['requests'] - 1} | {x['reanchors']} | "
+                    f"{x['max_request_messages']} | ${x['usd']:.4f} |"
+                )
+    lines.append("")
+    for name in SESSIONS:
+        for protocol in ("anthropic", "openai"):
+            a, b = r[name][protocol]["reanchor"], r[name][protocol]["no-reanchor"]
             lines.append(
-                f"| {protocol} ({PRICED[protocol]}) | {label} | {x['prompt_tokens']:,} | "
-                f"{x['cached_share']:.0%} | {x['max_request_messages']} | {x['reanchors']} | "
-                f"${x['usd']:.4f} |"
+                f"- {name}, {protocol}: re-anchoring sends "
+                f"{a['prompt_tokens'] / b['prompt_tokens']:.2f}x the prompt tokens, "
+                f"{a['uncached_tokens'] / max(1, b['uncached_tokens']):.2f}x the uncached ones, "
+                f"and costs {a['usd'] / max(b['usd'], 1e-12):.2f}x of the session without it."
             )
-    for protocol in ("anthropic", "openai"):
-        a, b = r[protocol]["reanchor"], r[protocol]["no-reanchor"]
-        lines.append("")
-        lines.append(
-            f"- {protocol}: re-anchoring sends {a['prompt_tokens'] / b['prompt_tokens']:.2f}x the "
-            f"prompt tokens and costs {a['usd'] / max(b['usd'], 1e-12):.2f}x of the session "
-            "without it."
-        )
-    inline = r["openai"]["reanchor"]
+    old = r["parallel"]["anthropic"]["no-reanchor, last-message breakpoint"]
+    new = r["parallel"]["anthropic"]["no-reanchor"]
+    lines += [
+        "",
+        f"- Breakpoint placement: with a breakpoint on the last message only, the parallel "
+        f"session misses {old['misses']} of {old['requests'] - 1} requests (each turn adds 25 "
+        "blocks, past the 20-block lookback, so only the system prompt's entry is found) and "
+        f"costs {old['usd'] / max(new['usd'], 1e-12):.2f}x the current placement, which also "
+        "marks the previous request's end and misses "
+        f"{new['misses']}. In the plain session (2 blocks a turn) both placements hit.",
+        "- Re-anchoring under these rules: every re-anchoring is a miss (the request after it "
+        "reads only the system prompt and tools and writes the rest again), so its saving comes "
+        "from the shorter requests that follow; it pays off in the long plain session and most "
+        "after pauses (a cold cache rewrites the whole prompt, and a re-anchored prompt is "
+        "smaller), and costs more than it saves in the short parallel session, where it "
+        "re-anchors every few answers. The earlier table (a cache that never expired, "
+        "writes at the input price) reported 0.54x tokens and 0.78x cost for Anthropic.",
+    ]
+    inline = r["plain"]["openai"]["reanchor"]
     d = r["durable"]
     lines += [
         "",

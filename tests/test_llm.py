@@ -243,7 +243,9 @@ def test_anthropic_merges_tool_results_and_marks_cache_breakpoints(srv: Scripted
     assert body["tools"][-1]["cache_control"] == ephemeral
     assert body["tools"][0]["input_schema"] == READ_FILE.parameters
     user, assistant, results = body["messages"]
-    assert user["role"] == "user" and "cache_control" not in user["content"][-1]
+    # The previous request's end (before the last assistant turn) keeps the cache hitting.
+    assert user["role"] == "user" and user["content"][-1]["cache_control"] == ephemeral
+    assert "cache_control" not in assistant["content"][-1]
     assert assistant["content"] == [
         {"type": "text", "text": "Looking."},
         {"type": "tool_use", "id": "c1", "name": "read_file", "input": {"path": "skill.py"}},
@@ -283,7 +285,9 @@ def test_anthropic_usage_counts_cache_reads_and_writes_as_input() -> None:
     }
     with ScriptedServer([{"raw": raw}]) as srv:
         out = model_for("anthropic", settings_for(srv)).complete(SYSTEM, HI, [])
-    assert out.usage == Usage(input_tokens=160, output_tokens=5, cached_tokens=100)
+    assert out.usage == Usage(
+        input_tokens=160, output_tokens=5, cached_tokens=100, cache_write_tokens=50
+    )
 
 
 def test_max_tokens_is_capped_by_the_setting(srv: ScriptedServer, protocol: str) -> None:

@@ -2,7 +2,9 @@
 summary of the session's ledger plus the most recent exchanges.
 
 The system prompt and the tool definitions are never touched, so the provider's prefix cache
-keeps hitting; the summary is built from recorded facts, so it is deterministic on replay.
+keeps hitting on them (Anthropic: their breakpoints, ``llm/anthropic.py``); the request after
+a re-anchoring writes the rest of its prompt to the cache again, which the shorter requests
+after it repay. The summary is built from recorded facts, so it is deterministic on replay.
 """
 
 from __future__ import annotations

@@ -1,8 +1,13 @@
 """Anthropic's Messages API, with prompt caching on the stable prefix of every request.
 
-Three cache breakpoints: the last tool, the system prompt and the last block of the last
-message. An agent loop resends the whole conversation each step, so each request reads the
-previous one's prefix from the cache and pays full price only for what is new.
+Anthropic caches only at ``cache_control`` breakpoints (at most 4 a request), and a read
+finds an entry only at a block boundary up to 20 blocks before a breakpoint. So a request
+carries up to four: the last tool and the system prompt (the stable prefix, which survives
+re-anchoring), the last block of the turn before the last assistant turn — exactly where the
+previous request of the loop ended and wrote its entry, so the read hits however many blocks
+the last turn added (parallel tool calls add two per call) — and the last block of the last
+message, which writes the entry the next request reads. Each request then pays the full (and
+the 1.25x write) price only for what is new.
 """
 
 from __future__ import annotations
@@ -94,8 +99,8 @@ class AnthropicModel:
             wire_tools[-1]["cache_control"] = _EPHEMERAL
             body["tools"] = wire_tools
         wire = encode_messages(messages)
-        if wire:
-            wire[-1]["content"][-1]["cache_control"] = _EPHEMERAL
+        for turn in cache_breakpoint_turns(wire):
+            turn["content"][-1]["cache_control"] = _EPHEMERAL
         body["messages"] = wire
         return body
 
@@ -128,6 +133,20 @@ class AnthropicModel:
             model=str(data.get("model") or self.model_id),
             stop_reason=str(data.get("stop_reason") or ""),
         )
+
+
+def cache_breakpoint_turns(wire: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The turns whose last block gets a breakpoint: the one before the last assistant turn
+    (the previous request's end) and the last one."""
+    if not wire:
+        return []
+    last_assistant = max(
+        (i for i, turn in enumerate(wire) if turn["role"] == "assistant"), default=-1
+    )
+    previous_end = last_assistant - 1
+    if 0 <= previous_end < len(wire) - 1:
+        return [wire[previous_end], wire[-1]]
+    return [wire[-1]]
 
 
 def encode_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
@@ -186,6 +205,7 @@ def _decode_usage(raw: Any) -> Usage:
         input_tokens=uncached + read + written,
         output_tokens=_int(raw.get("output_tokens")),
         cached_tokens=read,
+        cache_write_tokens=written,
     )
 
 

@@ -91,16 +91,20 @@ class Message:
 @dataclass(slots=True)
 class Usage:
     """Tokens of one call. ``input_tokens`` counts the whole prompt, cached part included;
-    ``cached_tokens`` is the part the provider served from its prefix cache."""
+    ``cached_tokens`` is the part the provider served from its prefix cache,
+    ``cache_write_tokens`` the part it wrote to the cache (Anthropic bills those above the
+    input rate; OpenAI reports none)."""
 
     input_tokens: int = 0
     output_tokens: int = 0
     cached_tokens: int = 0
+    cache_write_tokens: int = 0
 
     def add(self, other: Usage) -> None:
         self.input_tokens += other.input_tokens
         self.output_tokens += other.output_tokens
         self.cached_tokens += other.cached_tokens
+        self.cache_write_tokens += other.cache_write_tokens
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -111,6 +115,7 @@ class Usage:
             int(d.get("input_tokens", 0)),
             int(d.get("output_tokens", 0)),
             int(d.get("cached_tokens", 0)),
+            int(d.get("cache_write_tokens", 0)),
         )
 
 

@@ -25,14 +25,13 @@ script entry.
 
 Usage is estimated the same way for both protocols. The prompt is a canonical serialisation
 of the request in prompt order (OpenAI: tools, messages; Anthropic: tools, system, messages;
-``cache_control`` markers left out), and a token is 4 bytes of it, rounded up. The cached
-part is the longest byte-identical prefix shared with an earlier answered request of the same
-protocol. OpenAI style: reported as ``prompt_tokens_details.cached_tokens`` when it is at
-least 1024 tokens, rounded down to a multiple of 128. Anthropic style: only the part of the
-prompt up to its last ``cache_control`` breakpoint is cacheable (no minimum size); of that,
-the shared prefix is ``cache_read_input_tokens``, the rest ``cache_creation_input_tokens``,
-and ``input_tokens`` is what follows the breakpoint. Output tokens are the reply's text plus
-its tool calls as JSON, 4 bytes a token, rounded up.
+``cache_control`` markers left out), and a token is 4 bytes of it, rounded up. What the
+provider's prompt cache serves follows each provider's published rules (lifetime, minimum
+size, Anthropic's breakpoints and 20-block lookback; see ``scripted_cache``) on a virtual
+clock: ``srv.advance(seconds)`` moves it, nothing else does, so tests never wait.
+``srv.usages`` records the usage of every completion answered (``prompt``, ``read``,
+``written``, ``cached``, ``output`` tokens). Output tokens are the reply's text plus its tool
+calls as JSON, 4 bytes a token, rounded up.
 """
 
 from __future__ import annotations
@@ -48,6 +47,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Literal
 
+from loopwright.testing.scripted_cache import DEFAULT_TTL_SECONDS, Block, PromptCache
 from loopwright.testing.scripted_checks import BadRequestError, check_request
 
 WireProtocol = Literal["openai", "anthropic"]
@@ -74,8 +74,6 @@ _OPENAI_ERROR_TYPES = {
     429: "requests",
 }
 MALFORMED_BODY = b'{"choices": [ this is not JSON'
-OPENAI_MIN_CACHED_TOKENS = 1024
-OPENAI_CACHE_GRANULARITY = 128
 
 
 @dataclass(slots=True)
@@ -102,7 +100,9 @@ class ScriptedServer:
     """A real HTTP model server on 127.0.0.1 answering from a script (see the module doc).
 
     Use it as a context manager (``__enter__`` starts it, ``__exit__`` stops it). ``requests``
-    records every request, ``completions`` counts completion answers sent. Thread-safe.
+    records every request, ``completions`` counts completion answers sent, ``usages`` the
+    usage each completion reported. ``cache_ttl`` is the prompt cache's lifetime in virtual
+    seconds. Thread-safe.
     """
 
     def __init__(
@@ -111,13 +111,15 @@ class ScriptedServer:
         *,
         responder: Responder | None = None,
         require_key: str | None = None,
+        cache_ttl: float = DEFAULT_TTL_SECONDS,
     ) -> None:
         self.responder = responder
         self.require_key = require_key
         self.requests: list[RecordedRequest] = []
         self.completions = 0
         self._script: deque[Reply] = deque(script)
-        self._history: dict[str, list[bytes]] = {"openai": [], "anthropic": []}
+        self.usages: list[dict[str, int]] = []
+        self.cache = PromptCache(ttl=cache_ttl)
         self._lock = threading.Lock()
         self._ids = 0
         self._httpd: _HTTPServer | None = None
@@ -190,6 +192,10 @@ class ScriptedServer:
         with self._lock:
             return len(self._script)
 
+    def advance(self, seconds: float) -> None:
+        """Move the virtual clock of the prompt cache forward (a pause between requests)."""
+        self.cache.advance(seconds)
+
     def requests_for(self, protocol: str) -> list[RecordedRequest]:
         """The recorded requests of one protocol, in arrival order."""
         with self._lock:
@@ -242,11 +248,16 @@ class ScriptedServer:
             if "retry_after_ms" in reply:
                 answer.headers["retry-after-ms"] = str(reply["retry_after_ms"])
             return answer, delay
-        prompt, breakpoint_ = _canonical(protocol, body)
+        prompt, blocks = _canonical(protocol, body)
+        usage = {"prompt": math.ceil(len(prompt) / 4), "output": _output_tokens(reply)}
+        if protocol == "openai":
+            cached_tokens = self.cache.openai(str(body["model"]), prompt)
+            usage |= {"cached": cached_tokens, "read": 0, "written": 0}
+        else:
+            cached = self.cache.anthropic(str(body["model"]), prompt, blocks)
+            usage |= {"cached": cached.read, "read": cached.read, "written": cached.written}
         with self._lock:
-            shared = max((_common_prefix(prompt, p) for p in self._history[protocol]), default=0)
-            self._history[protocol].append(prompt)
-        usage = _usage(protocol, len(prompt), breakpoint_, shared, _output_tokens(reply))
+            self.usages.append(usage)
         build = _openai_completion if protocol == "openai" else _anthropic_completion
         payload = build(reply, body, usage, self._next_id)
         answer = _Answer(200, _json(payload), {"content-type": "application/json"}, True)
@@ -442,32 +453,34 @@ def canonical_prompt(protocol: str, body: dict[str, Any]) -> bytes:
     return _canonical(protocol, body)[0]
 
 
-def _canonical(protocol: str, body: dict[str, Any]) -> tuple[bytes, int]:
-    """The canonical prompt and the offset of its last cache breakpoint (0: none)."""
-    segments: list[tuple[Any, bool]] = [(t, _marked(t)) for t in body.get("tools") or []]
+def _canonical(protocol: str, body: dict[str, Any]) -> tuple[bytes, list[Block]]:
+    """The canonical prompt and its content blocks (a message with string content is one
+    block; the role line of a message with a block list belongs to its first block)."""
+    tools = body.get("tools") or []
+    segments: list[tuple[Any, bool, bool]] = [(t, _marked(t), True) for t in tools]
     if protocol == "anthropic":
         system = body.get("system")
         if isinstance(system, list):
-            segments.extend((b, _marked(b)) for b in system)
+            segments.extend((b, _marked(b), True) for b in system)
         elif system:
-            segments.append((system, False))
+            segments.append((system, False, True))
     for m in body.get("messages") or []:
         content = m.get("content") if protocol == "anthropic" else None
         if isinstance(content, list):
-            segments.append(({"role": m.get("role")}, False))
-            segments.extend((b, _marked(b)) for b in content)
+            segments.append(({"role": m.get("role")}, False, False))
+            segments.extend((b, _marked(b), True) for b in content)
         else:
-            segments.append((m, _marked(m)))
+            segments.append((m, _marked(m), True))
     out = bytearray()
-    breakpoint_ = 0
-    for value, marked in segments:
+    blocks: list[Block] = []
+    for value, marked, is_block in segments:
         out += json.dumps(
             _unmarked(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False
         ).encode("utf-8")
         out += b"\n"
-        if marked:
-            breakpoint_ = len(out)
-    return bytes(out), breakpoint_
+        if is_block:
+            blocks.append(Block(len(out), marked))
+    return bytes(out), blocks
 
 
 def _marked(value: Any) -> bool:
@@ -475,35 +488,11 @@ def _marked(value: Any) -> bool:
 
 
 def _unmarked(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _unmarked(v) for k, v in value.items() if k != "cache_control"}
-    if isinstance(value, list):
-        return [_unmarked(v) for v in value]
-    return value
-
-
-def _common_prefix(a: bytes, b: bytes) -> int:
-    """Length of the longest common prefix (binary search over slice comparisons)."""
-    lo, hi = 0, min(len(a), len(b))
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if a[:mid] == b[:mid]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
-def _usage(
-    protocol: str, prompt_bytes: int, breakpoint_: int, shared: int, output: int
-) -> dict[str, int]:
-    prompt = math.ceil(prompt_bytes / 4)
-    if protocol == "openai":
-        tokens = shared // 4
-        cached = 0
-        if tokens >= OPENAI_MIN_CACHED_TOKENS:
-            cached = tokens // OPENAI_CACHE_GRANULARITY * OPENAI_CACHE_GRANULARITY
-        return {"prompt": prompt, "cached": cached, "read": 0, "written": 0, "output": output}
-    read = min(shared, breakpoint_) // 4
-    written = breakpoint_ // 4 - read
-    return {"prompt": prompt, "cached": read, "read": read, "written": written, "output": output}
+    """A block without its own ``cache_control`` (a key of the same name inside a tool's
+    input or schema is data, and stays)."""
+    if not isinstance(value, dict):
+        return value
+    out = {k: v for k, v in value.items() if k != "cache_control"}
+    if value.get("type") == "tool_result" and isinstance(value.get("content"), list):
+        out["content"] = [_unmarked(b) for b in value["content"]]
+    return out

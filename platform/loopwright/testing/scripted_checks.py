@@ -152,13 +152,19 @@ def _check_anthropic_body(body: dict[str, Any]) -> None:
         expected = {str(b.get("id")) for b in uses} if role == "assistant" else set()
 
 
-def _count_cache_control(value: Any) -> int:
-    if isinstance(value, dict):
-        own = 1 if "cache_control" in value else 0
-        return own + sum(_count_cache_control(v) for v in value.values())
-    if isinstance(value, list):
-        return sum(_count_cache_control(v) for v in value)
-    return 0
+def _count_cache_control(body: dict[str, Any]) -> int:
+    """Breakpoints are block-level: tools, system blocks, message content blocks and the
+    blocks inside a tool result (a ``cache_control`` key inside a tool's input is data)."""
+    blocks: list[Any] = list(body.get("tools") or [])
+    if isinstance(body.get("system"), list):
+        blocks += body["system"]
+    for m in body["messages"]:
+        content = m.get("content")
+        for b in content if isinstance(content, list) else []:
+            blocks.append(b)
+            if isinstance(b, dict) and isinstance(b.get("content"), list):
+                blocks += b["content"]
+    return sum(1 for b in blocks if isinstance(b, dict) and "cache_control" in b)
 
 
 # -- answers -----------------------------------------------------------------------------------
