@@ -95,7 +95,7 @@ def address_refusal(address: str, allow_private: bool) -> str | None:
     )
 
 
-def resolve_checked(host: str, port: int, allow_private: bool) -> str:
+def checked_address(host: str, port: int, allow_private: bool) -> str:
     """The address to connect to; refuses names resolving to any address it may not reach."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -192,7 +192,7 @@ def follow_redirects(hop: Hop, policy: HttpPolicy, check_host: bool) -> tuple[in
     the first: URL, allow-list, resolved addresses. Returns (status, body, host)."""
     for _ in range(MAX_REDIRECTS + 1):
         scheme, host, port = _check_url(hop.url, policy, check_host)
-        ip = resolve_checked(host, port, policy.allow_private)
+        ip = checked_address(host, port, policy.allow_private)
         status, location, data = _send(hop, (scheme, host, port), ip, policy)
         if location is None:
             return status, data, host

@@ -278,7 +278,7 @@ class RunStore:
             "fields": {name: str(value) for name, value in mapping.items()},
             "place": place,
             "score": int(mapping.get("wake_at", ts)),
-            "channel": k.notify_channel,
+            "channel": k.run_changes_channel,
         }
         if resolves and d.parent:
             args.update(
@@ -364,7 +364,7 @@ class RunStore:
         """Block until the run ends (or ``timeout`` seconds pass) and return it."""
         deadline = None if timeout is None else time.monotonic() + timeout
         pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-        pubsub.subscribe(self._keys.notify_channel)
+        pubsub.subscribe(self._keys.run_changes_channel)
         try:
             while True:
                 run = self.get(run_id)
