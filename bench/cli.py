@@ -14,6 +14,7 @@ C parser of ``redis[hiredis]``), by choosing the parser class of the connection 
 from __future__ import annotations
 
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -44,14 +45,21 @@ TARGETS = ("loopwright --help", "runs list", "runs show", "events send")
 FLOOR = "import typer.main, pydantic_core, redis, rich.console, rich.table"
 
 
+def _lw(*args: str) -> list[str]:
+    """The ``loopwright`` console script, as a person runs it (and as ``rq`` is run); ``python
+    -m loopwright.cli`` when it is not installed (runpy's package lookup adds ~10%)."""
+    script = Path(sys.executable).with_name("loopwright")
+    return [str(script), *args] if script.exists() else cli_argv(*args)
+
+
 def _commands(url: str, run_id: str) -> dict[str, list[str]]:
     rq = str(Path(sys.executable).with_name("rq"))
     return {
         "rq info": [rq, "info", "--url", url],
-        "loopwright --help": cli_argv("--help"),
-        "runs list": cli_argv("runs", "list"),
-        "runs show": cli_argv("runs", "show", run_id),
-        "events send": cli_argv("events", "send", "bench.cli", "--data", '{"n": 1}'),
+        "loopwright --help": _lw("--help"),
+        "runs list": _lw("runs", "list"),
+        "runs show": _lw("runs", "show", run_id),
+        "events send": _lw("events", "send", "bench.cli", "--data", '{"n": 1}'),
         # Baselines that explain the numbers: an empty interpreter, and the imports any
         # command reading the settings cannot avoid (typer; pydantic-core, which validates
         # the settings; Redis; rich for the output).
@@ -60,17 +68,25 @@ def _commands(url: str, run_id: str) -> dict[str, list[str]]:
     }
 
 
-def _timed(argv: list[str], env: dict[str, str]) -> float:
-    began = time.perf_counter()
+def _cpu_children() -> float:
+    use = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return use.ru_utime + use.ru_stime
+
+
+def _timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall time and CPU time (user + system) of one run of ``argv``, in seconds."""
+    cpu, began = _cpu_children(), time.perf_counter()
     proc = subprocess.run(argv, env=env, capture_output=True, check=False, timeout=120)
     took = time.perf_counter() - began
     if proc.returncode != 0:
         raise RuntimeError(f"{argv} failed: {proc.stderr.decode()[-500:]}")
-    return took
+    return took, _cpu_children() - cpu
 
 
-def startup(url: str, env: dict[str, str], rounds: int) -> dict[str, dict[str, float]]:
-    """Wall time per command, interleaved rounds, in ms."""
+def startup(
+    url: str, env: dict[str, str], rounds: int
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """Wall time and CPU time per command, interleaved rounds, in ms."""
     # As installed: Python may cache bytecode (pip compiles site-packages at install; our
     # modules are compiled on the warm-up run). With PYTHONDONTWRITEBYTECODE set, as in some
     # CI shells, every Loopwright module would be compiled from source on every run while
@@ -83,12 +99,18 @@ def startup(url: str, env: dict[str, str], rounds: int) -> dict[str, dict[str, f
     run_id = json.loads(out.stdout)["run_id"]
     commands = _commands(url, run_id)
     times: dict[str, list[float]] = {name: [] for name in commands}
+    cpus: dict[str, list[float]] = {name: [] for name in commands}
     for argv in commands.values():  # warm the page cache and .pyc files
         _timed(argv, env)
     for _ in range(rounds):
         for name, argv in commands.items():
-            times[name].append(_timed(argv, env) * 1000)
-    return {name: summary(values) for name, values in times.items()}
+            wall, cpu = _timed(argv, env)
+            times[name].append(wall * 1000)
+            cpus[name].append(cpu * 1000)
+    return (
+        {name: summary(values) for name, values in times.items()},
+        {name: summary(values) for name, values in cpus.items()},
+    )
 
 
 def _ping_us(url: str, parser: Any, n: int) -> float:
@@ -132,7 +154,8 @@ def measure(quick: bool) -> dict[str, Any]:
             redis.start()
             settings = make_settings(redis.url, Path(tmp) / "data")
             results: dict[str, Any] = {"machine": machine_info(redis.url)}
-            results["startup_ms"] = startup(redis.url, child_env(settings), 3 if quick else 15)
+            wall, cpu = startup(redis.url, child_env(settings), 3 if quick else 15)
+            results["startup_ms"], results["startup_cpu_ms"] = wall, cpu
             results["ping"] = ping(redis.url, 200 if quick else 2000)
             results["loadavg_end"] = load_average()
             return results
@@ -166,16 +189,22 @@ def section(r: dict[str, Any], command: str) -> str:
         f"load average {m['loadavg_start']} at the start, {r['loadavg_end']} at the end.",
         "",
         "Whole-process wall time (a new interpreter per run, interleaved rounds, after a warm-up "
-        "run of each); the target is each listed command at most as slow as `rq info` in the "
-        "same run.",
+        "run of each; both CLIs through their console scripts, `loopwright` and `rq`); the "
+        "target is each listed command at most as slow as `rq info` in the same run.",
         "",
-        "| command | median ms | p95 ms | vs `rq info` | target |",
-        "|---|---:|---:|---:|---|",
+        "| command | median ms | p95 ms | vs `rq info` | target | CPU ms | CPU vs `rq info` |",
+        "|---|---:|---:|---:|---|---:|---:|",
     ]
+    cpu = r.get("startup_cpu_ms", {})
+    cpu_base = cpu.get("rq info", {}).get("median") or float("nan")
     for name, s in r["startup_ms"].items():
         ratio = s["median"] / base
         target = ("met" if ratio <= 1.0 else "NOT met") if name in TARGETS else "reference"
-        lines.append(f"| `{name}` | {s['median']:.0f} | {s['p95']:.0f} | {ratio:.2f}x | {target} |")
+        c = cpu.get(name, {}).get("median", float("nan"))
+        lines.append(
+            f"| `{name}` | {s['median']:.0f} | {s['p95']:.0f} | {ratio:.2f}x | {target} "
+            f"| {c:.0f} | {c / cpu_base:.2f}x |"
+        )
     p = r["ping"]
     lines.append("")
     if p["hiredis_us"] is None:
@@ -187,6 +216,10 @@ def section(r: dict[str, Any], command: str) -> str:
             f"{p['hiredis_us']:.0f} µs with hiredis ({gain:.0f}% less)."
         )
     lines += [
+        "",
+        "CPU ms is the median user + system time of the command's process: on a machine "
+        "shared with other work the wall times swing by tens of percent between runs, the "
+        "CPU time much less, so the two ratios together say more than either.",
         "",
         f"`import floor` is `python -c '{FLOOR}'`: the libraries a command that prints a table "
         "could load before any Loopwright code runs (`rq info` loads click and rq instead). "

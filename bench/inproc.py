@@ -92,7 +92,7 @@ class CommitProbe:
     def __init__(self, chain: Chain) -> None:
         self.rt = chain.rt
         self.run_id = chain.create(0)
-        acq = self.rt.leases.acquire(self.run_id, self.rt.owner)
+        acq = self.rt.leases.acquire(self.run_id, self.rt.instance_id)
         if not isinstance(acq, Acquired):
             raise RuntimeError(f"commit probe: could not take run {self.run_id}: {acq}")
         self.token = acq.token

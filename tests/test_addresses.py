@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from conftest import Cluster
 from loopwright.runner.addresses import AddressKind, PrivateAllow, classify
-from loopwright.runner.netguard import HttpPolicy, address_refusal, request_json, resolve_checked
+from loopwright.runner.netguard import HttpPolicy, address_refusal, checked_address, request_json
 from loopwright.sdk.errors import NonRetriableError
 from loopwright.settings import Settings
 
@@ -168,7 +168,7 @@ def test_a_name_resolving_to_loopback_is_refused_even_when_named(
 ) -> None:
     # Given the name itself on the allow-list: a DNS answer is never an exact naming
     with pytest.raises(NonRetriableError) as refused:
-        resolve_checked("localhost", 80, allow("localhost,*.localhost"))
+        checked_address("localhost", 80, allow("localhost,*.localhost"))
     assert "'localhost' resolves to" in str(refused.value)
     assert "loopback addresses are refused unless" in str(refused.value)
     assert connections == []

@@ -50,6 +50,7 @@ def test_cli_bench_quick_profile_reports_every_measurement(tmp_path: Path) -> No
     results: Any = quick("cli.py", tmp_path / "cli.json")
     for name in ("rq info", "loopwright --help", "runs list", "runs show", "events send"):
         assert results["startup_ms"][name]["median"] > 0, name
+        assert results["startup_cpu_ms"][name]["median"] > 0, name
     assert results["ping"]["python_us"] > 0
 
 

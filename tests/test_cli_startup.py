@@ -92,6 +92,10 @@ def test_hot_commands_import_only_what_they_use(cluster: Cluster, tmp_path: Path
         modules = _modules_of(cluster, tmp_path, *argv)
         # Then none of the heavy modules was loaded
         assert _heavy(modules) == [], argv
+    # And --help, which imports every command's module, loads no Redis, rich or runner
+    modules = _modules_of(cluster, tmp_path, "--help")
+    assert not [m for m in modules if m.split(".")[0] in ("redis", "rich", "rq")]
+    assert not [m for m in modules if m.startswith(("loopwright.runner", "loopwright.settings"))]
 
 
 def test_the_first_command_module_loads_only_when_its_command_runs(

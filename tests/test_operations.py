@@ -303,7 +303,9 @@ def test_ctrl_c_while_waiting_says_the_run_continues(cluster: Cluster) -> None:
         # With no worker, it says so at once; then Ctrl-C
         wait_until(lambda: cluster.rt.runs.find(status="queued"), timeout=20)
         run_id = cluster.rt.runs.find()[0].id
-        wait_until(lambda: cluster.rt.redis.pubsub_numsub(cluster.rt.keys.notify_channel)[0][1])
+        wait_until(
+            lambda: cluster.rt.redis.pubsub_numsub(cluster.rt.keys.run_changes_channel)[0][1]
+        )
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=20)
     finally:

@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from loopwright.errors import RedisUnavailableError
-from loopwright.redis_server import ManagedRedis, resolve_redis_url
+from loopwright.redis_server import ManagedRedis, redis_url_for
 from loopwright.settings import Settings
 
 REDIS_BIN = "/usr/bin/redis-server"
@@ -309,7 +309,7 @@ def test_status_reports_running_and_stopped_server(tmp_path: Path, make_redis: M
 def test_resolve_redis_url_prefers_configured_url(tmp_path: Path) -> None:
     settings = Settings(redis_url="redis://127.0.0.1:1/0", data_dir=tmp_path)
 
-    assert resolve_redis_url(settings) == "redis://127.0.0.1:1/0"
+    assert redis_url_for(settings) == "redis://127.0.0.1:1/0"
     assert not (tmp_path / "redis").exists()
 
 
@@ -319,7 +319,7 @@ def test_resolve_redis_url_starts_managed_server_when_unset(
     managed = make_redis(tmp_path)
     settings = Settings(redis_url=None, data_dir=tmp_path, redis_server_bin=REDIS_BIN)
 
-    url = resolve_redis_url(settings)
+    url = redis_url_for(settings)
 
     assert url == managed.url
     assert managed.is_running()

@@ -154,7 +154,7 @@ def test_retention_under_concurrent_runs_never_touches_an_unfinished_one(
     rt = c.rt
     c.skill(LOOPING)
     pubsub = rt.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-    pubsub.subscribe(rt.keys.notify_channel)
+    pubsub.subscribe(rt.keys.run_changes_channel)
     c.scheduler()
     c.worker()
     # When runs keep starting in waves until retention has deleted earlier ones while later

@@ -193,8 +193,8 @@ class Keys:
         return f"{self.prefix}:inbox:sent:{idempotency_key}"
 
     @property
-    def notify_channel(self) -> str:
-        """Pub/sub channel for run state changes."""
+    def run_changes_channel(self) -> str:
+        """Pub/sub channel for run state changes (its name, ``:notify``, kept for data)."""
         return f"{self.prefix}:notify"
 
     @property

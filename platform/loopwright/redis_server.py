@@ -1,6 +1,6 @@
 """The embedded default Redis: a ``redis-server`` that Loopwright starts on demand and reuses.
 
-When ``LOOPWRIGHT_REDIS_URL`` is unset, every command calls :func:`resolve_redis_url`, which brings
+When ``LOOPWRIGHT_REDIS_URL`` is unset, every command calls :func:`redis_url_for`, which brings
 up (or finds) one daemonized ``redis-server`` owned by the data directory. It behaves like a
 daemon that the first command starts and later commands share; ``ManagedRedis.stop`` ends it.
 
@@ -52,7 +52,7 @@ from redis.retry import Retry
 from loopwright.errors import RedisUnavailableError
 from loopwright.settings import Settings
 
-__all__ = ["ManagedRedis", "resolve_redis_url"]
+__all__ = ["ManagedRedis", "redis_url_for"]
 
 # sun_path is 108 bytes on Linux and 104 on the BSDs/macOS, both counting the trailing NUL.
 _MAX_SOCKET_PATH_BYTES = 107 if sys.platform.startswith("linux") else 103
@@ -146,7 +146,7 @@ class ManagedRedis:
                         f"{self.log_path}{self._log_tail()}"
                     )
                 time.sleep(_POLL_INTERVAL)
-            binary = self._resolve_binary()
+            binary = self._find_binary()
             self._remove_stale_files()
             self._launch(binary, deadline, timeout)
             self._wait_for_started_server(deadline, timeout)
@@ -292,7 +292,7 @@ class ManagedRedis:
             return pid
         return None
 
-    def _resolve_binary(self) -> str:
+    def _find_binary(self) -> str:
         found = shutil.which(self._binary)
         if found is None:
             raise RedisUnavailableError(
@@ -428,7 +428,7 @@ class ManagedRedis:
             os.close(fd)  # releases the lock
 
 
-def resolve_redis_url(settings: Settings) -> str:
+def redis_url_for(settings: Settings) -> str:
     """The Redis URL every command should use.
 
     ``settings.redis_url`` when set (nothing is started); otherwise the managed server for

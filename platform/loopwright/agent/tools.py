@@ -418,7 +418,7 @@ class ToolBox:
         current = rec.active or (ids[-1] if ids else None)
         if args.base_version:
             try:
-                base = self.registry.resolve_ref(name, args.base_version)
+                base = self.registry.version_for_ref(name, args.base_version)
             except LoopwrightError as exc:
                 return ToolResult(False, f"write_skill failed: {exc}")
             if base != current:

@@ -198,7 +198,7 @@ def router(ctx: ApiContext) -> APIRouter:
 
 def _follow(rt: Runtime, s: Stream) -> Iterator[ServerSentEvent]:
     pubsub = rt.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-    pubsub.subscribe(rt.keys.notify_channel)
+    pubsub.subscribe(rt.keys.run_changes_channel)
     deadline = time.monotonic() + MAX_AGE_S
     quiet_since = time.monotonic()
     try:

@@ -18,9 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated
 
-import typer
 from rich.rule import Rule
 
 from loopwright.cli.common import console, load_settings, open_runtime
@@ -228,35 +226,3 @@ def run_demo(workdir: str | None, examples_dir: str = "examples") -> int:
     console.print(escape(explore_hint(rt, paused)), soft_wrap=True)
     rt.close()
     return 0 if ok else 1
-
-
-def demo(
-    workdir: Annotated[
-        str | None, typer.Option(help="Where the demo keeps its files (default: a temp dir).")
-    ] = None,
-    examples: Annotated[
-        str, typer.Option(help="Folder with the example skills (--runner).")
-    ] = "examples",
-    runner: Annotated[
-        bool,
-        typer.Option(
-            "--runner", help="The runner tour instead: example skills and a killed worker."
-        ),
-    ] = False,
-    review: Annotated[
-        bool,
-        typer.Option(
-            "--review", help="The weekly review instead, on five weeks of seeded history."
-        ),
-    ] = False,
-) -> None:
-    """The seed scenario: the builder writes, tests and registers skills that then run."""
-    if review:
-        from loopwright.cli.demo_review import run_review_demo
-
-        raise typer.Exit(run_review_demo(workdir))
-    if runner:
-        raise typer.Exit(run_demo(workdir, examples))
-    from loopwright.cli.scenario import run_scenario
-
-    raise typer.Exit(run_scenario(workdir))

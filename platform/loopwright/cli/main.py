@@ -4,8 +4,9 @@ Start-up stays cheap (``bench/cli.py`` measures it against ``rq info``): each co
 is imported only when that command runs (``COMMANDS`` below, loaded by ``cli/app.py``), and a
 command module imports at its top only typer and ``cli.common``; settings, Redis, rich's tables
 and the runner load inside the command, the agent, the providers, the sidecar and the sandbox
-only in the commands that use them. A new command: a function or ``typer.Typer`` in its own
-module (or an existing one), one line in ``COMMANDS``, heavy imports inside the function.
+only in the commands that use them. A new command: a function or ``typer.Typer`` in a module
+whose top imports only typer and ``cli.common`` (``--help`` imports every command's module),
+one line in ``COMMANDS``, and every other import inside the function.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ COMMANDS = {
     "doctor": "loopwright.cli.doctor:doctor",
     "serve": "loopwright.cli.serve:serve",
     "inbox": "loopwright.cli.inbox:inbox_app",
-    "demo": "loopwright.cli.demo:demo",
+    "demo": "loopwright.cli.demo_command:demo",
     "runs": "loopwright.cli.runs:runs_app",
     "events": "loopwright.cli.events:events_app",
     "skills": "loopwright.cli.skills:skills_app",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import sys
 import time
@@ -620,6 +619,8 @@ def _run_service(run_id: str) -> tuple[RunService, str]:
 
 def _who() -> str:
     """Who gives feedback from this terminal (the login name, when there is one)."""
+    import getpass  # here: it loads termios, which no other command needs
+
     try:
         return f"cli:{getpass.getuser()}"
     except (OSError, KeyError):

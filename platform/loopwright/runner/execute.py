@@ -104,7 +104,7 @@ class Executor:
         """Take the lease and run; returns the outcome (completed, failed, parked, skipped...)."""
         rt = self.rt
         asked = time.monotonic()
-        acq = rt.leases.acquire(run_id, rt.owner)
+        acq = rt.leases.acquire(run_id, rt.instance_id)
         if isinstance(acq, AcquireRefused):
             log.debug("run %s not taken: %s %s", run_id, acq.reason, acq.status or "")
             return f"skipped:{acq.reason}"
@@ -299,7 +299,7 @@ def child_outcome(child: Run) -> tuple[str, str, str]:
     return "failed", "", f"child run {child.id} ({child.skill}) {child.status.value}: {reason}"
 
 
-def notify_parent(
+def wake_parent(
     rt: Runtime, child: Run, status: str, output_json: str = "", error: str = ""
 ) -> None:
     """Resolve the parent's pending invoke step with this ended child's result (CAS,

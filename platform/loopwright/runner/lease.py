@@ -141,14 +141,15 @@ class Leases:
         return str(raw) if raw else None
 
     def acquire(
-        self, run_id: str, owner: str, slot: str | None = None
+        self, run_id: str, holder: str, slot: str | None = None
     ) -> Acquired | AcquireRefused:
-        """Take ``run_id`` for ``owner`` or say why not. ``slot`` declares the run's
+        """Take ``run_id`` for ``holder`` (a process's ``Runtime.instance_id``, stored as the
+        run's ``owner`` field) or say why not. ``slot`` declares the run's
         concurrency slot; when it is wrong (or unknown: None) for a run that holds one, the
         slot is read and the acquire repeated, so only concurrency-limited runs pay for it."""
         k = self._keys
         base = [k.run(run_id), k.steps(run_id), k.leases, k.queued, k.timers]
-        args = [run_id, owner, self.ttl_ms]
+        args = [run_id, holder, self.ttl_ms]
         try:
             res = checked(self._acquire, keys=base + ([slot] if slot else []), args=args)
         except StaleDeclarationError:

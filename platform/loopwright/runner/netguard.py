@@ -89,7 +89,7 @@ def address_refusal(
     return private.refusal(found, host)
 
 
-def resolve_checked(host: str, port: int, private: PrivateAllow) -> str:
+def checked_address(host: str, port: int, private: PrivateAllow) -> str:
     """The address to connect to; refuses names resolving to any address it may not reach.
     Every address is checked before any connection is made."""
     try:
@@ -197,7 +197,7 @@ def follow_redirects(hop: Hop, policy: HttpPolicy, check_host: bool) -> tuple[in
     the first: URL, allow-list, resolved addresses. Returns (status, body, host)."""
     for _ in range(MAX_REDIRECTS + 1):
         scheme, host, port = _check_url(hop.url, policy, check_host)
-        ip = resolve_checked(host, port, policy.private)
+        ip = checked_address(host, port, policy.private)
         status, location, data = _send(hop, (scheme, host, port), ip, policy)
         if location is None:
             return status, data, host

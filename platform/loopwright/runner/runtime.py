@@ -68,15 +68,16 @@ class Runtime:
     def __init__(
         self, settings: Settings, redis_url: str | None = None, *, services: Services | None = None
     ) -> None:
-        from loopwright.redis_server import resolve_redis_url
+        from loopwright.redis_server import redis_url_for
 
         self.settings = settings
         self.services = services
-        self.redis_url = redis_url or resolve_redis_url(settings)
+        self.redis_url = redis_url or redis_url_for(settings)
         self.keys = Keys(settings.key_prefix)
         self.redis = connect(self.redis_url, settings)
         self.rq_redis = connect(self.redis_url, settings, decode=False)
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # This process: lease holder, scheduler leader and heartbeat (the run hash's ``owner``).
+        self.instance_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     def ping(self) -> None:
         """Raise ``RedisUnavailableError`` with a how-to-fix line when Redis does not answer."""

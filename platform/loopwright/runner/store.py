@@ -371,7 +371,7 @@ class RunStore:
             "fields": {name: str(value) for name, value in mapping.items()},
             "place": place,
             "score": int(mapping.get("wake_at", ts)),
-            "channel": k.notify_channel,
+            "channel": k.run_changes_channel,
         }
         if resolves and d.parent:
             args.update(
@@ -493,7 +493,7 @@ class RunStore:
                 "skill": d.skill,
                 "version": d.version,
                 "day": str(day) if day else None,
-                "channel": k.notify_channel,
+                "channel": k.run_changes_channel,
                 "parent": d.parent,
                 "parent_seq": d.parent_seq,
             }
@@ -576,7 +576,7 @@ class RunStore:
         """Block until the run ends (or ``timeout`` seconds pass) and return it."""
         deadline = None if timeout is None else time.monotonic() + timeout
         pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-        pubsub.subscribe(self._keys.notify_channel)
+        pubsub.subscribe(self._keys.run_changes_channel)
         try:
             while True:
                 run = self.get(run_id)

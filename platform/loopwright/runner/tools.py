@@ -89,7 +89,7 @@ class NotifyTool:
                 f"notify: unknown channel {channel!r}; use the inbox (no channel) or "
                 f"'slack:SECRET_NAME' with the webhook URL stored as a secret"
             )
-        url = resolve_secret(self._ex, name)
+        url = secret_value(self._ex, name)
         st = self._ex.runtime.settings
         policy = call_budget(
             self._ex,
@@ -139,7 +139,7 @@ class HttpTool:
         secret_headers: set[str] = set()
         for key, raw in (headers or {}).items():
             value, count = SECRET_REF.subn(
-                lambda m: resolve_secret(self._ex, m.group(1), host=host), str(raw)
+                lambda m: secret_value(self._ex, m.group(1), host=host), str(raw)
             )
             out[str(key)] = value
             if count:
@@ -209,7 +209,7 @@ def bounded_call(ex: Execution, call: Callable[[], Any]) -> Any:
 SECRET_REF = re.compile(r"\{\{secret:([A-Za-z0-9_.-]{1,64})\}\}")
 
 
-def resolve_secret(ex: Execution, name: str, host: str | None = None) -> str:
+def secret_value(ex: Execution, name: str, host: str | None = None) -> str:
     """A declared secret's value (host side only), within the operator's grant for it."""
     if name not in ex.spec.secrets:
         raise NonRetriableError(

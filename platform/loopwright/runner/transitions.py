@@ -408,7 +408,7 @@ class Transitions:
                     "output": output,
                     "error": error,
                     "active_ms": int(active_ms),
-                    "channel": self._keys.notify_channel,
+                    "channel": self._keys.run_changes_channel,
                     **self._parent_args(d),
                 }, d, end),
             )  # fmt: skip
@@ -430,7 +430,7 @@ class Transitions:
 
         def call(d: Declared) -> Any:
             keys = [k.run(run_id), k.leases, k.timers] + ([d.slot] if d.slot else [])
-            args = [run_id, token, status, wake_ms, active_ms, k.notify_channel]
+            args = [run_id, token, status, wake_ms, active_ms, k.run_changes_channel]
             return checked(self._park, keys=keys, args=args)
 
         return bool(self._declaring(run_id, Declared(slot=slot), call))
@@ -453,7 +453,7 @@ class Transitions:
                 "run_id": run_id,
                 "job_prefix": self.job_prefix(run_id),
                 "max_reaps": self._max_reaps,
-                "channel": self._keys.notify_channel,
+                "channel": self._keys.run_changes_channel,
                 **self._parent_args(d),
             }
             return call_named(self._reap, *self._rollup(keys, args, d, ending))
@@ -488,7 +488,7 @@ class Transitions:
             args = {
                 "run_id": run_id,
                 "reason": reason,
-                "channel": self._keys.notify_channel,
+                "channel": self._keys.run_changes_channel,
                 **self._parent_args(d),
             }
             return call_named(
@@ -532,7 +532,7 @@ class Transitions:
                 "token": str(token),
                 "wake_ms": wake_ms,
                 "active_ms": int(active_ms),
-                "channel": k.notify_channel,
+                "channel": k.run_changes_channel,
                 "job_prefix": self.job_prefix(run_id),
                 "waiter_field": field if event else None,
                 "waiter_match": match if event else None,

@@ -257,7 +257,7 @@ class Alerts:
             "leader": k.scheduler_leader,
             "cursor": k.alerts_cursor,
         }
-        args: dict[str, object] = {"owner": rt.owner, "cursor": cursor, "next": nxt}
+        args: dict[str, object] = {"owner": rt.instance_id, "cursor": cursor, "next": nxt}
         if with_notice is None:
             with_notice = self._expects_notice(run)
         if run is not None and run.status in ("failed", "completed"):
@@ -341,7 +341,7 @@ class Alerts:
             }
             args = {
                 **self.inbox.post_args(notice_id, draft),
-                "owner": rt.owner,
+                "owner": rt.instance_id,
                 "member": str(member),
                 "field": field,
             }

@@ -100,10 +100,12 @@ class CronFirer:
         """Keep or take the lease; True while leading."""
         k, ttl = self.rt.keys, int(self.rt.settings.scheduler_leader_ttl * 1000)
         epoch = int(
-            self._lead(keys=[k.scheduler_leader, k.scheduler_epoch], args=[self.rt.owner, ttl])
+            self._lead(
+                keys=[k.scheduler_leader, k.scheduler_epoch], args=[self.rt.instance_id, ttl]
+            )
         )
         if epoch and epoch != self.epoch:
-            log.warning("scheduler %s leads cron (epoch %d)", self.rt.owner, epoch)
+            log.warning("scheduler %s leads cron (epoch %d)", self.rt.instance_id, epoch)
         self.epoch = epoch
         return epoch > 0
 
@@ -158,5 +160,5 @@ class CronFirer:
             # after a crash, or a deposed one) finds its run and starts nothing.
             outcome = self.admission.start(entry, f"cron:{tick}", event, trigger)
             count += outcome in ("started", "delayed", "debounced")
-        self._advance(keys=[k.scheduler_leader, cursor], args=[self.rt.owner, ticks[-1]])
+        self._advance(keys=[k.scheduler_leader, cursor], args=[self.rt.instance_id, ticks[-1]])
         return count

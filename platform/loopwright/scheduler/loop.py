@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from redis.exceptions import RedisError
 
 from loopwright.history.retention import Retention
-from loopwright.runner.execute import child_outcome, notify_parent
+from loopwright.runner.execute import child_outcome, wake_parent
 from loopwright.runner.runtime import Runtime
 from loopwright.scheduler.alerts import Alerts, Deliverer
 from loopwright.scheduler.catalog import Catalog
@@ -71,7 +71,7 @@ class Scheduler:
         rt, k, stats = self.rt, self.rt.keys, TickStats()
         now = self._server_ms()
         beat_ms = max(2000, int(rt.settings.reaper_interval * 10_000))
-        rt.redis.set(k.scheduler_heartbeat, rt.owner, px=beat_ms)
+        rt.redis.set(k.scheduler_heartbeat, rt.instance_id, px=beat_ms)
         for run_id in rt.redis.zrangebyscore(k.timers, "-inf", now, start=0, num=BATCH):
             jid = rt.transitions.wake(str(run_id))
             if jid:
@@ -144,14 +144,14 @@ class Scheduler:
                     continue
                 child = rt.runs.get(rec.child)
                 if child.status.terminal:
-                    notify_parent(rt, child, *child_outcome(child))
+                    wake_parent(rt, child, *child_outcome(child))
                     resolved += 1
         return resolved
 
     def run(self, stop: threading.Event | None = None) -> None:
         """Tick every ``reaper_interval`` until ``stop`` is set; ride out Redis outages."""
         stop = stop or threading.Event()
-        router = Router(self.rt, self.catalog, self.rt.owner)
+        router = Router(self.rt, self.catalog, self.rt.instance_id)
         threading.Thread(
             target=router.run, args=(stop,), name="loopwright-router", daemon=True
         ).start()

@@ -90,7 +90,9 @@ def rerun(
     old = rt.runs.get(run_id)
     registry = Registry(rt.redis, rt.keys)
     _refuse_stopped_skill(rt, old.skill)
-    chosen = old.version if version is None else registry.resolve_ref(old.skill, version.strip())
+    chosen = (
+        old.version if version is None else registry.version_for_ref(old.skill, version.strip())
+    )
     source, spec = rt.sources.declaration(chosen, old.skill)
     fork = None
     if from_step is not None:

@@ -501,14 +501,14 @@ class Registry:
 
     def approve(self, name: str, ref: str) -> Change:
         """Approve a version (``review`` mode) and make it active."""
-        version = self.resolve_ref(name, ref)
+        version = self.version_for_ref(name, ref)
         return self._change(
             self._set_active, name, version, self.keys.registry_version(version), "approve"
         )
 
     def rollback(self, name: str, ref: str) -> Change:
         """Make an earlier (approved) version active again."""
-        version = self.resolve_ref(name, ref)
+        version = self.version_for_ref(name, ref)
         return self._change(
             self._set_active, name, version, self.keys.registry_version(version), "rollback"
         )
@@ -638,7 +638,7 @@ class Registry:
         """The skill's version ids, oldest first."""
         return [str(v) for v in self.redis.zrange(self.keys.registry_versions(name), 0, -1)]
 
-    def resolve_ref(self, name: str, ref: str) -> str:
+    def version_for_ref(self, name: str, ref: str) -> str:
         """A full version id from ``ref`` (a full id or a unique prefix of at least 4 chars)."""
         ids = self.version_ids(name)
         if not ids and not self.redis.exists(self.keys.registry_skill(name)):
@@ -662,7 +662,7 @@ class Registry:
                     f"'loopwright skills versions {name}')"
                 )
             ref = active
-        version = self.resolve_ref(name, ref)
+        version = self.version_for_ref(name, ref)
         raw: dict[str, str] = self.redis.hgetall(self.keys.registry_version(version))  # type: ignore[assignment]
         return VersionRecord(
             name=raw["name"],
