@@ -64,6 +64,14 @@ def main(ctx):
     return ctx.step.run("x", lambda: ctx.params["factor"])
 """
 
+TIMED = """
+from loopwright.sdk import skill, cron
+
+@skill(name="ui-timed", trigger=cron("0 9 * * 1-5", tz="Europe/Paris"))
+def main(ctx):
+    return 1
+"""
+
 
 class Site:
     def __init__(self, cluster: Cluster, port: int, login_url: str) -> None:
@@ -224,11 +232,13 @@ def test_an_action_the_token_may_not_take_is_refused_in_the_page(site: Site, bro
 def test_every_page_passes_axe_without_serious_violations(site: Site, browser: Any) -> None:
     c = site.cluster
     c.skill(BROKEN)
+    c.skill(TIMED)
     c.worker()
     bad = c.wait(c.start("ui-broken", {"bad": True}))
     page = signed_in(browser, site, bypass_csp=True)  # only to inject axe
     paths = ["/", "/chat", "/runs", f"/runs/{bad.id}", f"/runs/{bad.id}/why", "/skills",
-             "/skills/ui-broken", "/approvals", "/events", "/workers"]  # fmt: skip
+             "/skills/ui-broken", "/approvals", "/events", "/workers", "/schedules",
+             "/schedules/ui-timed"]  # fmt: skip
     for path in paths:
         page.goto(site.base + path)
         page.add_script_tag(path=str(AXE))

@@ -11,7 +11,8 @@ Pages: needs attention (``/``), runs (``/runs``: filters in the URL, a "new runs
 instead of jumping rows), run detail (``/runs/{id}``: a failure banner, the step waterfall,
 outputs, errors, logs, recorded calls, live while it runs; ``/runs/{id}/why``), skills and
 skill detail (versions with author, a diff of any two, pause/resume/rollback/approve),
-approvals, events (feed and a send form) and workers.
+approvals, events (feed and a send form), workers and schedules (``/schedules``: cron in
+words, timezone, next five fires; ``/schedules/{skill}``: the occurrence ledger).
 """
 
 from __future__ import annotations
@@ -462,6 +463,30 @@ def router(ctx: ApiContext) -> APIRouter:
             return {"id": sent.id}
 
         return act(request, "operate", "events.send", name, fn)
+
+    # Schedules ----------------------------------------------------------------------------
+
+    @r.get("/schedules", response_class=HTMLResponse)
+    def schedules_page(request: Request) -> Response:
+        from loopwright.service.schedules import list_schedules
+
+        rows = list_schedules(rt) if viewer(request) is not None else []
+        return page(request, "schedules.html", "Schedules", rows=rows)
+
+    @r.get("/schedules/{skill}", response_class=HTMLResponse)
+    def schedule_page(request: Request, skill: str) -> Response:
+        from loopwright.service.schedules import get_schedule
+
+        if viewer(request) is None:
+            return page(request, "schedule.html", skill)
+        try:
+            sched = get_schedule(rt, skill)
+        except NotFoundError as exc:
+            return tpl.TemplateResponse(
+                request, "notfound.html", {"title": "Not found", "who": viewer(request),
+                                           "message": str(exc)}, status_code=404,
+            )  # fmt: skip
+        return page(request, "schedule.html", f"Schedule {skill}", s=sched)
 
     @r.get("/workers", response_class=HTMLResponse)
     def workers(request: Request) -> Response:
