@@ -8,12 +8,12 @@ from collections.abc import Callable
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from conftest import Cluster
+from conftest import Cluster, wait_until
 from loopwright.scheduler.catalog import Catalog
 from loopwright.scheduler.cron import CronFirer, next_fires
 from loopwright.sdk import cron, every
 from loopwright.sdk.schedule_words import describe_cron, describe_interval
-from loopwright.service.schedules import get_schedule
+from loopwright.service.schedules import Occurrence, get_schedule
 from test_api import Api, api  # noqa: F401  (the served-API fixture)
 
 MIN = 60_000
@@ -155,3 +155,22 @@ def test_schedules_api_and_page_show_words_next_fires_and_ledger(api: Api) -> No
     assert f'href="/runs/{one["ledger"][0]["run_id"]}"' in detail.text
     assert api.call("GET", "/schedules/nope", read).status_code == 404
     assert api.call("GET", "/schedules").status_code == 401  # sign in first
+
+
+def test_a_running_scheduler_writes_the_ledger_with_each_run(cluster: Cluster) -> None:
+    cluster.skill(EVERY_10M.replace('"10m"', '"10s"').replace("tenmin", "tensec"))
+    cluster.scheduler()
+    cluster.worker()
+
+    def started() -> list[Occurrence]:
+        return [o for o in get_schedule(cluster.rt, "tensec").ledger if o.outcome == "started"]
+
+    wait_until(lambda: len(started()) >= 1, timeout=40)
+    occ = started()[0]
+    assert occ.run_id is not None
+    done = cluster.wait(occ.run_id)
+    assert done.status.value == "completed" and done.output == occ.tick_ms
+    wait_until(lambda: get_schedule(cluster.rt, "tensec").ledger[0].run_status == "completed")
+    s = get_schedule(cluster.rt, "tensec")
+    assert s.timezone is None and s.words == "every 10 seconds"
+    assert s.next_fires_ms[0] > occ.tick_ms and s.next_fires_ms[1] - s.next_fires_ms[0] == 10_000

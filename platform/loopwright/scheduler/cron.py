@@ -169,8 +169,8 @@ class CronFirer:
                 if tick in fire:
                     continue
                 why = (
-                    f"no scheduler fired it within the {catchup} catch-up window "
-                    f"(scheduler down or not leading); missed={trig.missed!r}"
+                    f"not fired within the {catchup} catch-up window: no scheduler was leading, "
+                    f"or the skill was paused; missed={trig.missed!r}"
                     + (", coalesced into the latest missed tick" if fire and not recent else "")
                 )
                 ledger.append({"tick_ms": tick, "outcome": "missed", "reason": why})

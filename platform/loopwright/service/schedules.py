@@ -45,7 +45,7 @@ class Schedule:
     version: str
     kind: str  # "cron" or "every"
     expr: str
-    timezone: str
+    timezone: str | None
     missed_policy: str
     words: str
     last_tick_ms: int | None
@@ -66,7 +66,9 @@ def _now_ms(rt: Runtime) -> int:
     return int(sec) * 1000 + int(usec) // 1000
 
 
-def _schedule(rt: Runtime, rec: SkillRecord, now_ms: int, ledger: int) -> Schedule | None:
+def _schedule(
+    rt: Runtime, rec: SkillRecord, now_ms: int, ledger: int, statuses: bool = True
+) -> Schedule | None:
     if rec.active is None:
         return None
     try:
@@ -82,9 +84,9 @@ def _schedule(rt: Runtime, rec: SkillRecord, now_ms: int, ledger: int) -> Schedu
         kind, expr, tz = "cron", trig.expr, trig.tz or "UTC"
         words = describe_cron(trig.expr, trig.tz)
     else:
-        kind, expr, tz = "every", trig.every, "UTC"
+        kind, expr, tz = "every", trig.every, None  # a fixed grid: no timezone applies
         words = describe_interval(trig.seconds)
-    occurrences = read_ledger(rt, rec.name, ledger)
+    occurrences = read_ledger(rt, rec.name, ledger, statuses)
     counts: dict[str, int] = {}
     for occ in occurrences:
         counts[occ.outcome] = counts.get(occ.outcome, 0) + 1
@@ -104,8 +106,11 @@ def _schedule(rt: Runtime, rec: SkillRecord, now_ms: int, ledger: int) -> Schedu
     )
 
 
-def read_ledger(rt: Runtime, skill: str, limit: int = LEDGER_CAP) -> list[Occurrence]:
-    """The newest ``limit`` decided ticks of ``skill``, newest first, with each run's status."""
+def read_ledger(
+    rt: Runtime, skill: str, limit: int = LEDGER_CAP, statuses: bool = True
+) -> list[Occurrence]:
+    """The newest ``limit`` decided ticks of ``skill``, newest first, with each run's status
+    (one pipelined read; left out with ``statuses=False``, as the list needs only counts)."""
     raw = rt.redis.lrange(rt.keys.cron_ledger(skill), 0, max(0, min(limit, LEDGER_CAP)) - 1)
     out: list[Occurrence] = []
     for item in raw:
@@ -121,7 +126,7 @@ def read_ledger(rt: Runtime, skill: str, limit: int = LEDGER_CAP) -> list[Occurr
         except (ValueError, KeyError, TypeError):
             continue  # an entry this version cannot read is left out, never fatal
         out.append(occ)
-    if out:
+    if out and statuses:
         pipe = rt.redis.pipeline(transaction=False)
         for occ in out:
             pipe.hget(rt.keys.run(occ.run_id or "-"), "status")
@@ -135,7 +140,7 @@ def list_schedules(rt: Runtime) -> list[Schedule]:
     now = _now_ms(rt)
     out = []
     for rec in Registry(rt.redis, rt.keys).skills():
-        sched = _schedule(rt, rec, now, LEDGER_CAP)
+        sched = _schedule(rt, rec, now, LEDGER_CAP, statuses=False)
         if sched is not None:
             out.append(sched)
     return sorted(out, key=lambda s: s.skill)
