@@ -33,6 +33,7 @@ from bench.common import (
 
 from loopwright.assembly import build_runtime
 from loopwright.history.seeder import demo_profiles, seed_history
+from loopwright.runner.runtime import Runtime
 from loopwright.sdk.manifest import read_manifest
 from loopwright.skills_registry.store import Registry
 
@@ -48,6 +49,8 @@ PAGES = {
     "approvals": "/approvals",
     "events": "/events",
     "workers": "/workers",
+    "schedules": "/schedules",
+    "schedule": "/schedules/inventory-sync",
 }
 
 PENDING = """
@@ -58,6 +61,30 @@ from loopwright.sdk import skill
 def main(ctx):
     return ctx.step.run("probe", lambda: {"p95_ms": 180, "alarm": False})
 """
+
+TIMED = """
+from loopwright.sdk import skill, every
+
+
+@skill(name="inventory-sync", trigger=every("30m"))
+def main(ctx):
+    return ctx.step.run("sync", lambda: {"synced": 12})
+"""
+
+
+def _ledger(rt: Runtime) -> None:
+    """A timed skill whose scheduler was down for a while: missed ticks, then one started."""
+    from loopwright.review.loop import ensure_builtin
+    from loopwright.scheduler.catalog import Catalog
+    from loopwright.scheduler.cron import CronFirer
+
+    ensure_builtin(rt)  # the weekly review: a cron skill
+    Registry(rt.redis, rt.keys).register_direct(textwrap.dedent(TIMED), "inventory-sync")
+    now = int(time.time() * 1000)
+    firer = CronFirer(rt, Catalog(rt))
+    rt.redis.set(rt.keys.cron_last("inventory-sync"), now - 4 * 3_600_000)
+    firer.tick(now - 3 * 3_600_000 + 1000)
+    firer.tick(now)
 
 
 def main() -> int:
@@ -78,6 +105,7 @@ def main() -> int:
             src, read_manifest(src)[0], None, author="review", mode="pending"
         )
         rt.bus.send("order.created", {"id": 42, "total": 99.5}, "order-42")
+        _ledger(rt)
         failed = rt.runs.find(skill="field-reader", status="failed", limit=1)[0].id
         port = free_port()
         serve = procs.spawn(cli_argv("serve", "--port", str(port)), child_env(settings), "serve")

@@ -48,7 +48,7 @@ ALLOWED: dict[str, set[str]] = {
     | {"redis_server", "sdk", "sandbox", "runner", "events"}
     | {"skills_registry", "sidecar"},
     "service": FOUNDATION
-    | {"redis_server", "sdk", "sandbox", "runner", "events"}
+    | {"redis_server", "sdk", "sandbox", "runner", "events", "scheduler"}
     | {"skills_registry", "sidecar", "history"},
     "agent": FOUNDATION
     | {"sdk", "sandbox", "runner", "events", "skills_registry", "sidecar", "llm", "assembly"}

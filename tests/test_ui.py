@@ -17,8 +17,10 @@ import httpx
 import pytest
 
 from conftest import Cluster, free_port, wait_until
+from loopwright.review.store import save_review
 from loopwright.skills_registry.manifest import read_manifest
 from loopwright.skills_registry.store import Registry
+from test_review_report import sample_review
 
 CHROMIUM = Path("/usr/bin/chromium")
 AXE = Path(__file__).parent / "assets" / "axe-core-4.14.1.min.js"
@@ -62,6 +64,14 @@ from loopwright.sdk import skill
 @skill(name="ui-versions", params={{"factor": {factor}}})
 def main(ctx):
     return ctx.step.run("x", lambda: ctx.params["factor"])
+"""
+
+TIMED = """
+from loopwright.sdk import skill, cron
+
+@skill(name="ui-timed", trigger=cron("0 9 * * 1-5", tz="Europe/Paris"))
+def main(ctx):
+    return 1
 """
 
 
@@ -224,11 +234,14 @@ def test_an_action_the_token_may_not_take_is_refused_in_the_page(site: Site, bro
 def test_every_page_passes_axe_without_serious_violations(site: Site, browser: Any) -> None:
     c = site.cluster
     c.skill(BROKEN)
+    c.skill(TIMED)
+    save_review(c.rt.redis, c.rt.keys, sample_review("r-ui"), keep=10)
     c.worker()
     bad = c.wait(c.start("ui-broken", {"bad": True}))
     page = signed_in(browser, site, bypass_csp=True)  # only to inject axe
     paths = ["/", "/chat", "/runs", f"/runs/{bad.id}", f"/runs/{bad.id}/why", "/skills",
-             "/skills/ui-broken", "/approvals", "/events", "/workers"]  # fmt: skip
+             "/skills/ui-broken", "/approvals", "/events", "/workers", "/schedules",
+             "/schedules/ui-timed", "/reports", "/reports/r-ui"]  # fmt: skip
     for path in paths:
         page.goto(site.base + path)
         page.add_script_tag(path=str(AXE))
@@ -239,6 +252,9 @@ def test_every_page_passes_axe_without_serious_violations(site: Site, browser: A
             if v["impact"] in ("serious", "critical")
         ]
         assert serious == [], f"{path}: {serious}"
+        if path == "/reports/r-ui":  # the report renders inside its sandboxed frame
+            heading = page.frame_locator("iframe.report").locator("h1")
+            assert "Weekly review" in heading.inner_text(timeout=10_000)
     assert site.foreign == []
 
 

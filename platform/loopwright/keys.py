@@ -39,6 +39,7 @@ The keyspace is a small state machine (see ``docs/runner.md``):
 * ``{p}:waiters:{event}``     hash   ``run_id:seq`` -> match, runs in wait_for_event
 * ``{p}:scheduler:leader``    string cron leader lease; ``:epoch`` its fencing counter
 * ``{p}:cron:last:{skill}``   string last cron tick fired for a skill (leader-fenced cursor)
+* ``{p}:cron:ledger:{skill}`` list  each decided tick (run, skipped or missed and why), capped
 * ``{p}:conc:{skill}:{key}``  zset   runs holding a concurrency slot -> lease expiry
 * ``{p}:rate:{skill}:{key}``  zset   starts inside the rate-limit window
 * ``{p}:idem:{skill}:{key}``  string idempotency marker; ``{p}:debounce:*`` debounced bursts
@@ -227,6 +228,10 @@ class Keys:
     def cron_last(self, skill: str) -> str:
         """Last cron tick (ms) fired for a skill."""
         return f"{self.prefix}:cron:last:{skill}"
+
+    def cron_ledger(self, skill: str) -> str:
+        """Occurrence ledger of a timed skill: JSON per decided tick, newest first, capped."""
+        return f"{self.prefix}:cron:ledger:{skill}"
 
     def concurrency_slots(self, skill: str, key: str) -> str:
         """Runs holding one of a skill's concurrency slots (per key), by lease expiry."""

@@ -2,7 +2,9 @@
 
 Routes (``/api/v1``): ``runs`` (filters and cursors, detail, steps, logs, recorded calls, start,
 cancel, feedback, pins), ``skills`` (list, versions, diff, stats, submit, approve, rollback,
-pause, resume), ``events`` (send, recent), ``health``, ``whoami``, ``audit`` (admin) and
+pause, resume), ``schedules`` (timed skills, next fires, the occurrence ledger),
+``reports`` (the weekly reviews: list, one as JSON or Markdown), ``events``
+(send, recent), ``health``, ``whoami``, ``audit`` (admin) and
 ``openapi.json`` (read). Outside it: ``/healthz`` (no token: liveness for load balancers) and
 ``/login?code=`` (the one-time URL ``serve`` prints; sets an HttpOnly, SameSite=Strict cookie).
 
@@ -21,7 +23,18 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from loopwright.api import chat, events, hooks, pages, problems, runs, skills, stream
+from loopwright.api import (
+    chat,
+    events,
+    hooks,
+    pages,
+    problems,
+    reports,
+    runs,
+    schedules,
+    skills,
+    stream,
+)
 from loopwright.api.context import ApiContext
 from loopwright.auth.asgi import BodyLimit, HostGuard
 from loopwright.auth.origin import HostPolicy, is_loopback
@@ -87,6 +100,8 @@ def create_app(rt: Runtime, host: str = "127.0.0.1") -> FastAPI:
 
     app.include_router(runs.router(ctx))
     app.include_router(skills.router(ctx))
+    app.include_router(schedules.router(ctx))
+    app.include_router(reports.router(ctx))
     app.include_router(events.router(ctx))
     app.include_router(chat.router(ctx))
     app.include_router(hooks.router(ctx))

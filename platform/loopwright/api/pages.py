@@ -11,7 +11,9 @@ Pages: needs attention (``/``), runs (``/runs``: filters in the URL, a "new runs
 instead of jumping rows), run detail (``/runs/{id}``: a failure banner, the step waterfall,
 outputs, errors, logs, recorded calls, live while it runs; ``/runs/{id}/why``), skills and
 skill detail (versions with author, a diff of any two, pause/resume/rollback/approve),
-approvals, events (feed and a send form) and workers.
+approvals, events (feed and a send form), workers, schedules (``/schedules``: cron in
+words, timezone, next five fires; ``/schedules/{skill}``: the occurrence ledger) and the weekly
+review reports (``/reports``, ``/reports/{id}``: the report in a sandboxed frame).
 """
 
 from __future__ import annotations
@@ -520,6 +522,61 @@ def router(ctx: ApiContext) -> APIRouter:
             return {"id": sent.id}
 
         return act(request, "operate", "events.send", name, fn)
+
+    # Schedules ----------------------------------------------------------------------------
+
+    @r.get("/schedules", response_class=HTMLResponse)
+    def schedules_page(request: Request) -> Response:
+        from loopwright.service.schedules import list_schedules
+
+        rows = list_schedules(rt) if viewer(request) is not None else []
+        return page(request, "schedules.html", "Schedules", rows=rows)
+
+    @r.get("/schedules/{skill}", response_class=HTMLResponse)
+    def schedule_page(request: Request, skill: str) -> Response:
+        from loopwright.service.schedules import get_schedule
+
+        if viewer(request) is None:
+            return page(request, "schedule.html", skill)
+        try:
+            sched = get_schedule(rt, skill)
+        except NotFoundError as exc:
+            return tpl.TemplateResponse(
+                request, "notfound.html", {"title": "Not found", "who": viewer(request),
+                                           "message": str(exc)}, status_code=404,
+            )  # fmt: skip
+        return page(request, "schedule.html", f"Schedule {skill}", s=sched)
+
+    # Reports ------------------------------------------------------------------------------
+
+    @r.get("/reports", response_class=HTMLResponse)
+    def reports_page(request: Request) -> Response:
+        from loopwright.review.store import list_reviews
+
+        rows = list_reviews(rt.redis, rt.keys) if viewer(request) is not None else []
+        return page(request, "reports.html", "Reports", rows=rows)
+
+    @r.get("/reports/{review_id}", response_class=HTMLResponse)
+    def report_page(request: Request, review_id: str) -> Response:
+        from loopwright.review.report import render_html, summary_line
+        from loopwright.review.store import get_review
+
+        if viewer(request) is None:
+            return page(request, "report.html", review_id)
+        try:
+            review = get_review(rt.redis, rt.keys, review_id)
+        except LoopwrightError as exc:
+            return tpl.TemplateResponse(
+                request, "notfound.html", {"title": "Not found", "who": viewer(request),
+                                           "message": str(exc)}, status_code=404,
+            )  # fmt: skip
+        # The report is one self-contained document (its own CSP: no script, inline CSS):
+        # shown in a sandboxed frame through ``srcdoc``, which jinja2 escapes like any value.
+        html = render_html(review, rt.settings.review_min_success)
+        return page(
+            request, "report.html", f"Report {review.id}", review=review,
+            summary=summary_line(review), html=html,
+        )  # fmt: skip
 
     @r.get("/workers", response_class=HTMLResponse)
     def workers(request: Request) -> Response:

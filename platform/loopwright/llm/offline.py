@@ -54,7 +54,7 @@ from loopwright.llm.offline_requests import (
     not_done,
     session_skills,
 )
-from loopwright.llm.offline_schedule import Schedule, describe_cron, read_schedule
+from loopwright.llm.offline_schedule import Schedule, read_schedule
 from loopwright.llm.types import Completion, Message, ToolCall, ToolSpec, Usage
 from loopwright.runner.addresses import (
     NAMEABLE,
@@ -64,6 +64,7 @@ from loopwright.runner.addresses import (
     is_placeholder,
     private_allow,
 )
+from loopwright.sdk.schedule_words import describe_cron
 from loopwright.settings import Settings
 
 __all__ = [

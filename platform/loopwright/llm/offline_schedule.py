@@ -16,7 +16,8 @@ import re
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-WEEKDAYS = ("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday")
+from loopwright.sdk.schedule_words import WEEKDAYS, describe_cron
+
 _DAY = r"(sun|mon|tue|tues|wed|thu|thur|thurs|fri|sat)(?:day|nesday|rsday|urday|sday)?"
 DAY_RANGE_RE = re.compile(rf"\b{_DAY}\s*(?:-|to|through|thru|until)\s*{_DAY}\b")
 ZONES = {
@@ -85,37 +86,6 @@ def _words(every: str) -> str:
     n, unit = int(every[:-1]), every[-1]
     name = {"m": "minute", "h": "hour", "d": "day"}[unit]
     return f"{n} {name}{'s' if n != 1 else ''}"
-
-
-def describe_cron(expr: str, tz: str | None = None) -> str:
-    """A readable schedule for the expressions the planner produces."""
-    m, h, dom, mon, dow = expr.split()
-    zone = tz or "UTC"
-    days = {"*": "", "1-5": " on weekdays", "0,6": " on weekends"}.get(dow)
-    if days is None and dow.isdigit() and int(dow) < 7:
-        days = f" every {WEEKDAYS[int(dow)].capitalize()}"
-    if days is None:
-        days = f" on days {dow}"
-    if (dom, mon) != ("*", "*"):
-        return f"on cron '{expr}'" + (f" ({zone})" if tz else "")
-    if h == "*" or not h.replace(",", "").isdigit():
-        window = "" if h == "*" else f" during hours {h} {zone}"
-        if m == "*":
-            return f"every minute{window}{days}"
-        if m.startswith("*/"):
-            return f"every {m[2:]} minutes{window}{days}"
-        if m == "0":
-            return (
-                f"every hour{window}{days}"
-                if not h.startswith("*/")
-                else (f"every {h[2:]} hours{days}")
-            )
-        return f"on cron '{expr}'" + (f" ({zone})" if tz else "")
-    if m.isdigit():
-        times = ", ".join(f"{int(x):02d}:{int(m):02d}" for x in h.split(","))
-        lead = "daily" if not days else ""
-        return f"{lead}{days.strip() if not lead else days} at {times} {zone}".strip()
-    return f"on cron '{expr}'" + (f" ({zone})" if tz else "")
 
 
 def timezone_of(text: str) -> str | None:

@@ -15,6 +15,7 @@ idempotency key and survive scheduler restarts and leader changes exactly like c
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +26,7 @@ from croniter import croniter
 from loopwright.runner.runtime import Runtime
 from loopwright.scheduler.admission import Admission
 from loopwright.scheduler.catalog import Catalog, Entry
+from loopwright.scripts import NAMED, named
 from loopwright.sdk.triggers import CronTrigger, IntervalTrigger
 
 log = logging.getLogger(__name__)
@@ -44,14 +46,23 @@ return redis.call('INCR', KEYS[2])
 """
 
 # Atomically: record the last fired tick only while still the leader (a deposed leader's late
-# write must not move the cursor backwards or forwards).
-# KEYS: leader, cursor   ARGV: owner, tick_ms
-ADVANCE_LUA = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-local cur = tonumber(redis.call('GET', KEYS[2]) or '0')
-if tonumber(ARGV[2]) > cur then redis.call('SET', KEYS[2], ARGV[2]) end
+# write must not move the cursor backwards or forwards), and with it the outcome of each tick
+# it covers in the skill's capped occurrence ledger. One script: a scheduler killed before it
+# leaves the cursor and the ledger as they were, and the next pass decides those ticks again
+# (their runs found by idempotency), so every tick is written to the ledger exactly once.
+ADVANCE_LUA = (
+    NAMED
+    + """
+if redis.call('GET', K.leader) ~= A.owner then return 0 end
+local cur = tonumber(redis.call('GET', K.cursor) or '0')
+if tonumber(A.tick) <= cur then return 0 end
+redis.call('SET', K.cursor, A.tick)
+for _, entry in ipairs(A.ledger) do redis.call('LPUSH', K.ledger, entry) end
+redis.call('LTRIM', K.ledger, 0, tonumber(A.cap) - 1)
 return 1
 """
+)
+LEDGER_CAP = 200
 
 
 Timed = CronTrigger | IntervalTrigger
@@ -83,6 +94,19 @@ def ticks_between(trig: Timed, after_ms: int, until_ms: int, limit: int) -> list
         out.append(t)
         if len(out) > limit:
             out.pop(0)
+
+
+def next_fires(trig: Timed, cursor_ms: int | None, now_ms: int, count: int = 5) -> list[int]:
+    """The next ``count`` tick times (ms) after ``now_ms``. Interval ticks lie on the grid from
+    the cursor; before the scheduler has seen the skill (no cursor) the grid starts now."""
+    if isinstance(trig, IntervalTrigger):
+        step = max(1, round(trig.seconds * 1000))
+        base = cursor_ms if cursor_ms is not None else now_ms
+        k = max(1, (now_ms - base) // step + 1)
+        return [base + (k + i) * step for i in range(count)]
+    tz = ZoneInfo(trig.tz) if trig.tz else UTC
+    it = croniter(trig.expr, datetime.fromtimestamp(now_ms / 1000, tz))
+    return [int(it.get_next(float) * 1000) for _ in range(count)]
 
 
 class CronFirer:
@@ -136,29 +160,82 @@ class CronFirer:
         fire = recent
         if older and not recent and trig.missed == "latest":
             fire = [older[-1]]
+        ledger: list[dict[str, Any]] = []
         if older:
             log.warning(
                 "skill %s: %d cron tick(s) missed while no scheduler ran; policy %s",
                 entry.name, len(older), trig.missed,
             )  # fmt: skip
+            catchup = f"{rt.settings.cron_catchup:g}s"
+            for tick in older[-LEDGER_CAP:]:
+                if tick in fire:
+                    continue
+                why = (
+                    f"not fired within the {catchup} catch-up window: no scheduler was leading, "
+                    f"or the skill was paused; missed={trig.missed!r}"
+                    + (", coalesced into the latest missed tick" if fire and not recent else "")
+                )
+                ledger.append({"tick_ms": tick, "outcome": "missed", "reason": why})
         count = 0
         for tick in fire:
-            iso = datetime.fromtimestamp(tick / 1000, UTC).isoformat()
-            if isinstance(trig, IntervalTrigger):
-                what: dict[str, Any] = {"every": trig.every}
-                kind = "every"
-            else:
-                what, kind = {"expr": trig.expr}, "cron"
-            event = {
-                "name": "loopwright/cron",
-                "data": {"tick": iso, "tick_ms": tick, **what},
-                "id": f"cron:{entry.name}:{tick}",
-                "ts": now_ms,
-            }
-            trigger = {"type": kind, **what, "tick_ms": tick}
-            # The tick time is the run's idempotency key: a tick fired again (by a new leader
-            # after a crash, or a deposed one) finds its run and starts nothing.
-            outcome = self.admission.start(entry, f"cron:{tick}", event, trigger)
+            outcome = self._fire(entry, trig, tick, now_ms)
             count += outcome in ("started", "delayed", "debounced")
-        self._advance(keys=[k.scheduler_leader, cursor], args=[self.rt.instance_id, ticks[-1]])
+            ledger.append(self._occurrence(entry, tick, outcome, now_ms))
+        self._advance(
+            *named(
+                {
+                    "leader": k.scheduler_leader,
+                    "cursor": cursor,
+                    "ledger": k.cron_ledger(entry.name),
+                },
+                {
+                    "owner": self.rt.instance_id,
+                    "tick": ticks[-1],
+                    "cap": LEDGER_CAP,
+                    "ledger": [json.dumps(e, sort_keys=True) for e in ledger[-LEDGER_CAP:]],
+                },
+            )
+        )
         return count
+
+    def _fire(self, entry: Entry, trig: Timed, tick: int, now_ms: int) -> str:
+        """Start the run of one tick through admission; its outcome word."""
+        iso = datetime.fromtimestamp(tick / 1000, UTC).isoformat()
+        if isinstance(trig, IntervalTrigger):
+            what: dict[str, Any] = {"every": trig.every}
+            kind = "every"
+        else:
+            what, kind = {"expr": trig.expr}, "cron"
+        event = {
+            "name": "loopwright/cron",
+            "data": {"tick": iso, "tick_ms": tick, **what},
+            "id": f"cron:{entry.name}:{tick}",
+            "ts": now_ms,
+        }
+        trigger = {"type": kind, **what, "tick_ms": tick}
+        # The tick time is the run's idempotency key: a tick fired again (by a new leader
+        # after a crash, or a deposed one) finds its run and starts nothing.
+        return self.admission.start(entry, f"cron:{tick}", event, trigger)
+
+    def _occurrence(self, entry: Entry, tick: int, outcome: str, now_ms: int) -> dict[str, Any]:
+        """The ledger entry for a fired tick: its run, or why it started none."""
+        rt = self.rt
+        run_id = rt.redis.get(rt.keys.trigger_done(f"cron:{tick}", entry.name))
+        out: dict[str, Any] = {"tick_ms": tick, "at_ms": now_ms}
+        if run_id is not None and not rt.redis.exists(rt.keys.run(str(run_id))):
+            run_id = None  # claimed, but the run was refused (skill paused or deleted meanwhile)
+        if run_id is not None:
+            out["run_id"] = str(run_id)
+        if outcome in ("started", "duplicate") and run_id is not None:
+            return {**out, "outcome": "started"}
+        if outcome == "delayed":
+            return {**out, "outcome": "delayed", "reason": "rate limit: parked until a slot frees"}
+        if outcome == "debounced":
+            return {**out, "outcome": "debounced", "reason": "debounce: starts after quiet period"}
+        if outcome == "rate-limited":
+            reason = "rate limited (drop): run recorded as skipped"
+            return {**out, "outcome": "skipped", "reason": reason}
+        if outcome == "idempotent-skip":
+            reason = "idempotency: a start with the same key ran within the window"
+            return {**out, "outcome": "skipped", "reason": reason}
+        return {**out, "outcome": "skipped", "reason": "skill not runnable (paused or deleted)"}
