@@ -123,8 +123,15 @@ def Field(  # noqa: N802 - pydantic's spelling, so declarations read the same
     pattern: str | None = None,
     min_length: int | None = None,
     max_length: int | None = None,
+    title: str | None = None,
+    examples: list[Any] | None = None,
 ) -> Any:
-    """Declare a field's default and constraints (the subset of pydantic's ``Field`` used)."""
+    """Declare a field's default and constraints (the subset of pydantic's ``Field`` used).
+
+    ``title`` and ``examples`` are documentation and accepted as is; any other pydantic
+    argument (``alias``, ``strict``...) is a ``TypeError`` where the field is declared, never
+    silently ignored."""
+    del title, examples
     given = {"gt": gt, "ge": ge, "lt": lt, "le": le, "pattern": pattern}
     given |= {"min_length": min_length, "max_length": max_length}
     constraints = {k: v for k, v in given.items() if v is not None}

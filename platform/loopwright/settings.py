@@ -77,6 +77,10 @@ def _default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "loopwright"
 
 
+# Field types the loader reads (loopwright.envmodel): str, int, float, bool, Path, SecretStr,
+# Literal[...], X | None, list[X], dict[str, X], Duration, WholeSeconds; Field() takes default,
+# default_factory, description, gt/ge/lt/le, pattern, min_length/max_length. Anything else is
+# refused when this module is imported, naming the field.
 class Settings(EnvModel, env_prefix="LOOPWRIGHT_"):
     """Platform configuration; every field can be set as ``LOOPWRIGHT_<FIELD>``."""
 
