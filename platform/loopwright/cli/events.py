@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
 
-from loopwright.cli.common import JsonFlag, console, emit_json, literal, open_runtime
+from loopwright.cli.common import JsonFlag, console, emit_json, literal, open_runtime, plain
 from loopwright.cli.runs import parse_data
 
 events_app = typer.Typer(help="Send events.", no_args_is_help=True)
@@ -29,6 +30,9 @@ def send(
     sent = rt.bus.send(name, parse_data(data, rt.settings.run_input_max_bytes), event_id)
     if as_json:
         emit_json({"id": sent.id, "stream_id": sent.stream_id, "accepted": sent.accepted})
+    elif not sys.stdout.isatty():  # piped: one plain line, and rich never loads
+        state = "accepted" if sent.accepted else "already accepted; nothing new starts"
+        sys.stdout.write(plain(f"event {sent.id} {state} ({sent.stream_id})") + "\n")
     elif sent.accepted:
         console.print(f"event [bold]{literal(sent.id)}[/] accepted ({literal(sent.stream_id)})")
     else:

@@ -259,8 +259,6 @@ def list_runs(
     as_json: JsonFlag = False,
 ) -> None:
     """List runs, newest first."""
-    from rich.table import Table
-
     rt = open_runtime()
     since_ms = None
     if since is not None:
@@ -283,6 +281,8 @@ def list_runs(
                 f"{r.active_ms / 1000:.2f}s\t{result}"
             )
         return
+    from rich.table import Table  # terminals only: piped output never loads rich
+
     table = Table("run", "skill", "status", "attempts", "created (UTC)", "active", "result")
     for r in runs:
         result = literal(r.error[:60]) if r.error else preview(r.output, 40)
@@ -372,8 +372,6 @@ def _facts(run: Run, steps: list[StepRecord]) -> list[str]:
 def render_run(rt: Runtime, run_id: str) -> None:
     """Print a run's header, step timeline, output or error, and log (all of it literal);
     piped, the same as plain lines with nothing truncated."""
-    from rich.table import Table
-
     run = rt.runs.get(run_id)
     steps = rt.runs.steps(run_id)
     logs = rt.runs.logs(run_id)
@@ -402,6 +400,8 @@ def render_run(rt: Runtime, run_id: str) -> None:
         for line in logs:
             out(f"  {fmt_ts(line['ts'])} {line['level']:7} #{line['step']} {line['message']}")
         return
+    from rich.table import Table  # terminals only: piped output never loads rich
+
     facts = _facts(run, steps)
     console.print(f"[bold]{literal(facts[0])}[/]")
     for fact in facts[1:]:
