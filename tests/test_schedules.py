@@ -154,6 +154,10 @@ def test_schedules_api_and_page_show_words_next_fires_and_ledger(api: Api) -> No
     assert detail.status_code == 200
     assert f'href="/runs/{one["ledger"][0]["run_id"]}"' in detail.text
     assert api.call("GET", "/schedules/nope", read).status_code == 404
+    # Ten days later, the scheduler having been down: "needs attention" names the skill.
+    CronFirer(c.rt, Catalog(c.rt)).tick(T0 + 10 * 1440 * MIN)
+    home = api.call("GET", "/", read).text
+    assert 'href="/schedules/tenmin"' in home and "missed, 0 skipped in the last day" in home
     assert api.call("GET", "/schedules").status_code == 401  # sign in first
 
 
