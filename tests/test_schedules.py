@@ -154,6 +154,10 @@ def test_schedules_api_and_page_show_words_next_fires_and_ledger(api: Api) -> No
     assert detail.status_code == 200
     assert f'href="/runs/{one["ledger"][0]["run_id"]}"' in detail.text
     assert api.call("GET", "/schedules/nope", read).status_code == 404
+    # Ten days later, the scheduler having been down: "needs attention" names the skill.
+    CronFirer(c.rt, Catalog(c.rt)).tick(T0 + 10 * 1440 * MIN)
+    home = api.call("GET", "/", read).text
+    assert 'href="/schedules/tenmin"' in home and "missed, 0 skipped in the last day" in home
     assert api.call("GET", "/schedules").status_code == 401  # sign in first
 
 
@@ -174,3 +178,22 @@ def test_a_running_scheduler_writes_the_ledger_with_each_run(cluster: Cluster) -
     s = get_schedule(cluster.rt, "tensec")
     assert s.timezone is None and s.words == "every 10 seconds"
     assert s.next_fires_ms[0] > occ.tick_ms and s.next_fires_ms[1] - s.next_fires_ms[0] == 10_000
+
+
+def test_a_tick_started_by_a_scheduler_killed_before_its_cursor_moved_is_in_the_ledger_once(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    c = make_cluster(cron_catchup=600.0)
+    c.skill(EVERY_10M)
+    firer = CronFirer(c.rt, Catalog(c.rt))
+    firer.tick(T0)
+    entry = next(e for e in Catalog(c.rt).entries() if e.name == "tenmin")
+    # A scheduler that started the 10-minute tick's run and died before its script ran:
+    # no cursor move, no ledger entry.
+    assert firer._fire(entry, every("10m"), T0 + 10 * MIN, T0 + 10 * MIN) == "started"
+    assert c.rt.redis.llen(c.rt.keys.cron_ledger("tenmin")) == 0
+    # The next pass decides the tick again: the same run, one ledger entry.
+    assert firer.tick(T0 + 10 * MIN + 500) == 0
+    (occ,) = get_schedule(c.rt, "tenmin").ledger
+    (run,) = c.rt.runs.find(skill="tenmin")
+    assert (occ.outcome, occ.run_id, occ.tick_ms) == ("started", run.id, T0 + 10 * MIN)

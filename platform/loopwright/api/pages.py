@@ -133,8 +133,10 @@ def router(ctx: ApiContext) -> APIRouter:
 
     @r.get("/", response_class=HTMLResponse)
     def home(request: Request) -> Response:
+        from loopwright.service.schedules import Trouble, troubled
         from loopwright.service.stats import skill_stats
 
+        schedules: list[Trouble] = []
         failing: list[dict[str, Any]] = []
         pending: list[dict[str, Any]] = []
         cost = 0.0
@@ -151,10 +153,11 @@ def router(ctx: ApiContext) -> APIRouter:
                 cost += (st.cost_per_run or 0.0) * st.runs
                 for sig in st.signatures:
                     failing.append({"skill": s.name, **asdict(sig)})
+            schedules = troubled(rt, int(time.time() * 1000) - 86_400_000)
         failing.sort(key=lambda f: -int(f["count"]))
         return page(
             request, "home.html", "Needs attention", failing=failing[:50], pending=pending,
-            cost=cost, runs_today=runs_today,
+            cost=cost, runs_today=runs_today, schedules=schedules,
         )  # fmt: skip
 
     # Runs -------------------------------------------------------------------------------

@@ -218,23 +218,25 @@ class CronFirer:
         return self.admission.start(entry, f"cron:{tick}", event, trigger)
 
     def _occurrence(self, entry: Entry, tick: int, outcome: str, now_ms: int) -> dict[str, Any]:
-        """The ledger entry for a fired tick: its run, or why it started none."""
+        """The ledger entry for a fired tick: its run, or why it started none. The run, when
+        there is one, is the truth (a tick fired again after a crash reports its first start,
+        whatever admission says the second time)."""
         rt = self.rt
-        run_id = rt.redis.get(rt.keys.trigger_done(f"cron:{tick}", entry.name))
         out: dict[str, Any] = {"tick_ms": tick, "at_ms": now_ms}
-        if run_id is not None and not rt.redis.exists(rt.keys.run(str(run_id))):
-            run_id = None  # claimed, but the run was refused (skill paused or deleted meanwhile)
+        run_id = rt.redis.get(rt.keys.trigger_done(f"cron:{tick}", entry.name))
+        status, error = (None, None)
         if run_id is not None:
+            status, error = rt.redis.hmget(rt.keys.run(str(run_id)), ["status", "error"])
+        if status is not None:  # the run exists
             out["run_id"] = str(run_id)
-        if outcome in ("started", "duplicate") and run_id is not None:
+            if status == "skipped":
+                return {**out, "outcome": "skipped", "reason": str(error or "skipped")}
+            if outcome == "delayed":
+                reason = "rate limit: parked until a slot frees"
+                return {**out, "outcome": "delayed", "reason": reason}
             return {**out, "outcome": "started"}
-        if outcome == "delayed":
-            return {**out, "outcome": "delayed", "reason": "rate limit: parked until a slot frees"}
         if outcome == "debounced":
             return {**out, "outcome": "debounced", "reason": "debounce: starts after quiet period"}
-        if outcome == "rate-limited":
-            reason = "rate limited (drop): run recorded as skipped"
-            return {**out, "outcome": "skipped", "reason": reason}
         if outcome == "idempotent-skip":
             reason = "idempotency: a start with the same key ran within the window"
             return {**out, "outcome": "skipped", "reason": reason}

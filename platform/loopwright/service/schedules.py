@@ -153,3 +153,26 @@ def get_schedule(rt: Runtime, skill: str, limit: int = LEDGER_CAP) -> Schedule:
     if sched is None:
         raise NotFoundError(f"skill {skill!r} has no cron or interval trigger")
     return sched
+
+
+@dataclass(frozen=True, slots=True)
+class Trouble:
+    """A timed skill with ticks that started no run since a moment: for "needs attention"."""
+
+    skill: str
+    missed: int
+    skipped: int
+    last_reason: str
+
+
+def troubled(rt: Runtime, since_ms: int) -> list[Trouble]:
+    """Timed skills with missed or skipped ticks at or after ``since_ms``, most first."""
+    out: list[Trouble] = []
+    for sched in list_schedules(rt):
+        bad = [
+            o for o in sched.ledger if o.tick_ms >= since_ms and o.outcome in ("missed", "skipped")
+        ]
+        if bad:
+            missed = sum(o.outcome == "missed" for o in bad)
+            out.append(Trouble(sched.skill, missed, len(bad) - missed, bad[0].reason or ""))
+    return sorted(out, key=lambda t: (-(t.missed + t.skipped), t.skill))
