@@ -149,6 +149,9 @@ def test_sign_in_once_then_watch_a_run_complete_live_and_new_runs_appear(
     first = c.start("ui-slow", {"n": 1})
     page.goto(f"{site.base}/runs")
     page.wait_for_selector(f"text={first}")
+    # The banner counts what arrives after the page's stream opened: wait until it listens.
+    channel = c.rt.keys.run_changes_channel
+    wait_until(lambda: c.rt.redis.pubsub_numsub(channel)[0][1] >= 1)
     second = c.start("ui-slow", {"n": 2})
     page.wait_for_selector("#new-runs:not([hidden]) >> text=1")
     assert page.locator(f"text={second}").count() == 0  # rows did not jump
