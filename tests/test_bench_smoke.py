@@ -40,9 +40,11 @@ def test_agent_bench_quick_profile_reports_every_measurement(tmp_path: Path) -> 
     results: Any = quick("agent.py", tmp_path / "agent.json")
     for protocol in ("anthropic", "openai"):
         for mode in ("reanchor", "no-reanchor"):
-            item = results[protocol][mode]
+            item = results["plain"][protocol][mode]
             assert item["steps"] == 2 * results["model_calls"] + 1  # + the final answer
             assert item["prompt_tokens"] > 0 and item["overhead_ms_per_step"] > 0
+            for session in ("parallel", "pauses"):
+                assert results[session][protocol][mode]["prompt_tokens"] > 0, session
     assert results["durable"]["checkpoints"] >= results["durable"]["steps"]
 
 
