@@ -35,6 +35,8 @@ bench: setup
 	$(BIN)/python bench/cli.py --out docs/benchmarks.md
 	$(BIN)/python bench/rollups.py --out docs/benchmarks.md
 	$(BIN)/python bench/review.py --out docs/benchmarks.md
+	$(BIN)/python bench/review_loop.py --out docs/benchmarks.md
+	$(BIN)/python bench/api.py --out docs/benchmarks.md
 
 up: setup
 	$(BIN)/loopwright up
