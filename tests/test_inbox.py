@@ -144,3 +144,15 @@ def test_cli_lists_filters_and_acknowledges(cluster: Cluster) -> None:
     neither = cluster.cli("inbox", "ack")
     assert neither.returncode == 2 and "give notice ids or --all" in neither.stderr
     assert cluster.cli("inbox", "ack", "x1").returncode == 2
+
+
+def test_piped_inbox_keeps_full_ids_and_text(cluster: Cluster) -> None:
+    box = _inbox(cluster)
+    long_title = "a fairly long title for a notice " * 4
+    box.post(level="error", title=long_title, body="body " * 40, skill="some-long-skill-name",
+             run_id="01a2370123456789abcdef", source="alert")  # fmt: skip
+    lines = cluster.cli("inbox").stdout.splitlines()
+    assert lines[0].split("\t")[:3] == ["id", "time (UTC)", "level"]
+    row = lines[1].split("\t")
+    assert row[4] == "some-long-skill-name" and row[6] == "01a2370123456789abcdef"
+    assert row[5].startswith(long_title.strip()) and row[5].endswith("body")

@@ -6,12 +6,13 @@ Everything a notice says may come from a skill or its errors, so every field is 
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
 
 from loopwright.cli.common import JsonFlag, console, emit_json, fmt_ts, open_runtime
-from loopwright.cli.text import literal
+from loopwright.cli.text import literal, one_line
 
 LEVEL_CHOICES = ("info", "warning", "error")
 
@@ -52,8 +53,6 @@ def inbox(
     """Show the newest notices, oldest first (``ack`` acknowledges them)."""
     if ctx.invoked_subcommand is not None:
         return
-    from rich.table import Table
-
     from loopwright.inbox import Inbox
 
     rt = open_runtime()
@@ -64,6 +63,17 @@ def inbox(
     if as_json:
         emit_json([n.to_json() for n in notices])
         return
+    if not sys.stdout.isatty():  # pipes and scripts: one plain line each, nothing cut short
+        sys.stdout.write("id\ttime (UTC)\tlevel\tsource\tskill\tnotice\trun\tack\n")
+        for n in notices:
+            text = one_line(f"{n.title}: {n.body}" if n.title else n.body)
+            ack = (n.acked_by or "") if n.acknowledged else ""
+            fields = [n.id, fmt_ts(n.ts), n.level, n.source, n.skill or "", text, n.run_id or ""]
+            fields.append(ack)
+            sys.stdout.write("\t".join(one_line(f) for f in fields) + "\n")
+        return
+    from rich.table import Table
+
     table = Table("id", "time (UTC)", "level", "source", "skill", "notice", "run", "ack")
     for n in notices:
         text = literal(n.body)
