@@ -40,10 +40,10 @@ from loopwright.review.diagnose import diagnose
 from loopwright.review.gate import GateReport, gate
 from loopwright.review.notify import post_summary
 from loopwright.review.promote import promote
-from loopwright.review.report import render_html, render_markdown, summary_line
+from loopwright.review.publish import publish
+from loopwright.review.report import summary_line
 from loopwright.review.select import Thresholds, score_skills
 from loopwright.review.split import split_runs
-from loopwright.review.store import save_review
 from loopwright.review.types import (
     CandidateResult,
     Decision,
@@ -351,19 +351,10 @@ def _description(kind: str) -> str:
     return {"param": "offline parameter search", "model": "model rewrite"}.get(kind, kind)
 
 
-def publish(rt: Runtime, review: dict[str, Any]) -> str:
-    """Store the review (``review list``/``show``) and write it as Markdown and HTML files
-    under the data dir (written to a temporary name, then renamed); the Markdown path."""
-    rv = Review.from_dict(review)
-    save_review(rt.redis, rt.keys, rv, rt.settings.review_keep)
-    folder = rt.settings.data_dir / "reviews"
-    folder.mkdir(parents=True, exist_ok=True)
-    floor = rt.settings.review_min_success
-    for ext, text in (("md", render_markdown(rv, floor)), ("html", render_html(rv, floor))):
-        tmp = folder / f".{rv.id}.{ext}.tmp"
-        tmp.write_text(text)
-        tmp.replace(folder / f"{rv.id}.{ext}")
-    return str(folder / f"{rv.id}.md")
+def write_report(rt: Runtime, review: dict[str, Any]) -> str:
+    """The report step: store the review and write its Markdown and HTML files
+    (``review.publish``; the inbox is told in its own step); the Markdown path."""
+    return str(publish(rt, Review.from_dict(review), notify=False).markdown)
 
 
 def run_review(ctx: Any) -> dict[str, Any]:
@@ -394,7 +385,7 @@ def run_review(ctx: Any) -> dict[str, Any]:
     review.finished_at = int(ctx.step.run("finished", now_ms))
     review.summarise()
     out = review.to_dict()
-    path = ctx.step.run("report", publish, rt, out)
+    path = ctx.step.run("report", write_report, rt, out)
     ctx.step.run("tell", post_summary, rt, review)  # once per review id, even when replayed
     return {**out, "headline": summary_line(review), "report": path}
 
