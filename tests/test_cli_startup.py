@@ -40,6 +40,17 @@ HEAVY = (
     "loopwright.skills_registry",
     "loopwright.history",
     "loopwright.sdk.manifest_model",
+    # the runner's write side, the skill decorator and context, the inbox: reading history
+    # and sending an event need none of them (runner.store and sdk/__init__ import them lazily)
+    "loopwright.runner.transitions",
+    "loopwright.runner.lease",
+    "loopwright.runner.lua",
+    "loopwright.runner.rollup",
+    "loopwright.runner.flow",
+    "loopwright.sdk.spec",
+    "loopwright.sdk.context",
+    "loopwright.sdk.triggers",
+    "loopwright.inbox",
 )
 
 _PROBE = """

@@ -11,7 +11,6 @@ from redis import Redis
 
 from loopwright.errors import UserError
 from loopwright.keys import Keys
-from loopwright.runner.checkpoint import LeaseLostError, StorageQuotaError
 from loopwright.runner.lineage import Lineage, Sender
 from loopwright.runner.ports import EventBacklogFullError
 from loopwright.runner.records import encode_json, now_ms
@@ -127,9 +126,13 @@ class EventBus:
                 f"(limit {self._backlog_max}, LOOPWRIGHT_EVENT_BACKLOG_MAX); is the scheduler "
                 f"running? Send it again later"
             )
-        if code == -2:
+        if code == -2:  # only a run's send gets -2 and -1 (``sender``)
+            from loopwright.runner.checkpoint import LeaseLostError
+
             raise LeaseLostError(f"run {sender.run_id if sender else ''}: fenced out")
         if code == -1:
+            from loopwright.runner.checkpoint import StorageQuotaError
+
             quota = sender.quota_bytes if sender else 0
             raise StorageQuotaError(
                 f"run exceeded its storage quota of {quota} bytes sending event {name!r} "

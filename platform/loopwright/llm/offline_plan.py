@@ -25,7 +25,7 @@ import jinja2
 from loopwright.llm.offline_requests import event_match
 from loopwright.llm.offline_schedule import Schedule, read_schedule
 from loopwright.sdk.errors import SkillDefinitionError
-from loopwright.sdk.skill import NAME_RE
+from loopwright.sdk.spec import NAME_RE
 from loopwright.sdk.triggers import every
 from loopwright.sidecar.capabilities import SECRET_PATTERNS, SECRET_REF
 from loopwright.skills_registry.manifest import HOST_RE

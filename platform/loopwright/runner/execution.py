@@ -38,7 +38,7 @@ from loopwright.sdk.errors import (
 )
 from loopwright.sdk.names import EVENT_NAME
 from loopwright.sdk.retry import Failure, RetryPolicy
-from loopwright.sdk.skill import SkillSpec
+from loopwright.sdk.spec import SkillSpec
 from loopwright.sdk.steps import StepKind
 
 if TYPE_CHECKING:

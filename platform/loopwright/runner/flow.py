@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from loopwright.keys import Keys
-from loopwright.sdk.skill import SkillSpec
+from loopwright.sdk.spec import SkillSpec
 
 NO_KEY = "-"
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from loopwright.inbox import Inbox
-
 if TYPE_CHECKING:
     from loopwright.runner.runtime import Runtime
 
@@ -101,6 +99,8 @@ def post_limit_notice(rt: Runtime, root: str, limit: str, message: str, run_id: 
         return
     # The dedupe key makes a retry after a crash before the marker post nothing twice; the
     # marker keeps it to one per root even after the inbox has dropped the notice.
+    from loopwright.inbox import Inbox  # only when a chain is stopped
+
     Inbox(rt.redis, k, rt.settings).post(
         level="error",
         source="platform",

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, quote_plus
 
 if TYPE_CHECKING:
-    from loopwright.sdk.skill import SkillSpec
+    from loopwright.sdk.spec import SkillSpec
     from loopwright.settings import Settings
 
 # Below this many bytes a base64 fragment of a secret is too short to be told from noise.

@@ -19,8 +19,6 @@ from redis.exceptions import RedisError
 
 from loopwright.errors import RedisUnavailableError
 from loopwright.keys import Keys
-from loopwright.runner.checkpoint import Checkpoints
-from loopwright.runner.lease import LeaseKeeper, Leases
 from loopwright.runner.ports import (
     EventSender,
     Services,
@@ -29,11 +27,13 @@ from loopwright.runner.ports import (
     SkillRegistrar,
 )
 from loopwright.runner.store import Dispatcher, RunStore
-from loopwright.runner.transitions import Transitions
 from loopwright.settings import Settings
 
 if TYPE_CHECKING:
+    from loopwright.runner.checkpoint import Checkpoints
+    from loopwright.runner.lease import LeaseKeeper, Leases
     from loopwright.runner.sources import SourceStore
+    from loopwright.runner.transitions import Transitions
     from loopwright.sandbox.backend import SandboxBackend
 
 
@@ -97,16 +97,24 @@ class Runtime:
     @cached_property
     def leases(self) -> Leases:
         """Lease acquire/renew."""
+        # The runner's parts are imported when first used (here and below): a command that
+        # only reads history never loads them (its start-up is measured, bench/cli.py).
+        from loopwright.runner.lease import Leases
+
         return Leases(self.redis, self.keys, self.settings.lease_ttl)
 
     @cached_property
     def keeper(self) -> LeaseKeeper:
         """The lease renewal thread of this process."""
+        from loopwright.runner.lease import LeaseKeeper
+
         return LeaseKeeper(self.leases)
 
     @cached_property
     def checkpoints(self) -> Checkpoints:
         """Step checkpoints."""
+        from loopwright.runner.checkpoint import Checkpoints
+
         st = self.settings
         return Checkpoints(
             self.redis,
@@ -119,6 +127,8 @@ class Runtime:
     @cached_property
     def transitions(self) -> Transitions:
         """Run state transitions."""
+        from loopwright.runner.transitions import Transitions
+
         return Transitions(self.redis, self.keys, self.settings.max_run_reaps)
 
     @cached_property
@@ -149,8 +159,8 @@ class Runtime:
             self.rq_redis,
             self.keys,
             self.dispatcher,
-            self.transitions,
-            self.checkpoints,
+            lambda: self.transitions,
+            lambda: self.checkpoints,
             self.settings.run_input_max_bytes,
         )
 

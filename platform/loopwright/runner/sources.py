@@ -17,7 +17,7 @@ from loopwright.keys import Keys
 from loopwright.runner.ports import Registration, ServicesMissingError, SkillRegistrar
 from loopwright.sdk.errors import SkillDefinitionError
 from loopwright.sdk.manifest import ManifestError, read_declaration
-from loopwright.sdk.skill import SkillSpec, spec_of
+from loopwright.sdk.spec import SkillSpec, spec_of
 
 
 @dataclass(frozen=True, slots=True)

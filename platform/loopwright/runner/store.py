@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -13,20 +14,19 @@ from redis import Redis
 
 from loopwright.errors import NotFoundError, UserError
 from loopwright.keys import Keys
-from loopwright.runner.checkpoint import Checkpoints
-from loopwright.runner.flow import concurrency_fields
-from loopwright.runner.lua import ENDED, NOW, RETRY_LUA, StaleDeclarationError, call_named
 from loopwright.runner.records import Run, RunStatus, StepRecord, encode_json, now_ms
-from loopwright.runner.rollup import Ending, rollup_declaration
-from loopwright.runner.transitions import Declared, Transitions
-from loopwright.scripts import NAMED
 from loopwright.sdk.errors import StepOutputError
-from loopwright.sdk.skill import SkillSpec
 
 if TYPE_CHECKING:
+    from redis.commands.core import Script
     from rq import Queue
 
+    from loopwright.runner.checkpoint import Checkpoints
+    from loopwright.runner.transitions import Transitions
+    from loopwright.sdk.spec import SkillSpec
+
 JOB_FUNC = "loopwright.runner.execute.execute"
+
 
 # Atomically: create a run unless one with this id exists. An existing run is never touched
 # (not its record, not an index, and the caller does not dispatch it): a second create of a
@@ -52,11 +52,17 @@ JOB_FUNC = "loopwright.runner.execute.execute"
 #   arguments (``runner/rollup.py``)
 # Returns {1, parent job id or ''} when created, {0, ''} when the run existed, {-1, ''} when
 # ``runnable`` was given and the skill is not in it.
-CREATE_LUA = (
-    NOW
-    + NAMED
-    + ENDED
-    + """
+def create_lua() -> str:
+    """The script's text (built on first use: the runner's shared Lua pieces are imported only
+    by commands that write runs, not by ``runs list``/``show``)."""
+    from loopwright.runner.lua import ENDED, NOW
+    from loopwright.scripts import NAMED
+
+    return (
+        NOW
+        + NAMED
+        + ENDED
+        + """
 if redis.call('EXISTS', K.run) == 1 then return {0, ''} end
 local copied = {}
 if K.from_steps then
@@ -108,7 +114,7 @@ else
 end
 return {1, ''}
 """
-)
+    )
 
 
 def new_run_id() -> str:
@@ -213,19 +219,37 @@ class RunStore:
         rq_redis: Redis,
         keys: Keys,
         dispatcher: Dispatcher,
-        transitions: Transitions,
-        checkpoints: Checkpoints,
+        transitions: Callable[[], Transitions],
+        checkpoints: Callable[[], Checkpoints],
         input_max_bytes: int,
     ) -> None:
+        # ``transitions`` and ``checkpoints`` are the runtime's, asked for when first needed:
+        # reading history (``runs list``/``show``) imports neither (bench/cli.py).
         self._redis = redis
         self._rq_redis = rq_redis
         self._keys = keys
         self.dispatcher = dispatcher
-        self._transitions = transitions
-        self._checkpoints = checkpoints
+        self._transitions_of = transitions
+        self._checkpoints_of = checkpoints
         self._input_max = input_max_bytes
-        self._create = redis.register_script(CREATE_LUA)
-        self._retry = redis.register_script(RETRY_LUA)
+
+    @property
+    def _transitions(self) -> Transitions:
+        return self._transitions_of()
+
+    @property
+    def _checkpoints(self) -> Checkpoints:
+        return self._checkpoints_of()
+
+    @cached_property
+    def _create(self) -> Script:
+        return self._redis.register_script(create_lua())
+
+    @cached_property
+    def _retry(self) -> Script:
+        from loopwright.runner.lua import RETRY_LUA
+
+        return self._redis.register_script(RETRY_LUA)
 
     def create(self, **kw: Any) -> str:
         """Create a run with a new id (or one nobody used): see :meth:`create_if_absent`.
@@ -315,6 +339,8 @@ class RunStore:
         if trusted:
             mapping["trusted"] = "1"
         if spec is not None:
+            from loopwright.runner.flow import concurrency_fields
+
             mapping.update(concurrency_fields(self._keys, spec, event))
         if timeout is not None:
             mapping["timeout"] = timeout
@@ -349,6 +375,10 @@ class RunStore:
         fork: Fork | None = None,
         require_active: bool = False,
     ) -> tuple[int, str | None]:
+        from loopwright.runner.lua import call_named
+        from loopwright.runner.rollup import Ending, rollup_declaration
+        from loopwright.runner.transitions import Declared
+
         k = self._keys
         parent = str(mapping.get("parent", "")) or None
         d = Declared.of({key: str(mapping.get(key, "")) for key in ("parent", "parent_seq")})
@@ -468,6 +498,8 @@ class RunStore:
 
         ``UserError`` when the run is not failed or cancelled, or is a child whose parent has
         stopped waiting for it; ``NotFoundError`` when it does not exist."""
+        from loopwright.runner.lua import StaleDeclarationError, call_named
+
         k = self._keys
         for attempt in range(3):
             d = self._transitions.declared(run_id)

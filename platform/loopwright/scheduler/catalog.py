@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from loopwright.errors import LoopwrightError
 from loopwright.runner.runtime import Runtime
-from loopwright.sdk.skill import SkillSpec
+from loopwright.sdk.spec import SkillSpec
 
 log = logging.getLogger(__name__)
 

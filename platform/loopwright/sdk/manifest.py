@@ -32,7 +32,7 @@ from loopwright.sdk.manifest_model import (
     type_of,
 )
 from loopwright.sdk.names import is_skill_name
-from loopwright.sdk.skill import SkillSpec, skill, spec_of
+from loopwright.sdk.spec import SkillSpec, skill, spec_of
 from loopwright.sdk.triggers import cron, event, every
 
 __all__ = [

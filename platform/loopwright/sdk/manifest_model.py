@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from loopwright.sdk.names import is_event_name
-from loopwright.sdk.skill import KNOWN_TOOLS, NAME_RE, SkillSpec
+from loopwright.sdk.spec import KNOWN_TOOLS, NAME_RE, SkillSpec
 
 MAX_NAME = 64
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"

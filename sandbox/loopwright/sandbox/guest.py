@@ -17,6 +17,7 @@ import traceback
 from collections.abc import Callable
 from typing import IO, Any, NoReturn
 
+import loopwright.sdk as sdk_package
 from loopwright.sandbox.pins import PinnedClock, Pins
 from loopwright.sandbox.policy import (
     GuardViolation,
@@ -30,6 +31,11 @@ from loopwright.sdk.errors import InfrastructureError
 from loopwright.sdk.retry import RETRIED, Failure
 from loopwright.sdk.state import encode_value
 from loopwright.sdk.steps import StepKind
+
+# The SDK loads its names on first use (``sdk/__init__.py``); a guest loads them all before it
+# says ready, so no import runs while skill code does (and a warm guest pays for it once).
+for _name in sdk_package.__all__:
+    getattr(sdk_package, _name)
 
 
 class HostToolError(InfrastructureError):

@@ -30,7 +30,7 @@ from loopwright.sdk.capabilities import (
     undeclared_event,
 )
 from loopwright.sdk.manifest import Manifest
-from loopwright.sdk.skill import KNOWN_TOOLS
+from loopwright.sdk.spec import KNOWN_TOOLS
 from loopwright.sidecar.verdict import Finding
 
 HTTP_METHODS = frozenset({"get_json", "post_json"})
