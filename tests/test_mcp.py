@@ -451,6 +451,21 @@ def test_stdio_retries_reruns_and_bulk_cancels_runs(make_cluster: Callable[..., 
         assert rt.runs.get(late).status.value == "queued"
         error, text_ = await call(session, "cancel_run", {"run_id": late})
         assert not error and json.loads(text_)["cancelled"] == [late]
+        # Feedback and pins, through RunService as the API.
+        error, text_ = await call(
+            session, "feedback_run", {"run_id": echo, "good": False, "note": "wrong\nline"}
+        )
+        assert error and "control character" in json.loads(text_)["error"]
+        assert rt.runs.get(echo).raw.get("feedback") is None
+        error, text_ = await call(
+            session, "feedback_run", {"run_id": echo, "good": False, "note": "false alarm"}
+        )
+        fb = json.loads(text_)
+        assert not error and fb["feedback"] == "bad" and fb["by"] == "agent:mcp", fb
+        for tool, pinned in (("unpin_run", False), ("pin_run", True)):
+            error, text_ = await call(session, tool, {"run_id": echo})
+            assert not error and json.loads(text_)["pinned"] is pinned
+            assert (rt.runs.get(echo).raw.get("pinned") == "1") is pinned
 
     anyio.run(over_stdio, cluster, body)
     assert audited(cluster) == [
@@ -459,6 +474,9 @@ def test_stdio_retries_reruns_and_bulk_cancels_runs(make_cluster: Callable[..., 
         ("runs.rerun", echo),
         ("runs.cancel_many", steps),
         ("runs.cancel", late_id(cluster, steps)),
+        ("runs.feedback", echo),
+        ("runs.unpin", echo),
+        ("runs.pin", echo),
     ]
 
 
@@ -509,6 +527,17 @@ def test_http_lifecycle_tools_change_a_skill_and_refuse_bad_input(cluster: Clust
         listed = json.loads(text_)
         assert [v["version"] for v in listed] == [v1, v2, v3]
         assert [v["state"] for v in listed] == ["inactive", "inactive", "active"]
+        error, text_ = await call(session, "diff_versions", {"name": "knob", "a": v1, "b": v2})
+        assert not error and "factor" in json.loads(text_)["summary"], text_
+        error, text_ = await call(session, "get_schedule", {"name": "knob", "limit": 5})
+        schedule = json.loads(text_)
+        assert not error and schedule["kind"] == "every" and len(schedule["next_fires_ms"]) == 5
+        error, text_ = await call(session, "list_schedules", {})
+        assert not error and [s["skill"] for s in json.loads(text_)] == ["knob"]
+        error, text_ = await call(session, "skill_stats", {"name": "knob", "window": "soon"})
+        assert error and "window" in json.loads(text_)["error"]
+        error, text_ = await call(session, "skill_stats", {"name": "knob"})
+        assert not error and isinstance(json.loads(text_), dict)
         # rollback_skill: back to v1; an unknown version changes nothing.
         error, text_ = await call(session, "rollback_skill", {"name": "knob", "version": "ffff0"})
         assert error and registry.skill("knob").active == v3
