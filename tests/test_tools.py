@@ -237,3 +237,39 @@ def test_notify_to_a_slack_webhook_named_by_secret_posts_once(
     assert json.loads(req["body"]) == {"text": "*latency*\np95 is 1450 ms"}
     assert req["headers"]["Idempotency-Key"] == f"{run.id}:1"
     assert not cluster.rt.redis.zcard(cluster.rt.keys.inbox_all)  # not in the inbox
+
+
+def _text(status: int, body: bytes) -> Callable[[BaseHTTPRequestHandler], None]:
+    """A route answering ``body`` as text/plain, as Slack's incoming webhooks do."""
+
+    def route(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(status)
+        handler.send_header("Content-Type", "text/plain")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    return route
+
+
+def test_notify_accepts_slacks_plain_text_ok_and_fails_on_its_error_text(
+    make_cluster: Callable[..., Cluster], server: Recorder
+) -> None:
+    server.routes["/hooks/ok"] = _text(200, b"ok")
+    server.routes["/hooks/bad"] = _text(400, b"invalid_payload")
+    hooks = {"OK_HOOK": server.base + "/hooks/ok", "BAD_HOOK": server.base + "/hooks/bad"}
+    cluster = make_cluster(http_private_allow="127.0.0.1", secrets=hooks)
+    cluster.worker()
+    runs = {}
+    for secret in hooks:
+        call = f'ctx.tools.notify("disk at 91%", channel="slack:{secret}")'
+        name = cluster.skill(_fetcher("[]", secrets=f'["{secret}"]', call=call))
+        runs[secret] = cluster.wait(cluster.start(name, {}, trusted=False))
+    assert runs["OK_HOOK"].status.value == "completed", runs["OK_HOOK"].error
+    assert runs["OK_HOOK"].output is None
+    assert runs["BAD_HOOK"].status.value == "failed"
+    assert "answered 400" in (runs["BAD_HOOK"].error or "")
+    paths = [r["path"] for r in server.requests]
+    assert paths == ["/hooks/ok", "/hooks/bad"]  # a 400 is not retried
+    assert json.loads(server.requests[0]["body"]) == {"text": "disk at 91%"}
+    assert server.requests[0]["headers"]["Content-Type"] == "application/json"

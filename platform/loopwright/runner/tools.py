@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from loopwright.inbox import LEVELS, Draft, Inbox, InboxQuotaError, normal_level
 from loopwright.inbox.model import BODY_MAX, TITLE_MAX
 from loopwright.runner.addresses import private_allow
-from loopwright.runner.netguard import HttpPolicy, request_json
+from loopwright.runner.netguard import Hop, HttpPolicy, follow_redirects, request_json
 from loopwright.sdk.capabilities import (
     STEP_DIRECTION,
     allowed_events,
@@ -96,17 +96,22 @@ class NotifyTool:
             HttpPolicy((), private_allow(st.http_private_allow), st.http_timeout, 64 * 1024),
         )
         text = self._ex.redactor.text(f"*{title}*\n{message}" if title else message)
-        bounded_call(
-            self._ex,
-            lambda: request_json(
-                "POST",
-                url,
-                policy,
-                headers={"Idempotency-Key": key},
-                body={"text": text[:8000]},
-                check_host=False,  # the operator chose this URL when storing the secret
-            ),
-        )
+        body = json.dumps({"text": text[:8000]}, separators=(",", ":")).encode()
+        headers = {"Content-Type": "application/json", "Idempotency-Key": key}
+        hop = Hop("POST", url, headers, body, frozenset())
+        bounded_call(self._ex, lambda: _post_webhook(hop, policy))
+
+
+def _post_webhook(hop: Hop, policy: HttpPolicy) -> None:
+    """POST to a Slack-compatible webhook: any 2xx is delivered, whatever its body (Slack
+    answers the plain text ``ok``); 429/5xx and network errors are retriable, other answers
+    are not. The operator chose the URL when storing the secret, so its host is not checked
+    against an allow-list (its addresses are, as for every request)."""
+    status, _data, host = follow_redirects(hop, policy, check_host=False)
+    if status == 429 or status >= 500:
+        raise ConnectionError(f"notify: POST {host} answered {status}")
+    if status >= 300:
+        raise NonRetriableError(f"notify: POST {host} answered {status}")
 
 
 class HttpTool:
