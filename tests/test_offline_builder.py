@@ -148,8 +148,14 @@ def test_what_templates_cannot_do_is_listed_and_filters_are_kept(cluster: Cluste
         "3 failures in a row"
     )
     assert s.tools(streak) == [("write_skill", True)]
-    not_done = streak.reply.split("Not done:", 1)[1]
-    assert "3 failures in a row" in not_done and "delivery by slack" in not_done
+    # The counted streak is built (state kept between runs); Slack delivery is not
+    assert manifest(cluster, "health-check-status-acme-corp").params["alert_after"].default == 3
+    built, not_done = streak.reply.split("Not done:", 1)
+    assert "acts when the count reaches 3, once per streak" in built
+    assert "in a row" not in not_done and "delivery by slack" in not_done
+    vague = s.say("watch https://edge.acme-corp.io/health hourly and only shout after a streak")
+    assert s.tools(vague) == [("write_skill", True)]
+    assert "say how many failed checks in a row" in vague.reply.split("Not done:", 1)[1]
     relay = s.say(
         "forward incident.opened events with severity critical to https://hooks.acme-corp.io/pager"
     )
