@@ -144,6 +144,11 @@ def _fits(expect: dict[str, Any], skill: dict[str, Any]) -> list[str]:
     missing = set(expect.get("hosts", [])) - set(m.get("http_allow") or [])
     if missing:
         problems.append(f"hosts {sorted(missing)} not in http_allow {m.get('http_allow')}")
+    declared = m.get("params") or {}
+    for key, want in (expect.get("params") or {}).items():
+        got = (declared.get(key) or {}).get("default") if isinstance(declared, dict) else None
+        if got != want:
+            problems.append(f"param {key} is {got!r}, not {want!r}")
     dest = expect.get("destination")
     if dest == "inbox" and "notify" not in (m.get("tools") or []):
         problems.append("does not post to the inbox (no notify tool)")

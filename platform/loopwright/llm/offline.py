@@ -193,6 +193,9 @@ def help_text() -> str:
         f'- a periodic digest of a JSON list, e.g. "{EXAMPLES["digest"]}"',
         f'- an event-to-webhook relay, e.g. "{EXAMPLES["relay"]}"',
         f'- a scheduled sync between two HTTP endpoints, e.g. "{EXAMPLES["sync"]}"',
+        "Health checks can act only after N failed checks in a row (kept between runs); "
+        "digests can keep to yesterday's or today's items, the last N hours, or what is new "
+        "since the last run.",
         'I can also list the registered skills ("list skills") and run one ("run health-check").',
         REAL_MODEL,
     ]
@@ -316,11 +319,6 @@ def _honesty(
             handled.add("since")
         elif ctx.get("window"):
             handled.add("window")
-        if ctx.get("window") == "day" and sched is not None and sched.tz not in (None, "UTC"):
-            missing.append(
-                f"the day in {sched.tz}: {p.name} takes the UTC calendar day (the sandbox has no "
-                "timezone rules), so items near midnight may fall on the other day"
-            )
         for item in not_done(request, p.kind, sched, bool(ctx.get("match")), handled):
             if item not in missing:
                 missing.append(item)
@@ -347,6 +345,12 @@ def _state_notes(built: list[tuple[PlannedSkill, dict[str, Any]]]) -> list[str]:
                 f"- {name} dates items by their first field of created_at, createdAt, created, "
                 "timestamp, time, date or updated_at (ISO 8601 or epoch seconds/ms); items "
                 "without one are counted, not listed"
+            )
+        if ctx.get("zone"):
+            notes.append(
+                f"- {name} takes the calendar day in {ctx['zone']}: the sandbox has no timezone "
+                f"rules, so the skill carries {ctx['zone']}'s UTC offsets until "
+                f"{ctx['offsets_until']} (a later version of the template renews them)"
             )
         if window == "since":
             notes.append(

@@ -15,7 +15,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -403,6 +403,7 @@ def _digest(p: dict[str, Any]) -> dict[str, Any]:
     if window is not None:
         lo, hi, default = WINDOWS[window]
         span = int(_number(p, "window_span", default, lo, hi))
+    zone = trigger["tz"] if window == "day" and trigger["tz"] not in (None, "UTC") else None
     return {
         "name": f"{subject}-digest",
         "source_url": url,
@@ -415,9 +416,12 @@ def _digest(p: dict[str, Any]) -> dict[str, Any]:
         "urls": [url],
         "window": window,
         "window_span": span,
-        "what": f"GET {url}, {_window_words(window, span)}count the items per "
+        "zone": zone,
+        "offsets": utc_offsets(zone) if zone else None,
+        "offsets_until": f"{OFFSET_YEARS[1]}-01-01",
+        "what": f"GET {url}, {_window_words(window, span, zone)}count the items per "
         f"{group} field, list the first {most} and post the digest to the inbox.",
-        "t": _window_cases(window, span or 0),
+        "t": _window_cases(window, span or 0, zone),
     }
 
 
@@ -426,7 +430,34 @@ def _digest(p: dict[str, Any]) -> dict[str, Any]:
 WINDOWS = {"since": (1, 8760, 24), "day": (0, 31, 1), "hours": (1, 8760, 24)}
 
 
-def _window_words(window: str | None, span: int | None) -> str:
+OFFSET_YEARS = (2024, 2041)  # the UTC offsets a day window in a timezone carries: [from, to)
+
+
+def utc_offsets(zone: str) -> list[list[int]]:
+    """``zone``'s UTC offsets over :data:`OFFSET_YEARS` as ``[from epoch ms, minutes]`` rows,
+    one per change: the sandbox has no timezone rules, so a skill that needs local days
+    carries this table (after its last row the last offset holds)."""
+    tz = ZoneInfo(zone)
+    start = int(datetime(OFFSET_YEARS[0], 1, 1, tzinfo=UTC).timestamp())
+    end = int(datetime(OFFSET_YEARS[1], 1, 1, tzinfo=UTC).timestamp())
+
+    def minutes(at: int) -> int:
+        delta = datetime.fromtimestamp(at, tz).utcoffset()
+        return int(delta.total_seconds() // 60) if delta is not None else 0
+
+    rows = [[start * 1000, minutes(start)]]
+    for day in range(start, end, 86_400):
+        if minutes(day + 86_400) == rows[-1][1]:
+            continue
+        lo, hi = day, day + 86_400  # the change lies in (lo, hi]: find its second
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if minutes(mid) == rows[-1][1] else (lo, mid)
+        rows.append([hi * 1000, minutes(hi)])
+    return rows
+
+
+def _window_words(window: str | None, span: int | None, zone: str | None = None) -> str:
     """What the window keeps, said for the answer and the skill's description."""
     if window == "since":
         return (
@@ -436,13 +467,13 @@ def _window_words(window: str | None, span: int | None) -> str:
         )
     if window == "day":
         day = {0: "today", 1: "yesterday"}.get(span or 0, f"the day {span} days ago")
-        return f"keep only the items dated {day} (a calendar day in UTC), "
+        return f"keep only the items dated {day} (a calendar day in {zone or 'UTC'}), "
     if window == "hours":
         return f"keep only the items of the last {span} hours, "
     return ""
 
 
-def _window_cases(window: str | None, span: int) -> dict[str, Any]:
+def _window_cases(window: str | None, span: int, zone: str | None = None) -> dict[str, Any]:
     """Items inside and outside the window for the template's test cases, around a fixed run
     time (2025-06-15 15:06:40 UTC)."""
     if window is None:
@@ -450,8 +481,12 @@ def _window_cases(window: str | None, span: int) -> dict[str, Any]:
     hour, day = 3_600_000, 86_400_000
     now = 1_750_000_000_000
     if window == "day":
-        start = (now // day - span) * day
-        inside, edge, outside = start + day - 60_000, start, start + day
+        tz = ZoneInfo(zone or "UTC")
+        local = datetime.fromtimestamp(now / 1000, tz).date() - timedelta(days=span)
+        begin = datetime(local.year, local.month, local.day, tzinfo=tz)
+        start = int(begin.timestamp() * 1000)
+        stop = int((begin + timedelta(days=1)).astimezone(UTC).timestamp() * 1000)
+        inside, edge, outside = stop - 60_000, start, stop
     else:
         start = now - span * hour
         inside, edge, outside = now - min(span * hour // 2, hour), now, start
@@ -614,19 +649,32 @@ def intent_of(request: str) -> str | None:
         return "incident-response"
     if DIGEST_RE.search(request):
         return "digest"
+    if _windowed_list(request):
+        return "digest"  # "send me yesterday's orders from URL", "... since the last check"
     if HEALTH_RE.search(request):
         return "health-check"
     if streak_of(request) is not None:  # "alert me after 3 failures in a row of URL"
         return "health-check"
     if URL_RE.search(request) is None:
         return None
-    if since_last_run(request) or window_of(request) is not None:
-        return "digest"  # "send me yesterday's orders from URL"
     if HEALTH_PATH_RE.search(request):
         return "health-check"  # "look at https://host/healthz every 90 minutes"
     if FETCH_RE.search(request) and read_schedule(request) is not None:
         return "digest"  # "every morning, send me the orders at URL"
     return None
+
+
+def _windowed_list(request: str) -> bool:
+    """A list of items kept to a time window (since the last run, yesterday's...), and not a
+    health check (no streak, no latency or error-rate limit, no status URL)."""
+    return (
+        (since_last_run(request) or window_of(request) is not None)
+        and URL_RE.search(request) is not None
+        and streak_of(request) is None
+        and not P95_RE.search(request)
+        and not RATE_RE.search(request)
+        and not HEALTH_PATH_RE.search(request)
+    )
 
 
 def _facts(request: str) -> dict[str, Any]:
