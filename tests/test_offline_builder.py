@@ -180,6 +180,16 @@ def test_a_param_change_in_words_is_a_derived_version(cluster: Cluster) -> None:
     m = manifest(cluster, "health-check-api-acme-corp")
     assert m.params["p95_ms"].default == 500 and m.trigger.expr == "*/10 * * * *"
     assert "params.p95_ms.default: 800 -> 500" in tuned.reply
+    # A streak asked for later is a param change; this check has none to change, and says so
+    streak = s.say("have it warn me only after 2 failures in a row")
+    assert s.tools(streak) == [("set_params", False)]
+    assert "declares no param alert_after" in streak.reply
+    s.say(
+        "probe https://pay.acme-corp.io/healthz every 10 minutes, alert on 3 failed checks in a row"
+    )
+    longer = s.say("raise its streak to 6")
+    assert s.tools(longer) == [("set_params", True)], longer.reply
+    assert manifest(cluster, "health-check-pay-acme-corp").params["alert_after"].default == 6
 
 
 def test_ordinary_words_about_keys_and_passwords_are_not_refused() -> None:

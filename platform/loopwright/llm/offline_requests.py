@@ -81,7 +81,15 @@ PARAM_WORDS = {
     "max_error_rate": r"(?:max_)?error(?:[\s_]rate)?(?:\s+limit|\s+threshold)?",
     "max_items": r"max(?:_|\s+)items|items|item\s+count",
     "deploy_window_min": r"deploy(?:_|\s+)window(?:_min)?",
+    "alert_after": r"alert_after|(?:failure\s+)?streak(?:\s+length)?|failures\s+in\s+a\s+row",
+    "window_hours": r"window_hours|window",
+    "first_window_hours": r"first_window_hours|first\s+window",
 }
+STREAK_FOLLOW_RE = re.compile(
+    rf"^(?:please\s+)?(?:make|have|set|change|update|let)\s+(?P<target>{PRONOUN_RE}|{SKILL_RE})\s+"
+    r"(?:only\s+)?(?:alert|act|notify|warn|page|tell|report|shout|escalate)\b",
+    _I,
+)
 _COUNT = r"(\d{1,4}|two|three|four|five|six|seven|eight|nine|ten|twice|thrice)"
 _ROW = r"(?:in\s+a\s+row|running|consecutively|back[\s-]+to[\s-]+back|straight|on\s+the\s+trot)"
 _MISSES = (
@@ -258,6 +266,11 @@ def lifecycle_actions(request: str, session: list[str]) -> list[Action] | str | 
         value = _param_value(param, m.group("value"))
         if value is not None:
             return [Action("set_params", {"name": name, "params": {param: value}})]
+    if (m := STREAK_FOLLOW_RE.match(text)) and (after := streak_of(text)) is not None:
+        name = _target(m.group("target"), session)
+        if name is None:
+            return "Which skill do you mean? This session has not written or named one yet."
+        return [Action("set_params", {"name": name, "params": {"alert_after": after}})]
     sched = read_schedule(text)
     if sched is not None:
         m = RESCHEDULE_RE.match(text)
