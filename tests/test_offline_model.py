@@ -29,6 +29,7 @@ from loopwright.llm.offline import (
     pywrap,
     render_skill,
 )
+from loopwright.llm.offline_schedule import read_schedule
 from loopwright.llm.types import Completion, Message, ToolCall, ToolSpec
 from loopwright.runner.addresses import PrivateAllow
 from loopwright.sidecar.pipeline import Sidecar
@@ -586,3 +587,22 @@ def test_a_local_day_window_matches_the_timezone_rules_across_changes(zone: str)
                 begin.astimezone(UTC).isoformat(timespec="seconds"),
                 end.astimezone(UTC).isoformat(timespec="seconds"),
             ), now
+
+
+@pytest.mark.parametrize(
+    ("words", "expr", "every"),
+    [
+        ("probe it every hour and a half", None, "90m"),
+        ("every 2.5 hrs please", None, "150m"),
+        ("every three and a half hours", None, "210m"),
+        ("every ninety minutes", None, "90m"),
+        ("every two hours", "0 */2 * * *", None),
+        ("each day at 7.45", "45 7 * * *", None),
+        ("every day around 5.15pm", "15 17 * * *", None),
+    ],
+)
+def test_intervals_and_clock_times_in_words_are_kept_not_rounded(
+    words: str, expr: str | None, every: str | None
+) -> None:
+    sched = read_schedule(words)
+    assert sched is not None and (sched.expr, sched.every) == (expr, every)
