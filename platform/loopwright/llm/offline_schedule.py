@@ -3,11 +3,12 @@ time" to a trigger, without rounding.
 
 ``read_schedule(text)`` returns a :class:`Schedule`: a five-field cron with an optional IANA
 timezone, or a fixed interval (``every("90m")``) when no single cron line says it ("every 90
-minutes", "every 7 minutes", "every 5 hours"). What it understands: every N minutes/hours,
-every minute/hour/half hour, hourly, daily/nightly/every morning/evening, at HH[:MM][am|pm],
-noon/midnight, weekdays/weekends/named days and day ranges ("Monday to Friday"), twice or three
-times a day, weekly, windows ("every 10 minutes overnight", "between 8am and 6pm"), "keep an
-eye on" (a frequent check), timezones as IANA names, common abbreviations and city names.
+minutes", "every 7 minutes", "every 5 hours"). What it understands: every N minutes/hours
+(numbers in words, "an hour and a half", "2.5 hours"), every minute/hour/half hour, hourly,
+daily/nightly/every morning/evening, at HH[:MM][am|pm] (or HH.MM), noon/midnight,
+weekdays/weekends/named days and day ranges ("Monday to Friday"), twice or three times a day,
+weekly, windows ("every 10 minutes overnight", "between 8am and 6pm"), "keep an eye on" (a
+frequent check), timezones as IANA names, common abbreviations and city names.
 """
 
 from __future__ import annotations
