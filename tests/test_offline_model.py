@@ -529,6 +529,11 @@ def test_credentials_in_urls_never_reach_the_source_and_the_answer_says_so() -> 
             {"cron": "0 18 * * *", "tz": "Asia/Tokyo", "window": "day", "window_span": 0},
         ),
         (
+            "watch https://api.acme-corp.io/v2 and flag errors from the past hour",
+            "health-check",
+            {"cron": "*/30 * * * *", "alert_after": None, "window": None},
+        ),
+        (
             "a digest of https://x.acme-corp.io/api/bugs for the last month, on Fridays",
             "digest",
             {"cron": "0 9 * * 5", "window": None},

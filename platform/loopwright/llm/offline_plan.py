@@ -92,6 +92,9 @@ HEALTH_PATH_RE = re.compile(
     r"livez|readyz|ready|heartbeat)/?(?:[?#\s]|$)",
     _I,
 )
+CHECK_URL_RE = re.compile(  # "monitor https://...": a health verb aimed at the URL itself
+    r"\b(?:check|ping|monitor|watch|probe|poll)(?:s|es|ed|ing)?\s+(?:on\s+)?https?://", _I
+)
 FETCH_RE = re.compile(
     r"\b(?:send|give|email|mail|show|bring|get)\s+me\b|\b(?:list|collect|gather)\b", _I
 )
@@ -674,6 +677,7 @@ def _windowed_list(request: str) -> bool:
         and not P95_RE.search(request)
         and not RATE_RE.search(request)
         and not HEALTH_PATH_RE.search(request)
+        and not CHECK_URL_RE.search(request)
     )
 
 
