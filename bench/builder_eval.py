@@ -11,6 +11,7 @@ ICIR), not sampling. Targets: 0 silently wrong, 0 overwrites, 0 placeholder URLs
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -35,8 +36,10 @@ def measure(quick: bool) -> dict[str, Any]:
             redis.start()
             settings = make_settings(redis.url, tmp / "data")
             cases = load_cases()
+            load_before = os.getloadavg()[0]
             report = Evaluator(settings, "offline").run(cases, repeat)
             report["machine"] = machine_info(redis.url)
+            report["load"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]
         finally:
             procs.kill_all()
     return report
@@ -80,7 +83,12 @@ def section(r: dict[str, Any], command: str) -> str:
         f"rejections, {r['reflexion_attempts']} Reflexion attempts; "
         f"{r['input_tokens']:,} input / {r['output_tokens']:,} output tokens (estimated, "
         f"offline), ${r['cost_usd']:.2f}; {r['latency_s_mean']:.1f} s mean, "
-        f"{r['latency_s_max']:.1f} s max per case (sidecar tests in the sandbox included).",
+        f"{r['latency_s_max']:.1f} s max per case (sidecar tests in the sandbox included)"
+        + (
+            f"; load average {r['load'][0]} before, {r['load'][1]} after (1 min)."
+            if "load" in r
+            else "."
+        ),
         "",
         "Cases not correct:",
         "",

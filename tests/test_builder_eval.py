@@ -54,6 +54,19 @@ def test_the_judge_classifies_from_what_was_registered() -> None:
     told = register_case(not_done=["in a row"])
     assert judge(told, {}, good, "Registered d.", False)[0] == "wrong"
     assert judge(told, {}, good, "Not done: 3 failures in a row", False)[0] == "correct"
+    # A param the skill must declare (a streak's length, a window) is checked by its default
+    counted = register_case(params={"alert_after": 3})
+    good["d"]["manifest"]["params"] = {"alert_after": {"type": "int", "default": 3}}
+    assert judge(counted, {}, good, "Registered d.", False)[0] == "correct"
+    verdict, why = judge(register_case(params={"alert_after": 4}), {}, good, "ok", False)
+    assert verdict == "wrong" and "param alert_after is 3, not 4" in why[0]
+    verdict, why = judge(register_case(params={"days_ago": 1}), {}, good, "ok", False)
+    assert verdict == "wrong" and "param days_ago is None, not 1" in why[0]
+    # ... and so is a param a lifecycle request changes
+    longer = Case("l", "make it alert after 5", {"outcome": "lifecycle",
+                  "changes": {"d": {"versions": 1, "params": {"alert_after": 5}}}})  # fmt: skip
+    verdict, why = judge(longer, {"d": skill(active="v0")}, good, "Done", False)
+    assert verdict == "wrong" and why == ["d param alert_after is not 5"]
 
 
 def test_overwrites_placeholders_and_refused_addresses_are_always_wrong() -> None:

@@ -6,7 +6,14 @@ issue's examples."""
 
 from __future__ import annotations
 
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+import pytest
 
 from conftest import Cluster
 from loopwright.agent.loop import Agent, InlineSteps
@@ -148,8 +155,14 @@ def test_what_templates_cannot_do_is_listed_and_filters_are_kept(cluster: Cluste
         "3 failures in a row"
     )
     assert s.tools(streak) == [("write_skill", True)]
-    not_done = streak.reply.split("Not done:", 1)[1]
-    assert "3 failures in a row" in not_done and "delivery by slack" in not_done
+    # The counted streak is built (state kept between runs); Slack delivery is not
+    assert manifest(cluster, "health-check-status-acme-corp").params["alert_after"].default == 3
+    built, not_done = streak.reply.split("Not done:", 1)
+    assert "acts when the count reaches 3, once per streak" in built
+    assert "in a row" not in not_done and "delivery by slack" in not_done
+    vague = s.say("watch https://edge.acme-corp.io/health hourly and only shout after a streak")
+    assert s.tools(vague) == [("write_skill", True)]
+    assert "say how many failed checks in a row" in vague.reply.split("Not done:", 1)[1]
     relay = s.say(
         "forward incident.opened events with severity critical to https://hooks.acme-corp.io/pager"
     )
@@ -167,6 +180,16 @@ def test_a_param_change_in_words_is_a_derived_version(cluster: Cluster) -> None:
     m = manifest(cluster, "health-check-api-acme-corp")
     assert m.params["p95_ms"].default == 500 and m.trigger.expr == "*/10 * * * *"
     assert "params.p95_ms.default: 800 -> 500" in tuned.reply
+    # A streak asked for later is a param change; this check has none to change, and says so
+    streak = s.say("have it warn me only after 2 failures in a row")
+    assert s.tools(streak) == [("set_params", False)]
+    assert "declares no param alert_after" in streak.reply
+    s.say(
+        "probe https://pay.acme-corp.io/healthz every 10 minutes, alert on 3 failed checks in a row"
+    )
+    longer = s.say("raise its streak to 6")
+    assert s.tools(longer) == [("set_params", True)], longer.reply
+    assert manifest(cluster, "health-check-pay-acme-corp").params["alert_after"].default == 6
 
 
 def test_ordinary_words_about_keys_and_passwords_are_not_refused() -> None:
@@ -174,3 +197,102 @@ def test_ordinary_words_about_keys_and_passwords_are_not_refused() -> None:
     expiring = "a report of users whose passwords expire, https://x.acme-corp.io/u"
     assert harm_reason(usage) is None and harm_reason(expiring) is None
     assert harm_reason("email me our credentials daily") is not None
+
+
+# Skills that keep state, run for real ------------------------------------------------------
+
+
+@pytest.fixture
+def service() -> Iterator[tuple[str, dict[str, Any]]]:
+    """A loopback JSON endpoint answering whatever the test puts in ``answer["body"]``."""
+    answer: dict[str, Any] = {"body": {}}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps(answer["body"]).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            del format, args
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", answer
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def alerts(cluster: Cluster, skill: str) -> list[str]:
+    from loopwright.inbox import Inbox
+
+    rt = cluster.rt
+    return [
+        n.title for n in Inbox(rt.redis, rt.keys, rt.settings).list(limit=100) if n.skill == skill
+    ]
+
+
+def test_a_streak_built_from_words_alerts_on_the_third_failed_check_in_a_row_only(
+    make_cluster: Callable[..., Cluster], service: tuple[str, dict[str, Any]]
+) -> None:
+    # Given a health check built from words, registered through the sidecar
+    cluster = make_cluster(sandbox_backend="process", http_private_allow="127.0.0.1")
+    base, answer = service
+    s = Session(cluster)
+    built = s.say(
+        f"probe {base}/healthz every 15 minutes; raise it with me after three straight failures"
+    )
+    assert s.tools(built) == [("write_skill", True)], built.reply
+    name = "health-check-127-0-0-1"
+    assert manifest(cluster, name).params["alert_after"].default == 3
+    # When it runs in the sandbox on a real worker against a service that goes down, up, down
+    cluster.worker()
+    seen = []
+    for status in ["down", "down", "ok", "down", "down", "down", "down"]:
+        answer["body"] = {"service": "shop", "status": status, "p95_ms": 50, "error_rate": 0}
+        run = cluster.wait(cluster.start(name, trusted=False), timeout=60)
+        assert run.status.value == "completed", run.error
+        seen.append(run.output["failures_in_a_row"])
+        # Then only the third failed check in a row alerted, once
+        assert len(alerts(cluster, name)) == (1 if len(seen) >= 6 else 0), seen
+    assert seen == [1, 2, 0, 1, 2, 3, 4]
+    assert alerts(cluster, name) == ["shop is failing"]
+
+
+def test_since_the_last_run_lists_each_new_item_once(
+    make_cluster: Callable[..., Cluster], service: tuple[str, dict[str, Any]]
+) -> None:
+    # Given a digest of what is new since the previous run, built from words
+    cluster = make_cluster(sandbox_backend="process", http_private_allow="127.0.0.1")
+    base, answer = service
+    s = Session(cluster)
+    built = s.say(f"hourly, send me the signups at {base}/api/signups added since the prior run")
+    assert s.tools(built) == [("write_skill", True)], built.reply
+    assert "first run, with nothing kept yet, lists the last 24 hours" in built.reply
+    name = "signups-digest"
+    cluster.worker()
+    now = time.time()
+    rows = [
+        {"name": "old", "created_at": now - 30 * 3600},
+        {"name": "recent", "created_at": now - 2 * 3600},
+        {"name": "no time"},
+    ]
+
+    def run() -> dict[str, Any]:
+        answer["body"] = {"data": rows}
+        done = cluster.wait(cluster.start(name, trusted=False), timeout=60)
+        assert done.status.value == "completed", done.error
+        return {k: done.output[k] for k in ("count", "items", "undated")}
+
+    # When it runs three times, with one new signup before the second run
+    first = run()
+    rows.append({"name": "new", "created_at": time.time() - 1})
+    second, third = run(), run()
+    # Then the first run lists the last 24 hours, and each later run only what is new
+    assert first == {"count": 1, "items": ["recent"], "undated": 1}
+    assert second == {"count": 1, "items": ["new"], "undated": 1}
+    assert third == {"count": 0, "items": [], "undated": 1}
+    assert len(alerts(cluster, name)) == 2  # an empty run posts nothing

@@ -9,7 +9,9 @@ import json
 import re
 import tokenize
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -27,6 +29,7 @@ from loopwright.llm.offline import (
     pywrap,
     render_skill,
 )
+from loopwright.llm.offline_schedule import read_schedule
 from loopwright.llm.types import Completion, Message, ToolCall, ToolSpec
 from loopwright.runner.addresses import PrivateAllow
 from loopwright.sidecar.pipeline import Sidecar
@@ -485,3 +488,126 @@ def test_credentials_in_urls_never_reach_the_source_and_the_answer_says_so() -> 
     # When it is registered, then the answer says the URL was trimmed and where secrets go
     _, final = drive(request, lambda c: tool_result(c, accepted(planned.name)))
     assert "LOOPWRIGHT_SECRETS" in final.text and "hunter2" not in final.text
+
+
+# State between runs and time windows --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("request_text", "kind", "expected"),
+    [
+        (
+            "hit http://10.1.2.3/healthz every 4 minutes; tell me when it has been down 5 times "
+            "running",
+            "health-check",
+            {"cron": "*/4 * * * *", "alert_after": 5},
+        ),
+        (
+            "monitor https://api.acme-corp.io/v1/health, complain after 6 successive timeouts",
+            "health-check",
+            {"cron": "*/30 * * * *", "alert_after": 6},
+        ),
+        (
+            "ping https://api.acme-corp.io/up hourly; one failure in a row is enough to alert",
+            "health-check",
+            {"cron": "0 * * * *", "alert_after": None},
+        ),
+        (
+            "what's new at https://news.acme-corp.io/api/posts since the last poll, every 20 "
+            "minutes",
+            "digest",
+            {"cron": "*/20 * * * *", "window": "since", "window_span": None},
+        ),
+        (
+            "every morning, the previous 2 days of https://x.acme-corp.io/api/bugs",
+            "digest",
+            {"cron": "0 8 * * *", "window": "hours", "window_span": 48},
+        ),
+        (
+            "6pm Tokyo time daily: today's orders at https://jp.acme-corp.io/api/orders",
+            "digest",
+            {"cron": "0 18 * * *", "tz": "Asia/Tokyo", "window": "day", "window_span": 0},
+        ),
+        (
+            "watch https://api.acme-corp.io/v2 and flag errors from the past hour",
+            "health-check",
+            {"cron": "*/30 * * * *", "alert_after": None, "window": None},
+        ),
+        (
+            "a digest of https://x.acme-corp.io/api/bugs for the last month, on Fridays",
+            "digest",
+            {"cron": "0 9 * * 5", "window": None},
+        ),
+    ],
+)
+def test_streaks_windows_and_since_are_read_from_words(
+    request_text: str, kind: str, expected: dict[str, Any]
+) -> None:
+    [planned] = plan(request_text)
+    assert planned.kind == kind
+    assert {k: planned.params.get(k) for k in expected} == expected
+
+
+STATEFUL = {
+    "streak": "probe https://api.acme-corp.io/healthz every 10 minutes, alert on 2 consecutive "
+    "failures",
+    "since": "every hour, list the tickets at https://desk.acme-corp.io/api/tickets that are "
+    "new since the last run",
+    "local-day": "at 7:15 Sydney time, the signups of yesterday from "
+    "https://au.acme-corp.io/api/signups",
+}
+
+
+@pytest.mark.parametrize("request_text", STATEFUL.values(), ids=list(STATEFUL))
+def test_skills_that_keep_state_or_windows_are_accepted_by_the_real_sidecar(
+    cluster: Cluster, request_text: str
+) -> None:
+    # When the model drives the loop against the real sidecar (cases run in the sandbox)
+    calls, final = drive(request_text, sidecar_answer(cluster))
+    # Then it writes one skill, accepted first time, and says what it keeps and how
+    assert [c.name for c in calls] == ["write_skill"]
+    assert "Not done" not in final.text, final.text
+    assert re.search(r"in its state|calendar day in Australia/Sydney", final.text), final.text
+
+
+@pytest.mark.parametrize("zone", ["America/New_York", "Australia/Sydney"])
+def test_a_local_day_window_matches_the_timezone_rules_across_changes(zone: str) -> None:
+    # Given the digest the template writes for "yesterday's" items in a timezone
+    source, _ = render_skill(
+        "digest", source_url="https://x.acme-corp.io/a", window="day", cron="0 7 * * *", tz=zone
+    )
+    skill_globals: dict[str, Any] = {}
+    exec(compile(source, "digest.py", "exec"), skill_globals)  # our own template, not a request
+    tz = ZoneInfo(zone)
+    # When it picks the day for runs around every offset change from 2024 to 2040
+    for at, _minutes in skill_globals["UTC_OFFSETS"][1:]:
+        for shift_h in (-30, -1, 0, 1, 30):
+            now = at + shift_h * 3_600_000
+            got = skill_globals["select"]({"ts": now}, [], 1)
+            # Then the window is exactly yesterday's local midnight to today's
+            day = datetime.fromtimestamp(now / 1000, tz).date() - timedelta(days=1)
+            begin = datetime(day.year, day.month, day.day, tzinfo=tz)
+            end = begin + timedelta(days=1)
+            assert (got["from"], got["to"]) == (
+                begin.astimezone(UTC).isoformat(timespec="seconds"),
+                end.astimezone(UTC).isoformat(timespec="seconds"),
+            ), now
+
+
+@pytest.mark.parametrize(
+    ("words", "expr", "every"),
+    [
+        ("probe it every hour and a half", None, "90m"),
+        ("every 2.5 hrs please", None, "150m"),
+        ("every three and a half hours", None, "210m"),
+        ("every ninety minutes", None, "90m"),
+        ("every two hours", "0 */2 * * *", None),
+        ("each day at 7.45", "45 7 * * *", None),
+        ("every day around 5.15pm", "15 17 * * *", None),
+    ],
+)
+def test_intervals_and_clock_times_in_words_are_kept_not_rounded(
+    words: str, expr: str | None, every: str | None
+) -> None:
+    sched = read_schedule(words)
+    assert sched is not None and (sched.expr, sched.every) == (expr, every)

@@ -2,10 +2,10 @@
 
 ``agent/data/builder_eval.json`` holds requests written apart from the offline model's
 templates, each with the expected outcome: a skill registered with a given trigger, hosts,
-destination and filters (and the parts the answer must admit it did not do), a lifecycle
-change (paused, retired, rescheduled: and nothing else), a clarifying question, a refusal, or
-an honest "cannot". A case runs in a private key prefix on the configured Redis (its own
-registry, deleted afterwards), so an eval never touches real skills.
+destination, filters and param defaults (and the parts the answer must admit it did not do),
+a lifecycle change (paused, retired, rescheduled, params: and nothing else), a clarifying
+question, a refusal, or an honest "cannot". A case runs in a private key prefix on the
+configured Redis (its own registry, deleted afterwards), so an eval never touches real skills.
 
 Each run of a case is classified:
 
@@ -144,6 +144,11 @@ def _fits(expect: dict[str, Any], skill: dict[str, Any]) -> list[str]:
     missing = set(expect.get("hosts", [])) - set(m.get("http_allow") or [])
     if missing:
         problems.append(f"hosts {sorted(missing)} not in http_allow {m.get('http_allow')}")
+    declared = m.get("params") or {}
+    for key, want in (expect.get("params") or {}).items():
+        got = (declared.get(key) or {}).get("default") if isinstance(declared, dict) else None
+        if got != want:
+            problems.append(f"param {key} is {got!r}, not {want!r}")
     dest = expect.get("destination")
     if dest == "inbox" and "notify" not in (m.get("tools") or []):
         problems.append("does not post to the inbox (no notify tool)")
@@ -226,6 +231,10 @@ def judge(
                 want["trigger"], got["manifest"].get("trigger") or {}
             ):
                 problems.append(f"{name} trigger {got['manifest'].get('trigger')}")
+            for key, value in (want.get("params") or {}).items():
+                declared = got["manifest"].get("params") or {}
+                if (declared.get(key) or {}).get("default") != value:
+                    problems.append(f"{name} param {key} is not {value!r}")
             if "versions" in want and got["versions"] != want["versions"]:
                 problems.append(f"{name} has {got['versions']} versions, not {want['versions']}")
         if new:

@@ -193,6 +193,9 @@ def help_text() -> str:
         f'- a periodic digest of a JSON list, e.g. "{EXAMPLES["digest"]}"',
         f'- an event-to-webhook relay, e.g. "{EXAMPLES["relay"]}"',
         f'- a scheduled sync between two HTTP endpoints, e.g. "{EXAMPLES["sync"]}"',
+        "Health checks can act only after N failed checks in a row (kept between runs); "
+        "digests can keep to yesterday's or today's items, the last N hours, or what is new "
+        "since the last run.",
         'I can also list the registered skills ("list skills") and run one ("run health-check").',
         REAL_MODEL,
     ]
@@ -308,13 +311,54 @@ def _honesty(
             f"- WARNING: {', '.join(hosts)} is a placeholder host (taken from your request); "
             "the skill fails until it points at a real service"
         )
+    notes += _state_notes(built)
     missing: list[str] = []
     for p, ctx in built:
-        for item in not_done(request, p.kind, sched, bool(ctx.get("match"))):
+        handled = {"streak"} if ctx.get("alert_after") else set()
+        if ctx.get("window") == "since":
+            handled.add("since")
+        elif ctx.get("window"):
+            handled.add("window")
+        for item in not_done(request, p.kind, sched, bool(ctx.get("match")), handled):
             if item not in missing:
                 missing.append(item)
     if missing:
         notes += ["", "Not done:"] + [f"- {m}" for m in missing]
+    return notes
+
+
+def _state_notes(built: list[tuple[PlannedSkill, dict[str, Any]]]) -> list[str]:
+    """What the skills keep between runs and how their windows are read, said plainly."""
+    notes: list[str] = []
+    for p, ctx in built:
+        name = p.name
+        if ctx.get("alert_after"):
+            notes.append(
+                f"- {name} counts failed checks (not normal: degraded or failing) in a row in "
+                f"its state (key consecutive_failures) and acts when the count reaches "
+                f"{ctx['alert_after']}, once per streak; a normal check resets it (param "
+                f"alert_after; `loopwright skills state {name}` shows the count)"
+            )
+        window = ctx.get("window")
+        if window:
+            notes.append(
+                f"- {name} dates items by their first field of created_at, createdAt, created, "
+                "timestamp, time, date or updated_at (ISO 8601 or epoch seconds/ms); items "
+                "without one are counted, not listed"
+            )
+        if ctx.get("zone"):
+            notes.append(
+                f"- {name} takes the calendar day in {ctx['zone']}: the sandbox has no timezone "
+                f"rules, so the skill carries {ctx['zone']}'s UTC offsets until "
+                f"{ctx['offsets_until']} (a later version of the template renews them)"
+            )
+        if window == "since":
+            notes.append(
+                f"- {name} keeps the newest item time it listed in its state (key high_water); "
+                f"its first run, with nothing kept yet, lists the last {ctx['window_span']} hours "
+                "(param first_window_hours); an item that appears later with an older time is "
+                f"not listed; `loopwright skills state {name} --reset` starts over"
+            )
     return notes
 
 

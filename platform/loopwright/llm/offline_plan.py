@@ -15,6 +15,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,7 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
 
-from loopwright.llm.offline_requests import event_match
+from loopwright.llm.offline_requests import event_match, since_last_run, streak_of, window_of
 from loopwright.llm.offline_schedule import Schedule, read_schedule
 from loopwright.sdk.errors import SkillDefinitionError
 from loopwright.sdk.spec import NAME_RE
@@ -81,7 +82,21 @@ EYE_RE = re.compile(r"\bkeep\s+(?:an\s+)?eyes?\s+on\b|\bkeep\s+watch\b", _I)
 TRIAGE_RE = re.compile(r"\btriage\b|\binvestigate\b|\broot[\s-]+cause\b", _I)
 INCIDENT_RE = re.compile(r"\bincidents?\b", _I)
 DIGEST_RE = re.compile(
-    r"\b(?:digests?|summary|summaries|summari[sz](?:e|ing)|reports?|recaps?|roundups?)\b", _I
+    r"\b(?:digests?|summary|summaries|summari[sz](?:e|ing)|reports?|recaps?|roundups?|"
+    r"round-ups?|rundowns?|run-downs?|overviews?|briefings?|wrap-?ups?)\b",
+    _I,
+)
+# A URL that names a status endpoint: a bare "look at URL every 90 minutes" is a health check.
+HEALTH_PATH_RE = re.compile(
+    r"https?://[^\s/]+(?:/[^\s?#]*)?/(?:health|healthz|healthcheck|status|ping|up|alive|"
+    r"livez|readyz|ready|heartbeat)/?(?:[?#\s]|$)",
+    _I,
+)
+CHECK_URL_RE = re.compile(  # "monitor https://...": a health verb aimed at the URL itself
+    r"\b(?:check|ping|monitor|watch|probe|poll)(?:s|es|ed|ing)?\s+(?:on\s+)?https?://", _I
+)
+FETCH_RE = re.compile(
+    r"\b(?:send|give|email|mail|show|bring|get)\s+me\b|\b(?:list|collect|gather)\b", _I
 )
 HEALTH_RE = re.compile(
     r"\b(?:check|ping|monitor|watch|probe)(?:s|es|ed|ing)?\b|\b(?:health|uptime|latency|slow)\b", _I
@@ -311,8 +326,16 @@ def _health(p: dict[str, Any]) -> dict[str, Any]:
     limit = int(_number(p, "p95_ms", 800, 1, 3_600_000))
     rate = _number(p, "max_error_rate", 0.05, 0.0001, 0.99)
     escalate = p.pop("escalate_event", None)
+    after = p.pop("alert_after", None)
+    if after is not None:
+        after = int(_number({"alert_after": after}, "alert_after", 2, 2, 1000))
     trigger = _trigger(p, "*/30 * * * *")
     then = f"sends the {escalate} event" if escalate else "alerts the inbox"
+    if after:
+        then += (
+            f" once the check has not been normal {after} times in a row (a failure streak "
+            "counted in the skill's state; a normal check resets it; one alert per streak)"
+        )
     degraded = max(limit + 1, int(limit * 1.5))
     return {
         "name": "health-check",
@@ -320,12 +343,13 @@ def _health(p: dict[str, Any]) -> dict[str, Any]:
         "p95_ms": limit,
         "max_error_rate": rate,
         "escalate_event": _event(escalate) if escalate else None,
+        "alert_after": after,
         **trigger,
         "tools": ["events", "http"] if escalate else ["http", "notify"],
         "urls": [url],
         "what": f"GET {url}, classify the service as "
         f"normal, degraded or failing (p95 limit {limit} ms, error-rate limit {rate:.1%}) and "
-        f"when it is not normal {then}.",
+        f"{'then' if after else 'when it is not normal'} {then}.",
         "t": {
             "normal_p95": limit // 2,
             "degraded_p95": degraded,
@@ -375,6 +399,14 @@ def _digest(p: dict[str, Any]) -> dict[str, Any]:
     group = _field(p, "group_field", "status")
     most = int(_number(p, "max_items", 10, 1, 100))
     subject = _subject(url, "items")
+    window = p.pop("window", None)
+    if window not in (None, *WINDOWS):
+        raise ValueError(f"window must be one of {', '.join(WINDOWS)}, not {str(window)[:40]!r}")
+    span = None
+    if window is not None:
+        lo, hi, default = WINDOWS[window]
+        span = int(_number(p, "window_span", default, lo, hi))
+    zone = trigger["tz"] if window == "day" and trigger["tz"] not in (None, "UTC") else None
     return {
         "name": f"{subject}-digest",
         "source_url": url,
@@ -385,9 +417,101 @@ def _digest(p: dict[str, Any]) -> dict[str, Any]:
         "title": f"{subject} digest",
         "tools": ["http", "notify"],
         "urls": [url],
-        "what": f"GET {url}, count the items per "
+        "window": window,
+        "window_span": span,
+        "zone": zone,
+        "offsets": utc_offsets(zone) if zone else None,
+        "offsets_until": f"{OFFSET_YEARS[1]}-01-01",
+        "what": f"GET {url}, {_window_words(window, span, zone)}count the items per "
         f"{group} field, list the first {most} and post the digest to the inbox.",
+        "t": _window_cases(window, span or 0, zone),
     }
+
+
+# Digest windows: (smallest span, largest span, default span) of each window kind. The span is
+# first_window_hours (since), days_ago (day) or window_hours (hours).
+WINDOWS = {"since": (1, 8760, 24), "day": (0, 31, 1), "hours": (1, 8760, 24)}
+
+
+OFFSET_YEARS = (2024, 2041)  # the UTC offsets a day window in a timezone carries: [from, to)
+
+
+def utc_offsets(zone: str) -> list[list[int]]:
+    """``zone``'s UTC offsets over :data:`OFFSET_YEARS` as ``[from epoch ms, minutes]`` rows,
+    one per change: the sandbox has no timezone rules, so a skill that needs local days
+    carries this table (after its last row the last offset holds)."""
+    tz = ZoneInfo(zone)
+    start = int(datetime(OFFSET_YEARS[0], 1, 1, tzinfo=UTC).timestamp())
+    end = int(datetime(OFFSET_YEARS[1], 1, 1, tzinfo=UTC).timestamp())
+
+    def minutes(at: int) -> int:
+        delta = datetime.fromtimestamp(at, tz).utcoffset()
+        return int(delta.total_seconds() // 60) if delta is not None else 0
+
+    rows = [[start * 1000, minutes(start)]]
+    for day in range(start, end, 86_400):
+        if minutes(day + 86_400) == rows[-1][1]:
+            continue
+        lo, hi = day, day + 86_400  # the change lies in (lo, hi]: find its second
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if minutes(mid) == rows[-1][1] else (lo, mid)
+        rows.append([hi * 1000, minutes(hi)])
+    return rows
+
+
+def _window_words(window: str | None, span: int | None, zone: str | None = None) -> str:
+    """What the window keeps, said for the answer and the skill's description."""
+    if window == "since":
+        return (
+            "keep only the items new since the last run (newer than the newest item time the "
+            "previous run listed, kept in the skill's state; the first run takes the last "
+            f"{span} hours), "
+        )
+    if window == "day":
+        day = {0: "today", 1: "yesterday"}.get(span or 0, f"the day {span} days ago")
+        return f"keep only the items dated {day} (a calendar day in {zone or 'UTC'}), "
+    if window == "hours":
+        return f"keep only the items of the last {span} hours, "
+    return ""
+
+
+def _window_cases(window: str | None, span: int, zone: str | None = None) -> dict[str, Any]:
+    """Items inside and outside the window for the template's test cases, around a fixed run
+    time (2025-06-15 15:06:40 UTC)."""
+    if window is None:
+        return {}
+    hour, day = 3_600_000, 86_400_000
+    now = 1_750_000_000_000
+    if window == "day":
+        tz = ZoneInfo(zone or "UTC")
+        local = datetime.fromtimestamp(now / 1000, tz).date() - timedelta(days=span)
+        begin = datetime(local.year, local.month, local.day, tzinfo=tz)
+        start = int(begin.timestamp() * 1000)
+        stop = int((begin + timedelta(days=1)).astimezone(UTC).timestamp() * 1000)
+        inside, edge, outside = stop - 60_000, start, stop
+    else:
+        start = now - span * hour
+        inside, edge, outside = now - min(span * hour // 2, hour), now, start
+    rows = [
+        {"id": 1, "title": "inside", "status": "open", "created_at": _iso(inside)},
+        {"id": 2, "title": "edge", "status": "open", "created_at": edge // 1000},
+        {"id": 3, "title": "outside", "status": "closed", "created_at": _iso(outside)},
+        {"id": 4, "title": "undated", "status": "open"},
+        {"id": 5, "title": "future", "status": "open", "timestamp": now + day * 40},
+    ]
+    return {
+        "now": now,
+        "rows": rows,
+        "outside": [rows[2], rows[4]],
+        "inside": 2,
+        "titles": ["inside", "edge"],
+        "start": _iso(start, "+00:00"),
+    }
+
+
+def _iso(ms: int, zone: str = "Z") -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")[:-6] + zone
 
 
 def _match(p: dict[str, Any]) -> dict[str, str] | None:
@@ -528,9 +652,33 @@ def intent_of(request: str) -> str | None:
         return "incident-response"
     if DIGEST_RE.search(request):
         return "digest"
+    if _windowed_list(request):
+        return "digest"  # "send me yesterday's orders from URL", "... since the last check"
     if HEALTH_RE.search(request):
         return "health-check"
+    if streak_of(request) is not None:  # "alert me after 3 failures in a row of URL"
+        return "health-check"
+    if URL_RE.search(request) is None:
+        return None
+    if HEALTH_PATH_RE.search(request):
+        return "health-check"  # "look at https://host/healthz every 90 minutes"
+    if FETCH_RE.search(request) and read_schedule(request) is not None:
+        return "digest"  # "every morning, send me the orders at URL"
     return None
+
+
+def _windowed_list(request: str) -> bool:
+    """A list of items kept to a time window (since the last run, yesterday's...), and not a
+    health check (no streak, no latency or error-rate limit, no status URL)."""
+    return (
+        (since_last_run(request) or window_of(request) is not None)
+        and URL_RE.search(request) is not None
+        and streak_of(request) is None
+        and not P95_RE.search(request)
+        and not RATE_RE.search(request)
+        and not HEALTH_PATH_RE.search(request)
+        and not CHECK_URL_RE.search(request)
+    )
 
 
 def _facts(request: str) -> dict[str, Any]:
@@ -587,6 +735,8 @@ def plan(request: str) -> list[PlannedSkill]:
         url = url if urlsplit(url).path.strip("/") else url.rstrip("/") + "/summary"
         health: dict[str, Any] = {"metrics_url": url, **_when(f, "*/30 * * * *")}
         health.update(limits)
+        if (after := streak_of(request)) is not None:
+            health["alert_after"] = after
         if intent == "health-check":
             host = _host(url)
             label = slug(host if _is_ip(host) else host.rsplit(".", 1)[0])
@@ -608,6 +758,10 @@ def plan(request: str) -> list[PlannedSkill]:
         digest = {**_when(f, "0 9 * * *"), **named}
         if urls:
             digest["source_url"] = urls[0]
+        if since_last_run(request):
+            digest["window"] = "since"
+        elif (window := window_of(request)) is not None:
+            digest["window"], digest["window_span"] = window
         out = [("digest", digest)]
     elif intent == "relay":
         relay: dict[str, Any] = {"event_name": f.get("event", "relay.outbound"), **named}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,19 +81,53 @@ PARAM_WORDS = {
     "max_error_rate": r"(?:max_)?error(?:[\s_]rate)?(?:\s+limit|\s+threshold)?",
     "max_items": r"max(?:_|\s+)items|items|item\s+count",
     "deploy_window_min": r"deploy(?:_|\s+)window(?:_min)?",
+    "alert_after": r"alert_after|(?:failure\s+)?streak(?:\s+length)?|failures\s+in\s+a\s+row",
+    "window_hours": r"window_hours|window",
+    "first_window_hours": r"first_window_hours|first\s+window",
 }
+STREAK_FOLLOW_RE = re.compile(
+    rf"^(?:please\s+)?(?:make|have|set|change|update|let)\s+(?P<target>{PRONOUN_RE}|{SKILL_RE})\s+"
+    r"(?:only\s+)?(?:alert|act|notify|warn|page|tell|report|shout|escalate)\b",
+    _I,
+)
+_COUNT = r"(\d{1,4}|two|three|four|five|six|seven|eight|nine|ten|twice|thrice)"
+_ROW = r"(?:in\s+a\s+row|running|consecutively|back[\s-]+to[\s-]+back|straight|on\s+the\s+trot)"
+_MISSES = (
+    r"(?:failures?|fails|failed\s+(?:checks?|pings?|probes?|runs?|attempts?)|errors?|times?|"
+    r"checks?|misses|outages?|timeouts?)"
+)
+STREAK_COUNT_RES = (
+    re.compile(rf"\b{_COUNT}\s+{_MISSES}\s+{_ROW}\b", _I),
+    re.compile(rf"\b{_COUNT}\s+(?:consecutive|successive|straight|sequential)\s+{_MISSES}", _I),
+    re.compile(
+        rf"\b(?:fails?|failed|failing|errors?|errored|is\s+down|goes\s+down|breaks?)\s+"
+        rf"{_COUNT}(?:\s+times)?\s+{_ROW}\b",
+        _I,
+    ),
+)
 STREAK_RE = re.compile(
     r"\b(\d+|two|three|four|five)\s+(?:failures?|errors?|times?|failed\s+checks?|checks?)\s+"
-    r"(?:in\s+a\s+row|running|consecutively)\b|\bconsecutive\b|\bstreak\b",
+    r"(?:in\s+a\s+row|running|consecutively)\b|\bconsecutive\b|\bstreak\b|\bin\s+a\s+row\b",
     _I,
 )
+_NUMBERS = {
+    "two": 2, "twice": 2, "three": 3, "thrice": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
+    "eight": 8, "nine": 9, "ten": 10,
+}  # fmt: skip
 SINCE_RE = re.compile(
-    r"\bsince\s+(?:the\s+)?last\s+(?:run|time|check|digest)\b|\bnew\s+since\b", _I
+    r"\bsince\s+(?:the\s+|my\s+|our\s+|your\s+)?(?:last|previous|prior|latest)\s+"
+    r"(?:run|time|check|digest|one|report|update|summary|poll|execution|pass)\b|"
+    r"\bsince\s+last\s+time\b|\bnew\s+since\s+last\b|"
+    r"\bsince\s+(?:it|you|this|the\s+skill)\s+last\s+(?:ran|run|checked|looked|polled)\b",
+    _I,
 )
 WINDOW_RE = re.compile(
-    r"\byesterday(?:'s)?\b|\blast\s+(?:24\s+hours|day|week|month)\b|\bpast\s+(?:24\s+hours|"
-    r"day|week|month)\b|\bthis\s+week's\b|\btoday's\b",
+    r"\byesterday(?:'s)?\b|\b(?:last|past|previous)\s+(?:\d+\s+)?(?:24\s+hours|hours?|days?|"
+    r"weeks?|months?)\b|\bthis\s+week's\b|\btoday's\b",
     _I,
+)
+HOURS_RE = re.compile(
+    r"\b(?:last|past|previous|preceding)\s+(?:(\d{1,4})\s+)?(hours?|days?|week|7\s+days)\b", _I
 )
 CHANNEL_RE = re.compile(
     r"\b(slack|e-?mail|sms|text\s+me|pagerduty|page\s+me|teams|discord|telegram|whatsapp|"
@@ -232,6 +266,11 @@ def lifecycle_actions(request: str, session: list[str]) -> list[Action] | str | 
         value = _param_value(param, m.group("value"))
         if value is not None:
             return [Action("set_params", {"name": name, "params": {param: value}})]
+    if (m := STREAK_FOLLOW_RE.match(text)) and (after := streak_of(text)) is not None:
+        name = _target(m.group("target"), session)
+        if name is None:
+            return "Which skill do you mean? This session has not written or named one yet."
+        return [Action("set_params", {"name": name, "params": {"alert_after": after}})]
     sched = read_schedule(text)
     if sched is not None:
         m = RESCHEDULE_RE.match(text)
@@ -310,20 +349,63 @@ def event_match(request: str) -> dict[str, str]:
     return out
 
 
-def not_done(request: str, kind: str, sched: Schedule | None, matched: bool) -> list[str]:
-    """The parts of ``request`` the skill built from template ``kind`` does not do, and why."""
+def streak_of(request: str) -> int | None:
+    """N of "after N failures in a row" (2 to 1000), or None when no counted streak is stated."""
+    text = URL_RE.sub(" ", request)
+    for pattern in STREAK_COUNT_RES:
+        if m := pattern.search(text):
+            word = m.group(1).lower()
+            n = int(word) if word.isdigit() else _NUMBERS[word]
+            return n if 2 <= n <= 1000 else None
+    return None
+
+
+def since_last_run(request: str) -> bool:
+    """True when the request asks for only what is new since the previous run."""
+    return bool(SINCE_RE.search(URL_RE.sub(" ", request)))
+
+
+def window_of(request: str) -> tuple[str, int] | None:
+    """A digest's time window in words: ("day", days ago) for yesterday's or today's items,
+    ("hours", N) for the last N hours or days (a week is 168 hours); None otherwise."""
+    text = URL_RE.sub(" ", request)
+    if re.search(r"\byesterday(?:'s)?\b", text, _I):
+        return "day", 1
+    if re.search(r"\btoday's\b", text, _I):
+        return "day", 0
+    if m := HOURS_RE.search(text):
+        n = int(m.group(1) or 1)
+        unit = m.group(2).lower()
+        hours = n * (168 if unit.startswith(("week", "7")) else 24 if unit.startswith("d") else 1)
+        return ("hours", hours) if 1 <= hours <= 8760 else None
+    return None
+
+
+def not_done(
+    request: str,
+    kind: str,
+    sched: Schedule | None,
+    matched: bool,
+    handled: Collection[str] = (),
+) -> list[str]:
+    """The parts of ``request`` the skill built from template ``kind`` does not do, and why;
+    ``handled`` names what the built skill does keep ("streak", "since", "window")."""
     out: list[str] = []
-    if m := STREAK_RE.search(request):
-        out.append(
-            f"alerting only after a streak ({m.group(0)}): that needs state kept between runs, "
-            "which skills cannot keep yet; this skill acts on every failing check"
+    if "streak" not in handled and (m := STREAK_RE.search(request)):
+        how = (
+            "say how many failed checks in a row, e.g. 'after 3 failures in a row'"
+            if kind == "health-check"
+            else "only the health-check template counts failures between runs"
         )
-    if SINCE_RE.search(request):
         out.append(
-            "only what is new since the last run: that needs state kept between runs, which "
-            "skills cannot keep yet; the digest lists the current items every time"
+            f"alerting only after a streak ({m.group(0)}): {how}; this skill acts every time"
         )
-    if m := WINDOW_RE.search(request):
+    if "since" not in handled and SINCE_RE.search(request):
+        out.append(
+            "only what is new since the last run: only the digest template keeps a mark "
+            "between runs; this skill handles the current data every time"
+        )
+    if "window" not in handled and (m := WINDOW_RE.search(request)):
         out.append(
             f"the time window ({m.group(0)}): the template reads the whole list the URL "
             "returns; filter it at the source (a query parameter) or ask a real model"

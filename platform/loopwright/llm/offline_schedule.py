@@ -3,11 +3,12 @@ time" to a trigger, without rounding.
 
 ``read_schedule(text)`` returns a :class:`Schedule`: a five-field cron with an optional IANA
 timezone, or a fixed interval (``every("90m")``) when no single cron line says it ("every 90
-minutes", "every 7 minutes", "every 5 hours"). What it understands: every N minutes/hours,
-every minute/hour/half hour, hourly, daily/nightly/every morning/evening, at HH[:MM][am|pm],
-noon/midnight, weekdays/weekends/named days and day ranges ("Monday to Friday"), twice or three
-times a day, weekly, windows ("every 10 minutes overnight", "between 8am and 6pm"), "keep an
-eye on" (a frequent check), timezones as IANA names, common abbreviations and city names.
+minutes", "every 7 minutes", "every 5 hours"). What it understands: every N minutes/hours
+(numbers in words, "an hour and a half", "2.5 hours"), every minute/hour/half hour, hourly,
+daily/nightly/every morning/evening, at HH[:MM][am|pm] (or HH.MM), noon/midnight,
+weekdays/weekends/named days and day ranges ("Monday to Friday"), twice or three times a day,
+weekly, windows ("every 10 minutes overnight", "between 8am and 6pm"), "keep an eye on" (a
+frequent check), timezones as IANA names, common abbreviations and city names.
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ ZONE_RE = re.compile(
     r"Indian|Pacific|Etc)/[A-Za-z_]+(?:/[A-Za-z_]+)?)\b"
 )
 URL_RE = re.compile(r"https?://\S+", re.I)
-TIME_RE = re.compile(r"\b(?:at|by|around)\s+(\d{1,2})(?::(\d{2}))?\s*(am|pm|h|o'?clock)?\b")
-BARE_TIME_RE = re.compile(r"\b(\d{1,2})(?::(\d{2}))?\s*(am|pm)\b|\b(\d{1,2}):(\d{2})\b")
+TIME_RE = re.compile(r"\b(?:at|by|around)\s+(\d{1,2})(?:[:.](\d{2}))?\s*(am|pm|h|o'?clock)?\b")
+BARE_TIME_RE = re.compile(r"\b(\d{1,2})(?:[:.](\d{2}))?\s*(am|pm)\b|\b(\d{1,2}):(\d{2})\b")
 PM_WORDS = re.compile(r"\b(?:evenings?|tonight|afternoons?)\b")
 OVERNIGHT_HOURS = "22-23,0-5"
 DAYTIME_HOURS = "8-17"
@@ -191,9 +192,38 @@ def _interval(n: int, unit: str, hours: str, dow: str, tz: str | None) -> Schedu
     return Schedule(every=every, dropped=lost)
 
 
+_WORD_NUMBERS = {
+    "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
+    "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "fifteen": 15, "twenty": 20,
+    "thirty": 30, "forty-five": 45, "forty five": 45, "sixty": 60, "ninety": 90,
+}  # fmt: skip
+_UNIT = r"(?:minutes?|mins?|hours?|hrs?|days?)\b"
+_WORD_NUMBER_RE = re.compile(
+    rf"\b({'|'.join(sorted(_WORD_NUMBERS, key=len, reverse=True))})\b"
+    rf"(?=\s+(?:and\s+a\s+half\s+)?{_UNIT})"
+)
+
+
+def _plain_numbers(t: str) -> str:
+    """Intervals in words as minutes or whole numbers: "an hour and a half" and "1.5 hours" are
+    90 minutes, "every two hours" is every 2 hours (so nothing is rounded to the hour)."""
+    t = _WORD_NUMBER_RE.sub(lambda m: str(_WORD_NUMBERS[m.group(1)]), t)
+    t = re.sub(r"\b(?:an?\s+|1\s+)?hour\s+and\s+a\s+half\b", "90 minutes", t)
+    t = re.sub(
+        r"\b(\d{1,3})\s+and\s+a\s+half\s+hours?\b",
+        lambda m: f"{int(m.group(1)) * 60 + 30} minutes",
+        t,
+    )
+    return re.sub(
+        r"\b(\d{1,3}\.\d{1,2})\s*(?:hours?|hrs?|h)\b",
+        lambda m: f"{round(float(m.group(1)) * 60)} minutes",
+        t,
+    )
+
+
 def read_schedule(text: str) -> Schedule | None:
     """The first schedule ``text`` states, or None when it states none."""
-    t = URL_RE.sub(" ", text).lower()
+    t = _plain_numbers(URL_RE.sub(" ", text).lower())
     tz = timezone_of(text)
     hours = _hours_window(t) or "*"
     dow = _days(t)
