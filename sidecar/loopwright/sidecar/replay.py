@@ -369,7 +369,7 @@ def replay_one(
     return _result(recording, host, output, error, redactor)
 
 
-RUNS_PER_GUEST = 8  # a batch takes another guest (up to MAX_PARALLEL) per this many runs
+RUNS_PER_GUEST = 16  # a batch takes another guest (up to MAX_PARALLEL) per this many runs
 
 
 def _replay_batch(
