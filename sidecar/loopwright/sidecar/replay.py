@@ -13,7 +13,9 @@ The guest is the one test cases use (``harness.py``); the host is :class:`Replay
 * a call the recording cannot answer is *off-script*: it fails (non-retriably) in the guest and
   the result lists it, with its step;
 * sleeps are skipped and ``wait_for_event`` answers with what the recorded step received; the
-  duration is virtual: the recorded ``elapsed_ms`` of the answered calls, never wall time.
+  duration is virtual: the recorded ``elapsed_ms`` of the answered calls, never wall time;
+* ``ctx.state`` reads answer with what the run read (its ``state`` entries), the replay's own
+  writes first; recordings without them read an empty store.
 
 Same version + same recording -> same result: nothing here reads a clock or a random source,
 and the guest's own are pinned (``sandbox/pins.py``): ``datetime.now()`` reads a virtual
@@ -135,6 +137,7 @@ class ReplayHost(CaseHost):
         self.answered = 0
         self.call_ms: list[float] = []
         self.virtual_ms = 0.0
+        self._state_written: set[str] = set()
 
     def handle(self, msg: dict[str, Any]) -> dict[str, Any]:
         """Every reply carries the virtual clock (``sandbox/pins.py``)."""
@@ -186,8 +189,30 @@ class ReplayHost(CaseHost):
         self.off_script.append({"tool": tool, "step": step, "call": call, "why": why})
         raise NonRetriableError(f"{OFF_SCRIPT}: {call}: {why}")
 
-    # ctx.state (issue 15) will read through the host: answer its reads here from the
-    # recording (``recording.calls`` entries with tool "state"), like the other tools.
+    def _state(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """``ctx.state``: this replay's own writes first (a scratch store, as in test cases),
+        else what the recorded run read of the key (its first recorded read: the value the
+        key had when the run first read it), else unset. A recording from before state reads
+        were recorded has none: its replay reads an empty store, as it always did."""
+        action, key = msg.get("action"), msg.get("key")
+        if action in ("set", "delete"):
+            reply = super()._state(msg)
+            self._state_written.add(str(key))
+            return reply
+        if action != "get" or str(key) in self._state_written:
+            return super()._state(msg)
+        for entry in self.recording.calls:
+            req = entry.get("req")
+            if entry.get("tool") != "state" or not isinstance(req, dict) or req.get("key") != key:
+                continue
+            if not entry.get("replayable", True):
+                self._off("state", {"key": key}, self._step_name(), "its recorded value was "
+                          "truncated (over the per-call share)")  # fmt: skip
+            res = entry.get("res")
+            if isinstance(res, dict) and "value" in res:
+                return {"ok": {"value": res["value"]}}
+            break
+        return {"ok": {"value": msg.get("default")}}
 
     def _tool(self, msg: dict[str, Any]) -> dict[str, Any]:
         if self.current is None:
