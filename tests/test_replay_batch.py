@@ -227,3 +227,26 @@ def test_runs_in_one_guest_share_no_globals_and_each_reads_its_own_clock(
         assert out["after"] == after.isoformat()
         # And its random generator was seeded from its own run id
         assert out["r"] == random.Random(seed_of(rec.run_id)).random()
+
+
+def test_a_run_that_exhausts_its_memory_fails_alone_and_the_batch_goes_on_in_a_fresh_guest(
+    backend: Counting,
+) -> None:
+    # Given a version that allocates far over the guest's memory limit on one recording
+    greedy = SOURCE.replace(
+        '    data = ctx.event["data"]\n',
+        '    data = ctx.event["data"]\n'
+        '    if data["k"] == "b":\n'
+        "        SEEN.append([0] * 10**9)\n",
+    )
+    manifest, _ = read_manifest(greedy)
+    recs = [r for r in recordings() if r.run_id in ("run-1", "run-2", "run-7")]
+    # When the three recordings are replayed as one batch
+    batch = replay_many(backend, greedy, manifest, recs, TIMEOUT * 4, 1 << 20)
+    batch_guests = backend.acquired
+    # Then the greedy run failed with the error it gets in a fresh guest, the others completed
+    alone = [replay_one(backend, greedy, manifest, r, TIMEOUT * 4, 1 << 20) for r in recs]
+    assert [r.model_dump() for r in batch] == [r.model_dump() for r in alone]
+    assert [r.status for r in batch] == ["completed", "failed", "completed"]
+    # And the run after it was served by a fresh guest
+    assert batch_guests == 2
