@@ -250,3 +250,28 @@ def test_a_run_that_exhausts_its_memory_fails_alone_and_the_batch_goes_on_in_a_f
     assert [r.status for r in batch] == ["completed", "failed", "completed"]
     # And the run after it was served by a fresh guest
     assert batch_guests == 2
+
+
+def test_a_shared_function_marked_by_one_run_is_pristine_for_the_next_in_the_guest(
+    backend: Counting,
+) -> None:
+    # Given a version whose run on one recording marks a stdlib function as a skill (the
+    # decorator writes an attribute on whatever it decorates)
+    marking = SOURCE.replace("from loopwright.sdk import skill", "import statistics\n"
+        "from loopwright.sdk import skill, spec_of").replace(
+        '    data = ctx.event["data"]\n',
+        '    data = ctx.event["data"]\n'
+        '    was = spec_of(statistics.mean) is not None\n'
+        '    if data["k"] == "a":\n'
+        '        skill(name="hijacked")(statistics.mean)\n'
+    ).replace('"seen": len(SEEN),', '"seen": len(SEEN), "was": was,')  # fmt: skip
+    manifest, _ = read_manifest(marking)
+    recs = [r for r in recordings() if r.run_id in ("run-1", "run-2")]
+    # When the marking run and another are replayed in one guest
+    batch = replay_many(backend, marking, manifest, recs, TIMEOUT, 1 << 20)
+    assert backend.acquired == 1
+    # Then the second run saw the function unmarked, as in a fresh guest
+    assert [r.status for r in batch] == ["completed", "completed"], [r.error for r in batch]
+    assert [(r.output or {}).get("was") for r in batch] == [False, False]
+    alone = [replay_one(backend, marking, manifest, r, TIMEOUT, 1 << 20) for r in recs]
+    assert [r.model_dump() for r in batch] == [r.model_dump() for r in alone]

@@ -13,12 +13,14 @@ same policy and the same process limits.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import json
 import os
 import sys
 import time
 import traceback
+import types
 from collections.abc import Callable
 from typing import IO, Any, NoReturn
 
@@ -33,6 +35,7 @@ from loopwright.sandbox.protocol import decode, encode
 from loopwright.sdk import NonRetriableError, StepFailedError, spec_of
 from loopwright.sdk.errors import InfrastructureError
 from loopwright.sdk.retry import RETRIED, Failure
+from loopwright.sdk.skill import SKILL_ATTR
 from loopwright.sdk.state import encode_value
 from loopwright.sdk.steps import StepKind
 
@@ -340,11 +343,67 @@ class _Skill:
         return self._compiled
 
 
-def run_one(ch: Channel, skill: _Skill, start: dict[str, Any]) -> dict[str, Any] | None:
+class _Marks:
+    """The one write a skill can make to an object it shares with later runs of its guest:
+    ``@skill(...)`` marks whatever function it decorates (a stdlib function too). In a batch
+    the guest's SDK records every mark and :meth:`undo` removes them after each run, so the
+    next run sees every shared function as a fresh guest has it."""
+
+    def __init__(self) -> None:
+        self._done: list[tuple[Any, Any]] = []
+
+    def sdk(self) -> types.ModuleType:
+        """``loopwright.sdk`` with a ``skill`` that records what it marks."""
+        from loopwright import sdk
+
+        real = sdk.skill
+        done = self._done
+
+        @functools.wraps(real)
+        def skill(*args: Any, **kwargs: Any) -> Callable[[Any], Any]:
+            decorate = real(*args, **kwargs)  # its own errors, as a fresh guest gives them
+
+            @functools.wraps(decorate)
+            def mark(fn: Any) -> Any:
+                held = getattr(fn, "__dict__", None)
+                done.append((fn, held.get(SKILL_ATTR, _NONE) if isinstance(held, dict) else _NONE))
+                return decorate(fn)
+
+            return mark
+
+        proxy = types.ModuleType(sdk.__name__, sdk.__doc__)
+        names = list(sdk.__all__)
+        for name in names:
+            setattr(proxy, name, getattr(sdk, name))
+        proxy.skill = skill  # type: ignore[attr-defined]
+        proxy.__all__ = names  # type: ignore[attr-defined]
+        return proxy
+
+    def undo(self) -> None:
+        """Give every function marked since the last undo its attribute back."""
+        while self._done:
+            fn, before = self._done.pop()
+            held = getattr(fn, "__dict__", None)
+            if not isinstance(held, dict):
+                continue
+            if before is _NONE:
+                held.pop(SKILL_ATTR, None)
+            else:
+                held[SKILL_ATTR] = before
+
+
+_NONE = object()
+
+
+def run_one(
+    ch: Channel, skill: _Skill, start: dict[str, Any], sdk: types.ModuleType | None = None
+) -> dict[str, Any] | None:
     """One run from scratch: fresh globals (imports, the pinned clock and random, the print
     buffer), a fresh exec of the compiled code, a fresh context. Its ``end`` message, or None
-    when the host stopped it."""
-    from loopwright import sdk
+    when the host stopped it. ``sdk``: the SDK module the skill imports (a batch's records
+    its marks: :class:`_Marks`)."""
+    if sdk is None:
+        from loopwright import sdk
 
     try:
         code = skill.code()
@@ -413,15 +472,18 @@ def serve(ch: Channel) -> int:
         if end is not None:
             ch.send(end)
         return 0
+    marks = _Marks()
+    sdk = marks.sdk()
     with contextlib.suppress(Exception):
         skill.code()  # compiled before the baseline; a refusal is given to every run
     gc.collect()
     gc.freeze()  # the guest's own objects: each run's collection walks only the run's
     first = _usage()
     while True:
-        end = run_one(ch, skill, start)
+        end = run_one(ch, skill, start, sdk)
         if end is None:
             return 0
+        marks.undo()
         gc.collect()  # the run's globals are a cycle (functions <-> namespace): free them now
         now = _usage()
         reuse = end.get("reuse", True) and first is not None and now is not None
