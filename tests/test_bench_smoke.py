@@ -61,6 +61,7 @@ def test_replay_bench_quick_profile_reports_every_measurement(tmp_path: Path) ->
     assert results["run_recorded"]["median"] > 0 and results["run_unrecorded"]["median"] > 0
     assert results["recorder"]["us_per_call"] > 0
     assert results["replay"]["per_run"]["median"] > 0
+    assert results["replay"]["batched"]["median"] > 0
 
 
 def test_rollups_bench_quick_profile_reports_every_measurement(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from loopwright.runner.lineage import (
     post_limit_notice,
 )
 from loopwright.runner.ports import EventBacklogFullError
-from loopwright.runner.recording import CallRecorder
+from loopwright.runner.recording import CallRecorder, state_read
 from loopwright.runner.records import StepRecord, now_ms
 from loopwright.runner.redaction import Redactor
 from loopwright.runner.signals import RunTimeoutError, Suspend
@@ -133,6 +133,9 @@ class Execution:
                 seq,
                 st.state_value_max_bytes,
                 st.state_max_keys,
+                on_read=lambda key, text: self.recorder.add(
+                    seq, "state", {"key": key}, at=now_ms(), elapsed_ms=0.0, res=state_read(text)
+                ),
             )
         return self._state
 

@@ -16,6 +16,11 @@ Entry format (version 1)::
      "res": <answer>, "error": null | "text", "retriable": bool, "status": 200 | null,
      "elapsed_ms": 12.5, "replayable": true}
 
+A ``state`` entry is a ``ctx.state`` read: the first read of a key from the store in a step
+attempt, ``"req": {"key": k}``, ``"res": {"value": v}`` (``null`` when the key was not set),
+``elapsed_ms`` 0 (:func:`state_read`). Recordings from before it have none: their replays
+read an empty store, as they always did.
+
 An ``llm`` entry also carries what the call cost, ``"usage": {"tokens_in": n, "tokens_out":
 n, "cost_micros": n}`` (micro-dollars, priced as the run's counters are), read with
 :func:`call_usage`; entries recorded before it was added have none and read as zero.
@@ -51,6 +56,7 @@ MATCH_FIELDS: dict[str, tuple[str, ...]] = {
     "notify": ("message", "level", "channel"),
     "send_event": ("event", "data"),
     "invoke": ("skill", "data"),
+    "state": ("key",),
 }
 SIDE_EFFECTS = frozenset({"notify", "send_event", "invoke"})
 
@@ -58,6 +64,11 @@ SIDE_EFFECTS = frozenset({"notify", "send_event", "invoke"})
 def is_side_effect(tool: str, req: dict[str, Any]) -> bool:
     """A call that changes the world: replay captures it and never performs it."""
     return tool in SIDE_EFFECTS or (tool == "http" and req.get("method") != "GET")
+
+
+def state_read(text: str | None) -> dict[str, Any] | None:
+    """The ``res`` of a recorded ``ctx.state`` read: ``{"value": v}``, None when unset."""
+    return None if text is None else {"value": json.loads(text)}
 
 
 def canonical(value: Any) -> str:

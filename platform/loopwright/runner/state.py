@@ -135,6 +135,9 @@ class StateBuffer:
     max_keys: int
     read: dict[str, tuple[str | None, int]] = field(default_factory=dict)  # key -> (json, ver)
     written: dict[str, str] = field(default_factory=dict)  # key -> json, '' for a delete
+    # called with (key, stored json or None) when a key is first read from the store: the
+    # run's recording keeps what it read (``runner/recording.py``), so a replay reads it too
+    on_read: Callable[[str, str | None], None] | None = None
 
     def _room(self, key: str) -> None:
         """Bound what one attempt holds on the host (a guest may send any number of requests):
@@ -158,6 +161,8 @@ class StateBuffer:
             value, meta = self.redis.hmget(self.key, [f"v:{key}", f"m:{key}"])
             version = int(str(meta).split(" ", 1)[0]) if meta else 0
             self.read[key] = (value if meta else None, version)  # type: ignore[assignment]
+            if self.on_read is not None:
+                self.on_read(key, self.read[key][0])
         return self.read[key]
 
     def get(self, key: object, default: Any = None) -> Any:

@@ -4,16 +4,23 @@ Started as ``python -I -m loopwright.sandbox.guest`` (by the process backend ins
 bubblewrap, or in a container). It loads nothing but this module, the policy and the SDK, says
 ``ready``, waits for ``start``, compiles the skill with the restricted policy and calls it with
 a ``GuestContext`` whose every ``ctx.step.*``/``ctx.tools.*`` call is a request to the host.
-A guest runs one run and exits, so nothing leaks from one run to the next.
+A guest runs one run and exits, so nothing leaks from one run to the next; the one exception
+is a replay batch (:func:`serve`): recordings of one skill source replayed for one review run
+in turn in one guest, each from fresh globals, a fresh exec and a fresh context, under the
+same policy and the same process limits.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import gc
 import json
 import os
 import sys
 import time
 import traceback
+import types
 from collections.abc import Callable
 from typing import IO, Any, NoReturn
 
@@ -29,6 +36,7 @@ from loopwright.sandbox.protocol import decode, encode
 from loopwright.sdk import NonRetriableError, StepFailedError, spec_of
 from loopwright.sdk.errors import InfrastructureError
 from loopwright.sdk.retry import RETRIED, Failure
+from loopwright.sdk.skill import SKILL_ATTR
 from loopwright.sdk.state import encode_value
 from loopwright.sdk.steps import StepKind
 
@@ -301,58 +309,205 @@ def _find_skill(namespace: dict[str, object]) -> Callable[..., Any]:
     return found[0]
 
 
-def serve(ch: Channel) -> int:
-    """Say ready, run the one run the host starts, report the end."""
-    from loopwright import sdk
+# A batch guest serves another run only while that run gets what a fresh guest would give it:
+# CPU seconds within the rlimit's granularity, memory within a few pages of the first run's.
+BATCH_CPU_SLACK = 0.5  # seconds of CPU the guest may have used since its first run started
+BATCH_MEMORY_SLACK = 8 * 1024 * 1024  # bytes its size may have grown since then
 
-    ch.send({"op": "ready", "pid": os.getpid()})
-    start = ch.recv()
+
+def _usage() -> tuple[float, int, int] | None:
+    """CPU seconds used by this process, its address-space size and resident size in bytes
+    (None when ``/proc`` cannot tell: the guest then serves no further run)."""
     try:
-        compiled = compile_skill(str(start["source"]), "<skill>")
+        with open("/proc/self/statm", "rb") as f:
+            size, resident = (int(v) for v in f.read().split()[:2])
+    except (OSError, ValueError):
+        return None
+    page = os.sysconf("SC_PAGE_SIZE")
+    return time.process_time(), size * page, resident * page
+
+
+class _Skill:
+    """The batch's source, compiled once; its policy refusal kept to give every run."""
+
+    def __init__(self, source: Any) -> None:
+        self.source = source  # None: the start had none (a KeyError for the run, as ever)
+        self._compiled: Any = None
+        self._refused: PolicyViolation | None = None
+
+    def code(self) -> Any:
+        if self._refused is not None:
+            raise self._refused
+        if self._compiled is None:
+            if self.source is None:
+                raise KeyError("source")
+            try:
+                self._compiled = compile_skill(str(self.source), "<skill>").code
+            except PolicyViolation as exc:
+                self._refused = exc
+                raise
+        return self._compiled
+
+
+class _Marks:
+    """The one write a skill can make to an object it shares with later runs of its guest:
+    ``@skill(...)`` marks whatever function it decorates (a stdlib function too). In a batch
+    the guest's SDK records every mark and :meth:`undo` removes them after each run, so the
+    next run sees every shared function as a fresh guest has it."""
+
+    def __init__(self) -> None:
+        self._done: list[tuple[Any, Any]] = []
+
+    def sdk(self) -> types.ModuleType:
+        """``loopwright.sdk`` with a ``skill`` that records what it marks."""
+        from loopwright import sdk
+
+        real = sdk.skill
+        done = self._done
+
+        @functools.wraps(real)
+        def skill(*args: Any, **kwargs: Any) -> Callable[[Any], Any]:
+            decorate = real(*args, **kwargs)  # its own errors, as a fresh guest gives them
+
+            @functools.wraps(decorate)
+            def mark(fn: Any) -> Any:
+                held = getattr(fn, "__dict__", None)
+                done.append((fn, held.get(SKILL_ATTR, _NONE) if isinstance(held, dict) else _NONE))
+                return decorate(fn)
+
+            return mark
+
+        proxy = types.ModuleType(sdk.__name__, sdk.__doc__)
+        names = list(sdk.__all__)
+        for name in names:
+            setattr(proxy, name, getattr(sdk, name))
+        proxy.skill = skill  # type: ignore[attr-defined]
+        proxy.__all__ = names  # type: ignore[attr-defined]
+        return proxy
+
+    def undo(self) -> None:
+        """Give every function marked since the last undo its attribute back."""
+        while self._done:
+            fn, before = self._done.pop()
+            held = getattr(fn, "__dict__", None)
+            if not isinstance(held, dict):
+                continue
+            if before is _NONE:
+                held.pop(SKILL_ATTR, None)
+            else:
+                held[SKILL_ATTR] = before
+
+
+_NONE = object()
+
+
+def run_one(
+    ch: Channel, skill: _Skill, start: dict[str, Any], sdk: types.ModuleType | None = None
+) -> dict[str, Any] | None:
+    """One run from scratch: fresh globals (imports, the pinned clock and random, the print
+    buffer), a fresh exec of the compiled code, a fresh context. Its ``end`` message, or None
+    when the host stopped it. ``sdk``: the SDK module the skill imports (a batch's records
+    its marks: :class:`_Marks`)."""
+    if sdk is None:
+        from loopwright import sdk
+
+    try:
+        code = skill.code()
         pins = Pins.from_start(start)  # a replay: datetime and random pinned (sandbox/pins.py)
         ch.clock = pins.clock if pins is not None else None
         namespace = make_globals("skill", sdk_module=sdk, pins=pins)
-        exec(compiled.code, namespace)
+        exec(code, namespace)
         fn = _find_skill(namespace)
         value = fn(GuestContext(ch, start))
         try:
             text = json.dumps(value, separators=(",", ":"), allow_nan=False)
         except (TypeError, ValueError) as exc:
-            ch.send({"op": "end", "error": f"the skill's return value is not JSON ({exc})"})
-            return 0
+            return {"op": "end", "error": f"the skill's return value is not JSON ({exc})"}
         cap = int(start.get("max_output_bytes") or 1024 * 1024)
         if len(text) > cap:
-            ch.send(
-                {
-                    "op": "end",
-                    "error": f"the skill's return value is {len(text)} bytes, "
-                    f"over the {cap}-byte cap",
-                }
-            )
-            return 0
-        ch.send({"op": "end", "output_json": text})
+            return {
+                "op": "end",
+                "error": f"the skill's return value is {len(text)} bytes, over the {cap}-byte cap",
+            }
+        return {"op": "end", "output_json": text}
     except _Stop:
-        return 0
+        return None
     except PolicyViolation as exc:
         first = exc.findings[0]
-        ch.send(
-            {
-                "op": "end",
-                "error": f"policy: line {first.line}: {first.message}",
-                "findings": [f.to_dict() for f in exc.findings],
-            }
-        )
+        return {
+            "op": "end",
+            "error": f"policy: line {first.line}: {first.message}",
+            "findings": [f.to_dict() for f in exc.findings],
+        }
     except GuardViolation as exc:
-        ch.send({"op": "end", "error": f"sandbox guard refused: {exc}"})
+        return {"op": "end", "error": f"sandbox guard refused: {exc}"}
     except StepFailedError as exc:
-        ch.send({"op": "end", "error": str(exc)})
+        return {"op": "end", "error": str(exc)}
     except MemoryError:
-        ch.send({"op": "end", "error": "MemoryError: the skill ran out of its memory limit"})
+        return {
+            "op": "end",
+            "error": "MemoryError: the skill ran out of its memory limit",
+            "reuse": False,
+        }
     except RecursionError:
-        ch.send({"op": "end", "error": "RecursionError: maximum recursion depth exceeded"})
+        return {"op": "end", "error": "RecursionError: maximum recursion depth exceeded"}
     except BaseException as exc:  # the skill's own failure, reported to the author
-        ch.send({"op": "end", "error": _describe(exc)})
-    return 0
+        return {"op": "end", "error": _describe(exc)}
+    finally:
+        ch.clock = None
+
+
+def serve(ch: Channel) -> int:
+    """Say ready, run the run the host starts, report the end.
+
+    A ``start`` with ``"batch": true`` (the sidecar's replays: recordings of one source, for
+    one review) keeps the guest after the run's ``end``: the host may send ``{"op": "next",
+    ...}`` with the next run's fields (``run_id``, ``event``, ``params``,
+    ``max_output_bytes``, ``pin``; the source is the batch's, compiled once) and the next run
+    starts from scratch (:func:`run_one`). Each ``end`` of a batch says ``reuse``: whether
+    this guest can give another run the limits a fresh guest would (its CPU time and size
+    since its first run within ``BATCH_CPU_SLACK`` and ``BATCH_MEMORY_SLACK``, and no
+    ``MemoryError``); the host starts a fresh guest when it cannot. Any other message, or the
+    channel closing, ends the guest.
+    """
+    ch.send({"op": "ready", "pid": os.getpid()})
+    start = ch.recv()
+    skill = _Skill(start.get("source"))
+    if not start.get("batch"):
+        end = run_one(ch, skill, start)
+        if end is not None:
+            ch.send(end)
+        return 0
+    marks = _Marks()
+    sdk = marks.sdk()
+    with contextlib.suppress(Exception):
+        skill.code()  # compiled before the baseline; a refusal is given to every run
+    gc.collect()
+    gc.freeze()  # the guest's own objects: each run's collection walks only the run's
+    first = _usage()
+    while True:
+        end = run_one(ch, skill, start, sdk)
+        if end is None:
+            return 0
+        marks.undo()
+        gc.collect()  # the run's globals are a cycle (functions <-> namespace): free them now
+        now = _usage()
+        reuse = end.get("reuse", True) and first is not None and now is not None
+        if first is not None and now is not None:
+            reuse = (
+                reuse
+                and now[0] - first[0] <= BATCH_CPU_SLACK
+                and now[1] - first[1] <= BATCH_MEMORY_SLACK
+                and now[2] - first[2] <= BATCH_MEMORY_SLACK
+            )
+        ch.send({**end, "reuse": bool(reuse)})
+        try:
+            nxt = ch.recv()
+        except _Stop:  # the host closed the channel: the batch is over
+            return 0
+        if nxt.get("op") != "next" or not reuse:
+            return 0
+        start = nxt
 
 
 def main() -> int:

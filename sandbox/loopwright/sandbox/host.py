@@ -61,16 +61,27 @@ def wait_ready(guest: Guest, timeout: float) -> int:
 
 
 def run_session(
-    guest: Guest, start: dict[str, Any], handler: Handler, deadline: float | None
+    guest: Guest,
+    start: dict[str, Any],
+    handler: Handler,
+    deadline: float | None,
+    *,
+    op: str = "start",
+    keep: bool = False,
 ) -> dict[str, Any]:
     """Drive one run in ``guest``; returns its ``end`` message.
 
     Whatever the handler raises (the run parks, is fenced out, times out) ends the session:
     the guest is told to stop and killed, and the exception propagates to the runner. The
-    guest is always killed before this returns, so it can never outlive its run.
+    guest is always killed before this returns, so it can never outlive its run; except with
+    ``keep`` (a replay batch, ``guest.py``'s ``serve``), where a guest that ended its run
+    cleanly is left running for the caller to send it the batch's ``next`` run (``op``) or to
+    kill it. A run that fails as a process (timeout, crash, broken protocol, a host error)
+    kills its guest in every mode.
     """
+    ended = False
     try:
-        _send(guest, encode({"op": "start", **start}), deadline)
+        _send(guest, encode({"op": op, **start}), deadline)
         while True:
             try:
                 line = guest.read_line(deadline)
@@ -85,6 +96,7 @@ def run_session(
             except ProtocolError as exc:
                 raise SandboxError(f"the guest broke the protocol: {exc}") from None
             if msg.get("op") == "end":
+                ended = True
                 return msg
             try:
                 reply = handler(msg)
@@ -107,7 +119,8 @@ def run_session(
     except (BrokenPipeError, ConnectionError):
         raise SandboxError(f"the guest died: {guest.describe_exit()}") from None
     finally:
-        guest.kill()
+        if not (keep and ended):
+            guest.kill()
 
 
 def _send(guest: Guest, data: bytes, deadline: float | None) -> None:

@@ -7,6 +7,10 @@ the guest is a request ``{"id": n, "op": ...}`` that the host answers with exact
 ``{"id": n, "stop": reason}`` (the guest must end: the host parks or fails the run and kills
 it). The guest ends with ``{"op": "end", "output": ...}`` or ``{"op": "end", "error": ...}``.
 
+A replay batch (the sidecar's replays of one source) sends ``start`` with ``"batch": true``:
+each ``end`` then carries ``reuse`` and the guest waits for ``{"op": "next", ...}`` (the next
+run's fields, the batch's source) or for the channel to close (``guest.py``'s ``serve``).
+
 Operations (guest -> host): ``step.begin``, ``step.done``, ``step.fail``, ``step.sleep``,
 ``step.other`` (invoke/send_event/wait_for_event/llm), ``tool``, ``log``, ``end``.
 """

@@ -21,7 +21,13 @@ from loopwright.errors import InfrastructureError
 from loopwright.runner.netguard import host_allowed
 from loopwright.runner.tools import SECRET_REF
 from loopwright.sandbox.backend import SandboxBackend
-from loopwright.sandbox.host import GuestTimeoutError, RequestHandler, SandboxError, run_session
+from loopwright.sandbox.host import (
+    Guest,
+    GuestTimeoutError,
+    RequestHandler,
+    SandboxError,
+    run_session,
+)
 from loopwright.sdk.capabilities import (
     STEP_DIRECTION,
     allowed_events,
@@ -314,20 +320,47 @@ def _guest_run(
     with guest_slots(quotas.max_guests).slot(quotas.guest_wait):
         try:
             guest = backend.acquire()
-            end = run_session(guest, start, host.handle, time.monotonic() + timeout)
-            if "error" in end:
-                return None, str(end["error"])[:4000]
-            text = end.get("output_json")
-            if not isinstance(text, str) or len(text.encode("utf-8")) > host.max_output:
-                return None, "the skill's return value is missing or too large"
-            host.budget.take(len(text.encode("utf-8", "surrogatepass")))
-            return json.loads(text), None
-        except QuotaExceeded as exc:
-            return None, f"quota: {exc}"
-        except GuestTimeoutError:
-            return None, f"the case did not finish within {timeout:g}s (infinite loop? slow step?)"
         except SandboxError as exc:
             return None, f"sandbox: {exc}"
+        output, error, _ = guest_session(guest, start, host, timeout)
+        return output, error
+
+
+def guest_session(
+    guest: Guest,
+    fields: dict[str, Any],
+    host: CaseHost,
+    timeout: float,
+    *,
+    op: str = "start",
+    keep: bool = False,
+) -> tuple[Any, str | None, dict[str, Any] | None]:
+    """One run in ``guest`` (``op``: ``start``, or ``next`` in a batch) within ``timeout`` and
+    the case's budget: (output, error, its ``end`` message). The end is None when the run
+    failed as a process (timeout, crash, quota): the guest is dead then. With ``keep`` a
+    guest that ended its run is left running (``run_session``); the caller kills it."""
+    try:
+        end = run_session(guest, fields, host.handle, time.monotonic() + timeout, op=op, keep=keep)
+    except QuotaExceeded as exc:
+        return None, f"quota: {exc}", None
+    except GuestTimeoutError:
+        return (
+            None,
+            f"the case did not finish within {timeout:g}s (infinite loop? slow step?)",
+            None,
+        )
+    except SandboxError as exc:
+        return None, f"sandbox: {exc}", None
+    if "error" in end:
+        return None, str(end["error"])[:4000], end
+    text = end.get("output_json")
+    if not isinstance(text, str) or len(text.encode("utf-8")) > host.max_output:
+        return None, "the skill's return value is missing or too large", end
+    try:
+        host.budget.take(len(text.encode("utf-8", "surrogatepass")))
+    except QuotaExceeded as exc:
+        return None, f"quota: {exc}", end
+    return json.loads(text), None, end
 
 
 def run_case(

@@ -13,7 +13,9 @@ The guest is the one test cases use (``harness.py``); the host is :class:`Replay
 * a call the recording cannot answer is *off-script*: it fails (non-retriably) in the guest and
   the result lists it, with its step;
 * sleeps are skipped and ``wait_for_event`` answers with what the recorded step received; the
-  duration is virtual: the recorded ``elapsed_ms`` of the answered calls, never wall time.
+  duration is virtual: the recorded ``elapsed_ms`` of the answered calls, never wall time;
+* ``ctx.state`` reads answer with what the run read (its ``state`` entries), the replay's own
+  writes first; recordings without them read an empty store.
 
 Same version + same recording -> same result: nothing here reads a clock or a random source,
 and the guest's own are pinned (``sandbox/pins.py``): ``datetime.now()`` reads a virtual
@@ -25,6 +27,7 @@ id.
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -41,14 +44,27 @@ from loopwright.runner.recording import (
 from loopwright.runner.redaction import NO_SECRETS, Redactor
 from loopwright.runner.runtime import Runtime
 from loopwright.sandbox.backend import SandboxBackend
+from loopwright.sandbox.host import Guest, SandboxError
 from loopwright.sandbox.pins import seed_of
 from loopwright.sdk.errors import NonRetriableError, StepFailedError
 from loopwright.sdk.manifest import Manifest
 from loopwright.sdk.steps import StepKind, host_kind
 from loopwright.settings import Settings
 from loopwright.sidecar.cases import TestCase
-from loopwright.sidecar.harness import MAX_PARALLEL, CaseHost, MockToolError, _guest_run
-from loopwright.sidecar.quotas import CaseBudget, Quotas, SubmissionBudget, quotas_of
+from loopwright.sidecar.harness import (
+    MAX_PARALLEL,
+    CaseHost,
+    MockToolError,
+    _guest_run,
+    guest_session,
+)
+from loopwright.sidecar.quotas import (
+    CaseBudget,
+    Quotas,
+    SubmissionBudget,
+    guest_slots,
+    quotas_of,
+)
 from loopwright.sidecar.verdict import ReplayReport
 
 OFF_SCRIPT = "off-script"
@@ -121,6 +137,7 @@ class ReplayHost(CaseHost):
         self.answered = 0
         self.call_ms: list[float] = []
         self.virtual_ms = 0.0
+        self._state_written: set[str] = set()
 
     def handle(self, msg: dict[str, Any]) -> dict[str, Any]:
         """Every reply carries the virtual clock (``sandbox/pins.py``)."""
@@ -172,8 +189,30 @@ class ReplayHost(CaseHost):
         self.off_script.append({"tool": tool, "step": step, "call": call, "why": why})
         raise NonRetriableError(f"{OFF_SCRIPT}: {call}: {why}")
 
-    # ctx.state (issue 15) will read through the host: answer its reads here from the
-    # recording (``recording.calls`` entries with tool "state"), like the other tools.
+    def _state(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """``ctx.state``: this replay's own writes first (a scratch store, as in test cases),
+        else what the recorded run read of the key (its first recorded read: the value the
+        key had when the run first read it), else unset. A recording from before state reads
+        were recorded has none: its replay reads an empty store, as it always did."""
+        action, key = msg.get("action"), msg.get("key")
+        if action in ("set", "delete"):
+            reply = super()._state(msg)
+            self._state_written.add(str(key))
+            return reply
+        if action != "get" or str(key) in self._state_written:
+            return super()._state(msg)
+        for entry in self.recording.calls:
+            req = entry.get("req")
+            if entry.get("tool") != "state" or not isinstance(req, dict) or req.get("key") != key:
+                continue
+            if not entry.get("replayable", True):
+                self._off("state", {"key": key}, self._step_name(), "its recorded value was "
+                          "truncated (over the per-call share)")  # fmt: skip
+            res = entry.get("res")
+            if isinstance(res, dict) and "value" in res:
+                return {"ok": {"value": res["value"]}}
+            break
+        return {"ok": {"value": msg.get("default")}}
 
     def _tool(self, msg: dict[str, Any]) -> dict[str, Any]:
         if self.current is None:
@@ -296,6 +335,43 @@ class ReplayHost(CaseHost):
         return None
 
 
+def _run_fields(
+    recording: Recording, manifest: Manifest, host: ReplayHost, max_output_bytes: int
+) -> dict[str, Any]:
+    """What the guest needs to run the skill on ``recording`` (its ``start`` without source)."""
+    params = {k: p.default for k, p in manifest.params.items()} | dict(recording.params)
+    return {
+        "run_id": recording.run_id,
+        "event": recording.event,
+        "params": params,
+        "max_output_bytes": max_output_bytes,
+        "pin": {"clock_ms": host.clock_ms, "seed": seed_of(recording.run_id)},
+    }
+
+
+def _result(
+    recording: Recording,
+    host: ReplayHost,
+    output: Any,
+    error: str | None,
+    redactor: Redactor,
+) -> ReplayResult:
+    if host.budget.exceeded is not None and error is None:
+        error = f"quota: {host.budget.exceeded}"
+    return ReplayResult(
+        run_id=recording.run_id,
+        status="failed" if error is not None else "completed",
+        output=None if error is not None else redactor.value(output),
+        error=redactor.text(error) if error is not None else None,
+        side_effects=host.side_effects,
+        off_script=host.off_script,
+        answered=host.answered,
+        duration_ms=round(host.virtual_ms, 3),
+        call_ms=host.call_ms,
+        steps=[str(s["name"]) for s in host.steps],
+    )
+
+
 def replay_one(
     backend: SandboxBackend,
     source: str,
@@ -313,30 +389,58 @@ def replay_one(
     quotas = quotas or Quotas()
     budget = CaseBudget(quotas.case_max_bytes, submission)
     host = ReplayHost(recording, manifest, max_output_bytes, budget, redactor)
-    params = {k: p.default for k, p in manifest.params.items()} | dict(recording.params)
-    start = {
-        "source": source,
-        "run_id": recording.run_id,
-        "event": recording.event,
-        "params": params,
-        "max_output_bytes": max_output_bytes,
-        "pin": {"clock_ms": host.clock_ms, "seed": seed_of(recording.run_id)},
-    }
+    start = {"source": source, **_run_fields(recording, manifest, host, max_output_bytes)}
     output, error = _guest_run(backend, start, host, timeout, quotas)
-    if host.budget.exceeded is not None and error is None:
-        error = f"quota: {host.budget.exceeded}"
-    return ReplayResult(
-        run_id=recording.run_id,
-        status="failed" if error is not None else "completed",
-        output=None if error is not None else redactor.value(output),
-        error=redactor.text(error) if error is not None else None,
-        side_effects=host.side_effects,
-        off_script=host.off_script,
-        answered=host.answered,
-        duration_ms=round(host.virtual_ms, 3),
-        call_ms=host.call_ms,
-        steps=[str(s["name"]) for s in host.steps],
-    )
+    return _result(recording, host, output, error, redactor)
+
+
+RUNS_PER_GUEST = 16  # a batch takes another guest (up to MAX_PARALLEL) per this many runs
+
+
+def _replay_batch(
+    backend: SandboxBackend,
+    source: str,
+    manifest: Manifest,
+    recordings: list[Recording],
+    todo: deque[int],
+    results: list[ReplayResult | None],
+    timeout: float,
+    max_output_bytes: int,
+    quotas: Quotas,
+    submission: SubmissionBudget,
+    redactor: Redactor,
+) -> None:
+    """Replay recordings taken from ``todo`` in turn, in one guest slot: one warm guest
+    serves run after run (``op: next``) until it says it cannot (``reuse``) or a run fails
+    as a process (timeout, crash, quota: that guest is dead), then a fresh one goes on."""
+    guest: Guest | None = None
+    with guest_slots(quotas.max_guests).slot(quotas.guest_wait):
+        try:
+            while True:
+                try:
+                    i = todo.popleft()
+                except IndexError:
+                    return
+                rec = recordings[i]
+                budget = CaseBudget(quotas.case_max_bytes, submission)
+                host = ReplayHost(rec, manifest, max_output_bytes, budget, redactor)
+                fields = _run_fields(rec, manifest, host, max_output_bytes)
+                op = "next"
+                if guest is None:
+                    try:
+                        guest = backend.acquire()
+                    except SandboxError as exc:
+                        results[i] = _result(rec, host, None, f"sandbox: {exc}", redactor)
+                        continue
+                    op, fields = "start", {"source": source, "batch": True, **fields}
+                output, error, end = guest_session(guest, fields, host, timeout, op=op, keep=True)
+                results[i] = _result(rec, host, output, error, redactor)
+                if end is None or not end.get("reuse"):
+                    guest.kill()
+                    guest = None
+        finally:
+            if guest is not None:
+                guest.kill()
 
 
 def replay_many(
@@ -349,19 +453,38 @@ def replay_many(
     quotas: Quotas | None = None,
     redactor: Redactor = NO_SECRETS,
 ) -> list[ReplayResult]:
-    """Every recording, a few at a time (one warm guest each: a guest serves one run and
-    exits, by design), results in the order given."""
+    """Every recording, results in the order given, each the :class:`ReplayResult` a replay
+    in a fresh guest (:func:`replay_one`) gives.
+
+    The recordings are replayed in batches: a warm guest loads and compiles ``source`` once,
+    then runs the recordings one after another (``guest.py``'s ``serve``), each from scratch
+    (fresh module globals and exec, its own pinned clock and random, a fresh context; each
+    answered from its own :class:`ReplayHost`), so one run cannot see another's state. The
+    runs sharing a process all replay one skill source for one review: sharing it between
+    them is accepted; nothing of another skill or another caller ever runs in it. The policy
+    and the guest's limits are those of any guest; a guest serves another run only while
+    that run gets the CPU time and memory a fresh guest would give it (``guest.py``:
+    ``BATCH_CPU_SLACK``, ``BATCH_MEMORY_SLACK``), and a run that times out, crashes or
+    exceeds a quota fails alone, with the error it gets in a fresh guest: its guest is
+    killed and the batch goes on in a fresh one. Up to ``MAX_PARALLEL`` guests at a time
+    (one per ``RUNS_PER_GUEST`` recordings), each in a guest slot."""
     quotas = quotas or Quotas()
     budget = SubmissionBudget(quotas.submission_max_bytes)
     if not recordings:
         return []
-    args = (backend, source, manifest)
-    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(recordings))) as pool:
+    todo = deque(range(len(recordings)))
+    results: list[ReplayResult | None] = [None] * len(recordings)
+    guests = max(1, min(MAX_PARALLEL, -(-len(recordings) // RUNS_PER_GUEST)))
+    args = (backend, source, manifest, recordings, todo, results, timeout, max_output_bytes)
+    with ThreadPoolExecutor(max_workers=guests) as pool:
         futures = [
-            pool.submit(replay_one, *args, r, timeout, max_output_bytes, quotas, budget, redactor)
-            for r in recordings
+            pool.submit(_replay_batch, *args, quotas, budget, redactor) for _ in range(guests)
         ]
-        return [f.result() for f in futures]
+        for f in futures:
+            f.result()
+    done = [r for r in results if r is not None]
+    assert len(done) == len(recordings), "every recording is replayed"
+    return done
 
 
 def _effect_key(tool: str, req: dict[str, Any]) -> str:
