@@ -110,14 +110,37 @@ def _review(rt: Runtime) -> str:
     failed = [r.id for r in rt.runs.find(skill="field-reader", status="failed", limit=8)]
     done = [r.id for r in rt.runs.find(skill="field-reader", status="completed", limit=3)]
     now = int(time.time() * 1000)
-    window = Metrics(runs=120, successes=84, failures_skill=36, success_rate=0.7)
+    days = [time.strftime("%Y%m%d", time.gmtime(now / 1000 - 86400 * i)) for i in range(6, -1, -1)]
+    rates = [1.0, 1.0, 0.55, 0.6, 0.58, 0.62, 0.6]
+    window = Metrics(
+        runs=120,
+        successes=84,
+        failures_skill=36,
+        success_rate=0.7,
+        wilson_low=0.61,
+        wilson_high=0.78,
+        p50_ms=420.0,
+        p95_ms=1113.0,
+        cost_per_run=0.0,
+        daily_success=[(d, r, 17) for d, r in zip(days, rates, strict=True)],
+    )
     score = SkillScore(
         "field-reader",
         "b" * 24,
         Verdict.UNDERPERFORMING,
         ["success fell from 99.2% to 70.0%"],
         window,
-        Metrics(runs=480, successes=476, failures_skill=4, success_rate=0.992),
+        Metrics(
+            runs=480,
+            successes=476,
+            failures_skill=4,
+            success_rate=0.992,
+            wilson_low=0.98,
+            wilson_high=0.997,
+            p50_ms=410.0,
+            p95_ms=1090.0,
+            cost_per_run=0.0,
+        ),
     )
     diagnosis = Diagnosis(
         "field-reader",
