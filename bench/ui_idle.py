@@ -115,11 +115,15 @@ def _seed(rt: Any) -> dict[str, str]:
     now = int(time.time() * 1000)
     seed_history(rt, demo_profiles(), days=7, end_ms=now)
     failed = rt.runs.find(status="failed", limit=1)[0].id
+    # no worker runs: this run stays queued, and its page holds a live stream
+    queued = rt.runs.create(
+        skill="health-check", version=rt.sources.resolve("health-check"), data={}, trusted=True
+    )
     score = SkillScore("health-check", "v" * 24, Verdict.HEALTHY, [], Metrics(runs=10))
     review = Review("r-idle", now, "7d", now + 1000, [SkillReview(score)])
     review.summarise()
     save_review(rt.redis, rt.keys, review, keep=10)
-    return {"failed": failed}
+    return {"failed": failed, "queued": queued}
 
 
 def measure(quick: bool) -> dict[str, Any]:
@@ -136,6 +140,7 @@ def measure(quick: bool) -> dict[str, Any]:
             "needs attention `/`": "/",
             "runs `/runs`": "/runs",
             "run (finished) `/runs/{id}`": f"/runs/{failed}",
+            "run (queued: live) `/runs/{id}`": f"/runs/{ids['queued']}",
             "why `/runs/{id}/why`": f"/runs/{failed}/why",
             "skills `/skills`": "/skills",
             "skill `/skills/{name}`": "/skills/health-check",
@@ -145,7 +150,7 @@ def measure(quick: bool) -> dict[str, Any]:
             "workers `/workers`": "/workers",
         }
         if quick:
-            pages = dict(list(pages.items())[:3])
+            pages = dict(list(pages.items())[:4])
         port = free_port()
         serve = procs.spawn(cli_argv("serve", "--port", str(port)), child_env(settings), "serve")
         log = next(procs.log_dir.glob("serve-*.log"))

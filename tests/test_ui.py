@@ -164,6 +164,9 @@ def test_sign_in_once_then_watch_a_run_complete_live_and_new_runs_appear(
     page.wait_for_selector("#run-body >> text=sleeping", timeout=30_000)
     page.wait_for_selector("#run-body .status.s-completed", timeout=30_000)
     assert page.locator("#step-3").count() == 1
+    # the end reloads the page once: the actions of a finished run, and no stream left open
+    page.wait_for_selector("button:has-text('Good')")
+    assert page.locator("[sse-connect]").count() == 0
     assert site.foreign == []
 
 

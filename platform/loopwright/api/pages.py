@@ -299,7 +299,12 @@ def router(ctx: ApiContext) -> APIRouter:
     def run_body(request: Request, run_id: str) -> Response:
         if viewer(request) is None:
             return Response(status_code=401)
-        return tpl.TemplateResponse(request, "_run_body.html", run_data(run_id))
+        data = run_data(run_id)
+        # A run that has just ended: reload the page once, so its actions fit the end state
+        # and its stream closes (a finished run's page opens none).
+        done = data["run"].status.terminal and request.headers.get("hx-request") == "true"
+        headers = {"HX-Refresh": "true"} if done else None
+        return tpl.TemplateResponse(request, "_run_body.html", data, headers=headers)
 
     def why_data(run_id: str) -> dict[str, Any]:
         """A failed run's page data, with the last success, the input and the skill diff."""
