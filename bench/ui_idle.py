@@ -224,6 +224,20 @@ def measure(quick: bool) -> dict[str, Any]:
 
 
 def section(r: dict[str, Any], command: str) -> str:
+    res = r["results"]
+    floor = (
+        res["no page (about:blank)"]["server_cpu_ms"] * 60 / res["no page (about:blank)"]["idle_s"]
+    )
+    live = {n: v for n, v in res.items() if v["redis_commands"] * 60 / v["idle_s"] > 30}
+    extra = "no page held one"
+    if live:
+        cpu = [v["server_cpu_ms"] * 60 / v["idle_s"] - floor for v in live.values()]
+        cmds = [v["redis_commands"] * 60 / v["idle_s"] for v in live.values()]
+        extra = (
+            f"{min(cpu):.0f} to {max(cpu):.0f} ms of server CPU a minute over the floor "
+            f"({max(cpu) / 600:.2f}% of one core at most) and {min(cmds):.0f} to "
+            f"{max(cmds):.0f} Redis commands a minute"
+        )
     rows = []
     for name, v in r["results"].items():
         per_min = 60 / v["idle_s"]
@@ -245,16 +259,17 @@ def section(r: dict[str, Any], command: str) -> str:
         "|---|---|---|---|---|---|",
         *rows,
         "",
-        "No page polls: no page made a request while idle, and the server's and the "
-        "renderer's CPU stay at the level of no page at all (the server's own floor is "
-        "uvicorn's event loop, which wakes ten times a second whether or not a page is "
-        "open; the browser's is Chromium's own processes). The Redis commands are the only "
-        "cost a page adds: the runs list (and a run still going, or a chat turn in progress) "
-        "holds one SSE stream opened at load, whose server side wakes on the runs' pub/sub "
-        "channel and otherwise reads the durable indexes every 2 s (a missed notice is found "
-        "within 2 s) with a keep-alive comment every 10 s. A finished run's page opens no "
-        "stream (its few commands are the runs list's stream ending: a stream stops at its "
-        "next write after its page has gone).",
+        "No page polls: no page made a request while idle. Pages without live parts cost the "
+        "server nothing beyond its floor with no page open (uvicorn's event loop wakes ten "
+        "times a second whether or not a page is open) and no Redis command. A page with live "
+        "parts — the runs list's new-runs banner, a run still going (a chat turn in progress "
+        "too) — holds one SSE stream opened at load, whose server side wakes on the runs' "
+        "pub/sub channel and otherwise reads the durable indexes every 2 s (so a missed notice "
+        f"is found within 2 s): {extra}. A finished run's page opens no stream (a run's page "
+        "reloads once when the run ends); a few commands on a page without a stream are the "
+        "previous page's stream ending (a stream stops at its next write after its page has "
+        "gone, within 10 s). CPU time is counted in whole clock ticks and the machine is "
+        "shared: differences of a few ticks are noise.",
     ])  # fmt: skip
 
 

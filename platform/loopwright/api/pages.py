@@ -9,11 +9,14 @@ controls is untrusted text: jinja2 autoescapes it, and nothing is marked safe.
 
 Pages: needs attention (``/``), runs (``/runs``: filters in the URL, a "new runs" banner
 instead of jumping rows), run detail (``/runs/{id}``: a failure banner, the step waterfall,
-outputs, errors, logs, recorded calls, live while it runs; ``/runs/{id}/why``), skills and
-skill detail (versions with author, a diff of any two, pause/resume/rollback/approve),
+outputs, errors, logs, recorded calls, live while it runs; ``/runs/{id}/why``, whose button
+opens a builder chat with the failure as a draft: ``api/failure_chat.py``), skills and skill
+detail (7-day figures, a daily success-rate sparkline drawn on the server with its figures as
+text, versions with author, a diff of any two, pause/resume/rollback/approve),
 approvals, events (feed and a send form), workers, schedules (``/schedules``: cron in
 words, timezone, next five fires; ``/schedules/{skill}``: the occurrence ledger) and the weekly
-review reports (``/reports``, ``/reports/{id}``: the report in a sandboxed frame).
+review reports (``/reports``, ``/reports/{id}``: the report in a sandboxed frame, its run ids
+linked, and the runs behind each claim: ``api/reports.py``).
 """
 
 from __future__ import annotations
@@ -577,8 +580,9 @@ def router(ctx: ApiContext) -> APIRouter:
             from loopwright.api.failure_chat import failure_message
 
             try:
-                draft = failure_message(why_data(about))
-                about_run = about
+                facts = why_data(about)
+                if facts["run"].status.value == "failed":
+                    draft, about_run = failure_message(facts), about
             except NotFoundError:
                 draft = ""
         return page(request, "chat.html", "Chat", session=info, turns=turns, draft=draft,
