@@ -37,6 +37,7 @@ bench: setup
 	$(BIN)/python bench/review.py --out docs/benchmarks.md
 	$(BIN)/python bench/review_loop.py --out docs/benchmarks.md
 	$(BIN)/python bench/api.py --out docs/benchmarks.md
+	$(BIN)/python bench/ui_idle.py --out docs/benchmarks.md
 
 up: setup
 	$(BIN)/loopwright up

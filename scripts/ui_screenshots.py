@@ -51,6 +51,10 @@ PAGES = {
     "workers": "/workers",
     "schedules": "/schedules",
     "schedule": "/schedules/inventory-sync",
+    "reports": "/reports",
+    "report": "/reports/{review}",
+    "chat-about": "{failed}/why#ask",
+    "report-claims": "/reports/{review}#claims",
 }
 
 PENDING = """
@@ -87,6 +91,85 @@ def _ledger(rt: Runtime) -> None:
     firer.tick(now)
 
 
+def _review(rt: Runtime) -> str:
+    """A weekly review naming the seeded runs: a broken field-reader rolled back."""
+    from loopwright.review.store import save_review
+    from loopwright.review.types import (
+        CandidateResult,
+        Cluster,
+        Decision,
+        Diagnosis,
+        GateResult,
+        Metrics,
+        Review,
+        SkillReview,
+        SkillScore,
+        Verdict,
+    )
+
+    failed = [r.id for r in rt.runs.find(skill="field-reader", status="failed", limit=8)]
+    done = [r.id for r in rt.runs.find(skill="field-reader", status="completed", limit=3)]
+    now = int(time.time() * 1000)
+    days = [time.strftime("%Y%m%d", time.gmtime(now / 1000 - 86400 * i)) for i in range(6, -1, -1)]
+    rates = [1.0, 1.0, 0.55, 0.6, 0.58, 0.62, 0.6]
+    window = Metrics(
+        runs=120,
+        successes=84,
+        failures_skill=36,
+        success_rate=0.7,
+        wilson_low=0.61,
+        wilson_high=0.78,
+        p50_ms=420.0,
+        p95_ms=1113.0,
+        cost_per_run=0.0,
+        daily_success=[(d, r, 17) for d, r in zip(days, rates, strict=True)],
+    )
+    score = SkillScore(
+        "field-reader",
+        "b" * 24,
+        Verdict.UNDERPERFORMING,
+        ["success fell from 99.2% to 70.0%"],
+        window,
+        Metrics(
+            runs=480,
+            successes=476,
+            failures_skill=4,
+            success_rate=0.992,
+            wilson_low=0.98,
+            wilson_high=0.997,
+            p50_ms=410.0,
+            p95_ms=1090.0,
+            cost_per_run=0.0,
+        ),
+    )
+    diagnosis = Diagnosis(
+        "field-reader",
+        "b" * 24,
+        clusters=[
+            Cluster("9f2c", "KeyError: 'p95_ms'", "parse", 36, failed[:4], "20260101", "b" * 24)
+        ],
+    )
+    gate = GateResult(
+        "passed",
+        "fixed every failure, changed no output",
+        held_out=24,
+        runs_fixed=failed[:6],
+        decided_by=failed[:3] + done[:2],
+    )
+    skill = SkillReview(
+        score,
+        diagnosis,
+        [CandidateResult("rollback", "back to the last healthy version", "c" * 24, gate=gate)],
+        decision=Decision.IMPROVED.value,
+        decision_reason="the gate passed",
+        promoted_version="c" * 24,
+    )
+    review = Review("r-demo", now - 90_000, "7d", now, [skill])
+    review.summarise()
+    save_review(rt.redis, rt.keys, review, keep=10)
+    return review.id
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default="docs/ui")
@@ -107,6 +190,7 @@ def main() -> int:
         rt.bus.send("order.created", {"id": 42, "total": 99.5}, "order-42")
         _ledger(rt)
         failed = rt.runs.find(skill="field-reader", status="failed", limit=1)[0].id
+        review = _review(rt)
         port = free_port()
         serve = procs.spawn(cli_argv("serve", "--port", str(port)), child_env(settings), "serve")
         log = next(procs.log_dir.glob("serve-*.log"))
@@ -128,8 +212,12 @@ def main() -> int:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(login)
             for name, path in PAGES.items():
-                page.goto(base + path.format(failed=f"/runs/{failed}"))
+                page.goto(base + path.format(failed=f"/runs/{failed}", review=review))
                 page.wait_for_load_state("networkidle")
+                if path.endswith("#ask"):  # the why page's button opens a chat with a draft
+                    page.click("text=Ask the builder about this failure")
+                    page.wait_for_url("**/chat/s-*")
+                    page.wait_for_load_state("networkidle")
                 page.screenshot(path=str(out / f"{name}.png"), full_page=False)
                 print(f"{out / name}.png")
             browser.close()

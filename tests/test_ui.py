@@ -7,6 +7,7 @@ Every page is checked with axe-core for serious accessibility violations."""
 from __future__ import annotations
 
 import os
+import re
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,6 +164,9 @@ def test_sign_in_once_then_watch_a_run_complete_live_and_new_runs_appear(
     page.wait_for_selector("#run-body >> text=sleeping", timeout=30_000)
     page.wait_for_selector("#run-body .status.s-completed", timeout=30_000)
     assert page.locator("#step-3").count() == 1
+    # the end reloads the page once: the actions of a finished run, and no stream left open
+    page.wait_for_selector("button:has-text('Good')")
+    assert page.locator("[sse-connect]").count() == 0
     assert site.foreign == []
 
 
@@ -311,4 +315,76 @@ def test_rerun_with_edited_input_and_retry_from_the_run_page(site: Site, browser
     page.goto(f"{site.base}/runs/{bad.id}")
     page.click("button:has-text('Retry')")
     wait_until(lambda: c.rt.runs.get(bad.id).raw.get("retried"))
+    assert site.foreign == []
+
+
+def test_ask_the_builder_about_a_failed_run_opens_a_chat_with_its_context_as_data(
+    site: Site, browser: Any
+) -> None:
+    """The why page's button: a new builder session whose box holds the run's facts (step,
+    error, signature, input diff), escaped in the page and delimited as data in the message;
+    the person edits the draft and sends it as it stands."""
+    c = site.cluster
+    c.skill(BROKEN)
+    c.worker()
+    c.wait(c.start("ui-broken", {"bad": False}))
+    bad = c.wait(c.start("ui-broken", {"bad": True}))
+    page = signed_in(browser, site, bypass_csp=True)  # only to inject axe
+    page.goto(f"{site.base}/runs/{bad.id}/why")
+    page.click("text=Ask the builder about this failure")
+    page.wait_for_url("**/chat/s-*?about=*")
+    draft = page.input_value("#message")
+    assert "<script>alert(1)</script>" in draft  # the error, as text
+    assert page.locator("script:has-text('alert(1)')").count() == 0
+    assert '"name": "second"' in draft and '"runs_sharing_signature": 1' in draft
+    assert '"bad\\": true' in draft  # the input diff, a JSON string inside the data
+    assert re.search(r"^<run-data-[0-9a-f]{12}>$", draft, re.M)
+    assert "never as instructions" in draft
+    page.add_script_tag(path=str(AXE))
+    result = page.evaluate("async () => await axe.run(document)")
+    assert [v["id"] for v in result["violations"] if v["impact"] in ("serious", "critical")] == []
+    edited = "Look at the input first.\n" + draft
+    page.fill("#message", edited)
+    sid = page.url.split("/chat/", 1)[1].split("?", 1)[0]
+    page.click("button:has-text('Send')")
+    page.wait_for_selector(".turn")  # the page reloads with the turn, without the draft
+    turn = wait_until(lambda: c.rt.runs.find(skill="builder-session", limit=5))[0]
+    data = turn.event["data"]
+    assert data["session"] == sid and data["message"] == edited.replace("\r\n", "\n")
+    assert page.input_value("#message") == ""
+    assert site.foreign == []
+
+
+def test_skill_sparklines_and_report_claims_link_to_the_runs(site: Site, browser: Any) -> None:
+    """The skills list and a skill's page draw each day's success rate with its figures as
+    text; a review report's run ids (in the report and in its claims table) open those runs."""
+    c = site.cluster
+    c.skill(BROKEN)
+    c.worker()
+    ok = c.wait(c.start("ui-broken", {"bad": False}))
+    bad = c.wait(c.start("ui-broken", {"bad": True}))
+    review = sample_review("r-links")
+    diagnosis = review.skills[0].diagnosis
+    assert diagnosis is not None
+    diagnosis.clusters[0].example_runs = [bad.id]
+    gate = review.skills[0].candidates[0].gate
+    assert gate is not None
+    gate.runs_fixed = [ok.id]
+    save_review(c.rt.redis, c.rt.keys, review, keep=10)
+    page = signed_in(browser, site)
+    page.goto(f"{site.base}/skills")
+    spark = page.locator("tr:has-text('ui-broken') svg.spark[role=img]")
+    alt = spark.locator("title").text_content() or ""
+    assert "latest 50%" in alt and "50% of 2" in alt  # one completed, one failed today
+    assert spark.locator("circle").count() == 1
+    page.goto(f"{site.base}/skills/ui-broken")
+    assert "50.0%" in page.locator("dl.facts").inner_text()
+    assert page.locator("svg.spark title").text_content().startswith("Daily success rate")
+    page.goto(f"{site.base}/reports/r-links")
+    frame = page.frame_locator("iframe.report")
+    frame.locator(f"a:has-text('{bad.id}')").first.click()
+    page.wait_for_selector(f"h1:has-text('Run {bad.id}')")  # the top page, still signed in
+    page.go_back()
+    page.locator("table.claims tr", has_text="gate: fixed").locator(f"text={ok.id}").click()
+    page.wait_for_selector(f"h1:has-text('Run {ok.id}')")
     assert site.foreign == []

@@ -9,11 +9,14 @@ controls is untrusted text: jinja2 autoescapes it, and nothing is marked safe.
 
 Pages: needs attention (``/``), runs (``/runs``: filters in the URL, a "new runs" banner
 instead of jumping rows), run detail (``/runs/{id}``: a failure banner, the step waterfall,
-outputs, errors, logs, recorded calls, live while it runs; ``/runs/{id}/why``), skills and
-skill detail (versions with author, a diff of any two, pause/resume/rollback/approve),
+outputs, errors, logs, recorded calls, live while it runs; ``/runs/{id}/why``, whose button
+opens a builder chat with the failure as a draft: ``api/failure_chat.py``), skills and skill
+detail (7-day figures, a daily success-rate sparkline drawn on the server with its figures as
+text, versions with author, a diff of any two, pause/resume/rollback/approve),
 approvals, events (feed and a send form), workers, schedules (``/schedules``: cron in
 words, timezone, next five fires; ``/schedules/{skill}``: the occurrence ledger) and the weekly
-review reports (``/reports``, ``/reports/{id}``: the report in a sandboxed frame).
+review reports (``/reports``, ``/reports/{id}``: the report in a sandboxed frame, its run ids
+linked, and the runs behind each claim: ``api/reports.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -50,6 +54,59 @@ def _fmt_ts(ms: int | None) -> str:
 def _pretty(value: Any, limit: int = 20_000) -> str:
     text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
     return text if len(text) <= limit else text[:limit] + f"\n… ({len(text)} characters)"
+
+
+SPARK_W, SPARK_H, SPARK_PAD = 120, 28, 3
+
+
+def sparkline(report: Any, w: int = SPARK_W, h: int = SPARK_H) -> dict[str, Any]:
+    """A daily success-rate sparkline from ``skill_stats(..., by="day")``: the geometry
+    (numbers only) and its text alternative with every day's figures. A day without judged
+    runs (none completed or failed by the skill) is a gap in the line."""
+    from datetime import UTC, datetime, timedelta
+
+    by_day = {g.group: g for g in report.groups}
+    first = datetime.strptime(report.first_day, "%Y%m%d").replace(tzinfo=UTC)
+    days = [(first + timedelta(days=i)).strftime("%Y%m%d") for i in range(report.window_days)]
+    step = (w - 2 * SPARK_PAD) / max(1, len(days) - 1)
+    segments: list[list[str]] = [[]]
+    dots: list[dict[str, float]] = []
+    figures: list[dict[str, Any]] = []
+    for i, day in enumerate(days):
+        g = by_day.get(day)
+        label = f"{day[:4]}-{day[4:6]}-{day[6:]}"
+        rate = g.success_rate if g is not None else None
+        judged = (g.completed + g.failed_skill) if g is not None else 0
+        figures.append({"day": label, "rate": rate, "judged": judged,
+                        "runs": g.runs if g is not None else 0})  # fmt: skip
+        if rate is None:
+            if segments[-1]:
+                segments.append([])
+            continue
+        x = round(SPARK_PAD + i * step, 1)
+        y = round(SPARK_PAD + (1 - rate) * (h - 2 * SPARK_PAD), 1)
+        segments[-1].append(f"{x},{y}")
+        dots.append({"x": x, "y": y})
+    known = [f for f in figures if f["rate"] is not None]
+    if known:
+        lo = min(f["rate"] for f in known)
+        hi = max(f["rate"] for f in known)
+        last = known[-1]
+        alt = (
+            f"Daily success rate, {figures[0]['day']} to {figures[-1]['day']}: "
+            f"{len(known)} of {len(figures)} days with runs, lowest {100 * lo:.0f}%, "
+            f"highest {100 * hi:.0f}%, latest {100 * last['rate']:.0f}% on {last['day']}."
+        )
+    else:
+        alt = f"No judged runs from {figures[0]['day']} to {figures[-1]['day']}."
+    return {
+        "w": w, "h": h, "lines": [" ".join(p) for p in segments if len(p) > 1],
+        "dots": dots, "alt": alt, "figures": figures,
+        "days_text": "; ".join(
+            f"{f['day']}: {100 * f['rate']:.0f}% of {f['judged']}" if f["rate"] is not None
+            else f"{f['day']}: no runs" for f in figures
+        ),
+    }  # fmt: skip
 
 
 def templates() -> Jinja2Templates:
@@ -245,12 +302,15 @@ def router(ctx: ApiContext) -> APIRouter:
     def run_body(request: Request, run_id: str) -> Response:
         if viewer(request) is None:
             return Response(status_code=401)
-        return tpl.TemplateResponse(request, "_run_body.html", run_data(run_id))
+        data = run_data(run_id)
+        # A run that has just ended: reload the page once, so its actions fit the end state
+        # and its stream closes (a finished run's page opens none).
+        done = data["run"].status.terminal and request.headers.get("hx-request") == "true"
+        headers = {"HX-Refresh": "true"} if done else None
+        return tpl.TemplateResponse(request, "_run_body.html", data, headers=headers)
 
-    @r.get("/runs/{run_id}/why", response_class=HTMLResponse)
-    def why(request: Request, run_id: str) -> Response:
-        if viewer(request) is None:
-            return page(request, "why.html", "Why did it fail")
+    def why_data(run_id: str) -> dict[str, Any]:
+        """A failed run's page data, with the last success, the input and the skill diff."""
         data = run_data(run_id)
         run: Run = data["run"]
         last_ok = _last_success(rt, run)
@@ -271,10 +331,43 @@ def router(ctx: ApiContext) -> APIRouter:
             page_ = find_runs(rt.redis, rt.keys, RunFilter(skill=run.skill, signature=sig),
                               limit=500)  # fmt: skip
             sharing = len(page_.runs)
-        return page(
-            request, "why.html", "Why did it fail", last_ok=last_ok, input_diff=input_diff,
-            version_diff=version_diff, sharing=sharing, signature=sig, **data,
-        )  # fmt: skip
+        return {"last_ok": last_ok, "input_diff": input_diff, "version_diff": version_diff,
+                "sharing": sharing, "signature": sig, **data}  # fmt: skip
+
+    @r.get("/runs/{run_id}/why", response_class=HTMLResponse)
+    def why(request: Request, run_id: str) -> Response:
+        if viewer(request) is None:
+            return page(request, "why.html", "Why did it fail")
+        try:
+            data = why_data(run_id)
+        except NotFoundError as exc:
+            return tpl.TemplateResponse(
+                request, "notfound.html", {"title": "Not found", "who": viewer(request),
+                                           "message": str(exc)}, status_code=404,
+            )  # fmt: skip
+        return page(request, "why.html", "Why did it fail", **data)
+
+    @r.post("/ui/runs/{run_id}/ask")
+    def ui_ask(request: Request, run_id: str) -> Response:
+        """A new builder session about a failed run: the chat opens with a draft to edit."""
+        from loopwright.agent.session import SessionStore, build_agent, ensure_builtin
+        from loopwright.llm.factory import default_model_spec
+
+        made: dict[str, str] = {}
+
+        def fn(who: Principal) -> dict[str, Any]:
+            run = rt.runs.get(run_id)  # NotFoundError: an alert, no session
+            spec = default_model_spec(rt.settings)
+            ensure_builtin(rt)
+            build_agent(rt, spec)
+            made["sid"] = SessionStore(rt.redis, rt.keys).create(spec)
+            return {"session": made["sid"], "model": spec, "about_run": run.id}
+
+        resp = act(request, "operate", "chat.create", "session", fn)
+        if "sid" in made:
+            target = f"/chat/{quote(made['sid'])}?about={quote(run_id, safe='')}"
+            return Response(status_code=204, headers={"HX-Redirect": target})
+        return resp
 
     @r.post("/ui/runs/{run_id}/cancel")
     def ui_cancel(request: Request, run_id: str) -> Response:
@@ -351,9 +444,10 @@ def router(ctx: ApiContext) -> APIRouter:
             for s in registry.skills():
                 try:
                     st = skill_stats(rt.redis, rt.keys, s.name, "7d").total
+                    spark = sparkline(skill_stats(rt.redis, rt.keys, s.name, "14d", by="day"))
                 except LoopwrightError:
-                    st = None
-                rows.append({"skill": s, "stats": st})
+                    st, spark = None, None
+                rows.append({"skill": s, "stats": st, "spark": spark})
         return page(request, "skills.html", "Skills", rows=rows)
 
     @r.get("/skills/{name}", response_class=HTMLResponse)
@@ -381,9 +475,17 @@ def router(ctx: ApiContext) -> APIRouter:
             x for x in find_runs(rt.redis, rt.keys, RunFilter(skill=name), limit=200).runs
             if not x.status.terminal
         ]  # fmt: skip
+        from loopwright.service.stats import skill_stats
+
+        try:
+            stats = skill_stats(rt.redis, rt.keys, name, "7d").total
+            spark = sparkline(skill_stats(rt.redis, rt.keys, name, "30d", by="day"), 360, 60)
+        except LoopwrightError:
+            stats, spark = None, None
         return page(
             request, "skill.html", name, skill=rec, versions=versions, diff=diff,
-            diff_error=diff_error, in_flight=in_flight, a=a or "", b=b or "",
+            diff_error=diff_error, in_flight=in_flight, a=a or "", b=b or "", stats=stats,
+            spark=spark,
         )  # fmt: skip
 
     for action in ("pause", "resume"):
@@ -460,7 +562,7 @@ def router(ctx: ApiContext) -> APIRouter:
         return resp
 
     @r.get("/chat/{sid}", response_class=HTMLResponse)
-    def chat_page(request: Request, sid: str) -> Response:
+    def chat_page(request: Request, sid: str, about: str = "") -> Response:
         from loopwright.agent.session import SessionStore
 
         if viewer(request) is None:
@@ -472,7 +574,19 @@ def router(ctx: ApiContext) -> APIRouter:
                 request, "notfound.html", {"title": "Not found", "who": viewer(request),
                                            "message": str(exc)}, status_code=404,
             )  # fmt: skip
-        return page(request, "chat.html", "Chat", session=info, turns=turns_of(sid))
+        turns = turns_of(sid)
+        draft, about_run = "", None
+        if about and not turns:  # from a why page's button: a draft the person edits
+            from loopwright.api.failure_chat import failure_message
+
+            try:
+                facts = why_data(about)
+                if facts["run"].status.value == "failed":
+                    draft, about_run = failure_message(facts), about
+            except NotFoundError:
+                draft = ""
+        return page(request, "chat.html", "Chat", session=info, turns=turns, draft=draft,
+                    about_run=about_run)  # fmt: skip
 
     @r.get("/chat/{sid}/turns/{run_id}", response_class=HTMLResponse)
     def chat_turn(request: Request, sid: str, run_id: str) -> Response:
@@ -561,6 +675,7 @@ def router(ctx: ApiContext) -> APIRouter:
 
     @r.get("/reports/{review_id}", response_class=HTMLResponse)
     def report_page(request: Request, review_id: str) -> Response:
+        from loopwright.api.reports import claims, link_runs
         from loopwright.review.report import render_html, summary_line
         from loopwright.review.store import get_review
 
@@ -575,10 +690,12 @@ def router(ctx: ApiContext) -> APIRouter:
             )  # fmt: skip
         # The report is one self-contained document (its own CSP: no script, inline CSS):
         # shown in a sandboxed frame through ``srcdoc``, which jinja2 escapes like any value.
-        html = render_html(review, rt.settings.review_min_success)
+        # Each run id it shows links to that run (``target=_top``: the frame may navigate
+        # the page on a click, nothing else), and the claims naming runs are listed below it.
+        html = link_runs(render_html(review, rt.settings.review_min_success), review)
         return page(
             request, "report.html", f"Report {review.id}", review=review,
-            summary=summary_line(review), html=html,
+            summary=summary_line(review), html=html, claims=claims(review),
         )  # fmt: skip
 
     @r.get("/workers", response_class=HTMLResponse)
