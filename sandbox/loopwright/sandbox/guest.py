@@ -36,7 +36,7 @@ from loopwright.sandbox.protocol import decode, encode
 from loopwright.sdk import NonRetriableError, StepFailedError, spec_of
 from loopwright.sdk.errors import InfrastructureError
 from loopwright.sdk.retry import RETRIED, Failure
-from loopwright.sdk.skill import SKILL_ATTR
+from loopwright.sdk.spec import SKILL_ATTR
 from loopwright.sdk.state import encode_value
 from loopwright.sdk.steps import StepKind
 
