@@ -12,8 +12,8 @@ from conftest import Cluster
 from loopwright.history.replay import candidate_from_source, candidate_from_version
 from loopwright.review import rewrite
 from loopwright.review.candidates import copied_literals, failing, param_search
-from loopwright.review.gate import gate
-from loopwright.review.split import side_of, split_runs
+from loopwright.review.gate import class_of, gate
+from loopwright.review.split import outcome_class, side_of, split_runs
 from loopwright.runner.recording import Recording, load_recording
 from loopwright.skills_registry.declaration import with_values
 from review_support import false_alarm_week, health, seed_health
@@ -35,9 +35,33 @@ def _recs(cluster: Cluster, ids: list[str]) -> list[Recording]:
 def test_split_is_stable_and_splits_both_ways() -> None:
     ids = [f"{i:020x}" for i in range(400)]
     split = split_runs(ids, lambda x: x)
-    assert 150 < len(split.search) < 250 and len(split.search) + len(split.held_out) == 400
+    assert len(split.search) == len(split.held_out) == 200
     assert split_runs(ids, lambda x: x) == split
-    assert all(side_of(i) == "search" for i in split.search)
+    # Most runs keep their hash side: only an uneven class is rebalanced
+    kept = sum(side_of(i) == "search" for i in split.search)
+    assert kept > 150
+
+
+def test_every_outcome_class_with_two_runs_has_runs_on_both_sides() -> None:
+    # Given labelled-good incident runs whose ids all hash to the search side, and a single
+    # labelled-bad run
+    good = [i for i in (f"g{n:019x}" for n in range(200)) if side_of(i) == "search"][:3]
+    normal = [f"n{n:019x}" for n in range(40)]
+    ids = good + normal + ["b" + "0" * 19]
+    classes = {i: "completed/good" for i in good} | {i: "completed/unlabelled" for i in normal}
+    classes["b" + "0" * 19] = "completed/bad"
+    # When the runs are split by outcome class
+    split = split_runs(ids, lambda x: x, classes.__getitem__)
+    # Then the incident is on both sides, the single bad run is held out, each class is even
+    assert {i for i in good if i in split.held_out} and {i for i in good if i in split.search}
+    assert "b" + "0" * 19 in split.held_out
+    held_normal = [i for i in split.held_out if i in normal]
+    assert len(held_normal) == 20
+    # And the same history gives the same split, whatever order the ids come in
+    again = split_runs(list(reversed(ids)), lambda x: x, classes.__getitem__)
+    assert set(again.held_out) == set(split.held_out)
+    assert outcome_class("completed", "good") == "completed/good"
+    assert outcome_class("failed", None) == "failed/unlabelled"
 
 
 def test_offline_search_raises_the_threshold_and_the_gate_passes_it_on_held_out_runs(
@@ -121,3 +145,23 @@ def test_a_model_rewrite_that_copies_failing_values_is_rejected_as_overfitted(
     outcome = rewrite.check(cluster.rt, old, reply, search)
     assert outcome.proposal is None and outcome.reason.startswith("overfitted")
     assert "270" in outcome.reason
+
+
+def test_a_held_out_split_without_the_incident_is_inconclusive_never_passed(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    # Given held-out runs that hold no labelled-good run while the window has one (a caller's
+    # split, or a recording that would not load)
+    cluster, version, ids = _setup(make_cluster)
+    old = candidate_from_version(cluster.rt, "health-check", version)
+    search, held = _recs(cluster, ids["search"]), _recs(cluster, ids["held-out"])
+    held = [r for r in held if r.feedback != "good"]
+    classes = {class_of(r) for r in search + held}
+    assert "completed/good" in classes
+    # When a candidate that fixes the false alarms and silences the incident is gated
+    result = gate(cluster.rt, old, candidate_from_source(health(5000), "health-check"), held,
+                  classes=classes)  # fmt: skip
+    # Then nothing the gate sees contradicts it, and still it does not pass: inconclusive
+    assert result.verdict == "inconclusive", result.reason
+    assert result.missing_classes == ["completed/good"] and "completed/good" in result.reason
+    assert result.fixed  # it would have passed on the runs it saw

@@ -15,18 +15,21 @@ runs:
 
 Side-effect changes on unlabelled runs are listed; they are regressions when the old outcome was
 a success nobody questioned (the first rule). Anything else is ``rejected`` (a regression, too
-many off-script calls, slower) or ``inconclusive`` (nothing fixed, nothing to judge on), with the
-run ids that decided it. Everything here is a pure function of the replay results, so the same
-history gives the same verdict.
+many off-script calls, slower) or ``inconclusive`` (nothing fixed, nothing to judge on, or no
+held-out run of an outcome class the window has: ``review/split.py`` — never a pass on missing
+evidence), with the run ids that decided it. Everything here is a pure function of the replay
+results, so the same history gives the same verdict.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from loopwright.history.replay import Candidate, replay_runs
+from loopwright.review.split import outcome_class
 from loopwright.review.types import GateResult
 from loopwright.runner.recording import Recording, canonical, match_key
 from loopwright.runner.runtime import Runtime
@@ -69,6 +72,7 @@ class GateReport:
     p95_new_ms: float = 0.0
     deciding: list[str] = field(default_factory=list)
     judgements: list[RunJudgement] = field(default_factory=list)
+    missing_classes: list[str] = field(default_factory=list)  # in the window, none held out
 
     @property
     def passed(self) -> bool:
@@ -175,10 +179,20 @@ def judge_run(rec: Recording, old: ReplayResult, new: ReplayResult) -> RunJudgem
     return base
 
 
+def class_of(rec: Recording) -> str:
+    """The outcome class of a recorded run (``review/split.py``)."""
+    return outcome_class(rec.status, rec.feedback)
+
+
 def judge(
-    recordings: list[Recording], old: list[ReplayResult], new: list[ReplayResult]
+    recordings: list[Recording],
+    old: list[ReplayResult],
+    new: list[ReplayResult],
+    classes: Iterable[str] = (),
 ) -> GateReport:
-    """The verdict on the candidate from both versions' replays of the same recordings."""
+    """The verdict on the candidate from both versions' replays of the same recordings.
+    ``classes``: the outcome classes of the window's recorded runs (both splits); one with no
+    run among ``recordings`` makes a verdict that would pass inconclusive."""
     judged = [judge_run(r, o, n) for r, o, n in zip(recordings, old, new, strict=True)]
     res = GateReport(verdict="inconclusive", reason="", runs=len(judged), judgements=judged)
     res.fixed = [j.run_id for j in judged if j.counts == "fixed"]
@@ -213,6 +227,14 @@ def judge(
             f"(more than {MAX_P95_RISE:.0%})"
         )
         return res
+    res.missing_classes = sorted(set(classes) - {class_of(r) for r in recordings})
+    if res.missing_classes:
+        res.reason = (
+            "no held-out run of " + ", ".join(res.missing_classes) + ": nothing shows how the "
+            "candidate treats such runs"
+        )
+        res.deciding = sorted({j.run_id for j in judged if j.counts == "fixed"})[:10]
+        return res
     if not res.fixed:
         res.reason = "fixes none of the failed or bad-labelled held-out runs"
         res.deciding = [j.run_id for j in judged if j.counts == "still-failing"][:10]
@@ -228,9 +250,11 @@ def gate(
     new: Candidate,
     held_out: list[Recording],
     old_results: list[ReplayResult] | None = None,
+    classes: Iterable[str] = (),
 ) -> GateReport:
-    """Replay ``held_out`` on ``old`` (unless its results are given) and ``new``; judge."""
+    """Replay ``held_out`` on ``old`` (unless its results are given) and ``new``, each
+    version's runs in one batch; judge (``classes``: see :func:`judge`)."""
     if old_results is None:
         old_results = [d.replayed for d in replay_runs(rt, old, held_out)]
     new_results = [d.replayed for d in replay_runs(rt, new, held_out)]
-    return judge(held_out, old_results, new_results)
+    return judge(held_out, old_results, new_results, classes)
