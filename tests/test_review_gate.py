@@ -10,9 +10,11 @@ from collections.abc import Callable
 
 from conftest import Cluster
 from loopwright.history.replay import candidate_from_source, candidate_from_version
+from loopwright.history.seeder import SeedSkill, seed_history
 from loopwright.review import rewrite
 from loopwright.review.candidates import copied_literals, failing, param_search
 from loopwright.review.gate import class_of, gate
+from loopwright.review.loop import recorded_classes
 from loopwright.review.split import outcome_class, side_of, split_runs
 from loopwright.runner.recording import Recording, load_recording
 from loopwright.skills_registry.declaration import with_values
@@ -165,3 +167,56 @@ def test_a_held_out_split_without_the_incident_is_inconclusive_never_passed(
     assert result.verdict == "inconclusive", result.reason
     assert result.missing_classes == ["completed/good"] and "completed/good" in result.reason
     assert result.fixed  # it would have passed on the runs it saw
+
+
+READER = """\
+from loopwright.sdk import skill
+
+
+@skill(name="flaky-reader", tools=["http"], http_allow=["127.0.0.1"], retries={retries},
+       backoff=0.1)
+def main(ctx):
+    m = ctx.step.run("fetch", lambda: ctx.tools.http.get_json("{url}"))
+    return {{"p95_ms": m["p95_ms"]}}
+"""
+
+
+def test_a_retry_fixes_transient_timeouts_with_the_fixes_named_as_predicted(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    # Given a reader with one retry whose service times out on a third of the attempts: the
+    # seeder records every attempt (timed-out ones with their retriable error), as the runner
+    cluster = make_cluster(http_private_allow="127.0.0.1", sidecar_case_timeout=20)
+    rt = cluster.rt
+    version = rt.sources.put(READER.format(retries=1, url=SeedSkill("x").url), "flaky-reader")
+    profile = SeedSkill("flaky-reader", runs_per_day=10, success=1.0, steps=1, record=True,
+                        retry_rate=0.0, timeout_rate=0.35, call_retries=1,
+                        versions=(version,))  # fmt: skip
+    end = 1_790_000_000_000  # a fixed clock: the same run ids, hence the same split, every time
+    counts = seed_history(rt, [profile], days=7, end_ms=end)
+    assert counts["flaky-reader:failed"] >= 4
+    classes = recorded_classes(rt, "flaky-reader", version, end - 8 * 86_400_000, end)
+    split = split_runs(classes, lambda i: i, classes.__getitem__)
+    search, held = _recs(cluster, split.search), _recs(cluster, split.held_out)
+    failed = next(r for r in search if r.status == "failed")
+    assert [(c["attempt"], c["retriable"], c["res"]) for c in failed.calls] == [
+        (1, True, None), (2, True, None)
+    ]  # fmt: skip
+    assert "timed out" in str(failed.calls[0]["error"])
+    old = candidate_from_version(rt, "flaky-reader", version)
+    # When the offline search runs on the search split
+    outcome = param_search(rt, old, search, cap=12)
+    # Then it raises the retries, and the gate passes it on the held-out split: the old
+    # version fails there as recorded, the candidate's extra attempt is answered from the
+    # split's recorded retries, and the fixes resting on it are named
+    assert outcome.proposal is not None, outcome.reason
+    assert outcome.proposal.changes["policy"]["retries"] in (2, 3), outcome.tried
+    new = candidate_from_source(str(outcome.proposal.source), "flaky-reader")
+    result = gate(rt, old, new, held, classes={class_of(r) for r in search + held})
+    assert result.verdict == "passed", result.reason
+    assert result.fixed and set(result.predicted) == set(result.fixed)
+    assert "beyond the recording" in result.reason and result.regressed == []
+    # And a candidate that retries less regresses the runs a retry saved
+    fewer = candidate_from_source(READER.format(retries=0, url=SeedSkill("x").url))
+    worse = gate(rt, old, fewer, held)
+    assert worse.verdict == "rejected" and worse.regressed

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from loopwright.history.replay import Candidate, replay_runs
+from loopwright.review.retries import CallEvidence, extend, predicted_runs, retry_evidence
 from loopwright.review.split import outcome_class
 from loopwright.review.types import GateResult
 from loopwright.runner.recording import Recording, canonical, match_key
@@ -73,6 +74,7 @@ class GateReport:
     deciding: list[str] = field(default_factory=list)
     judgements: list[RunJudgement] = field(default_factory=list)
     missing_classes: list[str] = field(default_factory=list)  # in the window, none held out
+    predicted: list[str] = field(default_factory=list)  # fixed on a retry beyond the recording
 
     @property
     def passed(self) -> bool:
@@ -189,10 +191,14 @@ def judge(
     old: list[ReplayResult],
     new: list[ReplayResult],
     classes: Iterable[str] = (),
+    *,
+    tail: bool = True,
 ) -> GateReport:
     """The verdict on the candidate from both versions' replays of the same recordings.
     ``classes``: the outcome classes of the window's recorded runs (both splits); one with no
-    run among ``recordings`` makes a verdict that would pass inconclusive."""
+    run among ``recordings`` makes a verdict that would pass inconclusive. ``tail=False``
+    leaves out the p95 rule (a subset of the runs, e.g. only the failed ones, has no p95
+    worth comparing)."""
     judged = [judge_run(r, o, n) for r, o, n in zip(recordings, old, new, strict=True)]
     res = GateReport(verdict="inconclusive", reason="", runs=len(judged), judgements=judged)
     res.fixed = [j.run_id for j in judged if j.counts == "fixed"]
@@ -218,7 +224,7 @@ def judge(
             f"{res.off_script_rate:.0%} of its calls are off-script (at most {MAX_OFF_SCRIPT:.0%})"
         )
         return res
-    if res.p95_new_ms > res.p95_old_ms * (1 + MAX_P95_RISE) + 1e-6:
+    if tail and res.p95_new_ms > res.p95_old_ms * (1 + MAX_P95_RISE) + 1e-6:
         res.verdict = "rejected"
         slow = sorted(new, key=lambda n: -sum(n.call_ms))[:3]
         res.deciding = [n.run_id for n in slow]
@@ -256,5 +262,30 @@ def gate(
     version's runs in one batch; judge (``classes``: see :func:`judge`)."""
     if old_results is None:
         old_results = [d.replayed for d in replay_runs(rt, old, held_out)]
-    new_results = [d.replayed for d in replay_runs(rt, new, held_out)]
-    return judge(held_out, old_results, new_results, classes)
+    extra = new.manifest.retries - old.manifest.retries
+    evidence = retry_evidence(held_out) if extra > 0 else {}
+    replayed = extend(held_out, evidence, extra)
+    new_results = [d.replayed for d in replay_runs(rt, new, replayed)]
+    report = judge(held_out, old_results, new_results, classes)
+    return with_predicted(report, replayed, new_results, evidence)
+
+
+def with_predicted(
+    report: GateReport,
+    replayed: list[Recording],
+    new: list[ReplayResult],
+    evidence: dict[str, CallEvidence],
+) -> GateReport:
+    """Name the fixed runs whose fix rests on a retry beyond the recording
+    (``review/retries.py``), in the report and its reason."""
+    answered = {n.run_id: n.answered for n in new}
+    report.predicted = [r for r in predicted_runs(replayed, answered) if r in report.fixed]
+    if report.predicted:
+        used = [e for e in evidence.values() if e.retried]
+        shown = ", ".join(f"{e.succeeded} of {e.retried}" for e in used[:3])
+        report.reason += (
+            f" ({len(report.predicted)} of the fixes on a retry beyond the recording, "
+            f"answered as the split's recorded retries went: {shown} succeeded; such an "
+            "attempt has no recorded time)"
+        )
+    return report
