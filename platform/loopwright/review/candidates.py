@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from loopwright.history.replay import Candidate, candidate_from_source, replay_runs
 from loopwright.review.gate import judge
-from loopwright.review.retries import extend, retry_evidence
+from loopwright.review.retries import candidate_results, extend, retry_evidence
 from loopwright.review.types import VersionChange
 from loopwright.runner.recording import Recording
 from loopwright.runner.runtime import Runtime
@@ -237,6 +237,9 @@ def param_search(rt: Runtime, old: Candidate, search: list[Recording], cap: int)
     tried: list[dict[str, Any]] = []
     evidence = retry_evidence(search)
 
+    def replay(cand: Candidate, recs: list[Recording]) -> list[ReplayResult]:
+        return _results(rt, cand, recs)  # one batch per candidate and part of the split
+
     def runs_for(cand: Candidate, recs: list[Recording]) -> list[Recording]:
         # a candidate that retries more is answered beyond the recording (review/retries.py)
         return extend(recs, evidence, cand.manifest.retries - m.retries)
@@ -245,9 +248,8 @@ def param_search(rt: Runtime, old: Candidate, search: list[Recording], cap: int)
         nonlocal old_rest
         if old_rest is None:
             old_rest = _results(rt, old, rest)
-        verdict = judge(
-            first + rest, old_first + old_rest, got + _results(rt, cand, runs_for(cand, rest))
-        )
+        more = candidate_results(old, cand, runs_for(cand, rest), old_rest, replay)
+        verdict = judge(first + rest, old_first + old_rest, got + more)
         tried[i]["whole_split"] = verdict.verdict
         if not verdict.passed:
             return None
@@ -273,7 +275,7 @@ def param_search(rt: Runtime, old: Candidate, search: list[Recording], cap: int)
             tried.append({"point": point, "verdict": "invalid", "reason": str(exc)})
             continue
         cand = candidate_from_source(source, m.name)
-        got = _results(rt, cand, runs_for(cand, first))
+        got = candidate_results(old, cand, runs_for(cand, first), old_first, replay)
         verdict = judge(first, old_first, got, tail=False)  # the tail: on the whole split
         tried.append(
             {

@@ -24,12 +24,18 @@ results, so the same history gives the same verdict.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from loopwright.history.replay import Candidate, replay_runs
-from loopwright.review.retries import CallEvidence, extend, predicted_runs, retry_evidence
+from loopwright.review.retries import (
+    CallEvidence,
+    candidate_results,
+    extend,
+    predicted_runs,
+    retry_evidence,
+)
 from loopwright.review.split import outcome_class
 from loopwright.review.types import GateResult
 from loopwright.runner.recording import Recording, canonical, match_key
@@ -265,9 +271,16 @@ def gate(
     extra = new.manifest.retries - old.manifest.retries
     evidence = retry_evidence(held_out) if extra > 0 else {}
     replayed = extend(held_out, evidence, extra)
-    new_results = [d.replayed for d in replay_runs(rt, new, replayed)]
+    new_results = candidate_results(old, new, replayed, old_results, _replayer(rt))
     report = judge(held_out, old_results, new_results, classes)
     return with_predicted(report, replayed, new_results, evidence)
+
+
+def _replayer(rt: Runtime) -> Callable[[Candidate, list[Recording]], list[ReplayResult]]:
+    def replay(cand: Candidate, recs: list[Recording]) -> list[ReplayResult]:
+        return [d.replayed for d in replay_runs(rt, cand, recs)]  # one batch
+
+    return replay
 
 
 def with_predicted(

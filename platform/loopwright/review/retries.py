@@ -31,10 +31,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from loopwright.history.replay import Candidate
 from loopwright.runner.recording import Recording, match_key
+from loopwright.sidecar.replay import ReplayResult
+from loopwright.skills_registry.declaration import DeclarationError, with_values
 
 MIN_EVIDENCE = 5
 
@@ -149,3 +153,40 @@ def predicted_runs(recordings: list[Recording], answered: dict[str, int]) -> lis
         if answered.get(rec.run_id, 0) > real:
             out.append(rec.run_id)
     return out
+
+
+def only_retries_raised(old: Candidate, new: Candidate) -> bool:
+    """``new`` is ``old`` with more ``retries`` and nothing else changed (its source is
+    ``old``'s with the declaration's retries edited)."""
+    if new.manifest.retries <= old.manifest.retries:
+        return False
+    try:
+        return with_values(old.source, {}, {"retries": new.manifest.retries}) == new.source
+    except DeclarationError:
+        return False
+
+
+def untouched_by_retries(rec: Recording) -> bool:
+    """A run more retries cannot change: it completed and no step of it failed (every step
+    succeeded within the attempts the old policy allowed, so a candidate that allows more
+    makes the same calls and gets the same answers)."""
+    return rec.status == "completed" and all(
+        s.get("status") != "failed" for s in rec.steps.values()
+    )
+
+
+def candidate_results(
+    old: Candidate,
+    new: Candidate,
+    recs: list[Recording],
+    old_results: list[ReplayResult],
+    replay: Callable[[Candidate, list[Recording]], list[ReplayResult]],
+) -> list[ReplayResult]:
+    """``new``'s replays of ``recs`` (already extended): in one batch, but when ``new`` only
+    raises the retries, just the runs more retries can change; the others are ``old``'s own
+    replays (the guest is deterministic and the skill's code is the same)."""
+    if not only_retries_raised(old, new):
+        return replay(new, recs)
+    todo = [i for i, r in enumerate(recs) if not untouched_by_retries(r)]
+    got = dict(zip(todo, replay(new, [recs[i] for i in todo]) if todo else [], strict=True))
+    return [got.get(i, old_results[i]) for i in range(len(recs))]
