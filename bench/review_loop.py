@@ -278,6 +278,7 @@ def worse(rt: Runtime, kinds: dict[str, str], active: dict[str, str], end: int) 
     """Gate deliberately worse candidates on each faulty skill's held-out split (the review's
     own split: stratified by outcome class)."""
     tried = blocked = 0
+    verdicts: dict[str, int] = {}
     replay_ms: list[float] = []
     passed: list[str] = []
     for name, kind in kinds.items():
@@ -300,9 +301,11 @@ def worse(rt: Runtime, kinds: dict[str, str], active: dict[str, str], end: int) 
             replay_ms.append((time.perf_counter() - t0) * 1000 / runs)
             tried += 1
             blocked += not result.passed
+            verdicts[result.verdict] = verdicts.get(result.verdict, 0) + 1
             if result.passed:
                 passed.append(f"{name} ({kind}): {result.reason}")
-    return {"tried": tried, "blocked": blocked, "replay_ms": replay_ms, "passed": passed}
+    return {"tried": tried, "blocked": blocked, "verdicts": verdicts, "replay_ms": replay_ms,
+            "passed": passed}  # fmt: skip
 
 
 def one(tmp: Path, url: str, size: int, per_day: int, model: ScriptedServer | None) -> Any:
@@ -360,6 +363,10 @@ def _left_alone(r: dict[str, Any]) -> tuple[int, int]:
     return sum(r["decisions"].get(n) in LEFT_ALONE for n in names), len(names)
 
 
+def _span(lo: int, hi: int) -> str:
+    return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
 def _pct(a: int, b: int) -> str:
     return f"{a / b:.0%}" if b else "n/a"
 
@@ -392,7 +399,7 @@ def section(r: dict[str, Any], command: str) -> str:
         f"`{command}` on {m['nproc']} cores ({m['cpu']}), Python {m['python']}, load "
         f"{r['load']}. A fleet of **{r['size']} replayable skills** (real sources: a health "
         f"check with a `threshold` param, a field reader with its `retries`), "
-        f"{off['runs_min']}-{off['runs_max']} recorded runs each over {r['days']} days "
+        f"{_span(off['runs_min'], off['runs_max'])} recorded runs each over {r['days']} days "
         f"(every attempt of a call recorded; seeded in {off['seed_s']:.0f} s), faults in a "
         f"quarter of them; reviewed twice: offline, and with the scripted model server "
         f"answering the rewrite prompt ({r['model_requests']} model requests).",
@@ -410,7 +417,9 @@ def section(r: dict[str, Any], command: str) -> str:
         f"fields being `needs_model`), scripted model **{fixed_mod} of {faults}** "
         f"({_pct(fixed_mod, faults)}); target at least 70%.",
         f"- Regressions blocked by the gate: **{w['blocked']} of {w['tried']}** deliberately "
-        f"worse candidates ({_pct(w['blocked'], w['tried'])}; target at least 95%): a "
+        f"worse candidates ({_pct(w['blocked'], w['tried'])}; target at least 95%; "
+        f"{w['verdicts'].get('rejected', 0)} rejected, {w['verdicts'].get('inconclusive', 0)} "
+        "inconclusive): a "
         "threshold above the incident, one below the false alarms, fewer retries, rewrites "
         "reading another field.",
         f"- False promotions: **{len(false)}**; platform failures blamed on skills: "
@@ -437,7 +446,7 @@ def main() -> int:
     if not shutil.which("redis-server"):
         print("bench: redis-server is required", file=sys.stderr)
         return 1
-    size, runs = (8, 100) if args.quick else (args.size, args.runs)
+    size, runs = (5, 75) if args.quick else (args.size, args.runs)
     if size < 4 or runs < 25:
         parser.error("--size must be at least 4 and --runs at least 25")
     return report("review_loop", measure(size, runs), section, args)
