@@ -15,6 +15,7 @@ from loopwright.review import rewrite
 from loopwright.review.candidates import copied_literals, failing, param_search
 from loopwright.review.gate import class_of, gate
 from loopwright.review.loop import recorded_classes
+from loopwright.review.retries import extend, retry_evidence
 from loopwright.review.split import outcome_class, side_of, split_runs
 from loopwright.runner.recording import Recording, load_recording
 from loopwright.skills_registry.declaration import with_values
@@ -220,3 +221,39 @@ def test_a_retry_fixes_transient_timeouts_with_the_fixes_named_as_predicted(
     fewer = candidate_from_source(READER.format(retries=0, url=SeedSkill("x").url))
     worse = gate(rt, old, fewer, held)
     assert worse.verdict == "rejected" and worse.regressed
+
+
+def _timed_out_run(run_id: str, attempts: list[bool], at: int) -> Recording:
+    """A recorded run of one GET: each attempt answered (True) or timed out (False)."""
+    req = {"method": "GET", "url": "http://127.0.0.1:9/m", "params": None, "headers": None,
+           "body": None}  # fmt: skip
+    calls = [
+        {"seq": 1, "attempt": k + 1, "tool": "http", "at": at + k, "req": req,
+         "res": {"p95_ms": at % 1000} if ok else None, "error": None if ok else "timed out",
+         "retriable": not ok, "elapsed_ms": 40.0 if ok else 2000.0}
+        for k, ok in enumerate(attempts)
+    ]  # fmt: skip
+    status = "completed" if attempts[-1] else "failed"
+    step = {"status": "done" if attempts[-1] else "failed"}
+    return Recording(run_id, "s", "v", status, None, None, {}, {}, "complete", calls, {},
+                     {1: step})  # fmt: skip
+
+
+def test_retries_beyond_the_recording_rest_on_the_splits_evidence_and_are_deterministic() -> None:
+    saved = [_timed_out_run(f"ok{i}", [False, True], 1000 * i) for i in range(6)]
+    lost = [_timed_out_run(f"lost{i}", [False, False], 1000 * i + 500) for i in range(2)]
+    plain = _timed_out_run("plain", [True], 7000)
+    runs = saved + lost + [plain]
+    evidence = retry_evidence(runs)
+    [ev] = evidence.values()
+    assert (ev.retried, ev.succeeded) == (8, 6)  # 6 retries answered, 2 timed out again
+    extended = extend(runs, evidence, 2)
+    assert extended[:6] == saved and extended[-1] is plain  # only the failed runs change
+    for rec in extended[6:8]:
+        added = rec.calls[2:]
+        assert added and all(c["predicted"] and c["elapsed_ms"] == 0.0 for c in added)
+        assert len(added) == 2 or added[-1]["error"] is None  # stops at the first success
+    assert extend(runs, evidence, 2) == extended  # same history, same extension
+    # Too little evidence: the attempt stays unanswered (off-script in the replay)
+    few = retry_evidence(saved[:2] + lost)
+    assert extend(saved[:2] + lost, few, 2) == saved[:2] + lost
