@@ -78,3 +78,18 @@ def test_history_bench_quick_profile_reports_every_measurement(tmp_path: Path) -
     assert results["retention_pass"]["deleted"] == results["without_retention"]["runs"]
     assert results["retention_pass"]["left"] == 0 and results["runs_per_gb"] > 0
     assert results["ping_us"]["median"] > 0
+
+
+def test_review_loop_bench_quick_profile_reports_every_figure(tmp_path: Path) -> None:
+    results: Any = quick("review_loop.py", tmp_path / "review_loop.json")
+    off, mod = results["offline"], results["model"]
+    # one skill of each fault and a healthy one, reviewed offline and with the model
+    assert sorted(set(off["kinds"].values())) == [
+        "bad_version", "false_alarms", "healthy", "renamed_field", "transient_timeouts"
+    ]  # fmt: skip
+    for r in (off, mod):
+        assert set(r["decisions"]) == set(off["kinds"]) and r["wall_s"] > 0
+        assert r["replayed_runs"] > 0 and r["replay_calls"] > 0 and r["replay_s"] > 0
+        assert isinstance(r["false_promotions"], list) and isinstance(r["platform_blamed"], list)
+    assert off["worse"]["tried"] >= 5 and off["worse"]["replay_ms"]
+    assert results["model_requests"] >= 1

@@ -73,6 +73,15 @@ class SeedSkill:
     # as a recording, as the runner does, so diagnosis and replay can read what runs saw.
     record: bool = False
     url: str = "http://127.0.0.1:9/metrics"
+    # Transient timeouts of that recorded GET from ``timeouts_from_day`` on (0-based; None:
+    # every day): each attempt times out at ``timeout_rate`` after ``timeout_ms``, and the
+    # skill retries it ``call_retries`` times (its declared ``retries``); a run whose every
+    # attempt timed out fails in step 1. Each attempt's call is recorded as the runner records
+    # it: the failed ones with their error, ``retriable``, no status, with the attempt number.
+    timeout_rate: float = 0.0
+    timeouts_from_day: int | None = None
+    call_retries: int = 1
+    timeout_ms: float = 2000.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +162,7 @@ class _Plan:
     answer: dict[str, Any] = field(default_factory=dict)  # what the recorded GET answered
     step_ms: list[int] = field(default_factory=list)
     attempts: list[int] = field(default_factory=list)
+    timeouts: int = 0  # timed-out attempts of the recorded GET (step 1) before its last
 
 
 def _plan(p: SeedSkill, rng: random.Random, day: int, t0: int) -> _Plan:
@@ -172,6 +182,16 @@ def _plan(p: SeedSkill, rng: random.Random, day: int, t0: int) -> _Plan:
         plan.status, plan.failing = "failed", min(p.failing_step, p.steps)
         plan.error = f"KeyError: '{p.field_name}'"
         return plan
+    if p.timeout_rate > 0 and (p.timeouts_from_day is None or day >= p.timeouts_from_day):
+        tries = 1
+        while rng.random() < p.timeout_rate and tries <= p.call_retries + 1:
+            tries += 1
+        plan.timeouts = tries - 1  # attempts that timed out
+        plan.attempts[0] = min(tries, p.call_retries + 1)
+        if plan.timeouts > p.call_retries:  # every attempt timed out: the step fails
+            plan.status, plan.failing = "failed", 1
+            plan.error = timeout_error(p)
+            return plan
     fails = rng.random() < (p.bad_rate if bad else 1 - p.success)
     if fails:
         plan.status, plan.failing = "failed", min(p.failing_step, p.steps)
@@ -200,6 +220,12 @@ def _plan(p: SeedSkill, rng: random.Random, day: int, t0: int) -> _Plan:
     return plan
 
 
+def timeout_error(p: SeedSkill) -> str:
+    """The error a timed-out GET of the profile's URL raises (retriable)."""
+    host = p.url.split("/")[2]
+    return f"TimeoutError: http tool: GET {host} timed out after {p.timeout_ms / 1000:g}s"
+
+
 def _night_is_slow(p: SeedSkill, day: int) -> bool:
     # Its own generator: whether a night is slow does not depend on how many runs came before.
     return random.Random(f"{p.name}:{day}").random() < p.slow_nights
@@ -225,13 +251,26 @@ def _write(rt: Runtime, p: SeedSkill, run_id: str, t0: int, plan: _Plan) -> Seed
         if failed and plan.origin == "platform":
             break  # the platform lost it mid-step: no record of that step
         name, tries = f"step-{seq}", plan.attempts[seq - 1]
-        if tries > 1:  # the failed attempts' record, as ``retry_or_fail`` writes it
+        timed_out = plan.timeouts if seq == 1 and p.record else 0
+        if timed_out:  # each failed attempt's record and its timed-out call, as the runner
+            for attempt in range(1, min(timed_out, tries - 1) + 1):
+                timeout = timeout_error(p)
+                retry = StepRecord(
+                    seq, name, StepKind.RUN, "retrying", attempt, t, t + 1, error=timeout
+                )
+                call = _recorded_get(p, seq, t, None, attempt, timeout)
+                rt.checkpoints.commit(run_id, acq.token, retry, None, [call])
+        elif tries > 1:  # the failed attempts' record, as ``retry_or_fail`` writes it
             retry = StepRecord(seq, name, StepKind.RUN, "retrying", tries - 1, t, t + 1)
             rt.checkpoints.commit(run_id, acq.token, retry, None)
         error = plan.error if failed else None
         rec = StepRecord(seq, name, StepKind.RUN, status, tries, t, end, error=error)
         out = None if failed else json.dumps(plan.output if seq == last else {"seq": seq})
-        calls = [_recorded_get(p, seq, t, plan.answer)] if p.record and seq == 1 else None
+        calls = None
+        if p.record and seq == 1:
+            last_error = timeout_error(p) if timed_out >= tries else None
+            answer = None if last_error else plan.answer
+            calls = [_recorded_get(p, seq, t, answer, tries, last_error)]
         rt.checkpoints.commit(run_id, acq.token, rec, out, calls)
         t = end
     finished = t + 5
@@ -249,13 +288,23 @@ def _write(rt: Runtime, p: SeedSkill, run_id: str, t0: int, plan: _Plan) -> Seed
     )  # fmt: skip
 
 
-def _recorded_get(p: SeedSkill, seq: int, at: int, answer: dict[str, Any]) -> str:
-    """One recorded ``http`` GET in the runner's entry format (``runner/recording.py``)."""
+def _recorded_get(
+    p: SeedSkill,
+    seq: int,
+    at: int,
+    answer: dict[str, Any] | None,
+    attempt: int = 1,
+    error: str | None = None,
+) -> str:
+    """One recorded ``http`` GET in the runner's entry format (``runner/recording.py``): its
+    answer, or (``error``) a timeout after ``timeout_ms``, retriable, with no status."""
     req = {"method": "GET", "url": p.url, "params": None, "headers": None, "body": None}
+    failed = error is not None
     return json.dumps({
-        "v": 1, "seq": seq, "attempt": 1, "i": 0, "tool": "http", "at": at, "req": req,
-        "res": answer, "error": None, "retriable": False, "status": 200, "elapsed_ms": 40.0,
-        "replayable": True,
+        "v": 1, "seq": seq, "attempt": attempt, "i": 0, "tool": "http", "at": at, "req": req,
+        "res": None if failed else answer, "error": error, "retriable": failed,
+        "status": None if failed else 200,
+        "elapsed_ms": p.timeout_ms if failed else 40.0, "replayable": True,
     })  # fmt: skip
 
 

@@ -9,7 +9,10 @@ The parameter search needs no model. It changes one declared value at a time —
    below every good run's, or above: points inside that gap, rounded to the fewest significant
    digits that stay inside it, never a value copied from a response);
 2. then steps around the current value (x0.8, x1.2, x1.5, x2);
-3. ``retries`` +1 and +2 when a failed run's last call failed with a retriable error.
+3. ``retries`` +1 and +2 when a failed run's last call failed with a retriable error (the
+   attempts beyond the recording are answered from the split's recorded retries,
+   ``review/retries.py``). ``backoff`` and ``timeout`` are not searched: a replay skips the
+   waits and its clock is virtual, so no recording can show what changing them would do.
 
 Each point is the same source with that one value changed (an edit of the syntax tree's value
 span, ``skills_registry/declaration.py``) and is scored by replaying the *search* split — first the
@@ -28,6 +31,7 @@ from typing import Any, Literal
 
 from loopwright.history.replay import Candidate, candidate_from_source, replay_runs
 from loopwright.review.gate import judge
+from loopwright.review.retries import candidate_results, extend, retry_evidence
 from loopwright.review.types import VersionChange
 from loopwright.runner.recording import Recording
 from loopwright.runner.runtime import Runtime
@@ -223,19 +227,29 @@ def param_search(rt: Runtime, old: Candidate, search: list[Recording], cap: int)
     if not failing(search):
         return Outcome(None, "the search split has no failed or bad-labelled run to fix")
     first = [r for r in search if r.feedback in ("good", "bad") or r.status == "failed"]
-    rest = [r for r in search if r not in first]
+    chosen = {id(r) for r in first}
+    rest = [r for r in search if id(r) not in chosen]
     fixable = len(failing(first))
     old_first = _results(rt, old, first)
     old_rest: list[ReplayResult] | None = None
     current = {n: float(p.default) for n, p in m.params.items() if _is_number(p.default)}
     current["retries"] = float(m.retries)
     tried: list[dict[str, Any]] = []
+    evidence = retry_evidence(search)
+
+    def replay(cand: Candidate, recs: list[Recording]) -> list[ReplayResult]:
+        return _results(rt, cand, recs)  # one batch per candidate and part of the split
+
+    def runs_for(cand: Candidate, recs: list[Recording]) -> list[Recording]:
+        # a candidate that retries more is answered beyond the recording (review/retries.py)
+        return extend(recs, evidence, cand.manifest.retries - m.retries)
 
     def whole(i: int, cand: Candidate, got: list[ReplayResult]) -> Outcome | None:
         nonlocal old_rest
         if old_rest is None:
             old_rest = _results(rt, old, rest)
-        verdict = judge(first + rest, old_first + old_rest, got + _results(rt, cand, rest))
+        more = candidate_results(old, cand, runs_for(cand, rest), old_rest, replay)
+        verdict = judge(first + rest, old_first + old_rest, got + more)
         tried[i]["whole_split"] = verdict.verdict
         if not verdict.passed:
             return None
@@ -261,8 +275,8 @@ def param_search(rt: Runtime, old: Candidate, search: list[Recording], cap: int)
             tried.append({"point": point, "verdict": "invalid", "reason": str(exc)})
             continue
         cand = candidate_from_source(source, m.name)
-        got = _results(rt, cand, first)
-        verdict = judge(first, old_first, got)
+        got = candidate_results(old, cand, runs_for(cand, first), old_first, replay)
+        verdict = judge(first, old_first, got, tail=False)  # the tail: on the whole split
         tried.append(
             {
                 "point": point,

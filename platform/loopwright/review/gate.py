@@ -15,18 +15,28 @@ runs:
 
 Side-effect changes on unlabelled runs are listed; they are regressions when the old outcome was
 a success nobody questioned (the first rule). Anything else is ``rejected`` (a regression, too
-many off-script calls, slower) or ``inconclusive`` (nothing fixed, nothing to judge on), with the
-run ids that decided it. Everything here is a pure function of the replay results, so the same
-history gives the same verdict.
+many off-script calls, slower) or ``inconclusive`` (nothing fixed, nothing to judge on, or no
+held-out run of an outcome class the window has: ``review/split.py`` — never a pass on missing
+evidence), with the run ids that decided it. Everything here is a pure function of the replay
+results, so the same history gives the same verdict.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from loopwright.history.replay import Candidate, replay_runs
+from loopwright.review.retries import (
+    CallEvidence,
+    candidate_results,
+    extend,
+    predicted_runs,
+    retry_evidence,
+)
+from loopwright.review.split import outcome_class
 from loopwright.review.types import GateResult
 from loopwright.runner.recording import Recording, canonical, match_key
 from loopwright.runner.runtime import Runtime
@@ -69,6 +79,8 @@ class GateReport:
     p95_new_ms: float = 0.0
     deciding: list[str] = field(default_factory=list)
     judgements: list[RunJudgement] = field(default_factory=list)
+    missing_classes: list[str] = field(default_factory=list)  # in the window, none held out
+    predicted: list[str] = field(default_factory=list)  # fixed on a retry beyond the recording
 
     @property
     def passed(self) -> bool:
@@ -175,10 +187,24 @@ def judge_run(rec: Recording, old: ReplayResult, new: ReplayResult) -> RunJudgem
     return base
 
 
+def class_of(rec: Recording) -> str:
+    """The outcome class of a recorded run (``review/split.py``)."""
+    return outcome_class(rec.status, rec.feedback)
+
+
 def judge(
-    recordings: list[Recording], old: list[ReplayResult], new: list[ReplayResult]
+    recordings: list[Recording],
+    old: list[ReplayResult],
+    new: list[ReplayResult],
+    classes: Iterable[str] = (),
+    *,
+    tail: bool = True,
 ) -> GateReport:
-    """The verdict on the candidate from both versions' replays of the same recordings."""
+    """The verdict on the candidate from both versions' replays of the same recordings.
+    ``classes``: the outcome classes of the window's recorded runs (both splits); one with no
+    run among ``recordings`` makes a verdict that would pass inconclusive. ``tail=False``
+    leaves out the p95 rule (a subset of the runs, e.g. only the failed ones, has no p95
+    worth comparing)."""
     judged = [judge_run(r, o, n) for r, o, n in zip(recordings, old, new, strict=True)]
     res = GateReport(verdict="inconclusive", reason="", runs=len(judged), judgements=judged)
     res.fixed = [j.run_id for j in judged if j.counts == "fixed"]
@@ -204,7 +230,7 @@ def judge(
             f"{res.off_script_rate:.0%} of its calls are off-script (at most {MAX_OFF_SCRIPT:.0%})"
         )
         return res
-    if res.p95_new_ms > res.p95_old_ms * (1 + MAX_P95_RISE) + 1e-6:
+    if tail and res.p95_new_ms > res.p95_old_ms * (1 + MAX_P95_RISE) + 1e-6:
         res.verdict = "rejected"
         slow = sorted(new, key=lambda n: -sum(n.call_ms))[:3]
         res.deciding = [n.run_id for n in slow]
@@ -212,6 +238,14 @@ def judge(
             f"p95 recorded tool time rises from {res.p95_old_ms:.0f} to {res.p95_new_ms:.0f} ms "
             f"(more than {MAX_P95_RISE:.0%})"
         )
+        return res
+    res.missing_classes = sorted(set(classes) - {class_of(r) for r in recordings})
+    if res.missing_classes:
+        res.reason = (
+            "no held-out run of " + ", ".join(res.missing_classes) + ": nothing shows how the "
+            "candidate treats such runs"
+        )
+        res.deciding = sorted({j.run_id for j in judged if j.counts == "fixed"})[:10]
         return res
     if not res.fixed:
         res.reason = "fixes none of the failed or bad-labelled held-out runs"
@@ -228,9 +262,43 @@ def gate(
     new: Candidate,
     held_out: list[Recording],
     old_results: list[ReplayResult] | None = None,
+    classes: Iterable[str] = (),
 ) -> GateReport:
-    """Replay ``held_out`` on ``old`` (unless its results are given) and ``new``; judge."""
+    """Replay ``held_out`` on ``old`` (unless its results are given) and ``new``, each
+    version's runs in one batch; judge (``classes``: see :func:`judge`)."""
     if old_results is None:
         old_results = [d.replayed for d in replay_runs(rt, old, held_out)]
-    new_results = [d.replayed for d in replay_runs(rt, new, held_out)]
-    return judge(held_out, old_results, new_results)
+    extra = new.manifest.retries - old.manifest.retries
+    evidence = retry_evidence(held_out) if extra > 0 else {}
+    replayed = extend(held_out, evidence, extra)
+    new_results = candidate_results(old, new, replayed, old_results, _replayer(rt))
+    report = judge(held_out, old_results, new_results, classes)
+    return with_predicted(report, replayed, new_results, evidence)
+
+
+def _replayer(rt: Runtime) -> Callable[[Candidate, list[Recording]], list[ReplayResult]]:
+    def replay(cand: Candidate, recs: list[Recording]) -> list[ReplayResult]:
+        return [d.replayed for d in replay_runs(rt, cand, recs)]  # one batch
+
+    return replay
+
+
+def with_predicted(
+    report: GateReport,
+    replayed: list[Recording],
+    new: list[ReplayResult],
+    evidence: dict[str, CallEvidence],
+) -> GateReport:
+    """Name the fixed runs whose fix rests on a retry beyond the recording
+    (``review/retries.py``), in the report and its reason."""
+    answered = {n.run_id: n.answered for n in new}
+    report.predicted = [r for r in predicted_runs(replayed, answered) if r in report.fixed]
+    if report.predicted:
+        used = [e for e in evidence.values() if e.retried]
+        shown = ", ".join(f"{e.succeeded} of {e.retried}" for e in used[:3])
+        report.reason += (
+            f" ({len(report.predicted)} of the fixes on a retry beyond the recording, "
+            f"answered as the split's recorded retries went: {shown} succeeded; such an "
+            "attempt has no recorded time)"
+        )
+    return report

@@ -37,13 +37,13 @@ from loopwright.review.candidates import (
     rollback_candidate,
 )
 from loopwright.review.diagnose import diagnose
-from loopwright.review.gate import GateReport, gate
+from loopwright.review.gate import GateReport, class_of, gate
 from loopwright.review.notify import post_summary
 from loopwright.review.promote import promote
 from loopwright.review.publish import publish
 from loopwright.review.report import summary_line
 from loopwright.review.select import Thresholds, score_skills
-from loopwright.review.split import split_runs
+from loopwright.review.split import outcome_class, split_runs
 from loopwright.review.types import (
     CandidateResult,
     Decision,
@@ -120,9 +120,12 @@ def select(rt: Runtime, window: str, only: str | None, now: int) -> list[dict[st
     return [s.to_dict() for s in scores]
 
 
-def recorded_ids(rt: Runtime, skill: str, version: str, since: int, until: int) -> list[str]:
+def recorded_classes(
+    rt: Runtime, skill: str, version: str, since: int, until: int
+) -> dict[str, str]:
     """Ended, recorded runs of ``skill`` at ``version`` created in the window (platform
-    failures left out: nothing a rewrite could fix), sorted."""
+    failures left out: nothing a rewrite could fix) with their outcome class
+    (``review/split.py``), by run id in sorted order."""
     ids = [
         str(i)
         for i in rt.redis.zrevrangebyscore(
@@ -131,15 +134,21 @@ def recorded_ids(rt: Runtime, skill: str, version: str, since: int, until: int) 
     ]
     pipe = rt.redis.pipeline(transaction=False)
     for run_id in ids:
-        pipe.hmget(rt.keys.run(run_id), "version", "status", "recording", "origin")
-    keep = []
-    for run_id, (ver, status, state, origin) in zip(ids, pipe.execute(), strict=True):
+        pipe.hmget(rt.keys.run(run_id), "version", "status", "recording", "origin", "feedback")
+    keep: dict[str, str] = {}
+    for run_id, (ver, status, state, origin, feedback) in zip(ids, pipe.execute(), strict=True):
         if ver != version or status not in ENDED or state not in ("complete", "partial"):
             continue
         if status == "failed" and origin == "platform":
             continue
-        keep.append(run_id)
-    return sorted(keep[:MAX_RUNS])
+        if len(keep) < MAX_RUNS:
+            keep[run_id] = outcome_class(status, feedback)
+    return dict(sorted(keep.items()))
+
+
+def recorded_ids(rt: Runtime, skill: str, version: str, since: int, until: int) -> list[str]:
+    """The run ids of :func:`recorded_classes`, sorted."""
+    return list(recorded_classes(rt, skill, version, since, until))
 
 
 def diagnosis_step(rt: Runtime, sc: SkillScore, until: int, window: str) -> dict[str, Any]:
@@ -149,8 +158,8 @@ def diagnosis_step(rt: Runtime, sc: SkillScore, until: int, window: str) -> dict
     diag = diagnose(
         rt.redis, rt.keys, sc, now=until, days=days, min_success=rt.settings.review_min_success
     )
-    ids = recorded_ids(rt, sc.skill, sc.version, until - days * DAY_MS, until)
-    split = split_runs(ids, lambda i: i)
+    classes = recorded_classes(rt, sc.skill, sc.version, until - days * DAY_MS, until)
+    split = split_runs(classes, lambda i: i, classes.__getitem__)
     lines = [f"{sc.skill} at version {sc.version[:12]}: " + "; ".join(sc.reasons) + "."]
     for c in diag.clusters[:3]:
         example = c.example_runs[0] if c.example_runs else "?"
@@ -339,7 +348,8 @@ class Reviewer:
         cand = self._candidate(Proposal.from_dict(prop))
         if self.old_held is None:  # the old version's replays serve both gates
             self.old_held = [d.replayed for d in replay_runs(self.rt, self.old, self.held)]
-        return gate(self.rt, self.old, cand, self.held, self.old_held).to_dict()
+        classes = {class_of(r) for r in self.search + self.held}
+        return gate(self.rt, self.old, cand, self.held, self.old_held, classes).to_dict()
 
     def _promote(self, prop: dict[str, Any], since: int, dry_run: bool) -> dict[str, Any]:
         done = promote(self.rt, self.old, Proposal.from_dict(prop), window_from=since,
