@@ -111,7 +111,7 @@ def _is_number(v: Any) -> bool:
 def answered_numbers(rec: Recording) -> dict[str, list[float]]:
     """Numbers in the answers the run's calls got, by call tool and JSON path."""
     out: dict[str, list[float]] = {}
-    for call in rec.calls:
+    for call in rec.tool_calls:
         if call.get("error") is not None:
             continue
         for path, v in leaves(call.get("res")):
@@ -200,7 +200,8 @@ def grid(
 def policy_points(retries: int, search: list[Recording]) -> list[dict[str, Any]]:
     """``retries`` +1/+2 when a failed run's last call failed with a retriable error."""
     transient = any(
-        r.status == "failed" and r.calls and bool(r.calls[-1].get("retriable")) for r in search
+        r.status == "failed" and r.tool_calls and bool(r.tool_calls[-1].get("retriable"))
+        for r in search
     )
     return [{"policy": {"retries": retries + d}} for d in (1, 2)] if transient else []
 
@@ -378,7 +379,7 @@ def copied_literals(old_source: str, new_source: str, failing_runs: list[Recordi
         for _, v in leaves(rec.event.get("data") if isinstance(rec.event, dict) else None):
             if _significant(v):
                 seen.add(repr(v))
-        for call in rec.calls:
+        for call in rec.tool_calls:
             for _, v in leaves(call.get("res")):
                 if _significant(v):
                     seen.add(repr(v))

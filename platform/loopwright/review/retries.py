@@ -71,7 +71,7 @@ def retry_evidence(recordings: list[Recording]) -> dict[str, CallEvidence]:
     out: dict[str, CallEvidence] = {}
     for rec in recordings:
         last: dict[tuple[Any, str], dict[str, Any]] = {}  # (step, call) -> previous attempt
-        for entry in rec.calls:
+        for entry in rec.tool_calls:
             key = _key(entry)
             if key is None or entry.get("predicted"):
                 continue
@@ -105,7 +105,8 @@ def extend(
         return recordings
     out = []
     for rec in recordings:
-        last = rec.calls[-1] if rec.calls else None
+        tools = rec.tool_calls
+        last = tools[-1] if tools else None
         key = _key(last) if last is not None else None
         ev = evidence.get(key) if key is not None else None
         if (
@@ -149,7 +150,7 @@ def predicted_runs(recordings: list[Recording], answered: dict[str, int]) -> lis
     predicted attempt (``answered``: calls answered per run id)."""
     out = []
     for rec in recordings:
-        real = sum(1 for c in rec.calls if not c.get("predicted"))
+        real = sum(1 for c in rec.tool_calls if not c.get("predicted"))
         if answered.get(rec.run_id, 0) > real:
             out.append(rec.run_id)
     return out

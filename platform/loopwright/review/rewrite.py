@@ -74,7 +74,7 @@ def prompt(
             + (f", error: {rec.error[:500]}" if rec.error else "")
         )
         parts.append(f"  input: {_bounded(rec.event.get('data'))}")
-        for call in rec.calls[:10]:
+        for call in rec.tool_calls[:10]:
             req = call.get("req") or {}
             what = f"{req.get('method', '')} {req.get('url', '')}".strip() or call.get("tool")
             got = call.get("error") or _bounded(call.get("res"))

@@ -233,6 +233,12 @@ class Recording:
         return total[0], total[1], total[2]
 
     @property
+    def tool_calls(self) -> list[dict[str, Any]]:
+        """The recorded tool and model calls, without the ``state`` reads kept beside them
+        (what the run read from ``ctx.state``, answered to a replay but not a call)."""
+        return [c for c in self.calls if c.get("tool") != "state"]
+
+    @property
     def ended(self) -> bool:
         """True when the run reached a terminal status."""
         return self.status in ("completed", "failed", "cancelled", "skipped")
