@@ -388,7 +388,11 @@ class RunStore:
         if place == "ended":
             end = Ending(origin="skill", now_ms=ts)  # flow control's refusal is no error
             rk, ra = rollup_declaration(k, skill, str(mapping["version"]), end, ts)
-            keys, args = {**keys, **rk}, {**args, **ra}
+            # ``run_ended`` indexes the skipped run by status (issue 13, ``runner/indexes.py``)
+            from loopwright.runner.indexes import ended_index_keys
+
+            ik = ended_index_keys(k, str(mapping["status"]), ra.get("sig"))
+            keys, args = {**keys, **rk, **ik}, {**args, **ra}
         created, parent_job = call_named(self._create, keys, args)
         return int(created), str(parent_job) or None
 
@@ -471,7 +475,7 @@ class RunStore:
         k = self._keys
         for attempt in range(3):
             d = self._transitions.declared(run_id)
-            day = self._redis.hget(k.run(run_id), "rolled")
+            day, sig = self._redis.hmget(k.run(run_id), ["rolled", "sig"])
             raw: dict[str, str] = self._redis.hgetall(k.steps(run_id))  # type: ignore[assignment]
             big = [int(seq) for seq, rec in raw.items() if '"ref":true' in rec]
             keys: dict[str, str | None] = {
@@ -486,6 +490,10 @@ class RunStore:
                 "parent_run": k.run(d.parent) if d.parent else None,
                 "parent_steps": k.steps(d.parent) if d.parent else None,
                 **{f"o{seq}": k.step_output(run_id, seq) for seq in big},
+                # it leaves its status and signature indexes (issue 13, runner/indexes.py)
+                "st_failed": k.runs_by_status("failed"),
+                "st_cancelled": k.runs_by_status("cancelled"),
+                "by_sig": k.runs_by_sig(str(sig)) if sig else None,
             }
             args = {
                 "run_id": run_id,
@@ -496,6 +504,7 @@ class RunStore:
                 "channel": k.run_changes_channel,
                 "parent": d.parent,
                 "parent_seq": d.parent_seq,
+                "sig": str(sig) if sig else None,
             }
             try:
                 res = call_named(self._retry, keys, args)
