@@ -177,7 +177,7 @@ def checked(script: Callable[..., Any], **kw: Any) -> Any:
 # KEYS (named): run, steps, queued, ended, timers, waiting, leases; rollup (when the run was
 #   rolled up: its skill, version and ``rolled`` day); parent_run, parent_steps (when it has a
 #   parent); o<seq> for every step output kept in its own key (``Keys.step_output``);
-#   st_failed, st_cancelled (the status indexes); by_sig (when the run has a ``sig``)
+#   st_failed, st_cancelled (the status indexes); by_sig, sigs (when the run has a ``sig``)
 # ARGV (named): run_id, job_prefix, skill, version, day (the ``rolled`` day read, absent when
 #   none), channel; parent, parent_seq (when it has a parent); sig (the ``sig`` read, absent
 #   when none)
@@ -265,7 +265,10 @@ redis.call('ZREM', K.ended, A.run_id)
 -- status and signature indexes (issue 13): a re-opened run is queued, not failed/cancelled
 if K.st_failed then redis.call('ZREM', K.st_failed, A.run_id) end
 if K.st_cancelled then redis.call('ZREM', K.st_cancelled, A.run_id) end
-if K.by_sig then redis.call('ZREM', K.by_sig, A.run_id) end
+if K.by_sig then
+  redis.call('ZREM', K.by_sig, A.run_id)
+  if K.sigs and redis.call('ZCARD', K.by_sig) == 0 then redis.call('ZREM', K.sigs, sig) end
+end
 redis.call('ZREM', K.timers, A.run_id)
 redis.call('ZREM', K.waiting, A.run_id)
 redis.call('ZREM', K.leases, A.run_id)

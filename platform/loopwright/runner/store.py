@@ -46,7 +46,8 @@ JOB_FUNC = "loopwright.runner.execute.execute"
 # tick or event that read the catalog before the skill was deleted or paused starts nothing.
 # KEYS (named): run, runs, runs_by_skill, queued, timers, ended, waiting; children (of the
 #   parent, when there is one); parent_run, parent_steps (a skipped child resolves its parent);
-#   steps, from_steps, f<seq>, o<seq> (a fork); runnable (``{p}:skills``, trigger starts only)
+#   steps, from_steps, f<seq>, o<seq> (a fork); runnable (``{p}:skills``, trigger starts only);
+#   indexed (``Keys.runs_indexed``)
 # ARGV (named): run_id, fields (the record: name -> string), place, score (ms), channel;
 #   parent, parent_seq, parent_job_prefix (with parent_run); a skipped run's rollup keys and
 #   arguments (``runner/rollup.py``)
@@ -96,6 +97,11 @@ if K.from_steps then
     retries)
 end
 local ts = tonumber(A.fields.created_at)
+-- A store whose first run is created here has no run from before the status/signature
+-- indexes: nothing to backfill (issue 13, ``runner/indexes.py``).
+if K.indexed and redis.call('ZCARD', K.runs) == 0 then
+  redis.call('SET', K.indexed, 'done', 'NX')
+end
 redis.call('ZADD', K.runs, ts, A.run_id)
 redis.call('ZADD', K.runs_by_skill, ts, A.run_id)
 if K.children then redis.call('SADD', K.children, A.run_id) end
@@ -365,6 +371,7 @@ class RunStore:
             "parent_run": k.run(d.parent) if resolves and d.parent else None,
             "parent_steps": k.steps(d.parent) if resolves and d.parent else None,
             "runnable": k.skills if require_active else None,
+            "indexed": k.runs_indexed,  # the index backfill's marker (first run only)
         }
         args: dict[str, Any] = {
             "run_id": run_id,
@@ -494,6 +501,7 @@ class RunStore:
                 "st_failed": k.runs_by_status("failed"),
                 "st_cancelled": k.runs_by_status("cancelled"),
                 "by_sig": k.runs_by_sig(str(sig)) if sig else None,
+                "sigs": k.runs_sigs if sig else None,
             }
             args = {
                 "run_id": run_id,
