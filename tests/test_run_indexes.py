@@ -58,23 +58,27 @@ def complete(rt: Runtime, run_id: str) -> None:
 def indexed(rt: Runtime) -> dict[str, set[str]]:
     """Every status and signature index, by name (``status:<s>``, ``sig:<sig>``)."""
     k = rt.keys
-    out = {f"status:{s}": set(rt.redis.zrange(k.runs_by_status(s), 0, -1)) for s in TERMINAL}
-    for sig in rt.redis.zrange(k.runs_sigs, 0, -1):
-        out[f"sig:{sig}"] = set(rt.redis.zrange(k.runs_by_sig(str(sig)), 0, -1))
+
+    def members(key: str) -> set[str]:
+        return {str(m) for m in rt.redis.zrange(key, 0, -1)}
+
+    out = {f"status:{s}": members(k.runs_by_status(s)) for s in TERMINAL}
+    for sig in members(k.runs_sigs):
+        out[f"sig:{sig}"] = members(k.runs_by_sig(sig))
     return {name: ids for name, ids in out.items() if ids}
 
 
 def expected(rt: Runtime) -> dict[str, set[str]]:
     """What the indexes must hold, recounted from the run records (and scored right)."""
     out: dict[str, set[str]] = {}
-    for rid in rt.redis.zrange(rt.keys.runs, 0, -1):
-        h = rt.redis.hgetall(rt.keys.run(str(rid)))
+    for rid in [str(x) for x in rt.redis.zrange(rt.keys.runs, 0, -1)]:
+        h: dict[str, str] = rt.redis.hgetall(rt.keys.run(rid))  # type: ignore[assignment]
         if h["status"] in TERMINAL:
-            out.setdefault(f"status:{h['status']}", set()).add(str(rid))
+            out.setdefault(f"status:{h['status']}", set()).add(rid)
             score = rt.redis.zscore(rt.keys.runs_by_status(h["status"]), str(rid))
             assert score == float(h["created_at"]), (rid, score)
         if h.get("sig"):
-            out.setdefault(f"sig:{h['sig']}", set()).add(str(rid))
+            out.setdefault(f"sig:{h['sig']}", set()).add(rid)
     return out
 
 
