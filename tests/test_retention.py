@@ -88,8 +88,9 @@ def test_retention_deletes_exactly_the_expired_unpinned_finished_runs_and_their_
     # When retention passes after their retention of 1 s
     purge_until(rt, 3)
     # Then exactly those runs are gone, every key of theirs with them (no tombstone: runs
-    # started by hand have no trigger claim), and everything else is untouched
-    assert keyspace(rt.redis, k.prefix) == before | {k.retention_deleted}
+    # started by hand have no trigger claim), and everything else is untouched (the tick
+    # also records how far its status/signature index backfill walked)
+    assert keyspace(rt.redis, k.prefix) == before | {k.retention_deleted, k.runs_indexed}
     assert deleted(rt) == 3 and not any(rt.runs.exists(r) for r in gone)
     for run_id in (queued, running, sleeping, waiting, pinned):
         assert rt.runs.exists(run_id)
@@ -133,7 +134,7 @@ def test_backfill_bounds_runs_that_ended_before_the_upgrade(make_cluster: Any) -
     # When retention ticks: the backfill indexes it by its end time, then it is deleted
     purge_until(rt, 1)
     # Then nothing of it is left (it is older than the dedupe window: no tombstone either)
-    assert keyspace(rt.redis, k.prefix) == before | {k.retention_deleted}
+    assert keyspace(rt.redis, k.prefix) == before | {k.retention_deleted, k.runs_indexed}
 
 
 LOOPING = """

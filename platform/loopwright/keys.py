@@ -9,6 +9,12 @@ The keyspace is a small state machine (see ``docs/runner.md``):
 * ``{p}:run:{id}:children``   set    child run ids (for cancellation cascade)
 * ``{p}:runs``                zset   every run id by creation time (history)
 * ``{p}:runs:skill:{name}``   zset   run ids of one skill by creation time
+* ``{p}:runs:status:{st}``    zset   terminal runs of one status by creation time (written by
+                                     ``run_ended``; ``runner/indexes.py``)
+* ``{p}:runs:sig:{sig}``      zset   runs with one error signature by creation time; the
+                                     signatures in use are ``{p}:runs:sigs`` (zset, score 0, lex)
+* ``{p}:runs:indexed``        string how far the status/signature backfill has walked ``runs``
+                                     (``<score> <run id>``, or ``done``)
 * ``{p}:leases``              zset   running run id -> lease expiry (ms)       (reaper reads it)
 * ``{p}:timers``              zset   parked run id -> wake time (ms)           (scheduler reads it)
 * ``{p}:queued``              zset   dispatched run id -> dispatch time (ms)   (lost-dispatch check)
@@ -113,6 +119,25 @@ class Keys:
     def runs_by_skill(self, skill: str) -> str:
         """Runs of one skill by creation time."""
         return f"{self.prefix}:runs:skill:{skill}"
+
+    # status and error-signature indexes (issue 13; ``runner/indexes.py``)
+    def runs_by_status(self, status: str) -> str:
+        """Terminal runs of one status by creation time."""
+        return f"{self.prefix}:runs:status:{status}"
+
+    def runs_by_sig(self, sig: str) -> str:
+        """Runs with one error signature by creation time."""
+        return f"{self.prefix}:runs:sig:{sig}"
+
+    @property
+    def runs_sigs(self) -> str:
+        """The error signatures that have a ``runs_by_sig`` index (zset, all scores 0)."""
+        return f"{self.prefix}:runs:sigs"
+
+    @property
+    def runs_indexed(self) -> str:
+        """How far the status/signature backfill has walked ``runs`` (``<score> <id>``|done)."""
+        return f"{self.prefix}:runs:indexed"
 
     @property
     def leases(self) -> str:

@@ -23,7 +23,9 @@ dedupe window starts nothing. With the defaults (14 days against 24 hours) none 
 
 Runs that ended before ``ended`` existed are not in it: :meth:`Retention.backfill_page` walks
 ``{p}:runs`` by ZSCAN cursor, a page per tick, and indexes the terminal ones by their
-``finished_at``.
+``finished_at``. The status and signature indexes (``runner/indexes.py``) are backfilled the
+same way, a page per tick (``IndexBackfill``), and a deleted run leaves them in the script
+that deletes it.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Any
 from redis import Redis
 
 from loopwright.keys import Keys
+from loopwright.runner.indexes import IndexBackfill
 
 TERMINAL = ("completed", "failed", "cancelled", "skipped")
 KEY_BUDGET = 300  # keys one call may delete (a bigger run goes alone in its call)
@@ -47,10 +50,14 @@ SWEEP_PAUSE_MAX_S = 60.0  # clock skew between the claim's writer and Redis
 # unless it must be kept. Each run is re-checked here (status terminal, end older than the
 # retention on the server clock, not pinned, declared skill, parent and step count as stored,
 # parent ended), so a stale read only makes the run *kept* until the next sweep.
-# KEYS: runs, ended, pins, counter, then per run (indices in the JSON): run, runs_by_skill,
-#   tombstone, [parent run], and the keys deleted with it (steps, logs, ..., out:{seq})
+# A deleted run also leaves the status and signature indexes (issue 13, ``runner/indexes.py``),
+# and a signature whose index it empties leaves ``runs_sigs``.
+# KEYS: runs, ended, pins, counter, the four terminal status indexes, runs_sigs, then per run
+#   (indices in the JSON): run, runs_by_skill, tombstone, [parent run], the keys deleted with
+#   it (steps, logs, ..., out:{seq}), [its signature's index]
 # ARGV[1]: JSON {retention_ms, tomb_window_ms, tomb_ttl_s, runs: [{id, skill, parent, nsteps,
-#   r (run key index), p (parent key index, 0 = none), d0, d1 (delete key range)}]}
+#   r (run key index), p (parent key index, 0 = none), d0, d1 (delete key range), sig (''
+#   = none), s (signature index key index, 0 = none)}]}
 # Returns {deleted, kept}.
 PURGE_LUA = """
 -- Runs started by hand or by a parent's invoke have no trigger claim to outlive them.
@@ -67,13 +74,13 @@ local deleted, kept = 0, 0
 for _, r in ipairs(a.runs) do
   local run = KEYS[r.r]
   local h = redis.call('HMGET', run, 'status', 'pinned', 'skill', 'parent', 'created_at',
-    'trigger')
+    'trigger', 'sig')
   local ended = redis.call('ZSCORE', KEYS[2], r.id)
   local keep = false
   if h[1] then
     keep = not terminal[h[1]] or h[2] == '1' or (h[3] or '') ~= r.skill
       or (h[4] or '') ~= (r.parent or '')
-      or redis.call('HLEN', KEYS[r.d0]) ~= r.nsteps
+      or redis.call('HLEN', KEYS[r.d0]) ~= r.nsteps or (h[7] or '') ~= r.sig
     if not keep and r.p > 0 then
       local ps = redis.call('HGET', KEYS[r.p], 'status')
       keep = ps ~= false and not terminal[ps]
@@ -89,6 +96,11 @@ for _, r in ipairs(a.runs) do
     redis.call('ZREM', KEYS[2], r.id)
     redis.call('SREM', KEYS[3], r.id)
     redis.call('ZREM', KEYS[r.r + 1], r.id)
+    for i = 5, 8 do redis.call('ZREM', KEYS[i], r.id) end  -- status indexes
+    if r.s > 0 then
+      redis.call('ZREM', KEYS[r.s], r.id)
+      if redis.call('ZCARD', KEYS[r.s]) == 0 then redis.call('ZREM', KEYS[9], r.sig) end
+    end
     if h[1] and tonumber(h[5] or '0') > now - tonumber(a.tomb_window_ms)
         and claimed(h[6]) then
       redis.call('SET', KEYS[r.r + 2], '1', 'EX', a.tomb_ttl_s)
@@ -126,6 +138,7 @@ class PassStats:
     calls: int = 0
     longest_call_s: float = 0.0
     backfilled: int = 0
+    indexed: int = 0  # runs the status/signature index backfill indexed (issue 13)
 
 
 class Retention:
@@ -147,6 +160,9 @@ class Retention:
         self._purge = redis.register_script(PURGE_LUA)
         self._offset = 0  # kept runs at the front of ``ended`` in the current sweep
         self._backfill_cursor: int | None = 0  # ZSCAN cursor over ``runs``; None when done
+        # Runs that ended before the status/signature indexes: a page per tick until done.
+        self._index = IndexBackfill(redis, keys)
+        self._indexed = False
         # After a sweep that stepped over kept runs (pins, children of live parents), the next
         # one waits a little, so a pile of pinned runs is not re-read on every tick.
         self._pause_s = min(SWEEP_PAUSE_MAX_S, max(1.0, retention_s / 1000))
@@ -162,6 +178,9 @@ class Retention:
         stats = PassStats()
         if self._backfill_cursor is not None:
             stats.backfilled = self.backfill_page()
+        if not self._indexed:
+            stats.indexed = max(0, self._index.page())
+            self._indexed = self._index.done()
         now = time.monotonic()
         if now < self._paused_until:
             return stats
@@ -213,29 +232,33 @@ class Retention:
         k = self._keys
         pipe = self._redis.pipeline(transaction=False)
         for rid in ids:
-            pipe.hmget(k.run(rid), ["skill", "parent"])
+            pipe.hmget(k.run(rid), ["skill", "parent", "sig"])
             pipe.hgetall(k.steps(rid))
         res = pipe.execute()
         calls: list[tuple[list[str], list[dict[str, Any]]]] = []
         keys: list[str] = []
         runs: list[dict[str, Any]] = []
         for i, rid in enumerate(ids):
-            (skill, parent), steps = res[2 * i], res[2 * i + 1]
+            (skill, parent, sig), steps = res[2 * i], res[2 * i + 1]
             # Only a step whose output was too large to keep inline has an ``out:{seq}`` key.
             seq_list = sorted(int(s) for s, rec in steps.items() if '"ref":true' in rec)
             group = [k.run(rid), k.runs_by_skill(str(skill or "")), k.tombstone(rid)]
             if parent:
                 group.append(k.run(str(parent)))
             deletes = run_keys(k, rid, seq_list)
-            if runs and len(keys) + len(group) + len(deletes) > KEY_BUDGET:
+            if runs and len(keys) + len(group) + len(deletes) + 1 > KEY_BUDGET:
                 calls.append((keys, runs))
                 keys, runs = [], []
             if not keys:
                 keys = [k.runs, k.ended, k.pins, k.retention_deleted]
+                keys += [k.runs_by_status(st) for st in TERMINAL] + [k.runs_sigs]
             base = len(keys) + 1  # Lua indices are 1-based
             keys.extend(group)
             d0 = len(keys) + 1
             keys.extend(deletes)
+            d1 = len(keys)
+            if sig:
+                keys.append(k.runs_by_sig(str(sig)))
             runs.append({
                 "id": rid,
                 "skill": str(skill or ""),
@@ -244,7 +267,9 @@ class Retention:
                 "r": base,
                 "p": base + 3 if parent else 0,
                 "d0": d0,
-                "d1": len(keys),
+                "d1": d1,
+                "sig": str(sig or ""),
+                "s": len(keys) if sig else 0,
             })  # fmt: skip
         if runs:
             calls.append((keys, runs))

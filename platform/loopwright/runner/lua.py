@@ -19,6 +19,7 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from loopwright.errors import LoopwrightError
+from loopwright.runner.indexes import INDEX_ENDED
 from loopwright.runner.rollup import CHECK_ROLLUP, ROLLUP, UNROLL
 from loopwright.scripts import NAMED, named
 
@@ -116,13 +117,15 @@ end
 # ``A.channel`` and, when it has a parent (``K.parent_run``, ``K.parent_steps`` declared with
 # ``A.parent``, ``A.parent_seq``, ``A.parent_job_prefix``), resolve the parent's pending invoke
 # step with this run's outcome; and first fold the run into its per-version rollup (``rollup``,
-# ``runner/rollup.py``: ``K.rollup``, ``K.rollup_index`` and the ``A`` fields it names). Returns
-# the parent's new job id ('' when none) to enqueue. Needs NAMED, RESOLVE_PENDING, CHILD_OUTCOME
-# and ROLLUP before it; ``K.timers``, ``K.queued`` and
-# ``K.waiting`` are declared whenever a parent is.
+# ``runner/rollup.py``: ``K.rollup``, ``K.rollup_index`` and the ``A`` fields it names), then
+# index it by status and signature (``index_ended``, ``runner/indexes.py``: ``K.by_status``,
+# ``K.by_sig``, ``K.sigs``). Returns the parent's new job id ('' when none) to enqueue. Needs
+# NAMED, RESOLVE_PENDING, CHILD_OUTCOME, ROLLUP and INDEX_ENDED before it; ``K.timers``,
+# ``K.queued`` and ``K.waiting`` are declared whenever a parent is.
 RUN_ENDED = """
 local function run_ended(run_id, status, now)
   rollup(run_id, status, now)
+  index_ended(run_id, status)
   if K.slot then redis.call('ZREM', K.slot, run_id) end
   redis.call('ZADD', K.ended, now, run_id)
   redis.call('PUBLISH', A.channel, run_id .. ' ' .. status)
@@ -136,7 +139,7 @@ local function run_ended(run_id, status, now)
 end
 """
 
-ENDED = RESOLVE_PENDING + CHILD_OUTCOME + ROLLUP + CHECK_ROLLUP + RUN_ENDED
+ENDED = RESOLVE_PENDING + CHILD_OUTCOME + ROLLUP + CHECK_ROLLUP + INDEX_ENDED + RUN_ENDED
 
 
 class StaleDeclarationError(LoopwrightError):
@@ -170,11 +173,14 @@ def checked(script: Callable[..., Any], **kw: Any) -> Any:
 # terminal) and goes back to ``queued`` under a new dispatch id with its fence advanced (a
 # zombie of the old attempt stays refused), its lost-executor count and active time reset (a
 # fresh timeout budget). A child run is retried only while its parent still waits for it.
+# It also leaves its status and signature indexes (``runner/indexes.py``).
 # KEYS (named): run, steps, queued, ended, timers, waiting, leases; rollup (when the run was
 #   rolled up: its skill, version and ``rolled`` day); parent_run, parent_steps (when it has a
-#   parent); o<seq> for every step output kept in its own key (``Keys.step_output``)
+#   parent); o<seq> for every step output kept in its own key (``Keys.step_output``);
+#   st_failed, st_cancelled (the status indexes); by_sig, sigs (when the run has a ``sig``)
 # ARGV (named): run_id, job_prefix, skill, version, day (the ``rolled`` day read, absent when
-#   none), channel; parent, parent_seq (when it has a parent)
+#   none), channel; parent, parent_seq (when it has a parent); sig (the ``sig`` read, absent
+#   when none)
 # Returns {'ok', job id, first dropped seq (0 when none), records dropped}, or {reason, detail}:
 # 'missing', 'status' (the status it has), 'parent' (the parent's status).
 RETRY_LUA = (
@@ -189,6 +195,11 @@ if h[1] ~= 'failed' and h[1] ~= 'cancelled' then return {{'status', h[1]}} end
 if (h[2] or nil) ~= A.day or h[3] ~= A.skill or h[4] ~= A.version then
   return redis.error_reply('{STALE} retry declared ' .. tostring(A.day) .. ', stored '
     .. tostring(h[2]))
+end
+local sig = redis.call('HGET', K.run, 'sig')
+if (sig or nil) ~= A.sig or (sig and not K.by_sig) then
+  return redis.error_reply('{STALE} retry declared sig ' .. tostring(A.sig) .. ', stored '
+    .. tostring(sig))
 end
 local bad = stale_parent(K.run, A.parent, A.parent_seq)
 if bad then return bad end
@@ -251,6 +262,13 @@ redis.call('HSET', K.run, 'status', 'queued', 'dispatch', jid, 'updated_at', now
 redis.call('HDEL', K.run, 'error', 'output', 'finished_at', 'owner', 'lease_until', 'wake_at',
   'throttles')
 redis.call('ZREM', K.ended, A.run_id)
+-- status and signature indexes (issue 13): a re-opened run is queued, not failed/cancelled
+if K.st_failed then redis.call('ZREM', K.st_failed, A.run_id) end
+if K.st_cancelled then redis.call('ZREM', K.st_cancelled, A.run_id) end
+if K.by_sig then
+  redis.call('ZREM', K.by_sig, A.run_id)
+  if K.sigs and redis.call('ZCARD', K.by_sig) == 0 then redis.call('ZREM', K.sigs, sig) end
+end
 redis.call('ZREM', K.timers, A.run_id)
 redis.call('ZREM', K.waiting, A.run_id)
 redis.call('ZREM', K.leases, A.run_id)

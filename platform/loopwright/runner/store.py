@@ -46,7 +46,8 @@ JOB_FUNC = "loopwright.runner.execute.execute"
 # tick or event that read the catalog before the skill was deleted or paused starts nothing.
 # KEYS (named): run, runs, runs_by_skill, queued, timers, ended, waiting; children (of the
 #   parent, when there is one); parent_run, parent_steps (a skipped child resolves its parent);
-#   steps, from_steps, f<seq>, o<seq> (a fork); runnable (``{p}:skills``, trigger starts only)
+#   steps, from_steps, f<seq>, o<seq> (a fork); runnable (``{p}:skills``, trigger starts only);
+#   indexed (``Keys.runs_indexed``)
 # ARGV (named): run_id, fields (the record: name -> string), place, score (ms), channel;
 #   parent, parent_seq, parent_job_prefix (with parent_run); a skipped run's rollup keys and
 #   arguments (``runner/rollup.py``)
@@ -102,6 +103,11 @@ if K.from_steps then
     retries)
 end
 local ts = tonumber(A.fields.created_at)
+-- A store whose first run is created here has no run from before the status/signature
+-- indexes: nothing to backfill (issue 13, ``runner/indexes.py``).
+if K.indexed and redis.call('ZCARD', K.runs) == 0 then
+  redis.call('SET', K.indexed, 'done', 'NX')
+end
 redis.call('ZADD', K.runs, ts, A.run_id)
 redis.call('ZADD', K.runs_by_skill, ts, A.run_id)
 if K.children then redis.call('SADD', K.children, A.run_id) end
@@ -395,6 +401,7 @@ class RunStore:
             "parent_run": k.run(d.parent) if resolves and d.parent else None,
             "parent_steps": k.steps(d.parent) if resolves and d.parent else None,
             "runnable": k.skills if require_active else None,
+            "indexed": k.runs_indexed,  # the index backfill's marker (first run only)
         }
         args: dict[str, Any] = {
             "run_id": run_id,
@@ -418,7 +425,11 @@ class RunStore:
         if place == "ended":
             end = Ending(origin="skill", now_ms=ts)  # flow control's refusal is no error
             rk, ra = rollup_declaration(k, skill, str(mapping["version"]), end, ts)
-            keys, args = {**keys, **rk}, {**args, **ra}
+            # ``run_ended`` indexes the skipped run by status (issue 13, ``runner/indexes.py``)
+            from loopwright.runner.indexes import ended_index_keys
+
+            ik = ended_index_keys(k, str(mapping["status"]), ra.get("sig"))
+            keys, args = {**keys, **rk, **ik}, {**args, **ra}
         created, parent_job = call_named(self._create, keys, args)
         return int(created), str(parent_job) or None
 
@@ -503,7 +514,7 @@ class RunStore:
         k = self._keys
         for attempt in range(3):
             d = self._transitions.declared(run_id)
-            day = self._redis.hget(k.run(run_id), "rolled")
+            day, sig = self._redis.hmget(k.run(run_id), ["rolled", "sig"])
             raw: dict[str, str] = self._redis.hgetall(k.steps(run_id))  # type: ignore[assignment]
             big = [int(seq) for seq, rec in raw.items() if '"ref":true' in rec]
             keys: dict[str, str | None] = {
@@ -518,6 +529,11 @@ class RunStore:
                 "parent_run": k.run(d.parent) if d.parent else None,
                 "parent_steps": k.steps(d.parent) if d.parent else None,
                 **{f"o{seq}": k.step_output(run_id, seq) for seq in big},
+                # it leaves its status and signature indexes (issue 13, runner/indexes.py)
+                "st_failed": k.runs_by_status("failed"),
+                "st_cancelled": k.runs_by_status("cancelled"),
+                "by_sig": k.runs_by_sig(str(sig)) if sig else None,
+                "sigs": k.runs_sigs if sig else None,
             }
             args = {
                 "run_id": run_id,
@@ -528,6 +544,7 @@ class RunStore:
                 "channel": k.run_changes_channel,
                 "parent": d.parent,
                 "parent_seq": d.parent_seq,
+                "sig": str(sig) if sig else None,
             }
             try:
                 res = call_named(self._retry, keys, args)

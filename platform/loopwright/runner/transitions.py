@@ -14,6 +14,7 @@ from typing import Any
 from redis import Redis
 
 from loopwright.keys import Keys
+from loopwright.runner.indexes import sig_index_keys, status_index_key
 from loopwright.runner.lua import (
     CHECK_PARENT,
     CHECK_SLOT,
@@ -341,11 +342,12 @@ class Transitions:
             {n: str(x) if x is not None else "" for n, x in zip(names, h, strict=True)}
         )
 
-    def _ended_keys(self, run_id: str, d: Declared) -> dict[str, str | None]:
-        """The keys ``run_ended`` touches, for a run with declaration ``d`` (its rollup's are
-        added by :meth:`_rollup`)."""
+    def _ended_keys(self, run_id: str, d: Declared, status: str) -> dict[str, str | None]:
+        """The keys ``run_ended`` touches, for a run with declaration ``d`` ending with
+        ``status`` (its rollup's and its signature index are added by :meth:`_rollup`)."""
         k = self._keys
         return {
+            "by_status": status_index_key(k, status),
             "run": k.run(run_id),
             "leases": k.leases,
             "ended": k.ended,
@@ -362,7 +364,9 @@ class Transitions:
     ) -> tuple[dict[str, str | None], dict[str, Any]]:
         """``keys`` and ``args`` plus the rollup's (``runner/rollup.py``), for ``run_ended``."""
         rk, ra = rollup_declaration(self._keys, d.skill, d.version, ending, now_ms())
-        return {**keys, **rk}, {**args, **ra}
+        # The signature's index (issue 13), when the rollup gives the run one.
+        ik = sig_index_keys(self._keys, ra.get("sig"))
+        return {**keys, **rk, **ik}, {**args, **ra}
 
     def _parent_args(self, d: Declared) -> dict[str, Any]:
         if not d.parent:
@@ -401,7 +405,7 @@ class Transitions:
         def call(d: Declared) -> Any:
             return call_named(
                 self._finish,
-                *self._rollup(self._ended_keys(run_id, d), {
+                *self._rollup(self._ended_keys(run_id, d, status), {
                     "run_id": run_id,
                     "token": str(token),
                     "status": status,
@@ -448,7 +452,7 @@ class Transitions:
         """Take back a run whose lease expired (reads its declaration first)."""
 
         def call(d: Declared) -> Any:
-            keys = self._ended_keys(run_id, d)
+            keys = self._ended_keys(run_id, d, "failed")
             args = {
                 "run_id": run_id,
                 "job_prefix": self.job_prefix(run_id),
@@ -492,7 +496,7 @@ class Transitions:
                 **self._parent_args(d),
             }
             return call_named(
-                self._cancel, *self._rollup(self._ended_keys(run_id, d), args, d, end)
+                self._cancel, *self._rollup(self._ended_keys(run_id, d, "cancelled"), args, d, end)
             )
 
         code, job = self._declaring(run_id, None, call)
