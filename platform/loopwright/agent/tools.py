@@ -496,7 +496,10 @@ class ToolBox:
         return out
 
     def _list_runs(self, args: ListRunsArgs, key: str | None) -> list[dict[str, Any]]:
-        runs = self.rt.runs.find(skill=args.skill, status=args.status, limit=args.limit)
+        from loopwright.service.queries import RunFilter, collect_runs
+
+        flt = RunFilter(skill=args.skill, status=args.status)
+        runs = collect_runs(self.rt.redis, self.rt.keys, flt, args.limit)
         return [
             {
                 "run_id": r.id,

@@ -268,7 +268,13 @@ def list_runs(
             since_ms = int((time.time() - parse_duration(since)) * 1000)
         except ValueError as exc:
             raise UserError(f"--since: {exc}") from None
-    runs = rt.runs.find(skill=skill, status=status, since_ms=since_ms, limit=limit)
+    if status is None:  # the time index (per skill) answers it: no index module to load
+        runs = rt.runs.find(skill=skill, since_ms=since_ms, limit=limit)
+    else:  # the status indexes, as the API reads them
+        from loopwright.service.queries import RunFilter, collect_runs
+
+        flt = RunFilter(skill=skill, status=status, since_ms=since_ms)
+        runs = collect_runs(rt.redis, rt.keys, flt, limit)
     if as_json:
         emit_json([r.to_dict() for r in runs])
         return

@@ -58,7 +58,7 @@ class RunFilter:
         """Self, or :class:`UserError` naming the bad filter."""
         if self.status is not None and self.status not in {s.value for s in RunStatus}:
             known = ", ".join(s.value for s in RunStatus)
-            raise UserError(f"status: unknown {self.status!r}; one of: {known}")
+            raise UserError(f"unknown status {self.status!r}; one of: {known}")
         for name in ("skill", "version", "trigger", "signature"):
             value = getattr(self, name)
             if value is not None and (not value or len(value) > 200):
@@ -154,6 +154,21 @@ def find_runs(
         return walk.finish(more=True)
     below = floor if floor is not None and (after is None or floor < after) else after
     return walk.page(_rows(redis, [base], lo, hi, below, 200), check=True)
+
+
+def collect_runs(redis: Redis, keys: Keys, flt: RunFilter, limit: int) -> list[Run]:
+    """Up to ``limit`` runs matching ``flt``, newest first, over as many pages of
+    :func:`find_runs` as it takes (the CLI's ``runs list`` and the builder's ``list_runs``
+    read the same indexes as the API: a rare status is found however old it is)."""
+    out: list[Run] = []
+    after: tuple[float, str] | None = None
+    while len(out) < limit:
+        page = find_runs(redis, keys, flt, limit=min(500, limit - len(out)), after=after)
+        out.extend(page.runs)
+        if page.next_cursor is None or page.exhausted:
+            break
+        after = page.next_cursor
+    return out[:limit]
 
 
 def _mark(redis: Redis, keys: Keys) -> Pos | str | None:
