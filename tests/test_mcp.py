@@ -585,3 +585,17 @@ def test_bounded_json_stays_valid_and_marks_what_it_cut() -> None:
         shrunk = json.loads(text_)
         assert "truncated" in json.dumps(shrunk) or shrunk.get("truncated") is True
     assert json.loads(bounded_json({"small": [1, 2]}, 500)) == {"small": [1, 2]}
+
+
+def test_list_events_is_the_apis_feed_newest_first(cluster: Cluster) -> None:
+    # Given two events, one with data that is not an object
+    rt = cluster.rt
+    rt.bus.send("mcp.feed", {"n": 1}, "feed-1")
+    rt.bus.send("mcp.feed", [1, "two"], "feed-2")
+    # When the MCP toolbox lists events
+    result = make_mcp_toolbox(rt).call("list_events", {"limit": 2})
+    # Then it is the same feed the API answers: newest first, data decoded
+    assert result.ok, result.content
+    events = result.data
+    assert [e["id"] for e in events] == ["feed-2", "feed-1"]
+    assert events[0]["data"] == [1, "two"] and events[1]["data"] == {"n": 1}

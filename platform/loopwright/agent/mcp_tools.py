@@ -327,22 +327,9 @@ class McpToolBox(ToolBox):
         return get_schedule(self.rt, args.name, args.limit).to_json()
 
     def _list_events(self, args: EventsArgs, key: str | None) -> list[dict[str, Any]]:
-        rows: list[tuple[str, dict[str, str]]] = self.rt.redis.xrevrange(  # type: ignore[assignment]
-            self.rt.keys.events, count=args.limit
-        )
-        out = []
-        for stream_id, fields in rows:
-            entry: dict[str, Any] = {"stream_id": str(stream_id)}
-            for k, v in fields.items():
-                if k in ("data", "lineage"):
-                    try:
-                        entry[k] = json.loads(v)
-                    except ValueError:
-                        entry[k] = v
-                else:
-                    entry[k] = v
-            out.append(entry)
-        return out
+        from loopwright.service.events import recent_events
+
+        return recent_events(self.rt.redis, self.rt.keys, args.limit)
 
 
 def bounded_json(value: Any, limit: int) -> str:

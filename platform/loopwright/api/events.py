@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from loopwright.api.context import ApiContext
 from loopwright.auth.tokens import Principal
 from loopwright.errors import UserError
+from loopwright.service.events import recent_events
 
 
 class SendEvent(BaseModel):
@@ -49,21 +50,6 @@ def router(ctx: ApiContext) -> APIRouter:
 
     @r.get("", dependencies=[read])
     def recent(limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[dict[str, Any]]:
-        rows: list[tuple[str, dict[str, str]]] = rt.redis.xrevrange(  # type: ignore[assignment]
-            rt.keys.events, count=limit
-        )
-        out = []
-        for stream_id, fields in rows:
-            entry: dict[str, Any] = {"stream_id": str(stream_id)}
-            for k, v in fields.items():
-                if k in ("data", "lineage"):
-                    try:
-                        entry[k] = json.loads(v)
-                    except ValueError:
-                        entry[k] = v
-                else:
-                    entry[k] = v
-            out.append(entry)
-        return out
+        return recent_events(rt.redis, rt.keys, limit)
 
     return r
